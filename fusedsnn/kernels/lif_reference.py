@@ -1,0 +1,224 @@
+"""Plain PyTorch implementation of the fused LIF forward and backward (the ``"reference"`` backend).
+
+This is the same algorithm as the Triton kernel in ``lif_triton.py``, written with whole-tensor
+PyTorch ops and a Python loop over time: the forward saves the surrogate-derivative trace, the
+backward walks time in reverse with hand-written adjoints. It is the CPU default until the host
+backend exists, the float64 path for ``gradcheck``, and the readable spec of what the kernel does.
+The autograd oracle that mirrors snnTorch op for op lives in ``naive.py``.
+
+Shapes: ``x: [T, B, F]`` (features flattened), states ``[B, F]``, parameters ``[F]``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .spec import (
+    RECURRENCE_INPUT,
+    RECURRENCE_ONE_TO_ONE,
+    RESET_NONE,
+    RESET_SUBTRACT,
+    RESET_ZERO,
+    LIFSpec,
+    state_dtype,
+)
+
+Tensor = torch.Tensor
+
+
+def _initial(state: Optional[Tensor], like: Tensor, dtype: torch.dtype) -> Tensor:
+    if state is None or state.numel() == 0:
+        return torch.zeros(like.shape[1:], dtype=dtype, device=like.device)
+    return state.to(dtype)
+
+
+def _spike_reset(mem_prev: Tensor, thr: Tensor) -> Tensor:
+    return (mem_prev - thr > 0).to(mem_prev.dtype)
+
+
+def lif_forward_reference(
+    x: Tensor,
+    mem0: Optional[Tensor],
+    syn0: Optional[Tensor],
+    spk0: Optional[Tensor],
+    rec: Optional[Tensor],
+    beta: Tensor,
+    thr: Tensor,
+    alpha: Tensor,
+    V: Tensor,
+    spec: LIFSpec,
+    store_state: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Run the time loop. Returns ``(spk, syn, mem, trace, mem_state, pre)``.
+
+    ``spk, syn, mem: [T, B, F]`` in ``x.dtype`` (``syn`` empty unless synaptic);
+    ``trace: [T, B, F]`` surrogate derivative in the state dtype; ``mem_state`` the membrane in the
+    state dtype when ``store_state`` and ``x`` is narrower (else empty); ``pre`` the pre-reset
+    membrane when ``reset_delay=False`` (else empty).
+    """
+    sdt = state_dtype(x.dtype)
+    T = x.shape[0]
+    out_shape = x.shape
+    empty = x.new_empty(0, dtype=sdt)
+    mem = _initial(mem0, x, sdt)
+    syn = _initial(syn0, x, sdt) if spec.synaptic else None
+    spk = _initial(spk0, x, sdt) if spec.recurrence == RECURRENCE_ONE_TO_ONE else None
+    spk_out = torch.empty(out_shape, dtype=x.dtype, device=x.device)
+    mem_out = torch.empty(out_shape, dtype=x.dtype, device=x.device)
+    syn_out = torch.empty(out_shape, dtype=x.dtype, device=x.device) if spec.synaptic else x.new_empty(0)
+    trace = torch.empty(out_shape, dtype=sdt, device=x.device)
+    mem_state = torch.empty(out_shape, dtype=sdt, device=x.device) if store_state and x.dtype != sdt else empty
+    pre = torch.empty(out_shape, dtype=sdt, device=x.device) if spec.immediate_reset else empty
+    gsf = spec.graded_spikes_factor
+    surrogate = spec.surrogate
+    for t in range(T):
+        xt = x[t].to(sdt)
+        r = _spike_reset(mem, thr)
+        if spec.synaptic:
+            s = alpha * syn + xt
+            if spec.recurrence == RECURRENCE_ONE_TO_ONE:
+                s = s + V * spk
+            elif spec.recurrence == RECURRENCE_INPUT:
+                s = s + rec[t].to(sdt)
+            base = beta * mem + s
+        elif spec.zero_before_decay:
+            base = beta * ((1 - r) * mem) + xt
+        else:
+            base = beta * mem + xt
+            if spec.recurrence == RECURRENCE_ONE_TO_ONE:
+                base = base + V * spk
+            elif spec.recurrence == RECURRENCE_INPUT:
+                base = base + rec[t].to(sdt)
+        if spec.reset == RESET_SUBTRACT:
+            m_pre = base - r * thr
+        elif spec.reset == RESET_ZERO and not spec.zero_before_decay:
+            m_pre = base - base * r
+        else:
+            m_pre = base
+        h = m_pre - thr
+        spk_t = (h > 0).to(sdt) * gsf
+        trace[t] = surrogate.derivative(h)
+        if spec.immediate_reset:
+            pre[t] = m_pre
+            do_reset = spk_t / gsf - r
+            m = m_pre - do_reset * (thr if spec.reset == RESET_SUBTRACT else m_pre)
+        else:
+            m = m_pre
+        spk_out[t] = spk_t
+        mem_out[t] = m
+        if mem_state.numel():
+            mem_state[t] = m
+        if spec.synaptic:
+            syn_out[t] = s
+            syn = s
+        mem = m
+        spk = spk_t
+    return spk_out, syn_out, mem_out, trace, mem_state, pre
+
+
+def lif_backward_reference(
+    grad_spk: Optional[Tensor],
+    grad_syn: Optional[Tensor],
+    grad_mem: Optional[Tensor],
+    trace: Tensor,
+    mem_hist: Tensor,
+    syn_hist: Tensor,
+    spk_hist: Tensor,
+    pre: Tensor,
+    mem0: Optional[Tensor],
+    syn0: Optional[Tensor],
+    spk0: Optional[Tensor],
+    beta: Tensor,
+    thr: Tensor,
+    alpha: Tensor,
+    V: Tensor,
+    spec: LIFSpec,
+    x_dtype: torch.dtype,
+    need_param_grads: tuple[bool, bool, bool, bool],
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Reverse time loop. Returns ``(grad_x, grad_mem0, grad_syn0, grad_spk0, grad_beta,
+    grad_thr, grad_alpha, grad_V)``; parameter gradients are ``[F]`` (empty when not needed).
+
+    ``mem_hist``/``syn_hist``/``spk_hist`` are the forward's per-step states (``[T, B, F]``):
+    the membrane in the state dtype (the output itself for float32), synaptic current and
+    spikes as output.
+    """
+    sdt = trace.dtype
+    T = trace.shape[0]
+    shape = trace.shape[1:]
+    need_beta, need_thr, need_alpha, need_V = need_param_grads
+    zeros = torch.zeros(shape, dtype=sdt, device=trace.device)
+    mem_init = _initial(mem0, trace, sdt)
+    syn_init = _initial(syn0, trace, sdt) if spec.synaptic else zeros
+    spk_init = _initial(spk0, trace, sdt) if spec.recurrence == RECURRENCE_ONE_TO_ONE else zeros
+    gsf = spec.graded_spikes_factor
+    grad_x = torch.empty(trace.shape, dtype=x_dtype, device=trace.device)
+    carry_mem, carry_syn, carry_spk = zeros, zeros, zeros
+    acc_beta, acc_thr, acc_alpha, acc_V = zeros, zeros, zeros, zeros
+
+    def upstream(grad: Optional[Tensor], t: int) -> Tensor:
+        return zeros if grad is None or grad.numel() == 0 else grad[t].to(sdt)
+
+    for t in range(T - 1, -1, -1):
+        mem_prev = mem_hist[t - 1].to(sdt) if t > 0 else mem_init
+        g_mem = upstream(grad_mem, t) + carry_mem
+        g_spk = upstream(grad_spk, t) + carry_spk
+        r = _spike_reset(mem_prev, thr)
+        if spec.immediate_reset:
+            m_pre = pre[t]
+            do_reset = (m_pre - thr > 0).to(sdt) - r
+            if spec.reset == RESET_SUBTRACT:
+                g_do_reset = -(thr * g_mem)
+                acc_thr = acc_thr - do_reset * g_mem
+                g_pre = g_mem
+            else:
+                g_do_reset = -(m_pre * g_mem)
+                g_pre = g_mem - do_reset * g_mem
+            g_spk = g_spk + g_do_reset / gsf
+        else:
+            g_pre = g_mem
+        g_h = g_spk * gsf * trace[t]
+        g_pre = g_pre + g_h
+        acc_thr = acc_thr - g_h
+        if spec.reset == RESET_SUBTRACT:
+            acc_thr = acc_thr - r * g_pre
+            g_base = g_pre
+        elif spec.reset == RESET_ZERO and not spec.zero_before_decay:
+            g_base = g_pre - r * g_pre
+        else:
+            g_base = g_pre
+        g_s = g_base + upstream(grad_syn, t) + carry_syn if spec.synaptic else g_base
+        grad_x[t] = g_s.to(x_dtype)
+        if spec.zero_before_decay:
+            kept = 1 - r
+            acc_beta = acc_beta + (kept * mem_prev) * g_base
+            carry_mem = kept * (beta * g_base)
+        else:
+            acc_beta = acc_beta + mem_prev * g_base
+            carry_mem = beta * g_base
+        if spec.synaptic:
+            syn_prev = syn_hist[t - 1].to(sdt) if t > 0 else syn_init
+            acc_alpha = acc_alpha + syn_prev * g_s
+            carry_syn = alpha * g_s
+        if spec.recurrence == RECURRENCE_ONE_TO_ONE:
+            spk_prev = spk_hist[t - 1].to(sdt) if t > 0 else spk_init
+            acc_V = acc_V + spk_prev * g_s
+            carry_spk = V * g_s
+
+    def reduce(acc: Tensor, needed: bool) -> Tensor:
+        if not needed:
+            return trace.new_empty(0)
+        return acc.reshape(-1, acc.shape[-1]).sum(0)
+
+    return (
+        grad_x,
+        carry_mem,
+        carry_syn,
+        carry_spk,
+        reduce(acc_beta, need_beta),
+        reduce(acc_thr, need_thr),
+        reduce(acc_alpha, need_alpha),
+        reduce(acc_V, need_V),
+    )

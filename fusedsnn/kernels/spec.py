@@ -1,0 +1,77 @@
+"""The compile-time description of one fused LIF time loop, shared by every backend.
+
+The four snnTorch neurons are one recurrence with two switches::
+
+    Leaky      synaptic=False  recurrence=NONE
+    Synaptic   synaptic=True   recurrence=NONE
+    RLeaky     synaptic=False  recurrence=ONE_TO_ONE (V * spk) or INPUT (all-to-all, precomputed)
+    RSynaptic  synaptic=True   recurrence=ONE_TO_ONE or INPUT
+
+so every backend implements a single loop parametrised by a :class:`LIFSpec`; in Triton the
+fields become ``tl.constexpr`` flags and dead branches vanish at compile time. One step, in
+snnTorch 1.0.0's exact operation order (``r`` is the detached reset from the previous membrane)::
+
+    r      = [mem_prev - thr > 0]
+    s      = alpha * syn_prev + x (+ V * spk_prev | + rec)          # synaptic only
+    base   = beta * mem_prev + s                                    # synaptic
+    base   = beta * mem_prev + x (+ V * spk_prev | + rec)           # leaky
+    base   = beta * ((1 - r) * mem_prev) + x                        # Leaky with reset "zero"
+    m_pre  = base - r * thr        (subtract)
+             base - base * r       (zero, all but Leaky)
+             base                  (none; Leaky "zero", already applied)
+    spk    = [m_pre - thr > 0] * gsf
+    m      = m_pre - (spk / gsf - r) * thr      (reset_delay=False, subtract)
+             m_pre - (spk / gsf - r) * m_pre    (reset_delay=False, zero)
+             m_pre                              (otherwise)
+
+``beta`` and ``alpha`` arrive already clamped to [0, 1] (the clamp is done by autograd above).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..surrogate import Surrogate
+
+RESET_SUBTRACT = 0
+RESET_ZERO = 1
+RESET_NONE = 2
+RESET_CODES = {"subtract": RESET_SUBTRACT, "zero": RESET_ZERO, "none": RESET_NONE}
+
+RECURRENCE_NONE = 0
+RECURRENCE_ONE_TO_ONE = 1
+RECURRENCE_INPUT = 2
+
+
+@dataclass(frozen=True)
+class LIFSpec:
+    synaptic: bool
+    recurrence: int
+    reset: int
+    reset_delay: bool
+    surrogate: Surrogate
+    graded_spikes_factor: float = 1.0
+
+    @property
+    def zero_before_decay(self) -> bool:
+        """snnTorch's Leaky resets to zero before the decay; the other three after it."""
+        return self.reset == RESET_ZERO and not self.synaptic and self.recurrence == RECURRENCE_NONE
+
+    @property
+    def immediate_reset(self) -> bool:
+        """reset_delay=False with a reset that does something."""
+        return (not self.reset_delay) and self.reset != RESET_NONE
+
+
+def state_dtype(dtype: torch.dtype) -> torch.dtype:
+    """State is kept in float32 for float32/16/bf16 inputs, float64 for float64 (reference only)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def needs_prev_mem(spec: LIFSpec, beta_grad: bool, thr_grad: bool) -> bool:
+    """Whether the backward must read the membrane of the previous step."""
+    if beta_grad or spec.reset == RESET_ZERO or spec.immediate_reset:
+        return True
+    return spec.reset == RESET_SUBTRACT and thr_grad
