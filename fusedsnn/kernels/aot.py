@@ -1,0 +1,125 @@
+"""Ahead-of-time compilation of the LIF kernels for real GPU targets, without a GPU.
+
+The Triton interpreter accepts code that the compiler rejects, so the test suite compiles every
+kernel variant for sm_80 and sm_90 through ``triton.compile`` and reads register and spill counts
+from ``ptxas -v`` (the count Triton itself only learns when it loads a binary on a device).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .spec import RECURRENCE_ONE_TO_ONE, LIFSpec, needs_prev_mem
+
+_TRITON_DTYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+@dataclass
+class CompiledKernelInfo:
+    name: str
+    arch: int
+    registers: int
+    spill_stores: int
+    spill_loads: int
+    ptx: str
+
+    def summary(self) -> str:
+        return (
+            f"{self.name} sm_{self.arch}: {self.registers} registers, "
+            f"{self.spill_stores} bytes spill stores, {self.spill_loads} bytes spill loads"
+        )
+
+
+def _ptxas_usage(ptx: str, arch: int) -> tuple[int, int, int]:
+    from triton.backends.nvidia.compiler import get_ptxas
+
+    ptxas = get_ptxas(arch).path if hasattr(get_ptxas(arch), "path") else get_ptxas(arch)
+    gpu = f"sm_{arch}a" if arch >= 90 else f"sm_{arch}"
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "kernel.ptx"
+        src.write_text(ptx)
+        proc = subprocess.run(
+            [str(ptxas), "-v", f"--gpu-name={gpu}", str(src), "-o", str(Path(tmp) / "kernel.cubin")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    text = proc.stdout + proc.stderr
+    regs = int(re.search(r"Used (\d+) registers", text).group(1))
+    spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", text)
+    return regs, int(spills.group(1)), int(spills.group(2))
+
+
+def compile_lif_kernels(
+    spec: LIFSpec,
+    dtype: torch.dtype,
+    arch: int,
+    need_param_grads: tuple[bool, bool, bool, bool] = (True, True, True, True),
+    block: int = 512,
+    num_warps: int = 4,
+) -> list[CompiledKernelInfo]:
+    """Compile the forward and backward kernels of ``spec`` for ``sm_{arch}``; no GPU needed."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from .lif_triton import lif_backward_kernel, lif_forward_kernel
+
+    io = _TRITON_DTYPES[dtype]
+    target = GPUTarget("cuda", arch, 32)
+    options = {"enable_fp_fusion": False, "num_warps": num_warps}
+    need_beta, need_thr, need_alpha, need_V = need_param_grads
+    fwd_sig = {
+        "x_ptr": f"*{io}", "rec_ptr": f"*{io}", "mem0_ptr": "*fp32", "syn0_ptr": "*fp32", "spk0_ptr": "*fp32",
+        "beta_ptr": "*fp32", "thr_ptr": "*fp32", "alpha_ptr": "*fp32", "v_ptr": "*fp32",
+        "spk_ptr": f"*{io}", "syn_ptr": f"*{io}", "mem_ptr": f"*{io}", "trace_ptr": "*fp32",
+        "state_ptr": "*fp32", "pre_ptr": "*fp32",
+        "T": "i32", "M": "i64", "F": "i64", "stride_x_t": "i64", "stride_rec_t": "i64",
+        "gsf": "fp32", "c0": "fp32", "c1": "fp32",
+    }
+    fwd_const = {
+        "SYNAPTIC": spec.synaptic, "RECURRENCE": spec.recurrence, "RESET": spec.reset,
+        "IMMEDIATE_RESET": spec.immediate_reset, "ZERO_BEFORE_DECAY": spec.zero_before_decay,
+        "SURROGATE": spec.surrogate.code, "HAS_MEM0": True, "HAS_SYN0": spec.synaptic,
+        "HAS_SPK0": spec.recurrence == RECURRENCE_ONE_TO_ONE, "STORE_STATE": dtype != torch.float32,
+        "BLOCK": block,
+    }
+    bwd_sig = {
+        "grad_spk_ptr": f"*{io}", "grad_syn_ptr": f"*{io}", "grad_mem_ptr": f"*{io}",
+        "trace_ptr": "*fp32", "mem_hist_ptr": "*fp32" if dtype != torch.float32 else f"*{io}",
+        "syn_hist_ptr": f"*{io}", "spk_hist_ptr": f"*{io}", "pre_ptr": "*fp32",
+        "mem0_ptr": "*fp32", "syn0_ptr": "*fp32", "spk0_ptr": "*fp32",
+        "beta_ptr": "*fp32", "thr_ptr": "*fp32", "alpha_ptr": "*fp32", "v_ptr": "*fp32",
+        "grad_x_ptr": f"*{io}", "grad_mem0_ptr": "*fp32", "grad_syn0_ptr": "*fp32", "grad_spk0_ptr": "*fp32",
+        "part_beta_ptr": "*fp32", "part_thr_ptr": "*fp32", "part_alpha_ptr": "*fp32", "part_v_ptr": "*fp32",
+        "T": "i32", "M": "i64", "F": "i64", "stride_gspk_t": "i64", "stride_gsyn_t": "i64",
+        "stride_gmem_t": "i64", "gsf": "fp32",
+    }
+    bwd_const = {
+        "SYNAPTIC": spec.synaptic, "RECURRENCE": spec.recurrence, "RESET": spec.reset,
+        "IMMEDIATE_RESET": spec.immediate_reset, "ZERO_BEFORE_DECAY": spec.zero_before_decay,
+        "HAS_GRAD_SPK": True, "HAS_GRAD_SYN": spec.synaptic, "HAS_GRAD_MEM": True,
+        "HAS_MEM0": True, "HAS_SYN0": spec.synaptic, "HAS_SPK0": spec.recurrence == RECURRENCE_ONE_TO_ONE,
+        "NEED_PREV_MEM": needs_prev_mem(spec, need_beta, need_thr), "NEED_BETA": need_beta,
+        "NEED_THR": need_thr, "NEED_ALPHA": need_alpha and spec.synaptic,
+        "NEED_V": need_V and spec.recurrence == RECURRENCE_ONE_TO_ONE, "BLOCK": block,
+    }
+    infos = []
+    for name, fn, sig, const in (
+        ("lif_forward_kernel", lif_forward_kernel, fwd_sig, fwd_const),
+        ("lif_backward_kernel", lif_backward_kernel, bwd_sig, bwd_const),
+    ):
+        full_sig = dict(sig)
+        full_sig.update({k: "constexpr" for k in const})
+        src = ASTSource(fn=fn, signature=full_sig, constexprs=const)
+        compiled = triton.compile(src, target=target, options=options)
+        ptx = compiled.asm["ptx"]
+        regs, spill_st, spill_ld = _ptxas_usage(ptx, arch)
+        infos.append(CompiledKernelInfo(name, arch, regs, spill_st, spill_ld, ptx))
+    return infos

@@ -1,0 +1,470 @@
+"""Fused Triton time loops for the LIF family (Leaky, Synaptic, RLeaky, RSynaptic).
+
+Layout, top to bottom: the ``@triton.jit`` forward and backward kernels, then the launchers that
+allocate outputs, apply the one contiguity policy and pick the grid. No autograd here; the
+autograd Function is in ``fusedsnn/ops.py`` and the eager twin of this file is
+``lif_reference.py`` (same algorithm, same operation order; read it first).
+
+Each program owns ``BLOCK`` neurons (flattened ``[B * F]``) and walks all ``T`` steps with the
+state in float32 registers: nothing per step returns to Python. The four neuron types share one
+kernel because they are one recurrence with two compile-time switches (``SYNAPTIC``,
+``RECURRENCE``); writing four files would repeat most of the code, and Triton removes the dead
+branches at compile time, so each neuron still gets its own specialised binary.
+
+Spikes must be bit-identical to snnTorch's in float32, so launches pass
+``enable_fp_fusion=False`` (no ``a * b + c`` contracted into an FMA) and the per-step arithmetic
+mirrors ``spec.py`` operation for operation.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Optional
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+
+    HAS_TRITON = True
+except ImportError:  # pragma: no cover - exercised only where triton is absent
+    HAS_TRITON = False
+
+from .spec import (
+    RECURRENCE_INPUT,
+    RECURRENCE_ONE_TO_ONE,
+    RESET_NONE,
+    RESET_SUBTRACT,
+    RESET_ZERO,
+    LIFSpec,
+    needs_prev_mem,
+)
+
+Tensor = torch.Tensor
+
+if HAS_TRITON:
+
+    @triton.jit
+    def _surrogate_derivative(h, SURROGATE: tl.constexpr, c0, c1):
+        # Same expressions as fusedsnn.surrogate.surrogate_derivative; c0/c1 are precomputed
+        # on the host exactly as the eager code forms its Python-float scalars.
+        if SURROGATE == 0:  # atan: c0 = pi/2 * alpha, c1 = alpha / 2
+            scaled = c0 * h
+            d = c1 / (1.0 + scaled * scaled)
+        elif SURROGATE == 1:  # fast_sigmoid: c0 = slope
+            denom = c0 * tl.abs(h) + 1.0
+            d = 1.0 / (denom * denom)
+        elif SURROGATE == 2:  # sigmoid: c0 = slope, overflow-free symmetric form
+            e = tl.exp(-c0 * tl.abs(h))
+            d = c0 * e / ((e + 1.0) * (e + 1.0))
+        elif SURROGATE == 3:  # straight-through
+            d = tl.full(h.shape, 1.0, tl.float32)
+        elif SURROGATE == 4:  # triangular with snnTorch's sign: -c0 where h >= 0
+            d = tl.where(h >= 0, -c0, c0)
+        elif SURROGATE == 5:  # spike_rate_escape: c0 = beta, c1 = slope
+            d = c1 * tl.exp(-c0 * tl.abs(h - 1.0))
+        else:  # disabled
+            d = tl.zeros(h.shape, tl.float32)
+        return d
+
+    @triton.jit(do_not_specialize=["T"])
+    def lif_forward_kernel(
+        x_ptr, rec_ptr, mem0_ptr, syn0_ptr, spk0_ptr,
+        beta_ptr, thr_ptr, alpha_ptr, v_ptr,
+        spk_ptr, syn_ptr, mem_ptr, trace_ptr, state_ptr, pre_ptr,
+        T, M, F, stride_x_t, stride_rec_t,
+        gsf, c0, c1,
+        SYNAPTIC: tl.constexpr, RECURRENCE: tl.constexpr, RESET: tl.constexpr,
+        IMMEDIATE_RESET: tl.constexpr, ZERO_BEFORE_DECAY: tl.constexpr, SURROGATE: tl.constexpr,
+        HAS_MEM0: tl.constexpr, HAS_SYN0: tl.constexpr, HAS_SPK0: tl.constexpr,
+        STORE_STATE: tl.constexpr, BLOCK: tl.constexpr,
+    ):
+        # int64 offsets: T * B * F may exceed 2**31 elements.
+        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < M
+        feat = offs % F
+        gsf = tl.cast(gsf, tl.float32)
+        c0 = tl.cast(c0, tl.float32)
+        c1 = tl.cast(c1, tl.float32)
+        beta = tl.load(beta_ptr + feat, mask=mask, other=0.0)
+        thr = tl.load(thr_ptr + feat, mask=mask, other=0.0)
+        if SYNAPTIC:
+            alpha = tl.load(alpha_ptr + feat, mask=mask, other=0.0)
+        if RECURRENCE == 1:
+            v = tl.load(v_ptr + feat, mask=mask, other=0.0)
+        if HAS_MEM0:
+            mem = tl.load(mem0_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        else:
+            mem = tl.zeros([BLOCK], tl.float32)
+        if SYNAPTIC:
+            if HAS_SYN0:
+                syn = tl.load(syn0_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            else:
+                syn = tl.zeros([BLOCK], tl.float32)
+        if RECURRENCE == 1:
+            if HAS_SPK0:
+                spk = tl.load(spk0_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            else:
+                spk = tl.zeros([BLOCK], tl.float32)
+        x_off = offs
+        rec_off = offs
+        out_off = offs
+        for _t in range(T):
+            xt = tl.load(x_ptr + x_off, mask=mask, other=0.0).to(tl.float32)
+            r = tl.where(mem - thr > 0, 1.0, 0.0)
+            if SYNAPTIC:
+                s = alpha * syn + xt
+                if RECURRENCE == 1:
+                    s = s + v * spk
+                elif RECURRENCE == 2:
+                    s = s + tl.load(rec_ptr + rec_off, mask=mask, other=0.0).to(tl.float32)
+                base = beta * mem + s
+            elif ZERO_BEFORE_DECAY:
+                base = beta * ((1.0 - r) * mem) + xt
+            else:
+                base = beta * mem + xt
+                if RECURRENCE == 1:
+                    base = base + v * spk
+                elif RECURRENCE == 2:
+                    base = base + tl.load(rec_ptr + rec_off, mask=mask, other=0.0).to(tl.float32)
+            if RESET == 0:
+                m_pre = base - r * thr
+            elif RESET == 1 and not ZERO_BEFORE_DECAY:
+                m_pre = base - base * r
+            else:
+                m_pre = base
+            h = m_pre - thr
+            spk_t = tl.where(h > 0, 1.0, 0.0) * gsf
+            tl.store(trace_ptr + out_off, _surrogate_derivative(h, SURROGATE, c0, c1), mask=mask)
+            if IMMEDIATE_RESET:
+                tl.store(pre_ptr + out_off, m_pre, mask=mask)
+                do_reset = spk_t / gsf - r
+                if RESET == 0:
+                    m = m_pre - do_reset * thr
+                else:
+                    m = m_pre - do_reset * m_pre
+            else:
+                m = m_pre
+            tl.store(spk_ptr + out_off, spk_t.to(spk_ptr.dtype.element_ty), mask=mask)
+            tl.store(mem_ptr + out_off, m.to(mem_ptr.dtype.element_ty), mask=mask)
+            if STORE_STATE:
+                tl.store(state_ptr + out_off, m, mask=mask)
+            if SYNAPTIC:
+                tl.store(syn_ptr + out_off, s.to(syn_ptr.dtype.element_ty), mask=mask)
+                syn = s
+            if RECURRENCE == 1:
+                spk = spk_t
+            mem = m
+            x_off += stride_x_t
+            rec_off += stride_rec_t
+            out_off += M
+
+    @triton.jit(do_not_specialize=["T"])
+    def lif_backward_kernel(
+        grad_spk_ptr, grad_syn_ptr, grad_mem_ptr,
+        trace_ptr, mem_hist_ptr, syn_hist_ptr, spk_hist_ptr, pre_ptr,
+        mem0_ptr, syn0_ptr, spk0_ptr,
+        beta_ptr, thr_ptr, alpha_ptr, v_ptr,
+        grad_x_ptr, grad_mem0_ptr, grad_syn0_ptr, grad_spk0_ptr,
+        part_beta_ptr, part_thr_ptr, part_alpha_ptr, part_v_ptr,
+        T, M, F, stride_gspk_t, stride_gsyn_t, stride_gmem_t,
+        gsf,
+        SYNAPTIC: tl.constexpr, RECURRENCE: tl.constexpr, RESET: tl.constexpr,
+        IMMEDIATE_RESET: tl.constexpr, ZERO_BEFORE_DECAY: tl.constexpr,
+        HAS_GRAD_SPK: tl.constexpr, HAS_GRAD_SYN: tl.constexpr, HAS_GRAD_MEM: tl.constexpr,
+        HAS_MEM0: tl.constexpr, HAS_SYN0: tl.constexpr, HAS_SPK0: tl.constexpr,
+        NEED_PREV_MEM: tl.constexpr, NEED_BETA: tl.constexpr, NEED_THR: tl.constexpr,
+        NEED_ALPHA: tl.constexpr, NEED_V: tl.constexpr, BLOCK: tl.constexpr,
+    ):
+        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < M
+        feat = offs % F
+        gsf = tl.cast(gsf, tl.float32)
+        beta = tl.load(beta_ptr + feat, mask=mask, other=0.0)
+        thr = tl.load(thr_ptr + feat, mask=mask, other=0.0)
+        if SYNAPTIC:
+            alpha = tl.load(alpha_ptr + feat, mask=mask, other=0.0)
+        if RECURRENCE == 1:
+            v = tl.load(v_ptr + feat, mask=mask, other=0.0)
+        zero = tl.zeros([BLOCK], tl.float32)
+        carry_mem = zero
+        carry_syn = zero
+        carry_spk = zero
+        acc_beta = zero
+        acc_thr = zero
+        acc_alpha = zero
+        acc_v = zero
+        # Offsets of step t (walking down from T - 1) and of step t - 1 in the [T, M] histories.
+        t_last = (T - 1).to(tl.int64)
+        out_off = t_last * M + offs
+        gspk_off = t_last * stride_gspk_t + offs
+        gsyn_off = t_last * stride_gsyn_t + offs
+        gmem_off = t_last * stride_gmem_t + offs
+        for i in range(T):
+            # As a block, not a scalar: the interpreter rejects a Python bool in a mask.
+            has_prev = tl.full([BLOCK], i, tl.int32) < T - 1
+            prev_mask = mask & has_prev
+            prev_off = out_off - M
+            g_mem = carry_mem
+            if HAS_GRAD_MEM:
+                g_mem += tl.load(grad_mem_ptr + gmem_off, mask=mask, other=0.0).to(tl.float32)
+            g_spk = carry_spk
+            if HAS_GRAD_SPK:
+                g_spk += tl.load(grad_spk_ptr + gspk_off, mask=mask, other=0.0).to(tl.float32)
+            if NEED_PREV_MEM:
+                mem_prev = tl.load(mem_hist_ptr + prev_off, mask=prev_mask, other=0.0).to(tl.float32)
+                if HAS_MEM0:
+                    mem_init = tl.load(mem0_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+                    mem_prev = tl.where(has_prev, mem_prev, mem_init)
+                r = tl.where(mem_prev - thr > 0, 1.0, 0.0)
+            if IMMEDIATE_RESET:
+                m_pre = tl.load(pre_ptr + out_off, mask=mask, other=0.0)
+                do_reset = tl.where(m_pre - thr > 0, 1.0, 0.0) - r
+                if RESET == 0:
+                    g_do_reset = -(thr * g_mem)
+                    acc_thr = acc_thr - do_reset * g_mem
+                    g_pre = g_mem
+                else:
+                    g_do_reset = -(m_pre * g_mem)
+                    g_pre = g_mem - do_reset * g_mem
+                g_spk = g_spk + g_do_reset / gsf
+            else:
+                g_pre = g_mem
+            g_h = g_spk * gsf * tl.load(trace_ptr + out_off, mask=mask, other=0.0)
+            g_pre = g_pre + g_h
+            acc_thr = acc_thr - g_h
+            if RESET == 0:
+                if NEED_THR:
+                    acc_thr = acc_thr - r * g_pre
+                g_base = g_pre
+            elif RESET == 1 and not ZERO_BEFORE_DECAY:
+                g_base = g_pre - r * g_pre
+            else:
+                g_base = g_pre
+            if SYNAPTIC:
+                g_s = g_base + carry_syn
+                if HAS_GRAD_SYN:
+                    g_s += tl.load(grad_syn_ptr + gsyn_off, mask=mask, other=0.0).to(tl.float32)
+            else:
+                g_s = g_base
+            tl.store(grad_x_ptr + out_off, g_s.to(grad_x_ptr.dtype.element_ty), mask=mask)
+            if ZERO_BEFORE_DECAY:
+                kept = 1.0 - r
+                if NEED_BETA:
+                    acc_beta = acc_beta + (kept * mem_prev) * g_base
+                carry_mem = kept * (beta * g_base)
+            else:
+                if NEED_BETA:
+                    acc_beta = acc_beta + mem_prev * g_base
+                carry_mem = beta * g_base
+            if SYNAPTIC:
+                if NEED_ALPHA:
+                    syn_prev = tl.load(syn_hist_ptr + prev_off, mask=prev_mask, other=0.0).to(tl.float32)
+                    if HAS_SYN0:
+                        syn_init = tl.load(syn0_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+                        syn_prev = tl.where(has_prev, syn_prev, syn_init)
+                    acc_alpha = acc_alpha + syn_prev * g_s
+                carry_syn = alpha * g_s
+            if RECURRENCE == 1:
+                if NEED_V:
+                    spk_prev = tl.load(spk_hist_ptr + prev_off, mask=prev_mask, other=0.0).to(tl.float32)
+                    if HAS_SPK0:
+                        spk_init = tl.load(spk0_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+                        spk_prev = tl.where(has_prev, spk_prev, spk_init)
+                    acc_v = acc_v + spk_prev * g_s
+                carry_spk = v * g_s
+            out_off -= M
+            gspk_off -= stride_gspk_t
+            gsyn_off -= stride_gsyn_t
+            gmem_off -= stride_gmem_t
+        tl.store(grad_mem0_ptr + offs, carry_mem, mask=mask)
+        if SYNAPTIC:
+            tl.store(grad_syn0_ptr + offs, carry_syn, mask=mask)
+        if RECURRENCE == 1:
+            tl.store(grad_spk0_ptr + offs, carry_spk, mask=mask)
+        if NEED_BETA:
+            tl.store(part_beta_ptr + offs, acc_beta, mask=mask)
+        if NEED_THR:
+            tl.store(part_thr_ptr + offs, acc_thr, mask=mask)
+        if NEED_ALPHA:
+            tl.store(part_alpha_ptr + offs, acc_alpha, mask=mask)
+        if NEED_V:
+            tl.store(part_v_ptr + offs, acc_v, mask=mask)
+
+
+# --------------------------------------------------------------------------------------------
+# Launchers
+# --------------------------------------------------------------------------------------------
+
+def surrogate_constants(spec: LIFSpec) -> tuple[float, float]:
+    """Host-side constants ``(c0, c1)`` the kernel's surrogate expects (see _surrogate_derivative)."""
+    s = spec.surrogate
+    if s.name == "atan":
+        return math.pi / 2 * s.p0, s.p0 / 2
+    return float(s.p0), float(s.p1)
+
+
+def time_major_2d(t: Optional[Tensor], T: int) -> tuple[Optional[Tensor], int]:
+    """The one contiguity policy: view ``[T, B, F]`` as ``[T, M]`` with unit inner stride.
+
+    Returns the 2-D view and its time stride. A time dimension of stride 0 (a static input
+    expanded over time) stays stride 0: only one step is made contiguous, never T copies.
+    """
+    if t is None or t.numel() == 0 and T > 0:
+        return None, 0
+    if T > 0 and t.stride(0) == 0:
+        step = t[0].reshape(-1)
+        if step.numel() > 1 and step.stride(0) != 1:
+            step = step.contiguous()
+        return step.unsqueeze(0).expand(T, step.numel()), 0
+    flat = t.reshape(T, -1)
+    if flat.shape[1] > 1 and flat.stride(1) != 1:
+        flat = flat.contiguous()
+    return flat, flat.stride(0)
+
+
+def _block_size(M: int, block_size: Optional[int]) -> tuple[int, int]:
+    if block_size is None:
+        block_size = max(16, min(1024, triton.next_power_of_2(max(M, 1))))
+    num_warps = 4 if block_size >= 512 else (2 if block_size >= 128 else 1)
+    return block_size, num_warps
+
+
+def _flat_or_dummy(t: Optional[Tensor], dummy: Tensor) -> tuple[Tensor, bool]:
+    if t is None or t.numel() == 0:
+        return dummy, False
+    return t.reshape(-1).contiguous(), True
+
+
+def lif_forward_triton(
+    x: Tensor,
+    mem0: Optional[Tensor],
+    syn0: Optional[Tensor],
+    spk0: Optional[Tensor],
+    rec: Optional[Tensor],
+    beta: Tensor,
+    thr: Tensor,
+    alpha: Tensor,
+    V: Tensor,
+    spec: LIFSpec,
+    store_state: bool,
+    block_size: Optional[int] = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Same contract as :func:`lif_reference.lif_forward_reference` (``x: [T, B, F]``)."""
+    T, B, F = x.shape
+    M = B * F
+    dev = x.device
+    x2, stride_x_t = time_major_2d(x, T)
+    rec2, stride_rec_t = time_major_2d(rec, T) if spec.recurrence == RECURRENCE_INPUT else (None, 0)
+    spk = torch.empty((T, B, F), dtype=x.dtype, device=dev)
+    mem = torch.empty((T, B, F), dtype=x.dtype, device=dev)
+    syn = torch.empty((T, B, F), dtype=x.dtype, device=dev) if spec.synaptic else x.new_empty(0)
+    trace = torch.empty((T, B, F), dtype=torch.float32, device=dev)
+    store = store_state and x.dtype != torch.float32
+    state = torch.empty((T, B, F), dtype=torch.float32, device=dev) if store else trace.new_empty(0)
+    pre = torch.empty((T, B, F), dtype=torch.float32, device=dev) if spec.immediate_reset else trace.new_empty(0)
+    if T == 0 or M == 0:
+        return spk, syn, mem, trace, state, pre
+    dummy = trace
+    mem0_f, has_mem0 = _flat_or_dummy(mem0, dummy)
+    syn0_f, has_syn0 = _flat_or_dummy(syn0 if spec.synaptic else None, dummy)
+    spk0_f, has_spk0 = _flat_or_dummy(spk0 if spec.recurrence == RECURRENCE_ONE_TO_ONE else None, dummy)
+    c0, c1 = surrogate_constants(spec)
+    BLOCK, num_warps = _block_size(M, block_size)
+    grid = (triton.cdiv(M, BLOCK),)
+    lif_forward_kernel[grid](
+        x2, rec2 if rec2 is not None else dummy, mem0_f, syn0_f, spk0_f,
+        beta.contiguous(), thr.contiguous(), alpha.contiguous() if spec.synaptic else dummy,
+        V.contiguous() if spec.recurrence == RECURRENCE_ONE_TO_ONE else dummy,
+        spk, syn if spec.synaptic else dummy, mem, trace, state if store else dummy,
+        pre if spec.immediate_reset else dummy,
+        T, M, F, stride_x_t, stride_rec_t,
+        float(spec.graded_spikes_factor), float(c0), float(c1),
+        SYNAPTIC=spec.synaptic, RECURRENCE=spec.recurrence, RESET=spec.reset,
+        IMMEDIATE_RESET=spec.immediate_reset, ZERO_BEFORE_DECAY=spec.zero_before_decay,
+        SURROGATE=spec.surrogate.code,
+        HAS_MEM0=has_mem0, HAS_SYN0=has_syn0, HAS_SPK0=has_spk0, STORE_STATE=store,
+        BLOCK=BLOCK, num_warps=num_warps, enable_fp_fusion=False,
+    )
+    return spk, syn, mem, trace, state, pre
+
+
+def lif_backward_triton(
+    grad_spk: Optional[Tensor],
+    grad_syn: Optional[Tensor],
+    grad_mem: Optional[Tensor],
+    trace: Tensor,
+    mem_hist: Tensor,
+    syn_hist: Tensor,
+    spk_hist: Tensor,
+    pre: Tensor,
+    mem0: Optional[Tensor],
+    syn0: Optional[Tensor],
+    spk0: Optional[Tensor],
+    beta: Tensor,
+    thr: Tensor,
+    alpha: Tensor,
+    V: Tensor,
+    spec: LIFSpec,
+    x_dtype: torch.dtype,
+    need_param_grads: tuple[bool, bool, bool, bool],
+    block_size: Optional[int] = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Same contract as :func:`lif_reference.lif_backward_reference`."""
+    T, B, F = trace.shape
+    M = B * F
+    dev = trace.device
+    need_beta, need_thr, need_alpha, need_V = need_param_grads
+    need_alpha = need_alpha and spec.synaptic
+    need_V = need_V and spec.recurrence == RECURRENCE_ONE_TO_ONE
+    grad_x = torch.empty((T, B, F), dtype=x_dtype, device=dev)
+    grad_mem0 = torch.zeros((B, F), dtype=torch.float32, device=dev)
+    grad_syn0 = torch.zeros((B, F), dtype=torch.float32, device=dev)
+    grad_spk0 = torch.zeros((B, F), dtype=torch.float32, device=dev)
+
+    def partial(needed: bool) -> Tensor:
+        return torch.zeros((B, F), dtype=torch.float32, device=dev) if needed else trace.new_empty(0)
+
+    parts = [partial(n) for n in (need_beta, need_thr, need_alpha, need_V)]
+    if T > 0 and M > 0:
+        gspk2, s_gspk = time_major_2d(grad_spk, T)
+        gsyn2, s_gsyn = time_major_2d(grad_syn if spec.synaptic else None, T)
+        gmem2, s_gmem = time_major_2d(grad_mem, T)
+        dummy = trace
+        mem0_f, has_mem0 = _flat_or_dummy(mem0, dummy)
+        syn0_f, has_syn0 = _flat_or_dummy(syn0 if spec.synaptic else None, dummy)
+        spk0_f, has_spk0 = _flat_or_dummy(spk0 if spec.recurrence == RECURRENCE_ONE_TO_ONE else None, dummy)
+        BLOCK, num_warps = _block_size(M, block_size)
+        grid = (triton.cdiv(M, BLOCK),)
+        lif_backward_kernel[grid](
+            gspk2 if gspk2 is not None else dummy,
+            gsyn2 if gsyn2 is not None else dummy,
+            gmem2 if gmem2 is not None else dummy,
+            trace, mem_hist, syn_hist if spec.synaptic else dummy,
+            spk_hist if spec.recurrence == RECURRENCE_ONE_TO_ONE else dummy,
+            pre if spec.immediate_reset else dummy,
+            mem0_f, syn0_f, spk0_f,
+            beta.contiguous(), thr.contiguous(), alpha.contiguous() if spec.synaptic else dummy,
+            V.contiguous() if spec.recurrence == RECURRENCE_ONE_TO_ONE else dummy,
+            grad_x, grad_mem0, grad_syn0, grad_spk0,
+            *[p if p.numel() else dummy for p in parts],
+            T, M, F, s_gspk, s_gsyn, s_gmem,
+            float(spec.graded_spikes_factor),
+            SYNAPTIC=spec.synaptic, RECURRENCE=spec.recurrence, RESET=spec.reset,
+            IMMEDIATE_RESET=spec.immediate_reset, ZERO_BEFORE_DECAY=spec.zero_before_decay,
+            HAS_GRAD_SPK=gspk2 is not None, HAS_GRAD_SYN=gsyn2 is not None,
+            HAS_GRAD_MEM=gmem2 is not None,
+            HAS_MEM0=has_mem0, HAS_SYN0=has_syn0, HAS_SPK0=has_spk0,
+            NEED_PREV_MEM=needs_prev_mem(spec, need_beta, need_thr),
+            NEED_BETA=need_beta, NEED_THR=need_thr, NEED_ALPHA=need_alpha, NEED_V=need_V,
+            BLOCK=BLOCK, num_warps=num_warps, enable_fp_fusion=False,
+        )
+    reduced = [p.sum(0) if p.numel() else p for p in parts]
+    return (grad_x, grad_mem0, grad_syn0, grad_spk0, *reduced)
+
+
+def interpreter_enabled() -> bool:
+    """Whether Triton runs kernels on CPU tensors through its interpreter (tests only)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
