@@ -1,0 +1,25 @@
+"""fusedsnn: spiking neurons whose whole time loop runs as one fused kernel.
+
+>>> import torch, fusedsnn as fs
+>>> lif = fs.Leaky(beta=0.9)
+>>> spk, mem = lif(torch.randn(25, 8, 100))     # x: [T, B, *features]
+"""
+
+from . import functional, surrogate
+from .backends import available_backends
+from .convert import from_snntorch
+from .layers import Leaky, RLeaky, RSynaptic, Synaptic
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Leaky",
+    "Synaptic",
+    "RLeaky",
+    "RSynaptic",
+    "from_snntorch",
+    "functional",
+    "surrogate",
+    "available_backends",
+    "__version__",
+]

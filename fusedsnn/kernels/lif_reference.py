@@ -61,7 +61,6 @@ def lif_forward_reference(
     sdt = state_dtype(x.dtype)
     T = x.shape[0]
     out_shape = x.shape
-    empty = x.new_empty(0, dtype=sdt)
     mem = _initial(mem0, x, sdt)
     syn = _initial(syn0, x, sdt) if spec.synaptic else None
     spk = _initial(spk0, x, sdt) if spec.recurrence == RECURRENCE_ONE_TO_ONE else None
@@ -69,8 +68,8 @@ def lif_forward_reference(
     mem_out = torch.empty(out_shape, dtype=x.dtype, device=x.device)
     syn_out = torch.empty(out_shape, dtype=x.dtype, device=x.device) if spec.synaptic else x.new_empty(0)
     trace = torch.empty(out_shape, dtype=sdt, device=x.device)
-    mem_state = torch.empty(out_shape, dtype=sdt, device=x.device) if store_state and x.dtype != sdt else empty
-    pre = torch.empty(out_shape, dtype=sdt, device=x.device) if spec.immediate_reset else empty
+    mem_state = torch.empty(out_shape, dtype=sdt, device=x.device) if store_state and x.dtype != sdt else x.new_empty(0, dtype=sdt)
+    pre = torch.empty(out_shape, dtype=sdt, device=x.device) if spec.immediate_reset else x.new_empty(0, dtype=sdt)
     gsf = spec.graded_spikes_factor
     surrogate = spec.surrogate
     for t in range(T):
@@ -212,11 +211,12 @@ def lif_backward_reference(
             return trace.new_empty(0)
         return acc.reshape(-1, acc.shape[-1]).sum(0)
 
+    # Each output is its own tensor: a custom op's returns must not alias one another.
     return (
         grad_x,
-        carry_mem,
-        carry_syn,
-        carry_spk,
+        carry_mem if carry_mem is not zeros else zeros.clone(),
+        carry_syn if carry_syn is not zeros else zeros.clone(),
+        carry_spk if carry_spk is not zeros else zeros.clone(),
         reduce(acc_beta, need_beta),
         reduce(acc_thr, need_thr),
         reduce(acc_alpha, need_alpha),

@@ -1,0 +1,317 @@
+"""Functional API of the fused neurons: whole sequences in, whole sequences out.
+
+Every function takes ``x: [T, B, *features]`` (time first) and returns what snnTorch's per-step
+call returns, stacked over time, each ``[T, B, *features]`` in ``x.dtype``:
+
+* :func:`leaky`, :func:`rleaky` -> ``(spk, mem)``
+* :func:`synaptic`, :func:`rsynaptic` -> ``(spk, syn, mem)``
+
+Parameters (``beta``, ``threshold``, ``alpha``, ``V``) are Python floats or tensors that
+broadcast against the trailing feature shape (per-neuron values); ``beta`` and ``alpha`` are
+clamped to [0, 1] as snnTorch does, with gradients through the clamp. Initial states are
+``[B, *features]``; a missing state starts at zero.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable, Optional, Union
+
+import torch
+
+from . import surrogate as surrogate_mod
+from .backends import resolve_backend
+from .kernels.spec import (
+    RECURRENCE_INPUT,
+    RECURRENCE_NONE,
+    RECURRENCE_ONE_TO_ONE,
+    RESET_CODES,
+    LIFSpec,
+    needs_prev_mem,
+    state_dtype,
+)
+from .ops import lif_forward
+
+Tensor = torch.Tensor
+Param = Union[float, int, Tensor]
+
+__all__ = ["leaky", "synaptic", "rleaky", "rsynaptic", "lif"]
+
+
+def _check_input(x: object) -> Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor of shape [T, B, *features], got {type(x).__name__}")
+    if x.dim() < 2:
+        raise ValueError(
+            f"x must have shape [T, B, *features] (at least 2 dims, time first), got shape {tuple(x.shape)}"
+        )
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor (float32, float16, bfloat16 or float64), got {x.dtype}")
+    return x
+
+
+def _check_state(name: str, state: Optional[Tensor], x: Tensor) -> Optional[Tensor]:
+    if state is None:
+        return None
+    if not isinstance(state, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape [B, *features] or None, got {type(state).__name__}")
+    if tuple(state.shape) != tuple(x.shape[1:]):
+        raise ValueError(f"{name} must have shape {tuple(x.shape[1:])} ([B, *features] of x), got {tuple(state.shape)}")
+    if state.dtype not in (x.dtype, state_dtype(x.dtype)):
+        raise ValueError(f"{name} must have dtype {x.dtype} (that of x) or {state_dtype(x.dtype)}, got {state.dtype}")
+    if state.device != x.device:
+        raise ValueError(f"{name} is on {state.device} but x is on {x.device}")
+    return state
+
+
+def _param(name: str, value: Param, x: Tensor, clamp: bool) -> Tensor:
+    """A neuron parameter as a contiguous ``[F]`` tensor in state precision, in the autograd graph."""
+    features = tuple(x.shape[2:])
+    if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor)):
+        raise TypeError(f"{name} must be a float or a tensor broadcastable to the features {features}, got {value!r}")
+    if isinstance(value, torch.Tensor):
+        if not value.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got {value.dtype}")
+        if value.device != x.device:
+            raise ValueError(f"{name} is on {value.device} but x is on {x.device}")
+        tensor = value
+    else:
+        # snnTorch stores Python floats as float32 tensors (torch.as_tensor), so do we.
+        tensor = torch.as_tensor(float(value), dtype=torch.float32, device=x.device)
+    try:
+        broadcast = torch.broadcast_shapes(tuple(tensor.shape), features)
+    except RuntimeError:
+        broadcast = None
+    if broadcast != features:
+        raise ValueError(
+            f"{name} of shape {tuple(tensor.shape)} does not broadcast over the feature shape {features} "
+            "of x ([T, B, *features]); give a scalar or one value per neuron"
+        )
+    if clamp:
+        tensor = tensor.clamp(0, 1)
+    tensor = tensor.to(state_dtype(x.dtype))
+    return tensor.expand(features).reshape(-1)
+
+
+def _empty(x: Tensor) -> Tensor:
+    return x.new_empty(0)
+
+
+def lif(
+    x: Tensor,
+    spec: LIFSpec,
+    beta: Param,
+    threshold: Param = 1.0,
+    alpha: Optional[Param] = None,
+    V: Optional[Param] = None,
+    recurrent: Optional[Callable[[Tensor], Tensor]] = None,
+    mem: Optional[Tensor] = None,
+    syn: Optional[Tensor] = None,
+    spk: Optional[Tensor] = None,
+    backend: str = "auto",
+) -> tuple[Tensor, ...]:
+    """The general fused LIF call behind the four neuron functions.
+
+    ``recurrent`` is the all-to-all recurrent map (e.g. an ``nn.Linear``) when
+    ``spec.recurrence == RECURRENCE_INPUT``; it cannot be elementwise, so the time loop then
+    runs in Python: each step calls the fused kernel for one step with ``recurrent(spk_prev)``
+    added exactly where snnTorch adds it.
+    """
+    x = _check_input(x)
+    mem = _check_state("mem", mem, x)
+    syn = _check_state("syn", syn, x) if spec.synaptic else None
+    spk = _check_state("spk", spk, x) if spec.recurrence != RECURRENCE_NONE else None
+    chosen = resolve_backend(backend, x)
+    T, B = x.shape[0], x.shape[1]
+    features = tuple(x.shape[2:])
+    F = 1
+    for d in features:
+        F *= d
+    beta_f = _param("beta", beta, x, clamp=True)
+    thr_f = _param("threshold", threshold, x, clamp=False)
+    alpha_f = _param("alpha", alpha, x, clamp=True) if spec.synaptic else _empty(beta_f)
+    V_f = _param("V", V, x, clamp=False) if spec.recurrence == RECURRENCE_ONE_TO_ONE else _empty(beta_f)
+    grad_on = torch.is_grad_enabled()
+    store_state = grad_on and needs_prev_mem(spec, beta_f.requires_grad, thr_f.requires_grad)
+
+    def flat_state(state: Optional[Tensor]) -> Tensor:
+        return _empty(x) if state is None else state.reshape(B, F)
+
+    def call(x3: Tensor, mem_s: Tensor, syn_s: Tensor, spk_s: Tensor, rec3: Tensor):
+        return lif_forward(
+            x3, mem_s, syn_s, spk_s, rec3, beta_f, thr_f, alpha_f, V_f,
+            spec.synaptic, spec.recurrence, spec.reset, spec.reset_delay, spec.surrogate.code,
+            float(spec.surrogate.p0), float(spec.surrogate.p1), float(spec.graded_spikes_factor),
+            store_state, chosen.name,
+        )
+
+    if spec.recurrence != RECURRENCE_INPUT:
+        out_spk, out_syn, out_mem, *_ = call(
+            x.reshape(T, B, F), flat_state(mem), flat_state(syn), flat_state(spk), _empty(x)
+        )
+    else:
+        if recurrent is None:
+            raise ValueError("recurrent must be given (e.g. an nn.Linear) for all-to-all recurrence")
+        spk_prev = spk if spk is not None else torch.zeros(x.shape[1:], dtype=x.dtype, device=x.device)
+        mem_s, syn_s = flat_state(mem), flat_state(syn)
+        spikes, syns, mems = [], [], []
+        for t in range(T):
+            rec_t = recurrent(spk_prev)
+            if tuple(rec_t.shape) != tuple(x.shape[1:]):
+                raise ValueError(
+                    f"recurrent must map spikes of shape {tuple(x.shape[1:])} to the same shape, "
+                    f"got {tuple(rec_t.shape)}"
+                )
+            s_t, y_t, m_t, *_ = call(
+                x[t].reshape(1, B, F), mem_s, syn_s, _empty(x), rec_t.reshape(1, B, F).to(x.dtype)
+            )
+            mem_s, syn_s = m_t[0], y_t[0] if spec.synaptic else syn_s
+            spk_prev = s_t[0].reshape(x.shape[1:])
+            spikes.append(s_t[0])
+            mems.append(m_t[0])
+            syns.append(y_t[0] if spec.synaptic else None)
+        if T == 0:
+            out_spk = out_mem = torch.empty((0, B, F), dtype=x.dtype, device=x.device)
+            out_syn = out_spk
+        else:
+            out_spk, out_mem = torch.stack(spikes), torch.stack(mems)
+            out_syn = torch.stack(syns) if spec.synaptic else None
+    shape = x.shape
+    if spec.synaptic:
+        return out_spk.reshape(shape), out_syn.reshape(shape), out_mem.reshape(shape)
+    return out_spk.reshape(shape), out_mem.reshape(shape)
+
+
+def make_spec(
+    *,
+    synaptic: bool,
+    recurrence: int,
+    reset_mechanism: str,
+    reset_delay: bool,
+    spike_grad: object,
+    surrogate_disable: bool,
+    graded_spikes_factor: Union[float, Tensor],
+    neuron: str,
+) -> LIFSpec:
+    """Validate snnTorch-style keywords and build the kernel's :class:`LIFSpec`."""
+    if reset_mechanism not in RESET_CODES:
+        raise ValueError(
+            f"reset_mechanism must be one of 'subtract', 'zero', 'none', got {reset_mechanism!r}"
+        )
+    if not isinstance(reset_delay, bool):
+        raise TypeError(f"reset_delay must be a bool, got {reset_delay!r}")
+    if isinstance(graded_spikes_factor, torch.Tensor):
+        if graded_spikes_factor.numel() != 1:
+            raise ValueError(
+                "graded_spikes_factor must be a single value; per-neuron graded spikes are not fused"
+            )
+        graded_spikes_factor = float(graded_spikes_factor.item())
+    if isinstance(graded_spikes_factor, bool) or not isinstance(graded_spikes_factor, (int, float)):
+        raise TypeError(f"graded_spikes_factor must be a float, got {graded_spikes_factor!r}")
+    surrogate = surrogate_mod.resolve(spike_grad, surrogate_disable)
+    if neuron == "RSynaptic" and not reset_delay:
+        # snnTorch 1.0.0's RSynaptic computes the immediate reset on local variables and discards
+        # it, so its outputs are those of reset_delay=True; we return the same numbers.
+        warnings.warn(
+            "RSynaptic(reset_delay=False) has no effect in snnTorch 1.0.0 (the immediate reset is "
+            "computed and discarded); fusedsnn reproduces snnTorch and behaves as reset_delay=True",
+            UserWarning,
+            stacklevel=3,
+        )
+        reset_delay = True
+    return LIFSpec(synaptic, recurrence, RESET_CODES[reset_mechanism], reset_delay, surrogate,
+                   float(graded_spikes_factor))
+
+
+def leaky(
+    x: Tensor,
+    beta: Param,
+    threshold: Param = 1.0,
+    *,
+    mem: Optional[Tensor] = None,
+    spike_grad: object = None,
+    surrogate_disable: bool = False,
+    reset_mechanism: str = "subtract",
+    reset_delay: bool = True,
+    graded_spikes_factor: float = 1.0,
+    backend: str = "auto",
+) -> tuple[Tensor, Tensor]:
+    """Fused Leaky (first-order LIF). ``x: [T, B, *features]`` -> ``(spk, mem)``, each ``[T, B, *features]``."""
+    spec = make_spec(synaptic=False, recurrence=RECURRENCE_NONE, reset_mechanism=reset_mechanism,
+                     reset_delay=reset_delay, spike_grad=spike_grad, surrogate_disable=surrogate_disable,
+                     graded_spikes_factor=graded_spikes_factor, neuron="Leaky")
+    return lif(x, spec, beta, threshold, mem=mem, backend=backend)
+
+
+def synaptic(
+    x: Tensor,
+    alpha: Param,
+    beta: Param,
+    threshold: Param = 1.0,
+    *,
+    syn: Optional[Tensor] = None,
+    mem: Optional[Tensor] = None,
+    spike_grad: object = None,
+    surrogate_disable: bool = False,
+    reset_mechanism: str = "subtract",
+    reset_delay: bool = True,
+    graded_spikes_factor: float = 1.0,
+    backend: str = "auto",
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Fused Synaptic (current-based LIF). ``x: [T, B, *features]`` -> ``(spk, syn, mem)``."""
+    spec = make_spec(synaptic=True, recurrence=RECURRENCE_NONE, reset_mechanism=reset_mechanism,
+                     reset_delay=reset_delay, spike_grad=spike_grad, surrogate_disable=surrogate_disable,
+                     graded_spikes_factor=graded_spikes_factor, neuron="Synaptic")
+    return lif(x, spec, beta, threshold, alpha=alpha, mem=mem, syn=syn, backend=backend)
+
+
+def rleaky(
+    x: Tensor,
+    beta: Param,
+    V: Param = 1.0,
+    threshold: Param = 1.0,
+    *,
+    recurrent: Optional[Callable[[Tensor], Tensor]] = None,
+    spk: Optional[Tensor] = None,
+    mem: Optional[Tensor] = None,
+    spike_grad: object = None,
+    surrogate_disable: bool = False,
+    reset_mechanism: str = "subtract",
+    reset_delay: bool = True,
+    graded_spikes_factor: float = 1.0,
+    backend: str = "auto",
+) -> tuple[Tensor, Tensor]:
+    """Fused recurrent Leaky. One-to-one recurrence ``V * spk`` unless ``recurrent`` (all-to-all,
+    e.g. ``nn.Linear``) is given. ``x: [T, B, *features]`` -> ``(spk, mem)``."""
+    recurrence = RECURRENCE_INPUT if recurrent is not None else RECURRENCE_ONE_TO_ONE
+    spec = make_spec(synaptic=False, recurrence=recurrence, reset_mechanism=reset_mechanism,
+                     reset_delay=reset_delay, spike_grad=spike_grad, surrogate_disable=surrogate_disable,
+                     graded_spikes_factor=graded_spikes_factor, neuron="RLeaky")
+    return lif(x, spec, beta, threshold, V=V, recurrent=recurrent, mem=mem, spk=spk, backend=backend)
+
+
+def rsynaptic(
+    x: Tensor,
+    alpha: Param,
+    beta: Param,
+    V: Param = 1.0,
+    threshold: Param = 1.0,
+    *,
+    recurrent: Optional[Callable[[Tensor], Tensor]] = None,
+    spk: Optional[Tensor] = None,
+    syn: Optional[Tensor] = None,
+    mem: Optional[Tensor] = None,
+    spike_grad: object = None,
+    surrogate_disable: bool = False,
+    reset_mechanism: str = "subtract",
+    reset_delay: bool = True,
+    graded_spikes_factor: float = 1.0,
+    backend: str = "auto",
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Fused recurrent Synaptic. ``x: [T, B, *features]`` -> ``(spk, syn, mem)``."""
+    recurrence = RECURRENCE_INPUT if recurrent is not None else RECURRENCE_ONE_TO_ONE
+    spec = make_spec(synaptic=True, recurrence=recurrence, reset_mechanism=reset_mechanism,
+                     reset_delay=reset_delay, spike_grad=spike_grad, surrogate_disable=surrogate_disable,
+                     graded_spikes_factor=graded_spikes_factor, neuron="RSynaptic")
+    return lif(x, spec, beta, threshold, alpha=alpha, V=V, recurrent=recurrent, mem=mem, syn=syn,
+               spk=spk, backend=backend)

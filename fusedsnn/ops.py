@@ -1,0 +1,159 @@
+"""The fused LIF op: one ``torch.library`` custom op with a registered autograd formula.
+
+``fusedsnn::lif_forward`` runs the whole time loop through the chosen backend and returns the
+outputs plus what the backward needs; ``fusedsnn::lif_backward`` runs the reverse loop. Both have
+fake (meta) implementations, so ``torch.compile`` traces models that use them without graph
+breaks, and the pair is wired together with ``register_autograd``: this is the one autograd
+Function of the LIF family, whatever the backend.
+
+Absent optional tensors (initial states, the all-to-all recurrent input, parameters a neuron
+type does not have) are passed as empty tensors. Which backend runs is a string argument
+resolved by the caller, so no environment or device dispatch happens inside the autograd code.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import surrogate as surrogate_mod
+from .backends import get_backend
+from .kernels.spec import LIFSpec
+
+Tensor = torch.Tensor
+
+_SURROGATE_NAMES = {code: name for name, code in surrogate_mod.SURROGATE_CODES.items()}
+
+
+def _spec(synaptic: bool, recurrence: int, reset: int, reset_delay: bool, surrogate: int,
+          p0: float, p1: float, gsf: float) -> LIFSpec:
+    return LIFSpec(synaptic, recurrence, reset, reset_delay,
+                   surrogate_mod.Surrogate(_SURROGATE_NAMES[surrogate], p0, p1), gsf)
+
+
+def _opt(t: Tensor) -> Tensor | None:
+    return t if t.numel() else None
+
+
+@torch.library.custom_op("fusedsnn::lif_forward", mutates_args=())
+def lif_forward(
+    x: Tensor, mem0: Tensor, syn0: Tensor, spk0: Tensor, rec: Tensor,
+    beta: Tensor, threshold: Tensor, alpha: Tensor, V: Tensor,
+    synaptic: bool, recurrence: int, reset: int, reset_delay: bool,
+    surrogate: int, p0: float, p1: float, gsf: float, store_state: bool, backend: str,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``x: [T, B, F]`` -> ``(spk, syn, mem, trace, mem_state, pre)``, each ``[T, B, F]`` or empty."""
+    spec = _spec(synaptic, recurrence, reset, reset_delay, surrogate, p0, p1, gsf)
+    return get_backend(backend).forward(
+        x, _opt(mem0), _opt(syn0), _opt(spk0), _opt(rec), beta, threshold, alpha, V, spec, store_state
+    )
+
+
+@lif_forward.register_fake
+def _lif_forward_fake(x, mem0, syn0, spk0, rec, beta, threshold, alpha, V, synaptic, recurrence,
+                      reset, reset_delay, surrogate, p0, p1, gsf, store_state, backend):
+    sdt = torch.float64 if x.dtype == torch.float64 else torch.float32
+    spk = torch.empty_like(x)
+    syn = torch.empty_like(x) if synaptic else x.new_empty(0)
+    mem = torch.empty_like(x)
+    trace = x.new_empty(x.shape, dtype=sdt)
+    state = x.new_empty(x.shape, dtype=sdt) if store_state and x.dtype != sdt else x.new_empty(0, dtype=sdt)
+    immediate = (not reset_delay) and reset != 2
+    pre = x.new_empty(x.shape, dtype=sdt) if immediate else x.new_empty(0, dtype=sdt)
+    return spk, syn, mem, trace, state, pre
+
+
+@torch.library.custom_op("fusedsnn::lif_backward", mutates_args=())
+def lif_backward(
+    grad_spk: Tensor, grad_syn: Tensor, grad_mem: Tensor,
+    trace: Tensor, mem_hist: Tensor, syn_hist: Tensor, spk_hist: Tensor, pre: Tensor,
+    mem0: Tensor, syn0: Tensor, spk0: Tensor,
+    beta: Tensor, threshold: Tensor, alpha: Tensor, V: Tensor,
+    synaptic: bool, recurrence: int, reset: int, reset_delay: bool,
+    surrogate: int, p0: float, p1: float, gsf: float,
+    x_dtype: torch.dtype, need_beta: bool, need_threshold: bool, need_alpha: bool, need_V: bool,
+    backend: str,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Reverse time loop: ``(grad_x, grad_mem0, grad_syn0, grad_spk0, grad_beta, grad_threshold,
+    grad_alpha, grad_V)``; parameter gradients are ``[F]``, or empty when not requested."""
+    spec = _spec(synaptic, recurrence, reset, reset_delay, surrogate, p0, p1, gsf)
+    return get_backend(backend).backward(
+        _opt(grad_spk), _opt(grad_syn), _opt(grad_mem), trace, mem_hist, syn_hist, spk_hist, pre,
+        _opt(mem0), _opt(syn0), _opt(spk0), beta, threshold, alpha, V, spec, x_dtype,
+        (need_beta, need_threshold, need_alpha, need_V),
+    )
+
+
+@lif_backward.register_fake
+def _lif_backward_fake(grad_spk, grad_syn, grad_mem, trace, mem_hist, syn_hist, spk_hist, pre,
+                       mem0, syn0, spk0, beta, threshold, alpha, V, synaptic, recurrence, reset,
+                       reset_delay, surrogate, p0, p1, gsf, x_dtype, need_beta, need_threshold,
+                       need_alpha, need_V, backend):
+    sdt = trace.dtype
+    state_shape = trace.shape[1:]
+    F = beta.shape[0]
+
+    def param(needed: bool) -> Tensor:
+        return trace.new_empty((F,) if needed else (0,), dtype=sdt)
+
+    return (
+        trace.new_empty(trace.shape, dtype=x_dtype),
+        trace.new_empty(state_shape, dtype=sdt),
+        trace.new_empty(state_shape, dtype=sdt),
+        trace.new_empty(state_shape, dtype=sdt),
+        param(need_beta), param(need_threshold), param(need_alpha), param(need_V),
+    )
+
+
+_FLAG_NAMES = ("synaptic", "recurrence", "reset", "reset_delay", "surrogate", "p0", "p1", "gsf")
+
+
+def _setup_context(ctx, inputs, output):
+    (x, mem0, syn0, spk0, rec, beta, threshold, alpha, V, *flags) = inputs
+    spk, syn, mem, trace, state, pre = output
+    flag_values = flags[: len(_FLAG_NAMES)]
+    ctx.flags = dict(zip(_FLAG_NAMES, flag_values))
+    ctx.backend = flags[-1]
+    ctx.x_dtype = x.dtype
+    ctx.rec_dtype = rec.dtype
+    ctx.has_rec = rec.numel() > 0
+    ctx.state_dtypes = (mem0.dtype, syn0.dtype, spk0.dtype)
+    # The membrane history in state precision: the output itself unless x is narrower.
+    mem_hist = state if state.numel() else mem
+    ctx.save_for_backward(trace, mem_hist, syn, spk, pre, mem0, syn0, spk0, beta, threshold, alpha, V)
+
+
+def _backward(ctx, grad_spk, grad_syn, grad_mem, _g_trace, _g_state, _g_pre):
+    (trace, mem_hist, syn, spk, pre, mem0, syn0, spk0, beta, threshold, alpha, V) = ctx.saved_tensors
+    needs = ctx.needs_input_grad
+    empty = trace.new_empty(0)
+
+    def g(t):
+        return empty if t is None else t
+
+    grads = lif_backward(
+        g(grad_spk), g(grad_syn) if ctx.flags["synaptic"] else empty, g(grad_mem),
+        trace, mem_hist, syn, spk, pre, mem0, syn0, spk0, beta, threshold, alpha, V,
+        *(ctx.flags[name] for name in _FLAG_NAMES),
+        ctx.x_dtype, needs[5], needs[6], needs[7], needs[8], ctx.backend,
+    )
+    grad_x, grad_mem0, grad_syn0, grad_spk0, grad_beta, grad_thr, grad_alpha, grad_V = grads
+    mem_dt, syn_dt, spk_dt = ctx.state_dtypes
+
+    def state_grad(needed: bool, grad: Tensor, source: Tensor, dtype: torch.dtype):
+        return grad.to(dtype) if needed and source.numel() else None
+
+    return (
+        grad_x if needs[0] else None,
+        state_grad(needs[1], grad_mem0, mem0, mem_dt),
+        state_grad(needs[2], grad_syn0, syn0, syn_dt),
+        state_grad(needs[3], grad_spk0, spk0, spk_dt),
+        grad_x.to(ctx.rec_dtype) if needs[4] and ctx.has_rec else None,
+        grad_beta.to(beta.dtype) if needs[5] else None,
+        grad_thr.to(threshold.dtype) if needs[6] else None,
+        grad_alpha.to(alpha.dtype) if needs[7] else None,
+        grad_V.to(V.dtype) if needs[8] else None,
+        *([None] * (len(_FLAG_NAMES) + 2)),
+    )
+
+
+lif_forward.register_autograd(_backward, setup_context=_setup_context)
