@@ -69,7 +69,7 @@ def compile_lif_kernels(
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from .lif_triton import lif_backward_kernel, lif_forward_kernel
+    from .lif_triton import compilable, lif_backward_kernel, lif_forward_kernel
 
     io = _TRITON_DTYPES[dtype]
     target = GPUTarget("cuda", arch, 32)
@@ -117,9 +117,41 @@ def compile_lif_kernels(
     ):
         full_sig = dict(sig)
         full_sig.update({k: "constexpr" for k in const})
-        src = ASTSource(fn=fn, signature=full_sig, constexprs=const)
+        src = ASTSource(fn=compilable(fn), signature=full_sig, constexprs=const)
         compiled = triton.compile(src, target=target, options=options)
         ptx = compiled.asm["ptx"]
         regs, spill_st, spill_ld = _ptxas_usage(ptx, arch)
         infos.append(CompiledKernelInfo(name, arch, regs, spill_st, spill_ld, ptx))
     return infos
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m fusedsnn.kernels.aot CONFIGS.json``: compile each config, print one JSON line each.
+
+    Runs in its own process on purpose: once Triton's interpreter has run in a process it patches
+    ``triton.language`` for good, and real compilation then fails.
+    """
+    import argparse
+    import json
+
+    from ..surrogate import Surrogate
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("configs", help="JSON list of {synaptic, recurrence, reset, reset_delay, "
+                        "surrogate, p0, p1, gsf, dtype, arch}")
+    args = parser.parse_args(argv)
+    with open(args.configs) as fh:
+        configs = json.load(fh)
+    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    for cfg in configs:
+        spec = LIFSpec(cfg["synaptic"], cfg["recurrence"], cfg["reset"], cfg["reset_delay"],
+                       Surrogate(cfg["surrogate"], cfg.get("p0", 2.0), cfg.get("p1", 0.0)), cfg.get("gsf", 1.0))
+        for info in compile_lif_kernels(spec, dtypes[cfg["dtype"]], cfg["arch"]):
+            print(json.dumps({**cfg, "kernel": info.name, "registers": info.registers,
+                              "spill_stores": info.spill_stores, "spill_loads": info.spill_loads,
+                              "has_fma": "fma.rn" in info.ptx}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -46,29 +46,6 @@ Tensor = torch.Tensor
 
 if HAS_TRITON:
 
-    @triton.jit
-    def _surrogate_derivative(h, SURROGATE: tl.constexpr, c0, c1):
-        # Same expressions as fusedsnn.surrogate.surrogate_derivative; c0/c1 are precomputed
-        # on the host exactly as the eager code forms its Python-float scalars.
-        if SURROGATE == 0:  # atan: c0 = pi/2 * alpha, c1 = alpha / 2
-            scaled = c0 * h
-            d = c1 / (1.0 + scaled * scaled)
-        elif SURROGATE == 1:  # fast_sigmoid: c0 = slope
-            denom = c0 * tl.abs(h) + 1.0
-            d = 1.0 / (denom * denom)
-        elif SURROGATE == 2:  # sigmoid: c0 = slope, overflow-free symmetric form
-            e = tl.exp(-c0 * tl.abs(h))
-            d = c0 * e / ((e + 1.0) * (e + 1.0))
-        elif SURROGATE == 3:  # straight-through
-            d = tl.full(h.shape, 1.0, tl.float32)
-        elif SURROGATE == 4:  # triangular with snnTorch's sign: -c0 where h >= 0
-            d = tl.where(h >= 0, -c0, c0)
-        elif SURROGATE == 5:  # spike_rate_escape: c0 = beta, c1 = slope
-            d = c1 * tl.exp(-c0 * tl.abs(h - 1.0))
-        else:  # disabled
-            d = tl.zeros(h.shape, tl.float32)
-        return d
-
     @triton.jit(do_not_specialize=["T"])
     def lif_forward_kernel(
         x_ptr, rec_ptr, mem0_ptr, syn0_ptr, spk0_ptr,
@@ -137,7 +114,28 @@ if HAS_TRITON:
                 m_pre = base
             h = m_pre - thr
             spk_t = tl.where(h > 0, 1.0, 0.0) * gsf
-            tl.store(trace_ptr + out_off, _surrogate_derivative(h, SURROGATE, c0, c1), mask=mask)
+            # Surrogate derivative, same expressions as fusedsnn.surrogate.surrogate_derivative;
+            # c0/c1 are precomputed on the host exactly as the eager code forms its scalars.
+            # Inlined rather than a nested @jit helper so the kernel can also be wrapped for
+            # the interpreter at launch time (see _launchable).
+            if SURROGATE == 0:  # atan: c0 = pi/2 * alpha, c1 = alpha / 2
+                scaled = c0 * h
+                d = c1 / (1.0 + scaled * scaled)
+            elif SURROGATE == 1:  # fast_sigmoid: c0 = slope
+                denom = c0 * tl.abs(h) + 1.0
+                d = 1.0 / (denom * denom)
+            elif SURROGATE == 2:  # sigmoid: c0 = slope, overflow-free symmetric form
+                e = tl.exp(-c0 * tl.abs(h))
+                d = c0 * e / ((e + 1.0) * (e + 1.0))
+            elif SURROGATE == 3:  # straight-through
+                d = tl.full([BLOCK], 1.0, tl.float32)
+            elif SURROGATE == 4:  # triangular with snnTorch's sign: -c0 where h >= 0
+                d = tl.where(h >= 0, -c0, c0)
+            elif SURROGATE == 5:  # spike_rate_escape: c0 = beta, c1 = slope
+                d = c1 * tl.exp(-c0 * tl.abs(h - 1.0))
+            else:  # disabled
+                d = tl.zeros([BLOCK], tl.float32)
+            tl.store(trace_ptr + out_off, d, mask=mask)
             if IMMEDIATE_RESET:
                 tl.store(pre_ptr + out_off, m_pre, mask=mask)
                 do_reset = spk_t / gsf - r
@@ -374,7 +372,7 @@ def lif_forward_triton(
     c0, c1 = surrogate_constants(spec)
     BLOCK, num_warps = _block_size(M, block_size)
     grid = (triton.cdiv(M, BLOCK),)
-    lif_forward_kernel[grid](
+    _launchable(lif_forward_kernel)[grid](
         x2, rec2 if rec2 is not None else dummy, mem0_f, syn0_f, spk0_f,
         beta.contiguous(), thr.contiguous(), alpha.contiguous() if spec.synaptic else dummy,
         V.contiguous() if spec.recurrence == RECURRENCE_ONE_TO_ONE else dummy,
@@ -438,7 +436,7 @@ def lif_backward_triton(
         spk0_f, has_spk0 = _flat_or_dummy(spk0 if spec.recurrence == RECURRENCE_ONE_TO_ONE else None, dummy)
         BLOCK, num_warps = _block_size(M, block_size)
         grid = (triton.cdiv(M, BLOCK),)
-        lif_backward_kernel[grid](
+        _launchable(lif_backward_kernel)[grid](
             gspk2 if gspk2 is not None else dummy,
             gsyn2 if gsyn2 is not None else dummy,
             gmem2 if gmem2 is not None else dummy,
@@ -468,3 +466,30 @@ def lif_backward_triton(
 def interpreter_enabled() -> bool:
     """Whether Triton runs kernels on CPU tensors through its interpreter (tests only)."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+_VARIANTS: dict[tuple[str, bool], object] = {}
+
+
+def _launchable(kernel):
+    """The kernel in the mode asked for now: compiled, or Triton's CPU interpreter.
+
+    ``triton.jit`` fixes the mode when the module is imported; reading ``TRITON_INTERPRET`` at
+    launch instead lets a test switch it with ``monkeypatch`` without re-importing anything.
+    """
+    interpret = interpreter_enabled()
+    key = (kernel.fn.__name__, interpret)
+    if key not in _VARIANTS:
+        from triton.runtime.interpreter import InterpretedFunction
+        from triton.runtime.jit import JITFunction
+
+        cls = InterpretedFunction if interpret else JITFunction
+        _VARIANTS[key] = kernel if isinstance(kernel, cls) else cls(kernel.fn, do_not_specialize=["T"])
+    return _VARIANTS[key]
+
+
+def compilable(kernel):
+    """The JIT (not interpreted) form of a kernel, for ahead-of-time compilation."""
+    from triton.runtime.jit import JITFunction
+
+    return kernel if isinstance(kernel, JITFunction) else JITFunction(kernel.fn, do_not_specialize=["T"])
