@@ -296,6 +296,12 @@ if HAS_TRITON:
 # Launchers
 # --------------------------------------------------------------------------------------------
 
+def _new_output(shape, dtype, device) -> Tensor:
+    """Allocation of every kernel output; tests replace it to pre-fill outputs with NaN, so that
+    an element the kernel forgets to write fails the comparison instead of passing by luck."""
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
 def surrogate_constants(spec: LIFSpec) -> tuple[float, float]:
     """Host-side constants ``(c0, c1)`` the kernel's surrogate expects (see _surrogate_derivative)."""
     s = spec.surrogate
@@ -356,13 +362,13 @@ def lif_forward_triton(
     dev = x.device
     x2, stride_x_t = time_major_2d(x, T)
     rec2, stride_rec_t = time_major_2d(rec, T) if spec.recurrence == RECURRENCE_INPUT else (None, 0)
-    spk = torch.empty((T, B, F), dtype=x.dtype, device=dev)
-    mem = torch.empty((T, B, F), dtype=x.dtype, device=dev)
-    syn = torch.empty((T, B, F), dtype=x.dtype, device=dev) if spec.synaptic else x.new_empty(0)
-    trace = torch.empty((T, B, F), dtype=torch.float32, device=dev)
+    spk = _new_output((T, B, F), x.dtype, dev)
+    mem = _new_output((T, B, F), x.dtype, dev)
+    syn = _new_output((T, B, F), x.dtype, dev) if spec.synaptic else x.new_empty(0)
+    trace = _new_output((T, B, F), torch.float32, dev)
     store = store_state and x.dtype != torch.float32
-    state = torch.empty((T, B, F), dtype=torch.float32, device=dev) if store else trace.new_empty(0)
-    pre = torch.empty((T, B, F), dtype=torch.float32, device=dev) if spec.immediate_reset else trace.new_empty(0)
+    state = _new_output((T, B, F), torch.float32, dev) if store else trace.new_empty(0)
+    pre = _new_output((T, B, F), torch.float32, dev) if spec.immediate_reset else trace.new_empty(0)
     if T == 0 or M == 0:
         return spk, syn, mem, trace, state, pre
     dummy = trace
@@ -417,16 +423,24 @@ def lif_backward_triton(
     need_beta, need_thr, need_alpha, need_V = need_param_grads
     need_alpha = need_alpha and spec.synaptic
     need_V = need_V and spec.recurrence == RECURRENCE_ONE_TO_ONE
-    grad_x = torch.empty((T, B, F), dtype=x_dtype, device=dev)
-    grad_mem0 = torch.zeros((B, F), dtype=torch.float32, device=dev)
-    grad_syn0 = torch.zeros((B, F), dtype=torch.float32, device=dev)
-    grad_spk0 = torch.zeros((B, F), dtype=torch.float32, device=dev)
+    grad_x = _new_output((T, B, F), x_dtype, dev)
+    launch = T > 0 and M > 0
+
+    def state_grad(written: bool) -> Tensor:
+        # Written by the kernel when it runs; zero for T == 0 or a state this neuron lacks.
+        if launch and written:
+            return _new_output((B, F), torch.float32, dev)
+        return torch.zeros((B, F), dtype=torch.float32, device=dev)
+
+    grad_mem0 = state_grad(True)
+    grad_syn0 = state_grad(spec.synaptic)
+    grad_spk0 = state_grad(spec.recurrence == RECURRENCE_ONE_TO_ONE)
 
     def partial(needed: bool) -> Tensor:
-        return torch.zeros((B, F), dtype=torch.float32, device=dev) if needed else trace.new_empty(0)
+        return state_grad(True) if needed else trace.new_empty(0)
 
     parts = [partial(n) for n in (need_beta, need_thr, need_alpha, need_V)]
-    if T > 0 and M > 0:
+    if launch:
         gspk2, s_gspk = time_major_2d(grad_spk, T)
         gsyn2, s_gsyn = time_major_2d(grad_syn if spec.synaptic else None, T)
         gmem2, s_gmem = time_major_2d(grad_mem, T)
