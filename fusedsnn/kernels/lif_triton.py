@@ -74,17 +74,17 @@ if HAS_TRITON:
         if HAS_MEM0:
             mem = tl.load(mem0_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         else:
-            mem = tl.zeros([BLOCK], tl.float32)
+            mem = tl.full([BLOCK], 0.0, tl.float32)
         if SYNAPTIC:
             if HAS_SYN0:
                 syn = tl.load(syn0_ptr + offs, mask=mask, other=0.0).to(tl.float32)
             else:
-                syn = tl.zeros([BLOCK], tl.float32)
+                syn = tl.full([BLOCK], 0.0, tl.float32)
         if RECURRENCE == 1:
             if HAS_SPK0:
                 spk = tl.load(spk0_ptr + offs, mask=mask, other=0.0).to(tl.float32)
             else:
-                spk = tl.zeros([BLOCK], tl.float32)
+                spk = tl.full([BLOCK], 0.0, tl.float32)
         x_off = offs
         rec_off = offs
         out_off = offs
@@ -134,7 +134,7 @@ if HAS_TRITON:
             elif SURROGATE == 5:  # spike_rate_escape: c0 = beta, c1 = slope
                 d = c1 * tl.exp(-c0 * tl.abs(h - 1.0))
             else:  # disabled
-                d = tl.zeros([BLOCK], tl.float32)
+                d = tl.full([BLOCK], 0.0, tl.float32)
             tl.store(trace_ptr + out_off, d, mask=mask)
             if IMMEDIATE_RESET:
                 tl.store(pre_ptr + out_off, m_pre, mask=mask)
@@ -186,7 +186,7 @@ if HAS_TRITON:
             alpha = tl.load(alpha_ptr + feat, mask=mask, other=0.0)
         if RECURRENCE == 1:
             v = tl.load(v_ptr + feat, mask=mask, other=0.0)
-        zero = tl.zeros([BLOCK], tl.float32)
+        zero = tl.full([BLOCK], 0.0, tl.float32)
         carry_mem = zero
         carry_syn = zero
         carry_spk = zero
@@ -490,6 +490,9 @@ def _launchable(kernel):
 
     ``triton.jit`` fixes the mode when the module is imported; reading ``TRITON_INTERPRET`` at
     launch instead lets a test switch it with ``monkeypatch`` without re-importing anything.
+    This is why the kernels call only builtins of ``triton.language`` (``tl.full``, not the
+    ``@jit``-defined ``tl.zeros``): a ``@jit`` helper keeps the mode of the moment triton was
+    imported and cannot be called from an interpreted kernel.
     """
     interpret = interpreter_enabled()
     key = (kernel.fn.__name__, interpret)

@@ -1,0 +1,218 @@
+"""Triton kernels (run by Triton's CPU interpreter) against the reference backend.
+
+Every output and gradient is compared, per dtype, with outputs pre-filled with NaN so that an
+element the kernel never writes fails. float32 spikes and states must be bit-identical to the
+reference (same operation order, no contraction); reduced precision within per-dtype tolerance.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import fusedsnn.functional as F
+from fusedsnn import surrogate as S
+from fusedsnn.kernels import lif_triton
+
+from ..conftest import NEURONS, RESETS, TOLERANCES, dtype_id, random_input
+
+pytest.importorskip("triton")
+
+SURROGATES = {
+    "atan": S.atan(),
+    "fast_sigmoid": S.fast_sigmoid(slope=5),
+    "sigmoid": S.sigmoid(slope=25),
+    "ste": S.straight_through_estimator(),
+    "triangular": S.triangular(threshold=0.7),
+    "sre": S.spike_rate_escape(beta=0.5, slope=3),
+    "disabled": S.disabled(),
+}
+
+
+@pytest.fixture
+def poisoned_outputs(monkeypatch):
+    def nan_filled(shape, dtype, device):
+        return torch.full(shape, float("nan"), dtype=dtype, device=device)
+
+    monkeypatch.setattr(lif_triton, "_new_output", nan_filled)
+
+
+def _call(kind: str, x, params: dict, states: dict, backend: str, **kw):
+    fn = {"Leaky": F.leaky, "Synaptic": F.synaptic, "RLeaky": F.rleaky, "RSynaptic": F.rsynaptic}[kind]
+    args = {"Leaky": ["beta", "threshold"], "Synaptic": ["alpha", "beta", "threshold"],
+            "RLeaky": ["beta", "V", "threshold"], "RSynaptic": ["alpha", "beta", "V", "threshold"]}[kind]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # RSynaptic(reset_delay=False) warns by design
+        return fn(x, *[params[a] for a in args], backend=backend, **states, **kw)
+
+
+def _make(kind: str, features: tuple, learn: bool, with_states: bool, B: int, dtype=torch.float32):
+    def p(value):
+        return value.requires_grad_() if learn else value
+
+    params = dict(beta=p(torch.rand(features) * 1.2 - 0.1), threshold=p(torch.rand(features[-1:]) + 0.5))
+    if kind in ("Synaptic", "RSynaptic"):
+        params["alpha"] = p(torch.rand(features) * 1.2 - 0.1)
+    if kind in ("RLeaky", "RSynaptic"):
+        params["V"] = p(torch.randn(features) * 0.5)
+    states = {}
+    if with_states:
+        names = {"Leaky": ["mem"], "Synaptic": ["syn", "mem"], "RLeaky": ["spk", "mem"],
+                 "RSynaptic": ["spk", "syn", "mem"]}[kind]
+        for name in names:
+            value = (torch.rand(B, *features) > 0.5).float() if name == "spk" else torch.randn(B, *features)
+            states[name] = value.to(dtype).requires_grad_()
+    return params, states
+
+
+def _compare(kind, x, params, states, dtype, exact: bool, **kw):
+    ref_x = x.detach().clone().requires_grad_()
+    tri_x = x.detach().clone().requires_grad_()
+    ref_states = {k: v.detach().clone().requires_grad_() for k, v in states.items()}
+    tri_states = {k: v.detach().clone().requires_grad_() for k, v in states.items()}
+    expected = _call(kind, ref_x, params, ref_states, "reference", **kw)
+    actual = _call(kind, tri_x, params, tri_states, "triton", **kw)
+    tol = TOLERANCES[dtype]
+    for i, (a, e) in enumerate(zip(actual, expected)):
+        assert a.dtype == dtype and a.shape == e.shape
+        assert not torch.isnan(a).any(), f"output {i} has unwritten (NaN) elements"
+        if exact:
+            assert torch.equal(a, e), f"output {i} not bit-identical"
+        else:
+            torch.testing.assert_close(a, e, **tol)
+    if dtype == torch.float32:
+        assert torch.equal(actual[0], expected[0])
+    weights = [torch.randn(o.shape, dtype=torch.float64).to(dtype) for o in expected]
+    leaves_p = [v for v in params.values() if isinstance(v, torch.Tensor) and v.requires_grad]
+    eg = torch.autograd.grad(sum((o * w).sum() for o, w in zip(expected, weights)),
+                             [ref_x, *ref_states.values(), *leaves_p])
+    ag = torch.autograd.grad(sum((o * w).sum() for o, w in zip(actual, weights)),
+                             [tri_x, *tri_states.values(), *leaves_p])
+    for i, (a, e) in enumerate(zip(ag, eg)):
+        assert not torch.isnan(a).any(), f"gradient {i} has NaN"
+        scale = e.abs().max().item() + 1e-6
+        torch.testing.assert_close(a.double(), e.double(), rtol=tol["rtol"], atol=tol["atol"] * max(scale, 1.0))
+
+
+@pytest.mark.parametrize("reset_delay", [True, False], ids=["delay", "immediate"])
+@pytest.mark.parametrize("reset", RESETS)
+@pytest.mark.parametrize("kind", NEURONS)
+def test_triton_matches_reference_fp32(interpret, poisoned_outputs, kind, reset, reset_delay):
+    B, features = 3, (37,)
+    x = random_input(7, B, *features)
+    params, states = _make(kind, features, learn=True, with_states=True, B=B)
+    _compare(kind, x, params, states, torch.float32, exact=True, reset_mechanism=reset, reset_delay=reset_delay)
+
+
+@pytest.mark.parametrize("surrogate", list(SURROGATES))
+@pytest.mark.parametrize("kind", ["Leaky", "RSynaptic"])
+def test_triton_surrogates(interpret, poisoned_outputs, kind, surrogate):
+    B, features = 2, (5, 3)
+    x = random_input(5, B, *features, scale=0.8)
+    params, states = _make(kind, features, learn=True, with_states=False, B=B)
+    _compare(kind, x, params, states, torch.float32, exact=True, spike_grad=SURROGATES[surrogate])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=dtype_id)
+@pytest.mark.parametrize("kind", NEURONS)
+def test_triton_reduced_precision(interpret, poisoned_outputs, kind, dtype):
+    B, features = 3, (29,)
+    x = random_input(6, B, *features, dtype=dtype)
+    params, states = _make(kind, features, learn=True, with_states=True, B=B, dtype=dtype)
+    # Both backends keep float32 state and round only on store, so spikes agree exactly too.
+    _compare(kind, x, params, states, dtype, exact=False, reset_mechanism="zero")
+
+
+@pytest.mark.parametrize("kind", ["Leaky", "Synaptic"])
+def test_triton_learned_params_in_bf16_use_saved_float32_state(interpret, poisoned_outputs, kind):
+    # In bf16 the membrane output is rounded; the reset must come from the float32 state.
+    B, features = 4, (17,)
+    x = random_input(8, B, *features, dtype=torch.bfloat16)
+    params, states = _make(kind, features, learn=True, with_states=False, B=B)
+    _compare(kind, x, params, states, torch.bfloat16, exact=False, reset_mechanism="subtract")
+
+
+def test_triton_stride0_time_input(interpret, poisoned_outputs, monkeypatch):
+    """A static input expanded over time keeps stride 0: no T copies are made, and the gradient
+    flows back to the static tensor summed over time."""
+    B, N, T = 4, 19, 9
+    static = random_input(1, B, N)[0]
+    seen = []
+    original = lif_triton.time_major_2d
+
+    def spy(t, steps):
+        flat, stride = original(t, steps)
+        if t is not None and t.data_ptr() == static_t.data_ptr():
+            seen.append((stride, flat.untyped_storage().nbytes()))
+        return flat, stride
+
+    monkeypatch.setattr(lif_triton, "time_major_2d", spy)
+    outs, grads = [], []
+    for backend in ("reference", "triton"):
+        static_t = static.clone().requires_grad_()
+        x = static_t.unsqueeze(0).expand(T, B, N)
+        assert x.stride(0) == 0
+        spk, mem = F.leaky(x, 0.9, 0.8, backend=backend)
+        outs.append((spk, mem))
+        grads.append(torch.autograd.grad((mem * torch.linspace(-1, 1, N)).sum() + spk.sum(), static_t)[0])
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+    assert 0 < outs[0][0].count_nonzero() < outs[0][0].numel()
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-5)
+    assert seen and all(stride == 0 and nbytes <= B * N * 4 for stride, nbytes in seen)
+
+
+@pytest.mark.parametrize("layout", ["transposed-features", "strided-batch", "time-slice"])
+def test_triton_non_contiguous_input(interpret, poisoned_outputs, layout):
+    B = 3
+    if layout == "transposed-features":
+        x = random_input(6, B, 7, 5).transpose(2, 3)
+    elif layout == "strided-batch":
+        x = random_input(6, 2 * B, 11)[:, ::2]
+    else:
+        x = random_input(12, B, 11)[::2]
+    assert not x.is_contiguous()
+    params, states = _make("Synaptic", tuple(x.shape[2:]), learn=True, with_states=True, B=B)
+    _compare("Synaptic", x, params, states, torch.float32, exact=True)
+
+
+def test_triton_all_to_all(interpret, poisoned_outputs):
+    n, B = 6, 3
+    recurrent = torch.nn.Linear(n, n)
+    x = random_input(5, B, n)
+    params, states = _make("RLeaky", (n,), learn=True, with_states=True, B=B)
+    states.pop("spk")
+    for backend_pair in [("reference", "triton")]:
+        outs = [F.rleaky(x, params["beta"], threshold=params["threshold"], recurrent=recurrent,
+                         backend=b, **states) for b in backend_pair]
+        assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+        grads = [torch.autograd.grad(o[1].sum() + o[0].sum(), [recurrent.weight, params["beta"]]) for o in outs]
+        for a, e in zip(*grads):
+            torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5)
+
+
+def test_triton_block_size_smaller_than_neurons(interpret, poisoned_outputs):
+    """Several programs, with a ragged last block."""
+    B, N = 5, 23
+    x = random_input(4, B, N)
+    params, _ = _make("Leaky", (N,), learn=False, with_states=False, B=B)
+    spec = F.make_spec(synaptic=False, recurrence=0, reset_mechanism="subtract", reset_delay=True,
+                       spike_grad=None, surrogate_disable=False, graded_spikes_factor=1.0, neuron="Leaky")
+    beta = params["beta"].clamp(0, 1).expand(N).contiguous()
+    thr = params["threshold"].expand(N).contiguous()
+    e = torch.empty(0)
+    out = lif_triton.lif_forward_triton(x, None, None, None, None, beta, thr, e, e, spec, False, block_size=16)
+    ref = F.leaky(x, params["beta"], params["threshold"], backend="reference")
+    assert torch.equal(out[0], ref[0]) and torch.equal(out[2], ref[1])
+
+
+def test_triton_backend_refuses_cpu_without_interpreter(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match="TRITON_INTERPRET"):
+        F.leaky(torch.randn(3, 2, 4), 0.9, backend="triton")
+
+
+def test_triton_backend_refuses_float64(interpret):
+    with pytest.raises(ValueError, match="float64"):
+        F.leaky(torch.randn(3, 2, 4, dtype=torch.float64), 0.9, backend="triton")
