@@ -80,6 +80,7 @@ class _FusedLIF(nn.Module):
         self._register("beta", beta, learn_beta)
         self._register("threshold", threshold, learn_threshold)
         self._register("graded_spikes_factor", graded_spikes_factor, False)
+        self._graded_spikes_value = self._scalar_gsf()
         self.register_buffer("reset_mechanism_val", torch.as_tensor(RESET_CODES[reset_mechanism]))
 
     def _register(self, name: str, value: Param, learn: bool) -> None:
@@ -89,11 +90,23 @@ class _FusedLIF(nn.Module):
         else:
             self.register_buffer(name, tensor)
 
+    def _scalar_gsf(self) -> float:
+        gsf = self.graded_spikes_factor
+        if gsf.numel() != 1:
+            raise ValueError("graded_spikes_factor must be a single value; per-neuron graded spikes are not fused")
+        return float(gsf.item())
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._graded_spikes_value = self._scalar_gsf()
+
     def _spec(self, recurrence: int):
+        # The graded spikes factor is a kernel constant, kept as a Python float so that
+        # torch.compile does not see a data-dependent .item() on every call.
         return Fn.make_spec(
             synaptic=self._synaptic, recurrence=recurrence, reset_mechanism=self.reset_mechanism,
             reset_delay=self.reset_delay, spike_grad=self.spike_grad,
-            surrogate_disable=self.surrogate_disable, graded_spikes_factor=self.graded_spikes_factor,
+            surrogate_disable=self.surrogate_disable, graded_spikes_factor=self._graded_spikes_value,
             neuron=self._neuron,
         )
 
