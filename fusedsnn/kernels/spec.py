@@ -75,3 +75,48 @@ def needs_prev_mem(spec: LIFSpec, beta_grad: bool, thr_grad: bool) -> bool:
     if beta_grad or spec.reset == RESET_ZERO or spec.immediate_reset:
         return True
     return spec.reset == RESET_SUBTRACT and thr_grad
+
+
+def bytes_per_neuron_step(
+    spec: LIFSpec,
+    io_bytes: int,
+    *,
+    backward: bool,
+    need_param_grads: tuple[bool, bool, bool, bool] = (False, False, False, False),
+    has_grad_spk: bool = True,
+    has_grad_mem: bool = True,
+) -> int:
+    """DRAM bytes one fused kernel moves per neuron per time step (the model in docs/design.md).
+
+    ``io_bytes`` is the element size of inputs/outputs (4 for float32, 2 for float16/bfloat16);
+    the saved trace, float32 state copy and pre-reset membrane are always float32. Per-neuron
+    constants (parameters, initial and final states) are O(1/T) and left out.
+    """
+    need_beta, need_thr, need_alpha, need_V = need_param_grads
+    prev_mem = needs_prev_mem(spec, need_beta, need_thr)
+    if not backward:
+        total = io_bytes                      # x
+        total += 2 * io_bytes                 # spk, mem out
+        total += 4                            # saved surrogate-derivative trace (float32)
+        if spec.synaptic:
+            total += io_bytes                 # syn out
+        if spec.recurrence == RECURRENCE_INPUT:
+            total += io_bytes                 # precomputed all-to-all recurrent input
+        if prev_mem and io_bytes != 4:
+            total += 4                        # float32 membrane copy for the backward
+        if spec.immediate_reset:
+            total += 4                        # pre-reset membrane
+        return total
+    total = 4 + io_bytes                      # trace in, grad_x out
+    total += io_bytes * (int(has_grad_spk) + int(has_grad_mem))
+    if spec.synaptic:
+        total += io_bytes                     # grad_syn in
+        if need_alpha:
+            total += io_bytes                 # syn of the previous step
+    if prev_mem:
+        total += 4 if io_bytes != 4 else io_bytes
+    if spec.recurrence == RECURRENCE_ONE_TO_ONE and need_V:
+        total += io_bytes                     # spikes of the previous step
+    if spec.immediate_reset:
+        total += 4
+    return total

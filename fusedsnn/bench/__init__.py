@@ -1,0 +1,1 @@
+"""Benchmarks behind ``fusedsnn bench``: neuron microbenchmarks and the study's experiments."""
