@@ -236,3 +236,23 @@ def test_from_snntorch_rejects_custom_surrogate_by_name():
         fs.from_snntorch(snn.Leaky(beta=0.9, learn_graded_spikes_factor=True))
     with pytest.raises(TypeError, match="Leaky, Synaptic"):
         fs.from_snntorch(snn.Lapicque(beta=0.9))
+
+
+@pytest.mark.parametrize("kind", ["Leaky", "Synaptic"])
+def test_convolutional_feature_shape_matches_snntorch(kind):
+    """[T, B, C, H, W] inputs with per-channel parameters broadcast over H and W."""
+    C, H, W = 3, 4, 5
+    kwargs = dict(beta=torch.rand(C, 1, 1), threshold=torch.rand(C, 1, 1) + 0.5, learn_beta=True)
+    if kind == "Synaptic":
+        kwargs.update(alpha=0.6)
+    reference = getattr(snn, kind)(**kwargs)
+    fused = fs.from_snntorch(reference)
+    x = random_input(5, 2, C, H, W).requires_grad_()
+    expected = snntorch_steps(reference, x, {})
+    actual = fused(x)
+    for a, e in zip(actual, expected):
+        assert a.shape == (5, 2, C, H, W) and torch.equal(a, e)
+    ga = torch.autograd.grad(weighted_loss(actual), [x, fused.beta])
+    ge = torch.autograd.grad(weighted_loss(expected), [x, reference.beta])
+    for name, a, e in zip(["x", "beta"], ga, ge):
+        assert_close_scaled(a, e, 2e-4, name)
