@@ -88,6 +88,24 @@ def _register_triton() -> None:
 _register_triton()
 
 
+def _register_host() -> None:
+    from .kernels import lif_host
+
+    def reason(x: torch.Tensor) -> str | None:
+        if x.device.type != "cpu":
+            return f"the host backend runs CPU tensors, got a {x.device.type} tensor"
+        if x.dtype not in (torch.float32, torch.float64):
+            return f"the host backend takes float32 or float64 input, got {x.dtype}"
+        if not lif_host.available():
+            return "the host library could not be built or loaded (see the warning above)"
+        return None
+
+    register_backend(Backend("host", lif_host.lif_forward_host, lif_host.lif_backward_host, reason))
+
+
+_register_host()
+
+
 def resolve_backend(name: str, x: torch.Tensor) -> Backend:
     """Pick the backend for ``x``: ``"auto"`` means triton for CUDA tensors, else the CPU default."""
     if not isinstance(name, str):

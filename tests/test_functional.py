@@ -229,8 +229,5 @@ def test_torch_compile_fullgraph_no_graph_breaks():
     assert model["lif"].beta.grad is not None and model["fc"].weight.grad.abs().sum() > 0
 
 
-def test_auto_backend_on_cpu_is_reference():
-    from fusedsnn.backends import resolve_backend
-
-    assert resolve_backend("auto", torch.randn(2, 2)).name == "reference"
-    assert "reference" in fs.available_backends()
+def test_available_backends_listed():
+    assert {"reference", "host"} <= set(fs.available_backends())

@@ -88,12 +88,13 @@ def _param_tensors(module: torch.nn.Module, kind: str) -> dict:
 @pytest.mark.parametrize("surrogate", list(SURROGATES))
 @pytest.mark.parametrize("reset", RESETS)
 @pytest.mark.parametrize("kind", NEURONS)
-def test_fused_layer_matches_snntorch(kind, reset, surrogate, reset_delay, mode):
+@pytest.mark.parametrize("backend", ["reference", "host"])
+def test_fused_layer_matches_snntorch(backend, kind, reset, surrogate, reset_delay, mode):
     kwargs = dict(_params(kind, mode), reset_mechanism=reset, reset_delay=reset_delay, **SURROGATES[surrogate])
     reference = getattr(snn, kind)(**kwargs)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fused = fs.from_snntorch(reference)
+        fused = fs.from_snntorch(reference, backend=backend)
     if kind == "RSynaptic" and not reset_delay:
         assert any("reset_delay" in str(w.message) for w in caught)
 
@@ -148,13 +149,14 @@ def test_oracle_matches_snntorch_bitwise(kind, reset, reset_delay):
 
 @pytest.mark.parametrize("kind", ["RLeaky", "RSynaptic"])
 @pytest.mark.parametrize("reset", RESETS)
-def test_all_to_all_recurrence_matches_snntorch(kind, reset):
+@pytest.mark.parametrize("backend", ["reference", "host"])
+def test_all_to_all_recurrence_matches_snntorch(backend, kind, reset):
     n = 7
     kwargs = dict(beta=0.8, linear_features=n, reset_mechanism=reset, learn_beta=True)
     if kind == "RSynaptic":
         kwargs.update(alpha=0.6)
     reference = getattr(snn, kind)(**kwargs)
-    fused = fs.from_snntorch(reference)
+    fused = fs.from_snntorch(reference, backend=backend)
     assert torch.equal(fused.recurrent.weight, reference.recurrent.weight)
     x = random_input(8, 4, n).requires_grad_()
     expected = snntorch_steps(reference, x, {})

@@ -18,7 +18,6 @@ import torch
 from .spec import (
     RECURRENCE_INPUT,
     RECURRENCE_ONE_TO_ONE,
-    RESET_NONE,
     RESET_SUBTRACT,
     RESET_ZERO,
     LIFSpec,

@@ -18,7 +18,6 @@ mirrors ``spec.py`` operation for operation.
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Optional
 
@@ -32,15 +31,8 @@ try:
 except ImportError:  # pragma: no cover - exercised only where triton is absent
     HAS_TRITON = False
 
-from .spec import (
-    RECURRENCE_INPUT,
-    RECURRENCE_ONE_TO_ONE,
-    RESET_NONE,
-    RESET_SUBTRACT,
-    RESET_ZERO,
-    LIFSpec,
-    needs_prev_mem,
-)
+from .layout import surrogate_constants, time_major_2d
+from .spec import RECURRENCE_INPUT, RECURRENCE_ONE_TO_ONE, LIFSpec, needs_prev_mem
 
 Tensor = torch.Tensor
 
@@ -300,33 +292,6 @@ def _new_output(shape, dtype, device) -> Tensor:
     """Allocation of every kernel output; tests replace it to pre-fill outputs with NaN, so that
     an element the kernel forgets to write fails the comparison instead of passing by luck."""
     return torch.empty(shape, dtype=dtype, device=device)
-
-
-def surrogate_constants(spec: LIFSpec) -> tuple[float, float]:
-    """Host-side constants ``(c0, c1)`` the kernel's surrogate expects (see _surrogate_derivative)."""
-    s = spec.surrogate
-    if s.name == "atan":
-        return math.pi / 2 * s.p0, s.p0 / 2
-    return float(s.p0), float(s.p1)
-
-
-def time_major_2d(t: Optional[Tensor], T: int) -> tuple[Optional[Tensor], int]:
-    """The one contiguity policy: view ``[T, B, F]`` as ``[T, M]`` with unit inner stride.
-
-    Returns the 2-D view and its time stride. A time dimension of stride 0 (a static input
-    expanded over time) stays stride 0: only one step is made contiguous, never T copies.
-    """
-    if t is None or t.numel() == 0 and T > 0:
-        return None, 0
-    if T > 0 and t.stride(0) == 0:
-        step = t[0].reshape(-1)
-        if step.numel() > 1 and step.stride(0) != 1:
-            step = step.contiguous()
-        return step.unsqueeze(0).expand(T, step.numel()), 0
-    flat = t.reshape(T, -1)
-    if flat.shape[1] > 1 and flat.stride(1) != 1:
-        flat = flat.contiguous()
-    return flat, flat.stride(0)
 
 
 def _block_size(M: int, block_size: Optional[int]) -> tuple[int, int]:

@@ -7,8 +7,6 @@ reference (same operation order, no contraction); reduced precision within per-d
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 
@@ -16,7 +14,8 @@ import fusedsnn.functional as F
 from fusedsnn import surrogate as S
 from fusedsnn.kernels import lif_triton
 
-from ..conftest import NEURONS, RESETS, TOLERANCES, dtype_id, random_input
+from ..conftest import NEURONS, RESETS, dtype_id, random_input
+from .parity import compare_backends, make_params
 
 pytest.importorskip("triton")
 
@@ -39,71 +38,14 @@ def poisoned_outputs(monkeypatch):
     monkeypatch.setattr(lif_triton, "_new_output", nan_filled)
 
 
-def _call(kind: str, x, params: dict, states: dict, backend: str, **kw):
-    fn = {"Leaky": F.leaky, "Synaptic": F.synaptic, "RLeaky": F.rleaky, "RSynaptic": F.rsynaptic}[kind]
-    args = {"Leaky": ["beta", "threshold"], "Synaptic": ["alpha", "beta", "threshold"],
-            "RLeaky": ["beta", "V", "threshold"], "RSynaptic": ["alpha", "beta", "V", "threshold"]}[kind]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # RSynaptic(reset_delay=False) warns by design
-        return fn(x, *[params[a] for a in args], backend=backend, **states, **kw)
-
-
-def _make(kind: str, features: tuple, learn: bool, with_states: bool, B: int, dtype=torch.float32):
-    def p(value):
-        return value.requires_grad_() if learn else value
-
-    params = dict(beta=p(torch.rand(features) * 1.2 - 0.1), threshold=p(torch.rand(features[-1:]) + 0.5))
-    if kind in ("Synaptic", "RSynaptic"):
-        params["alpha"] = p(torch.rand(features) * 1.2 - 0.1)
-    if kind in ("RLeaky", "RSynaptic"):
-        params["V"] = p(torch.randn(features) * 0.5)
-    states = {}
-    if with_states:
-        names = {"Leaky": ["mem"], "Synaptic": ["syn", "mem"], "RLeaky": ["spk", "mem"],
-                 "RSynaptic": ["spk", "syn", "mem"]}[kind]
-        for name in names:
-            value = (torch.rand(B, *features) > 0.5).float() if name == "spk" else torch.randn(B, *features)
-            states[name] = value.to(dtype).requires_grad_()
-    return params, states
-
-
-def _compare(kind, x, params, states, dtype, exact: bool, **kw):
-    ref_x = x.detach().clone().requires_grad_()
-    tri_x = x.detach().clone().requires_grad_()
-    ref_states = {k: v.detach().clone().requires_grad_() for k, v in states.items()}
-    tri_states = {k: v.detach().clone().requires_grad_() for k, v in states.items()}
-    expected = _call(kind, ref_x, params, ref_states, "reference", **kw)
-    actual = _call(kind, tri_x, params, tri_states, "triton", **kw)
-    tol = TOLERANCES[dtype]
-    for i, (a, e) in enumerate(zip(actual, expected)):
-        assert a.dtype == dtype and a.shape == e.shape
-        assert not torch.isnan(a).any(), f"output {i} has unwritten (NaN) elements"
-        if exact:
-            assert torch.equal(a, e), f"output {i} not bit-identical"
-        else:
-            torch.testing.assert_close(a, e, **tol)
-    if dtype == torch.float32:
-        assert torch.equal(actual[0], expected[0])
-    weights = [torch.randn(o.shape, dtype=torch.float64).to(dtype) for o in expected]
-    leaves_p = [v for v in params.values() if isinstance(v, torch.Tensor) and v.requires_grad]
-    eg = torch.autograd.grad(sum((o * w).sum() for o, w in zip(expected, weights)),
-                             [ref_x, *ref_states.values(), *leaves_p])
-    ag = torch.autograd.grad(sum((o * w).sum() for o, w in zip(actual, weights)),
-                             [tri_x, *tri_states.values(), *leaves_p])
-    for i, (a, e) in enumerate(zip(ag, eg)):
-        assert not torch.isnan(a).any(), f"gradient {i} has NaN"
-        scale = e.abs().max().item() + 1e-6
-        torch.testing.assert_close(a.double(), e.double(), rtol=tol["rtol"], atol=tol["atol"] * max(scale, 1.0))
-
-
 @pytest.mark.parametrize("reset_delay", [True, False], ids=["delay", "immediate"])
 @pytest.mark.parametrize("reset", RESETS)
 @pytest.mark.parametrize("kind", NEURONS)
 def test_triton_matches_reference_fp32(interpret, poisoned_outputs, kind, reset, reset_delay):
     B, features = 3, (37,)
     x = random_input(7, B, *features)
-    params, states = _make(kind, features, learn=True, with_states=True, B=B)
-    _compare(kind, x, params, states, torch.float32, exact=True, reset_mechanism=reset, reset_delay=reset_delay)
+    params, states = make_params(kind, features, learn=True, with_states=True, B=B)
+    compare_backends("triton", kind, x, params, states, torch.float32, exact=True, reset_mechanism=reset, reset_delay=reset_delay)
 
 
 @pytest.mark.parametrize("surrogate", list(SURROGATES))
@@ -111,8 +53,8 @@ def test_triton_matches_reference_fp32(interpret, poisoned_outputs, kind, reset,
 def test_triton_surrogates(interpret, poisoned_outputs, kind, surrogate):
     B, features = 2, (5, 3)
     x = random_input(5, B, *features, scale=0.8)
-    params, states = _make(kind, features, learn=True, with_states=False, B=B)
-    _compare(kind, x, params, states, torch.float32, exact=True, spike_grad=SURROGATES[surrogate])
+    params, states = make_params(kind, features, learn=True, with_states=False, B=B)
+    compare_backends("triton", kind, x, params, states, torch.float32, exact=True, spike_grad=SURROGATES[surrogate])
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=dtype_id)
@@ -120,9 +62,9 @@ def test_triton_surrogates(interpret, poisoned_outputs, kind, surrogate):
 def test_triton_reduced_precision(interpret, poisoned_outputs, kind, dtype):
     B, features = 3, (29,)
     x = random_input(6, B, *features, dtype=dtype)
-    params, states = _make(kind, features, learn=True, with_states=True, B=B, dtype=dtype)
+    params, states = make_params(kind, features, learn=True, with_states=True, B=B, dtype=dtype)
     # Both backends keep float32 state and round only on store, so spikes agree exactly too.
-    _compare(kind, x, params, states, dtype, exact=False, reset_mechanism="zero")
+    compare_backends("triton", kind, x, params, states, dtype, exact=False, reset_mechanism="zero")
 
 
 @pytest.mark.parametrize("kind", ["Leaky", "Synaptic"])
@@ -130,8 +72,8 @@ def test_triton_learned_params_in_bf16_use_saved_float32_state(interpret, poison
     # In bf16 the membrane output is rounded; the reset must come from the float32 state.
     B, features = 4, (17,)
     x = random_input(8, B, *features, dtype=torch.bfloat16)
-    params, states = _make(kind, features, learn=True, with_states=False, B=B)
-    _compare(kind, x, params, states, torch.bfloat16, exact=False, reset_mechanism="subtract")
+    params, states = make_params(kind, features, learn=True, with_states=False, B=B)
+    compare_backends("triton", kind, x, params, states, torch.bfloat16, exact=False, reset_mechanism="subtract")
 
 
 def test_triton_stride0_time_input(interpret, poisoned_outputs, monkeypatch):
@@ -173,15 +115,15 @@ def test_triton_non_contiguous_input(interpret, poisoned_outputs, layout):
     else:
         x = random_input(12, B, 11)[::2]
     assert not x.is_contiguous()
-    params, states = _make("Synaptic", tuple(x.shape[2:]), learn=True, with_states=True, B=B)
-    _compare("Synaptic", x, params, states, torch.float32, exact=True)
+    params, states = make_params("Synaptic", tuple(x.shape[2:]), learn=True, with_states=True, B=B)
+    compare_backends("triton", "Synaptic", x, params, states, torch.float32, exact=True)
 
 
 def test_triton_all_to_all(interpret, poisoned_outputs):
     n, B = 6, 3
     recurrent = torch.nn.Linear(n, n)
     x = random_input(5, B, n)
-    params, states = _make("RLeaky", (n,), learn=True, with_states=True, B=B)
+    params, states = make_params("RLeaky", (n,), learn=True, with_states=True, B=B)
     states.pop("spk")
     for backend_pair in [("reference", "triton")]:
         outs = [F.rleaky(x, params["beta"], threshold=params["threshold"], recurrent=recurrent,
@@ -196,7 +138,7 @@ def test_triton_block_size_smaller_than_neurons(interpret, poisoned_outputs):
     """Several programs, with a ragged last block."""
     B, N = 5, 23
     x = random_input(4, B, N)
-    params, _ = _make("Leaky", (N,), learn=False, with_states=False, B=B)
+    params, _ = make_params("Leaky", (N,), learn=False, with_states=False, B=B)
     spec = F.make_spec(synaptic=False, recurrence=0, reset_mechanism="subtract", reset_delay=True,
                        spike_grad=None, surrogate_disable=False, graded_spikes_factor=1.0, neuron="Leaky")
     beta = params["beta"].clamp(0, 1).expand(N).contiguous()

@@ -1,0 +1,39 @@
+"""Memory layout and host-side constants shared by every compiled backend (Triton, host C++)."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from .spec import LIFSpec
+
+Tensor = torch.Tensor
+
+
+def surrogate_constants(spec: LIFSpec) -> tuple[float, float]:
+    """Host-side constants ``(c0, c1)`` the kernel's surrogate expects (the surrogate switch in the kernels)."""
+    s = spec.surrogate
+    if s.name == "atan":
+        return math.pi / 2 * s.p0, s.p0 / 2
+    return float(s.p0), float(s.p1)
+
+
+def time_major_2d(t: Optional[Tensor], T: int) -> tuple[Optional[Tensor], int]:
+    """The one contiguity policy: view ``[T, B, F]`` as ``[T, M]`` with unit inner stride.
+
+    Returns the 2-D view and its time stride. A time dimension of stride 0 (a static input
+    expanded over time) stays stride 0: only one step is made contiguous, never T copies.
+    """
+    if t is None or t.numel() == 0 and T > 0:
+        return None, 0
+    if T > 0 and t.stride(0) == 0:
+        step = t[0].reshape(-1)
+        if step.numel() > 1 and step.stride(0) != 1:
+            step = step.contiguous()
+        return step.unsqueeze(0).expand(T, step.numel()), 0
+    flat = t.reshape(T, -1)
+    if flat.shape[1] > 1 and flat.stride(1) != 1:
+        flat = flat.contiguous()
+    return flat, flat.stride(0)

@@ -1,0 +1,332 @@
+"""Host (CPU) backend: the IPU codelets' C++ time loops (csrc/kernels/lif.hpp), run on CPU threads.
+
+The shared library is built by the package's install (setup.py, an optional extension that needs
+only a C++ compiler). If it is missing, for example in a source checkout that was never built,
+it is compiled once into a cache folder with the system's C++ compiler; if that fails too, the
+package still works on the reference backend and warns once.
+
+Neurons are partitioned as the IPU op maps them: contiguous whole-neuron ranges per tile, then
+per worker in a tile. :func:`partition` sets the split (default: one tile per CPU thread, one
+worker each); threads follow ``torch.get_num_threads()``. Supports float32 and float64.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import importlib.machinery
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+from typing import Iterator, Optional
+
+import torch
+
+from .layout import surrogate_constants, time_major_2d  # the one contiguity policy
+from .spec import RECURRENCE_INPUT, RECURRENCE_ONE_TO_ONE, LIFSpec, needs_prev_mem
+
+Tensor = torch.Tensor
+
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
+_ABI_VERSION = 1
+_DTYPES = {torch.float32: 0, torch.float64: 1}
+
+_c_void_p = ctypes.c_void_p
+_i64 = ctypes.c_int64
+_i32 = ctypes.c_int32
+
+
+class _Desc(ctypes.Structure):
+    """Mirror of ``fusedsnn_lif_desc`` in csrc/host/fusedsnn_host.cpp (same field order)."""
+
+    _fields_ = [
+        ("x", _c_void_p), ("x_step", _i64), ("rec", _c_void_p), ("rec_step", _i64),
+        ("mem0", _c_void_p), ("syn0", _c_void_p), ("spk0", _c_void_p),
+        ("beta", _c_void_p), ("thr", _c_void_p), ("alpha", _c_void_p), ("v", _c_void_p),
+        ("spk", _c_void_p), ("syn", _c_void_p), ("mem", _c_void_p), ("trace", _c_void_p),
+        ("state", _c_void_p), ("pre", _c_void_p),
+        ("grad_spk", _c_void_p), ("grad_spk_step", _i64), ("grad_syn", _c_void_p), ("grad_syn_step", _i64),
+        ("grad_mem", _c_void_p), ("grad_mem_step", _i64),
+        ("mem_hist", _c_void_p), ("syn_hist", _c_void_p), ("spk_hist", _c_void_p),
+        ("grad_x", _c_void_p), ("grad_mem0", _c_void_p), ("grad_syn0", _c_void_p), ("grad_spk0", _c_void_p),
+        ("part_beta", _c_void_p), ("part_thr", _c_void_p), ("part_alpha", _c_void_p), ("part_v", _c_void_p),
+        ("steps", _i64), ("neurons", _i64),
+        ("synaptic", _i32), ("recurrence", _i32), ("reset", _i32), ("immediate_reset", _i32),
+        ("zero_before_decay", _i32), ("surrogate", _i32), ("need_prev_mem", _i32), ("dtype", _i32),
+        ("c0", ctypes.c_double), ("c1", ctypes.c_double), ("gsf", ctypes.c_double),
+        ("tiles", _i32), ("workers_per_tile", _i32), ("threads", _i32),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading the library
+# ---------------------------------------------------------------------------------------------
+
+_lock = threading.Lock()
+_library: Optional[ctypes.CDLL] = None
+_load_error: Optional[str] = None
+_warned = False
+
+SOURCES = ("csrc/host/fusedsnn_host.cpp", "csrc/kernels/lif.hpp")
+COMPILE_FLAGS = ["-O3", "-std=c++17", "-ffp-contract=off", "-fPIC", "-shared", "-pthread"]
+
+
+def _source_root() -> Optional[Path]:
+    """The checkout holding csrc/ (an editable install or a source tree), if any."""
+    root = _PACKAGE_DIR.parent
+    return root if (root / SOURCES[0]).exists() else None
+
+
+def _built_extension() -> Optional[Path]:
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        candidate = _PACKAGE_DIR / f"_host{suffix}"
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _compile_into_cache() -> Path:
+    root = _source_root()
+    if root is None:
+        raise OSError("the C++ sources (csrc/) are not available to build the host library")
+    compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+    if compiler is None:
+        raise OSError("no C++ compiler found (set CXX or install g++)")
+    digest = hashlib.sha256()
+    for rel in SOURCES:
+        digest.update((root / rel).read_bytes())
+    digest.update(" ".join(COMPILE_FLAGS).encode())
+    cache = Path(os.environ.get("FUSEDSNN_CACHE", Path.home() / ".cache" / "fusedsnn"))
+    target = cache / f"libfusedsnn_host_{digest.hexdigest()[:16]}.so"
+    if not target.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache) as tmp:
+            out = Path(tmp) / target.name
+            proc = subprocess.run([compiler, *COMPILE_FLAGS, str(root / SOURCES[0]), "-o", str(out)],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise OSError(f"compiling the host library failed:\n{proc.stderr[-2000:]}")
+            os.replace(out, target)
+    return target
+
+
+def _open(path: Path) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(path))
+    if lib.fusedsnn_host_abi_version() != _ABI_VERSION:
+        raise OSError(f"{path} has ABI version {lib.fusedsnn_host_abi_version()}, expected {_ABI_VERSION}")
+    for name in ("fusedsnn_lif_forward", "fusedsnn_lif_backward"):
+        fn = getattr(lib, name)
+        fn.argtypes = [ctypes.POINTER(_Desc)]
+        fn.restype = ctypes.c_int
+    return lib
+
+
+def load_library() -> Optional[ctypes.CDLL]:
+    """The host library, or None (with one warning) when it cannot be built or loaded."""
+    global _library, _load_error, _warned
+    with _lock:
+        if _library is not None or _load_error is not None:
+            return _library
+        errors = []
+        built = _built_extension()
+        if built is not None and os.environ.get("FUSEDSNN_HOST_REBUILD", "0") == "0":
+            try:
+                _library = _open(built)
+                return _library
+            except OSError as err:
+                errors.append(str(err))
+        try:
+            _library = _open(_compile_into_cache())
+            return _library
+        except OSError as err:
+            errors.append(str(err))
+        _load_error = "; ".join(errors)
+    if not _warned:
+        _warned = True
+        warnings.warn(
+            "fusedsnn: the host (C++) backend is unavailable, CPU tensors use the slower reference "
+            f"backend. Reinstall with a C++ compiler present (pip install -e .). Cause: {_load_error}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return None
+
+
+@torch.compiler.assume_constant_result
+def available() -> bool:
+    """Whether the host library loads. A constant to torch.compile: the answer cannot change
+    during a process, and tracing the loader (a lock, a compiler call) would break the graph."""
+    return load_library() is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# Partition (tiles x workers), as on the IPU
+# ---------------------------------------------------------------------------------------------
+
+_partition = threading.local()
+
+
+@contextlib.contextmanager
+def partition(tiles: Optional[int] = None, workers_per_tile: int = 1) -> Iterator[None]:
+    """Split neurons into ``tiles`` x ``workers_per_tile`` contiguous pieces, as the IPU mapping
+    does (None: one tile per CPU thread). Pieces run on ``torch.get_num_threads()`` threads."""
+    if tiles is not None and (not isinstance(tiles, int) or tiles < 1):
+        raise ValueError(f"tiles must be a positive int or None, got {tiles!r}")
+    if not isinstance(workers_per_tile, int) or workers_per_tile < 1:
+        raise ValueError(f"workers_per_tile must be a positive int, got {workers_per_tile!r}")
+    previous = getattr(_partition, "value", None)
+    _partition.value = (tiles, workers_per_tile)
+    try:
+        yield
+    finally:
+        _partition.value = previous
+
+
+def _partition_fields(desc: _Desc) -> None:
+    threads = max(1, torch.get_num_threads())
+    tiles, workers = getattr(_partition, "value", None) or (None, 1)
+    desc.tiles = tiles if tiles is not None else threads
+    desc.workers_per_tile = workers
+    desc.threads = threads
+
+
+# ---------------------------------------------------------------------------------------------
+# Launchers: the same contract as lif_reference.lif_forward_reference / lif_backward_reference
+# ---------------------------------------------------------------------------------------------
+
+def _ptr(t: Optional[Tensor]) -> Optional[int]:
+    return None if t is None or t.numel() == 0 else t.data_ptr()
+
+
+def _time_major(t: Optional[Tensor], T: int, dtype: torch.dtype) -> tuple[Optional[Tensor], int]:
+    if t is None or t.numel() == 0:
+        return None, 0
+    flat, step = time_major_2d(t.to(dtype), T)
+    return flat, step
+
+
+def _flat(t: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
+    if t is None or t.numel() == 0:
+        return None
+    return t.reshape(-1).to(dtype).contiguous()
+
+
+def per_neuron(param: Tensor, B: int) -> Tensor:
+    """``[F]`` parameters as ``[B, F]``: the C++ loops (like an IPU tile) index parameters by
+    neuron, not by feature, which keeps a modulo out of the inner loop. O(B * F) once per call."""
+    return param.unsqueeze(0).expand(B, param.shape[0]) if param.numel() else param
+
+
+def _config(desc: _Desc, spec: LIFSpec, T: int, M: int, dtype: torch.dtype) -> None:
+    desc.steps, desc.neurons = T, M
+    desc.synaptic = int(spec.synaptic)
+    desc.recurrence = spec.recurrence
+    desc.reset = spec.reset
+    desc.immediate_reset = int(spec.immediate_reset)
+    desc.zero_before_decay = int(spec.zero_before_decay)
+    desc.surrogate = spec.surrogate.code
+    desc.dtype = _DTYPES[dtype]
+    desc.c0, desc.c1 = surrogate_constants(spec)
+    desc.gsf = spec.graded_spikes_factor
+    _partition_fields(desc)
+
+
+def lif_forward_host(x, mem0, syn0, spk0, rec, beta, thr, alpha, V, spec: LIFSpec, store_state: bool):
+    lib = load_library()
+    T, B, F = x.shape
+    M = B * F
+    dt = x.dtype
+    dev = x.device
+    spk = torch.empty((T, B, F), dtype=dt, device=dev)
+    mem = torch.empty((T, B, F), dtype=dt, device=dev)
+    syn = torch.empty((T, B, F), dtype=dt, device=dev) if spec.synaptic else x.new_empty(0)
+    trace = torch.empty((T, B, F), dtype=dt, device=dev)
+    # Host state precision equals the input dtype (float32/float64): the membrane output is the
+    # state itself, so no separate copy is needed.
+    state = x.new_empty(0)
+    pre = torch.empty((T, B, F), dtype=dt, device=dev) if spec.immediate_reset else x.new_empty(0)
+    if T == 0 or M == 0:
+        return spk, syn, mem, trace, state, pre
+    keep = []  # hold converted tensors alive until the call returns
+
+    def flat(t):
+        t = _flat(t, dt)
+        keep.append(t)
+        return _ptr(t)
+
+    x2, x_step = _time_major(x, T, dt)
+    rec2, rec_step = _time_major(rec, T, dt) if spec.recurrence == RECURRENCE_INPUT else (None, 0)
+    keep += [x2, rec2]
+    d = _Desc()
+    d.x, d.x_step = _ptr(x2), x_step
+    d.rec, d.rec_step = _ptr(rec2), rec_step
+    d.mem0 = flat(mem0)
+    d.syn0 = flat(syn0) if spec.synaptic else None
+    d.spk0 = flat(spk0) if spec.recurrence == RECURRENCE_ONE_TO_ONE else None
+    d.beta, d.thr = flat(per_neuron(beta, B)), flat(per_neuron(thr, B))
+    d.alpha = flat(per_neuron(alpha, B)) if spec.synaptic else None
+    d.v = flat(per_neuron(V, B)) if spec.recurrence == RECURRENCE_ONE_TO_ONE else None
+    d.spk, d.syn, d.mem, d.trace = _ptr(spk), _ptr(syn), _ptr(mem), _ptr(trace)
+    d.state, d.pre = None, _ptr(pre)
+    _config(d, spec, T, M, dt)
+    if lib.fusedsnn_lif_forward(ctypes.byref(d)) != 0:
+        raise RuntimeError("fusedsnn host forward rejected its arguments")
+    return spk, syn, mem, trace, state, pre
+
+
+def lif_backward_host(grad_spk, grad_syn, grad_mem, trace, mem_hist, syn_hist, spk_hist, pre,
+                      mem0, syn0, spk0, beta, thr, alpha, V, spec: LIFSpec, x_dtype, need_param_grads):
+    lib = load_library()
+    T, B, F = trace.shape
+    M = B * F
+    dt = trace.dtype
+    dev = trace.device
+    need_beta, need_thr, need_alpha, need_V = need_param_grads
+    need_alpha = need_alpha and spec.synaptic
+    need_V = need_V and spec.recurrence == RECURRENCE_ONE_TO_ONE
+    grad_x = torch.empty((T, B, F), dtype=x_dtype, device=dev)
+    zeros = lambda: torch.zeros((B, F), dtype=dt, device=dev)  # noqa: E731
+    grad_mem0, grad_syn0, grad_spk0 = zeros(), zeros(), zeros()
+    parts = [zeros() if n else trace.new_empty(0) for n in (need_beta, need_thr, need_alpha, need_V)]
+    if T > 0 and M > 0:
+        keep = []
+
+        def flat(t):
+            t = _flat(t, dt)
+            keep.append(t)
+            return _ptr(t)
+
+        d = _Desc()
+        gs, d.grad_spk_step = _time_major(grad_spk, T, dt)
+        gy, d.grad_syn_step = _time_major(grad_syn if spec.synaptic else None, T, dt)
+        gm, d.grad_mem_step = _time_major(grad_mem, T, dt)
+        keep += [gs, gy, gm]
+        d.grad_spk, d.grad_syn, d.grad_mem = _ptr(gs), _ptr(gy), _ptr(gm)
+        hist = [t.contiguous() if t.numel() else t for t in (mem_hist, syn_hist, spk_hist, trace, pre)]
+        keep += hist
+        d.mem_hist, d.syn_hist, d.spk_hist, d.trace, d.pre = (_ptr(t) for t in hist)
+        d.mem0 = flat(mem0)
+        d.syn0 = flat(syn0) if spec.synaptic else None
+        d.spk0 = flat(spk0) if spec.recurrence == RECURRENCE_ONE_TO_ONE else None
+        d.beta, d.thr = flat(per_neuron(beta, B)), flat(per_neuron(thr, B))
+        d.alpha = flat(per_neuron(alpha, B)) if spec.synaptic else None
+        d.v = flat(per_neuron(V, B)) if spec.recurrence == RECURRENCE_ONE_TO_ONE else None
+        gx = grad_x if x_dtype == dt else torch.empty((T, B, F), dtype=dt, device=dev)
+        d.grad_x = _ptr(gx)
+        d.grad_mem0 = _ptr(grad_mem0)
+        d.grad_syn0 = _ptr(grad_syn0) if spec.synaptic else None
+        d.grad_spk0 = _ptr(grad_spk0) if spec.recurrence == RECURRENCE_ONE_TO_ONE else None
+        d.part_beta, d.part_thr, d.part_alpha, d.part_v = (_ptr(p) for p in parts)
+        d.need_prev_mem = int(needs_prev_mem(spec, need_beta, need_thr))
+        _config(d, spec, T, M, dt)
+        if lib.fusedsnn_lif_backward(ctypes.byref(d)) != 0:
+            raise RuntimeError("fusedsnn host backward rejected its arguments")
+        if gx is not grad_x:
+            grad_x.copy_(gx)
+    reduced = [p.sum(0) if p.numel() else p for p in parts]
+    return (grad_x, grad_mem0, grad_syn0, grad_spk0, *reduced)

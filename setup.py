@@ -1,0 +1,23 @@
+"""Builds the host (CPU) backend's shared library; everything else is in pyproject.toml.
+
+The library is plain C++ with a C ABI (csrc/host), loaded with ctypes: it needs only a C++
+compiler, no Poplar and no torch headers. It is optional: if it cannot be built the install still
+succeeds and fusedsnn falls back to its reference backend (with a warning at first use).
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "fusedsnn._host",
+            sources=["csrc/host/fusedsnn_host.cpp"],
+            depends=["csrc/kernels/lif.hpp"],
+            language="c++",
+            # -ffp-contract=off: no fused multiply-add, so float32 spikes stay bit-identical.
+            extra_compile_args=["-O3", "-std=c++17", "-ffp-contract=off", "-pthread"],
+            extra_link_args=["-pthread"],
+            optional=True,
+        )
+    ]
+)

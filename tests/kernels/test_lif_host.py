@@ -1,0 +1,108 @@
+"""Host backend (the IPU codelets' C++ loops on CPU threads) against the reference backend."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fusedsnn.functional as F
+from fusedsnn import surrogate as S
+from fusedsnn.kernels import lif_host
+
+from ..conftest import NEURONS, RESETS, dtype_id, random_input
+from .parity import call_neuron, compare_backends, make_params
+
+if not lif_host.available():  # pragma: no cover - the install builds it; say so loudly if not
+    pytest.fail("the host library did not build: the install must build it with a C++ compiler",
+                pytrace=False)
+
+SURROGATES = {
+    "atan": S.atan(), "fast_sigmoid": S.fast_sigmoid(slope=5), "sigmoid": S.sigmoid(slope=25),
+    "ste": S.straight_through_estimator(), "triangular": S.triangular(threshold=0.7),
+    "sre": S.spike_rate_escape(beta=0.5, slope=3), "disabled": S.disabled(),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=dtype_id)
+@pytest.mark.parametrize("reset_delay", [True, False], ids=["delay", "immediate"])
+@pytest.mark.parametrize("reset", RESETS)
+@pytest.mark.parametrize("kind", NEURONS)
+def test_host_matches_reference(kind, reset, reset_delay, dtype):
+    B, features = 3, (7, 5)
+    x = random_input(6, B, *features, dtype=dtype)
+    params, states = make_params(kind, features, learn=True, with_states=True, B=B, dtype=dtype)
+    params = {k: v.detach().to(dtype).requires_grad_() for k, v in params.items()}
+    compare_backends("host", kind, x, params, states, dtype, exact=True,
+                     reset_mechanism=reset, reset_delay=reset_delay)
+
+
+@pytest.mark.parametrize("surrogate", list(SURROGATES))
+@pytest.mark.parametrize("kind", ["Leaky", "RSynaptic"])
+def test_host_surrogates(kind, surrogate):
+    B, features = 2, (11,)
+    x = random_input(5, B, *features, scale=0.8)
+    params, states = make_params(kind, features, learn=True, with_states=False, B=B)
+    compare_backends("host", kind, x, params, states, torch.float32, exact=True, spike_grad=SURROGATES[surrogate])
+
+
+@pytest.mark.parametrize("tiles, workers", [(1, 1), (3, 6), (1472, 6), (7, 2)],
+                         ids=["1x1", "3x6", "ipu-1472x6", "7x2"])
+def test_partition_does_not_change_results(tiles, workers):
+    """Any tiles x workers split gives the same numbers: every neuron is owned by one worker."""
+    B, N = 5, 301  # odd sizes, more pieces than neurons for 1472 x 6
+    x = random_input(9, B, N)
+    params, states = make_params("Synaptic", (N,), learn=True, with_states=True, B=B)
+    expected = call_neuron("Synaptic", x, params, states, "reference")
+    with lif_host.partition(tiles=tiles, workers_per_tile=workers):
+        actual = call_neuron("Synaptic", x, params, states, "host")
+    for a, e in zip(actual, expected):
+        assert torch.equal(a, e)
+
+
+def test_partition_threads_follow_torch(monkeypatch):
+    seen = {}
+    original = lif_host._partition_fields
+
+    def spy(desc):
+        original(desc)
+        seen["threads"] = desc.threads
+
+    monkeypatch.setattr(lif_host, "_partition_fields", spy)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        F.leaky(random_input(3, 2, 4), 0.9, backend="host")
+        assert seen["threads"] == 1
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_host_stride0_and_non_contiguous():
+    B, N, T = 4, 13, 8
+    static = random_input(1, B, N)[0]
+    x = static.unsqueeze(0).expand(T, B, N)
+    params, states = make_params("Leaky", (N,), learn=True, with_states=True, B=B)
+    expected = call_neuron("Leaky", x, params, states, "reference")
+    actual = call_neuron("Leaky", x, params, states, "host")
+    assert torch.equal(actual[0], expected[0]) and torch.equal(actual[1], expected[1])
+    y = random_input(T, B, N, 3).transpose(2, 3)
+    p2, s2 = make_params("RLeaky", tuple(y.shape[2:]), learn=True, with_states=True, B=B)
+    compare_backends("host", "RLeaky", y, p2, s2, torch.float32, exact=True)
+
+
+def test_host_is_the_cpu_default():
+    from fusedsnn.backends import resolve_backend
+
+    assert resolve_backend("auto", torch.randn(2, 2)).name == "host"
+    assert resolve_backend("auto", torch.randn(2, 2, dtype=torch.float64)).name == "host"
+    # reduced precision on CPU: the host library is float32/float64 only
+    assert resolve_backend("auto", torch.randn(2, 2, dtype=torch.bfloat16)).name == "reference"
+
+
+def test_bad_partition_arguments():
+    with pytest.raises(ValueError, match="tiles"):
+        with lif_host.partition(tiles=0):
+            pass
+    with pytest.raises(ValueError, match="workers_per_tile"):
+        with lif_host.partition(workers_per_tile=0):
+            pass
