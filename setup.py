@@ -15,7 +15,7 @@ setup(
             depends=["csrc/kernels/lif.hpp"],
             language="c++",
             # -ffp-contract=off: no fused multiply-add, so float32 spikes stay bit-identical.
-            extra_compile_args=["-O3", "-std=c++17", "-ffp-contract=off", "-pthread"],
+            extra_compile_args=["-O3", "-std=c++17", "-ffp-contract=off", "-fno-trapping-math", "-pthread"],
             extra_link_args=["-pthread"],
             optional=True,
         )

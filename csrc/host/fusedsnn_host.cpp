@@ -32,9 +32,9 @@ struct fusedsnn_lif_desc {
   void* grad_x; void* grad_mem0; void* grad_syn0; void* grad_spk0;
   void* part_beta; void* part_thr; void* part_alpha; void* part_v;
   // shape and configuration
-  std::int64_t steps; std::int64_t neurons;
+  std::int64_t steps; std::int64_t neurons; std::int64_t features;
   std::int32_t synaptic; std::int32_t recurrence; std::int32_t reset; std::int32_t immediate_reset;
-  std::int32_t zero_before_decay; std::int32_t surrogate; std::int32_t need_prev_mem;
+  std::int32_t surrogate; std::int32_t need_prev_mem;
   std::int32_t dtype;  // 0 = float32, 1 = float64
   double c0; double c1; double gsf;
   // partition
@@ -84,9 +84,9 @@ void forward(const fusedsnn_lif_desc& d) {
   a.alpha = static_cast<const S*>(d.alpha); a.v = static_cast<const S*>(d.v);
   a.spk = static_cast<S*>(d.spk); a.syn = static_cast<S*>(d.syn); a.mem = static_cast<S*>(d.mem);
   a.trace = static_cast<S*>(d.trace); a.state = static_cast<S*>(d.state); a.pre = static_cast<S*>(d.pre);
-  a.steps = d.steps; a.stride = d.neurons;
+  a.steps = d.steps; a.stride = d.neurons; a.features = d.features;
   a.reset = d.reset; a.immediate_reset = d.immediate_reset != 0;
-  a.zero_before_decay = d.zero_before_decay != 0; a.surrogate = d.surrogate;
+  a.surrogate = d.surrogate;
   a.c0 = static_cast<S>(d.c0); a.c1 = static_cast<S>(d.c1); a.gsf = static_cast<S>(d.gsf);
   run_partitioned(d, [&](std::int64_t begin, std::int64_t end) {
     fusedsnn::lif_forward_dispatch<S, S>(d.synaptic != 0, d.recurrence, a, begin, end);
@@ -110,9 +110,9 @@ void backward(const fusedsnn_lif_desc& d) {
   a.grad_syn0 = static_cast<S*>(d.grad_syn0); a.grad_spk0 = static_cast<S*>(d.grad_spk0);
   a.part_beta = static_cast<S*>(d.part_beta); a.part_thr = static_cast<S*>(d.part_thr);
   a.part_alpha = static_cast<S*>(d.part_alpha); a.part_v = static_cast<S*>(d.part_v);
-  a.steps = d.steps; a.stride = d.neurons;
+  a.steps = d.steps; a.stride = d.neurons; a.features = d.features;
   a.reset = d.reset; a.immediate_reset = d.immediate_reset != 0;
-  a.zero_before_decay = d.zero_before_decay != 0; a.need_prev_mem = d.need_prev_mem != 0;
+  a.need_prev_mem = d.need_prev_mem != 0;
   a.gsf = static_cast<S>(d.gsf);
   run_partitioned(d, [&](std::int64_t begin, std::int64_t end) {
     fusedsnn::lif_backward_dispatch<S, S>(d.synaptic != 0, d.recurrence, a, begin, end);
@@ -124,16 +124,16 @@ void backward(const fusedsnn_lif_desc& d) {
 extern "C" {
 
 // ABI version: bump when fusedsnn_lif_desc changes, so a stale library is not loaded.
-int fusedsnn_host_abi_version() { return 1; }
+int fusedsnn_host_abi_version() { return 3; }
 
 int fusedsnn_lif_forward(const fusedsnn_lif_desc* d) {
-  if (!d || d->dtype < 0 || d->dtype > 1) return 1;
+  if (!d || d->dtype < 0 || d->dtype > 1 || d->features < 1 || d->neurons % d->features != 0) return 1;
   if (d->dtype == 0) forward<float>(*d); else forward<double>(*d);
   return 0;
 }
 
 int fusedsnn_lif_backward(const fusedsnn_lif_desc* d) {
-  if (!d || d->dtype < 0 || d->dtype > 1) return 1;
+  if (!d || d->dtype < 0 || d->dtype > 1 || d->features < 1 || d->neurons % d->features != 0) return 1;
   if (d->dtype == 0) backward<float>(*d); else backward<double>(*d);
   return 0;
 }

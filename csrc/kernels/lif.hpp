@@ -24,8 +24,17 @@ enum SurrogateCode : int {
   kTriangular = 4, kSpikeRateEscape = 5, kDisabled = 6
 };
 
-// Neurons handled per inner pass: the state of one chunk stays in L1 (host) or tile memory.
-constexpr std::int64_t kChunk = 256;
+// Neurons handled per inner pass; the chunk's state rows live on the stack. On the host a long
+// chunk keeps each per-step row access a long contiguous stream (a short one touches a new page
+// per row per step); an IPU worker's stack is a few hundred bytes, so codelets use a short one.
+#ifndef FUSEDSNN_CHUNK
+#ifdef __IPU__
+#define FUSEDSNN_CHUNK 8
+#else
+#define FUSEDSNN_CHUNK 2048
+#endif
+#endif
+constexpr std::int64_t kChunk = FUSEDSNN_CHUNK;
 
 // Surrogate derivative dS/dh; c0, c1 are precomputed on the host exactly as the Python side
 // forms them (atan: c0 = pi/2 * alpha, c1 = alpha / 2; others: their parameters).
@@ -66,7 +75,7 @@ struct ForwardArgs {
   const S* mem0 = nullptr;     // [stride] or null (zeros)
   const S* syn0 = nullptr;
   const S* spk0 = nullptr;
-  const S* beta = nullptr;     // [stride] per neuron (already clamped to [0, 1])
+  const S* beta = nullptr;     // [features] (already clamped to [0, 1])
   const S* thr = nullptr;
   const S* alpha = nullptr;
   const S* v = nullptr;
@@ -78,75 +87,151 @@ struct ForwardArgs {
   S* pre = nullptr;            // pre-reset membrane (reset_delay=False), or null
   std::int64_t steps = 0;      // T
   std::int64_t stride = 0;     // neurons per step row
+  std::int64_t features = 0;   // parameters are per feature: neuron i uses index i % features
   int reset = kSubtract;
   bool immediate_reset = false;
-  bool zero_before_decay = false;  // snnTorch's Leaky zeroes before the decay, the others after
   int surrogate = kAtan;
   S c0 = 0, c1 = 0, gsf = 1;
 };
 
+// Surrogate derivative over a row of h values, one tight loop per surrogate so the compiler
+// vectorises it (a switch inside the neuron loop would not be).
+template <typename S>
+inline void surrogate_row(int code, const S* __restrict__ h, S* __restrict__ out, std::int64_t n, S c0, S c1) {
+  switch (code) {
+    case kAtan:
+      for (std::int64_t j = 0; j < n; ++j) out[j] = surrogate_derivative<S>(kAtan, h[j], c0, c1);
+      break;
+    case kFastSigmoid:
+      for (std::int64_t j = 0; j < n; ++j) out[j] = surrogate_derivative<S>(kFastSigmoid, h[j], c0, c1);
+      break;
+    case kSigmoid:
+      for (std::int64_t j = 0; j < n; ++j) out[j] = surrogate_derivative<S>(kSigmoid, h[j], c0, c1);
+      break;
+    case kStraightThrough:
+      for (std::int64_t j = 0; j < n; ++j) out[j] = S(1);
+      break;
+    case kTriangular:
+      for (std::int64_t j = 0; j < n; ++j) out[j] = surrogate_derivative<S>(kTriangular, h[j], c0, c1);
+      break;
+    case kSpikeRateEscape:
+      for (std::int64_t j = 0; j < n; ++j) out[j] = surrogate_derivative<S>(kSpikeRateEscape, h[j], c0, c1);
+      break;
+    default:
+      for (std::int64_t j = 0; j < n; ++j) out[j] = S(0);
+  }
+}
+
+// Per-feature parameters gathered into a per-neuron row once per chunk (not per step), which
+// keeps a modulo out of the time loop and avoids expanding parameters to [B * F] on the host.
+template <typename S>
+inline void gather_params(S* __restrict__ dst, const S* __restrict__ src, std::int64_t c0, std::int64_t n,
+                          std::int64_t features) {
+  std::int64_t f = c0 % features;
+  for (std::int64_t j = 0; j < n; ++j) {
+    dst[j] = src[f];
+    if (++f == features) f = 0;
+  }
+}
+
+// One chunk of neurons [c0, c0 + n) over all steps. Every switch is a template parameter and
+// every pointer a local __restrict__ copy, so the inner loop has no branches that depend on
+// memory and vectorises.
+template <typename IO, typename S, bool SYNAPTIC, int RECURRENCE, int RESET, bool IMMEDIATE>
+void lif_forward_chunk(const ForwardArgs<IO, S>& a, std::int64_t c0, std::int64_t n) {
+  // snnTorch's Leaky resets to zero before the decay; the other three after it.
+  constexpr bool kZeroBeforeDecay = RESET == kZero && !SYNAPTIC && RECURRENCE == kNoRecurrence;
+  S beta[kChunk], thr[kChunk], alpha[kChunk], v[kChunk];
+  gather_params(beta, a.beta, c0, n, a.features);
+  gather_params(thr, a.thr, c0, n, a.features);
+  if (SYNAPTIC) gather_params(alpha, a.alpha, c0, n, a.features);
+  if (RECURRENCE == kOneToOne) gather_params(v, a.v, c0, n, a.features);
+  const S gsf = a.gsf;
+  S mem[kChunk], syn[kChunk], spk[kChunk], h[kChunk];
+  for (std::int64_t j = 0; j < n; ++j) {
+    mem[j] = a.mem0 ? a.mem0[c0 + j] : S(0);
+    syn[j] = (SYNAPTIC && a.syn0) ? a.syn0[c0 + j] : S(0);
+    spk[j] = (RECURRENCE == kOneToOne && a.spk0) ? a.spk0[c0 + j] : S(0);
+  }
+  for (std::int64_t t = 0; t < a.steps; ++t) {
+    const IO* __restrict__ xt = a.x + t * a.x_step + c0;
+    const IO* __restrict__ rt = RECURRENCE == kInput ? a.rec + t * a.rec_step + c0 : nullptr;
+    const std::int64_t row = t * a.stride + c0;
+    IO* __restrict__ spk_out = a.spk + row;
+    IO* __restrict__ mem_out = a.mem + row;
+    IO* __restrict__ syn_out = SYNAPTIC ? a.syn + row : nullptr;
+    S* __restrict__ pre_out = IMMEDIATE ? a.pre + row : nullptr;
+    for (std::int64_t j = 0; j < n; ++j) {
+      const S th = thr[j];
+      const S xv = static_cast<S>(xt[j]);
+      const S r = static_cast<S>(mem[j] - th > S(0));  // bool -> 0/1 without a branch
+      S base, s = S(0);
+      if (SYNAPTIC) {
+        s = alpha[j] * syn[j] + xv;
+        if (RECURRENCE == kOneToOne) s = s + v[j] * spk[j];
+        if (RECURRENCE == kInput) s = s + static_cast<S>(rt[j]);
+        base = beta[j] * mem[j] + s;
+      } else if (kZeroBeforeDecay) {
+        base = beta[j] * ((S(1) - r) * mem[j]) + xv;
+      } else {
+        base = beta[j] * mem[j] + xv;
+        if (RECURRENCE == kOneToOne) base = base + v[j] * spk[j];
+        if (RECURRENCE == kInput) base = base + static_cast<S>(rt[j]);
+      }
+      S m_pre;
+      if (RESET == kSubtract) {
+        m_pre = base - r * th;
+      } else if (RESET == kZero && !kZeroBeforeDecay) {
+        m_pre = base - base * r;
+      } else {
+        m_pre = base;
+      }
+      const S hj = m_pre - th;
+      h[j] = hj;
+      const S spk_t = static_cast<S>(hj > S(0)) * gsf;
+      S m = m_pre;
+      if (IMMEDIATE) {
+        pre_out[j] = m_pre;
+        const S do_reset = spk_t / gsf - r;
+        m = (RESET == kSubtract) ? m_pre - do_reset * th : m_pre - do_reset * m_pre;
+      }
+      spk_out[j] = static_cast<IO>(spk_t);
+      mem_out[j] = static_cast<IO>(m);
+      if (SYNAPTIC) {
+        syn_out[j] = static_cast<IO>(s);
+        syn[j] = s;
+      }
+      mem[j] = m;
+      spk[j] = spk_t;
+    }
+    surrogate_row<S>(a.surrogate, h, a.trace + row, n, a.c0, a.c1);
+    if (a.state) {
+      for (std::int64_t j = 0; j < n; ++j) a.state[row + j] = mem[j];
+    }
+  }
+}
+
+template <typename IO, typename S, bool SYNAPTIC, int RECURRENCE, int RESET, bool IMMEDIATE>
+void lif_forward_chunks(const ForwardArgs<IO, S>& a, std::int64_t begin, std::int64_t end) {
+  for (std::int64_t c0 = begin; c0 < end; c0 += kChunk) {
+    lif_forward_chunk<IO, S, SYNAPTIC, RECURRENCE, RESET, IMMEDIATE>(a, c0, (end - c0) < kChunk ? (end - c0) : kChunk);
+  }
+}
+
 template <typename IO, typename S, bool SYNAPTIC, int RECURRENCE>
 void lif_forward_range(const ForwardArgs<IO, S>& a, std::int64_t begin, std::int64_t end) {
-  const bool zero_before_decay = a.zero_before_decay;
-  S mem[kChunk], syn[kChunk], spk[kChunk];
-  for (std::int64_t c0 = begin; c0 < end; c0 += kChunk) {
-    const std::int64_t n = (end - c0) < kChunk ? (end - c0) : kChunk;
-    for (std::int64_t j = 0; j < n; ++j) {
-      const std::int64_t i = c0 + j;
-      mem[j] = a.mem0 ? a.mem0[i] : S(0);
-      syn[j] = (SYNAPTIC && a.syn0) ? a.syn0[i] : S(0);
-      spk[j] = (RECURRENCE == kOneToOne && a.spk0) ? a.spk0[i] : S(0);
-    }
-    for (std::int64_t t = 0; t < a.steps; ++t) {
-      const IO* xt = a.x + t * a.x_step + c0;
-      const std::int64_t row = t * a.stride + c0;
-      for (std::int64_t j = 0; j < n; ++j) {
-        const std::int64_t i = c0 + j;
-        const S thr = a.thr[i];
-        const S beta = a.beta[i];
-        const S xv = static_cast<S>(xt[j]);
-        const S r = (mem[j] - thr > S(0)) ? S(1) : S(0);
-        S base, s = S(0);
-        if (SYNAPTIC) {
-          s = a.alpha[i] * syn[j] + xv;
-          if (RECURRENCE == kOneToOne) s = s + a.v[i] * spk[j];
-          if (RECURRENCE == kInput) s = s + static_cast<S>(a.rec[t * a.rec_step + i]);
-          base = beta * mem[j] + s;
-        } else if (zero_before_decay) {
-          base = beta * ((S(1) - r) * mem[j]) + xv;
-        } else {
-          base = beta * mem[j] + xv;
-          if (RECURRENCE == kOneToOne) base = base + a.v[i] * spk[j];
-          if (RECURRENCE == kInput) base = base + static_cast<S>(a.rec[t * a.rec_step + i]);
-        }
-        S m_pre;
-        if (a.reset == kSubtract) {
-          m_pre = base - r * thr;
-        } else if (a.reset == kZero && !zero_before_decay) {
-          m_pre = base - base * r;
-        } else {
-          m_pre = base;
-        }
-        const S h = m_pre - thr;
-        const S spk_t = (h > S(0) ? S(1) : S(0)) * a.gsf;
-        a.trace[row + j] = surrogate_derivative<S>(a.surrogate, h, a.c0, a.c1);
-        S m = m_pre;
-        if (a.immediate_reset) {
-          a.pre[row + j] = m_pre;
-          const S do_reset = spk_t / a.gsf - r;
-          m = (a.reset == kSubtract) ? m_pre - do_reset * thr : m_pre - do_reset * m_pre;
-        }
-        a.spk[row + j] = static_cast<IO>(spk_t);
-        a.mem[row + j] = static_cast<IO>(m);
-        if (a.state) a.state[row + j] = m;
-        if (SYNAPTIC) {
-          a.syn[row + j] = static_cast<IO>(s);
-          syn[j] = s;
-        }
-        mem[j] = m;
-        spk[j] = spk_t;
-      }
-    }
+  const bool immediate = a.immediate_reset && a.reset != kNone;
+  switch (a.reset) {
+    case kSubtract:
+      if (immediate) lif_forward_chunks<IO, S, SYNAPTIC, RECURRENCE, kSubtract, true>(a, begin, end);
+      else lif_forward_chunks<IO, S, SYNAPTIC, RECURRENCE, kSubtract, false>(a, begin, end);
+      break;
+    case kZero:
+      if (immediate) lif_forward_chunks<IO, S, SYNAPTIC, RECURRENCE, kZero, true>(a, begin, end);
+      else lif_forward_chunks<IO, S, SYNAPTIC, RECURRENCE, kZero, false>(a, begin, end);
+      break;
+    default:
+      lif_forward_chunks<IO, S, SYNAPTIC, RECURRENCE, kNone, false>(a, begin, end);
   }
 }
 
@@ -182,106 +267,152 @@ struct BackwardArgs {
   S* part_v = nullptr;
   std::int64_t steps = 0;
   std::int64_t stride = 0;
+  std::int64_t features = 0;   // parameters are per feature: neuron i uses index i % features
   int reset = kSubtract;
   bool immediate_reset = false;
-  bool zero_before_decay = false;
   bool need_prev_mem = false;
   S gsf = 1;
 };
 
-template <typename IO, typename S, bool SYNAPTIC, int RECURRENCE>
-void lif_backward_range(const BackwardArgs<IO, S>& a, std::int64_t begin, std::int64_t end) {
-  const bool zero_before_decay = a.zero_before_decay;
-  for (std::int64_t c0 = begin; c0 < end; c0 += kChunk) {
-    const std::int64_t n = (end - c0) < kChunk ? (end - c0) : kChunk;
-    S carry_mem[kChunk], carry_syn[kChunk], carry_spk[kChunk];
-    S acc_beta[kChunk], acc_thr[kChunk], acc_alpha[kChunk], acc_v[kChunk];
+// dst[j] = src[j] (converted), or fallback[j] when src is null, or zero when both are null.
+template <typename S, typename T, typename U>
+inline void load_row(S* __restrict__ dst, const T* src, const U* fallback, std::int64_t n) {
+  if (src) {
+    for (std::int64_t j = 0; j < n; ++j) dst[j] = static_cast<S>(src[j]);
+  } else if (fallback) {
+    for (std::int64_t j = 0; j < n; ++j) dst[j] = static_cast<S>(fallback[j]);
+  } else {
+    for (std::int64_t j = 0; j < n; ++j) dst[j] = S(0);
+  }
+}
+
+template <typename IO, typename S, bool SYNAPTIC, int RECURRENCE, int RESET, bool IMMEDIATE, bool NEED_PREV>
+void lif_backward_chunk(const BackwardArgs<IO, S>& a, std::int64_t c0, std::int64_t n) {
+  constexpr bool kZeroBeforeDecay = RESET == kZero && !SYNAPTIC && RECURRENCE == kNoRecurrence;
+  S beta[kChunk], thr[kChunk], alpha[kChunk], v[kChunk];
+  gather_params(beta, a.beta, c0, n, a.features);
+  gather_params(thr, a.thr, c0, n, a.features);
+  if (SYNAPTIC) gather_params(alpha, a.alpha, c0, n, a.features);
+  if (RECURRENCE == kOneToOne) gather_params(v, a.v, c0, n, a.features);
+  const bool want_alpha = SYNAPTIC && a.part_alpha != nullptr;
+  const bool want_v = RECURRENCE == kOneToOne && a.part_v != nullptr;
+  const S gsf = a.gsf;
+  S carry_mem[kChunk], carry_syn[kChunk], carry_spk[kChunk];
+  S acc_beta[kChunk], acc_thr[kChunk], acc_alpha[kChunk], acc_v[kChunk];
+  S mem_prev[kChunk], syn_prev[kChunk], spk_prev[kChunk];
+  S g_mem_row[kChunk], g_spk_row[kChunk], g_syn_row[kChunk];
+  for (std::int64_t j = 0; j < n; ++j) {
+    carry_mem[j] = carry_syn[j] = carry_spk[j] = S(0);
+    acc_beta[j] = acc_thr[j] = acc_alpha[j] = acc_v[j] = S(0);
+  }
+  for (std::int64_t t = a.steps - 1; t >= 0; --t) {
+    const std::int64_t row = t * a.stride + c0;
+    const std::int64_t prev_row = (t - 1) * a.stride + c0;
+    // Previous-step states and upstream gradients into local rows first (t = 0 reads the
+    // initial states; an absent gradient is zero), keeping the main loop free of branches.
+    if (NEED_PREV) load_row(mem_prev, t > 0 ? a.mem_hist + prev_row : nullptr, a.mem0 ? a.mem0 + c0 : nullptr, n);
+    if (want_alpha) load_row(syn_prev, t > 0 ? a.syn_hist + prev_row : nullptr, a.syn0 ? a.syn0 + c0 : nullptr, n);
+    if (want_v) load_row(spk_prev, t > 0 ? a.spk_hist + prev_row : nullptr, a.spk0 ? a.spk0 + c0 : nullptr, n);
+    load_row(g_mem_row, a.grad_mem ? a.grad_mem + t * a.grad_mem_step + c0 : nullptr, static_cast<const S*>(nullptr), n);
+    load_row(g_spk_row, a.grad_spk ? a.grad_spk + t * a.grad_spk_step + c0 : nullptr, static_cast<const S*>(nullptr), n);
+    if (SYNAPTIC)
+      load_row(g_syn_row, a.grad_syn ? a.grad_syn + t * a.grad_syn_step + c0 : nullptr, static_cast<const S*>(nullptr), n);
+    const S* __restrict__ trace = a.trace + row;
+    const S* __restrict__ pre = IMMEDIATE ? a.pre + row : nullptr;
+    IO* __restrict__ grad_x = a.grad_x + row;
     for (std::int64_t j = 0; j < n; ++j) {
-      carry_mem[j] = carry_syn[j] = carry_spk[j] = S(0);
-      acc_beta[j] = acc_thr[j] = acc_alpha[j] = acc_v[j] = S(0);
-    }
-    for (std::int64_t t = a.steps - 1; t >= 0; --t) {
-      const std::int64_t row = t * a.stride + c0;
-      const std::int64_t prev_row = (t - 1) * a.stride + c0;
-      for (std::int64_t j = 0; j < n; ++j) {
-        const std::int64_t i = c0 + j;
-        const S thr = a.thr[i];
-        S g_mem = carry_mem[j];
-        if (a.grad_mem) g_mem += static_cast<S>(a.grad_mem[t * a.grad_mem_step + i]);
-        S g_spk = carry_spk[j];
-        if (a.grad_spk) g_spk += static_cast<S>(a.grad_spk[t * a.grad_spk_step + i]);
-        S mem_prev = S(0), r = S(0);
-        if (a.need_prev_mem) {
-          mem_prev = t > 0 ? a.mem_hist[prev_row + j] : (a.mem0 ? a.mem0[i] : S(0));
-          r = (mem_prev - thr > S(0)) ? S(1) : S(0);
-        }
-        S g_pre = g_mem;
-        if (a.immediate_reset) {
-          const S m_pre = a.pre[row + j];
-          const S do_reset = ((m_pre - thr > S(0)) ? S(1) : S(0)) - r;
-          S g_do_reset;
-          if (a.reset == kSubtract) {
-            g_do_reset = -(thr * g_mem);
-            acc_thr[j] = acc_thr[j] - do_reset * g_mem;
-          } else {
-            g_do_reset = -(m_pre * g_mem);
-            g_pre = g_mem - do_reset * g_mem;
-          }
-          g_spk = g_spk + g_do_reset / a.gsf;
-        }
-        const S g_h = g_spk * a.gsf * a.trace[row + j];
-        g_pre = g_pre + g_h;
-        acc_thr[j] = acc_thr[j] - g_h;
-        S g_base;
-        if (a.reset == kSubtract) {
-          acc_thr[j] = acc_thr[j] - r * g_pre;
-          g_base = g_pre;
-        } else if (a.reset == kZero && !zero_before_decay) {
-          g_base = g_pre - r * g_pre;
+      const S th = thr[j];
+      const S g_mem = carry_mem[j] + g_mem_row[j];
+      S g_spk = carry_spk[j] + g_spk_row[j];
+      const S mp = NEED_PREV ? mem_prev[j] : S(0);
+      const S r = NEED_PREV ? static_cast<S>(mp - th > S(0)) : S(0);
+      S g_pre = g_mem;
+      if (IMMEDIATE) {
+        const S m_pre = pre[j];
+        const S do_reset = static_cast<S>(m_pre - th > S(0)) - r;
+        S g_do_reset;
+        if (RESET == kSubtract) {
+          g_do_reset = -(th * g_mem);
+          acc_thr[j] = acc_thr[j] - do_reset * g_mem;
         } else {
-          g_base = g_pre;
+          g_do_reset = -(m_pre * g_mem);
+          g_pre = g_mem - do_reset * g_mem;
         }
-        S g_s = g_base;
-        if (SYNAPTIC) {
-          g_s = g_base + carry_syn[j];
-          if (a.grad_syn) g_s += static_cast<S>(a.grad_syn[t * a.grad_syn_step + i]);
-        }
-        a.grad_x[row + j] = static_cast<IO>(g_s);
-        const S beta = a.beta[i];
-        if (zero_before_decay) {
-          const S kept = S(1) - r;
-          acc_beta[j] = acc_beta[j] + (kept * mem_prev) * g_base;
-          carry_mem[j] = kept * (beta * g_base);
-        } else {
-          acc_beta[j] = acc_beta[j] + mem_prev * g_base;
-          carry_mem[j] = beta * g_base;
-        }
-        if (SYNAPTIC) {
-          if (a.part_alpha) {
-            const S syn_prev = t > 0 ? static_cast<S>(a.syn_hist[prev_row + j]) : (a.syn0 ? a.syn0[i] : S(0));
-            acc_alpha[j] = acc_alpha[j] + syn_prev * g_s;
-          }
-          carry_syn[j] = a.alpha[i] * g_s;
-        }
-        if (RECURRENCE == kOneToOne) {
-          if (a.part_v) {
-            const S spk_prev = t > 0 ? static_cast<S>(a.spk_hist[prev_row + j]) : (a.spk0 ? a.spk0[i] : S(0));
-            acc_v[j] = acc_v[j] + spk_prev * g_s;
-          }
-          carry_spk[j] = a.v[i] * g_s;
-        }
+        g_spk = g_spk + g_do_reset / gsf;
+      }
+      const S g_h = g_spk * gsf * trace[j];
+      g_pre = g_pre + g_h;
+      acc_thr[j] = acc_thr[j] - g_h;
+      S g_base;
+      if (RESET == kSubtract) {
+        acc_thr[j] = acc_thr[j] - r * g_pre;
+        g_base = g_pre;
+      } else if (RESET == kZero && !kZeroBeforeDecay) {
+        g_base = g_pre - r * g_pre;
+      } else {
+        g_base = g_pre;
+      }
+      S g_s = g_base;
+      if (SYNAPTIC) {
+        g_s = g_base + carry_syn[j] + g_syn_row[j];
+      }
+      grad_x[j] = static_cast<IO>(g_s);
+      if (kZeroBeforeDecay) {
+        const S kept = S(1) - r;
+        acc_beta[j] = acc_beta[j] + (kept * mp) * g_base;
+        carry_mem[j] = kept * (beta[j] * g_base);
+      } else {
+        acc_beta[j] = acc_beta[j] + mp * g_base;
+        carry_mem[j] = beta[j] * g_base;
+      }
+      if (SYNAPTIC) {
+        if (want_alpha) acc_alpha[j] = acc_alpha[j] + syn_prev[j] * g_s;
+        carry_syn[j] = alpha[j] * g_s;
+      }
+      if (RECURRENCE == kOneToOne) {
+        if (want_v) acc_v[j] = acc_v[j] + spk_prev[j] * g_s;
+        carry_spk[j] = v[j] * g_s;
       }
     }
-    for (std::int64_t j = 0; j < n; ++j) {
-      const std::int64_t i = c0 + j;
-      a.grad_mem0[i] = carry_mem[j];
-      if (a.grad_syn0) a.grad_syn0[i] = carry_syn[j];
-      if (a.grad_spk0) a.grad_spk0[i] = carry_spk[j];
-      if (a.part_beta) a.part_beta[i] = acc_beta[j];
-      if (a.part_thr) a.part_thr[i] = acc_thr[j];
-      if (a.part_alpha) a.part_alpha[i] = acc_alpha[j];
-      if (a.part_v) a.part_v[i] = acc_v[j];
-    }
+  }
+  for (std::int64_t j = 0; j < n; ++j) {
+    const std::int64_t i = c0 + j;
+    a.grad_mem0[i] = carry_mem[j];
+    if (a.grad_syn0) a.grad_syn0[i] = carry_syn[j];
+    if (a.grad_spk0) a.grad_spk0[i] = carry_spk[j];
+    if (a.part_beta) a.part_beta[i] = acc_beta[j];
+    if (a.part_thr) a.part_thr[i] = acc_thr[j];
+    if (a.part_alpha) a.part_alpha[i] = acc_alpha[j];
+    if (a.part_v) a.part_v[i] = acc_v[j];
+  }
+}
+
+template <typename IO, typename S, bool SYNAPTIC, int RECURRENCE, int RESET, bool IMMEDIATE, bool NEED_PREV>
+void lif_backward_chunks(const BackwardArgs<IO, S>& a, std::int64_t begin, std::int64_t end) {
+  for (std::int64_t c0 = begin; c0 < end; c0 += kChunk) {
+    lif_backward_chunk<IO, S, SYNAPTIC, RECURRENCE, RESET, IMMEDIATE, NEED_PREV>(
+        a, c0, (end - c0) < kChunk ? (end - c0) : kChunk);
+  }
+}
+
+template <typename IO, typename S, bool SYNAPTIC, int RECURRENCE>
+void lif_backward_range(const BackwardArgs<IO, S>& a, std::int64_t begin, std::int64_t end) {
+  // The reset r needs the previous membrane whenever immediate reset or zero reset is on, so
+  // NEED_PREV is only a free choice for subtract (learnable beta/threshold) and none (beta).
+  const bool immediate = a.immediate_reset && a.reset != kNone;
+  switch (a.reset) {
+    case kSubtract:
+      if (immediate) lif_backward_chunks<IO, S, SYNAPTIC, RECURRENCE, kSubtract, true, true>(a, begin, end);
+      else if (a.need_prev_mem) lif_backward_chunks<IO, S, SYNAPTIC, RECURRENCE, kSubtract, false, true>(a, begin, end);
+      else lif_backward_chunks<IO, S, SYNAPTIC, RECURRENCE, kSubtract, false, false>(a, begin, end);
+      break;
+    case kZero:
+      if (immediate) lif_backward_chunks<IO, S, SYNAPTIC, RECURRENCE, kZero, true, true>(a, begin, end);
+      else lif_backward_chunks<IO, S, SYNAPTIC, RECURRENCE, kZero, false, true>(a, begin, end);
+      break;
+    default:
+      if (a.need_prev_mem) lif_backward_chunks<IO, S, SYNAPTIC, RECURRENCE, kNone, false, true>(a, begin, end);
+      else lif_backward_chunks<IO, S, SYNAPTIC, RECURRENCE, kNone, false, false>(a, begin, end);
   }
 }
 
@@ -303,13 +434,15 @@ void lif_forward_dispatch(bool synaptic, int recurrence, const ForwardArgs<IO, S
 template <typename IO, typename S>
 void lif_backward_dispatch(bool synaptic, int recurrence, const BackwardArgs<IO, S>& a,
                            std::int64_t begin, std::int64_t end) {
-  // The backward of an all-to-all step is that of the non-recurrent neuron: the recurrent
-  // input's gradient equals grad_x, and W's gradient is formed by autograd outside.
+  // An all-to-all step's recurrent input has the gradient grad_x; W's gradient is formed by
+  // autograd outside, so kInput only differs from no recurrence in the zero-reset order.
   if (synaptic) {
     if (recurrence == kOneToOne) lif_backward_range<IO, S, true, kOneToOne>(a, begin, end);
+    else if (recurrence == kInput) lif_backward_range<IO, S, true, kInput>(a, begin, end);
     else lif_backward_range<IO, S, true, kNoRecurrence>(a, begin, end);
   } else {
     if (recurrence == kOneToOne) lif_backward_range<IO, S, false, kOneToOne>(a, begin, end);
+    else if (recurrence == kInput) lif_backward_range<IO, S, false, kInput>(a, begin, end);
     else lif_backward_range<IO, S, false, kNoRecurrence>(a, begin, end);
   }
 }

@@ -33,7 +33,7 @@ from .spec import RECURRENCE_INPUT, RECURRENCE_ONE_TO_ONE, LIFSpec, needs_prev_m
 Tensor = torch.Tensor
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
-_ABI_VERSION = 1
+_ABI_VERSION = 3
 _DTYPES = {torch.float32: 0, torch.float64: 1}
 
 _c_void_p = ctypes.c_void_p
@@ -55,9 +55,9 @@ class _Desc(ctypes.Structure):
         ("mem_hist", _c_void_p), ("syn_hist", _c_void_p), ("spk_hist", _c_void_p),
         ("grad_x", _c_void_p), ("grad_mem0", _c_void_p), ("grad_syn0", _c_void_p), ("grad_spk0", _c_void_p),
         ("part_beta", _c_void_p), ("part_thr", _c_void_p), ("part_alpha", _c_void_p), ("part_v", _c_void_p),
-        ("steps", _i64), ("neurons", _i64),
+        ("steps", _i64), ("neurons", _i64), ("features", _i64),
         ("synaptic", _i32), ("recurrence", _i32), ("reset", _i32), ("immediate_reset", _i32),
-        ("zero_before_decay", _i32), ("surrogate", _i32), ("need_prev_mem", _i32), ("dtype", _i32),
+        ("surrogate", _i32), ("need_prev_mem", _i32), ("dtype", _i32),
         ("c0", ctypes.c_double), ("c1", ctypes.c_double), ("gsf", ctypes.c_double),
         ("tiles", _i32), ("workers_per_tile", _i32), ("threads", _i32),
     ]
@@ -73,7 +73,7 @@ _load_error: Optional[str] = None
 _warned = False
 
 SOURCES = ("csrc/host/fusedsnn_host.cpp", "csrc/kernels/lif.hpp")
-COMPILE_FLAGS = ["-O3", "-std=c++17", "-ffp-contract=off", "-fPIC", "-shared", "-pthread"]
+COMPILE_FLAGS = ["-O3", "-std=c++17", "-ffp-contract=off", "-fno-trapping-math", "-fPIC", "-shared", "-pthread"]
 
 
 def _source_root() -> Optional[Path]:
@@ -216,19 +216,12 @@ def _flat(t: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
     return t.reshape(-1).to(dtype).contiguous()
 
 
-def per_neuron(param: Tensor, B: int) -> Tensor:
-    """``[F]`` parameters as ``[B, F]``: the C++ loops (like an IPU tile) index parameters by
-    neuron, not by feature, which keeps a modulo out of the inner loop. O(B * F) once per call."""
-    return param.unsqueeze(0).expand(B, param.shape[0]) if param.numel() else param
-
-
-def _config(desc: _Desc, spec: LIFSpec, T: int, M: int, dtype: torch.dtype) -> None:
-    desc.steps, desc.neurons = T, M
+def _config(desc: _Desc, spec: LIFSpec, T: int, M: int, F: int, dtype: torch.dtype) -> None:
+    desc.steps, desc.neurons, desc.features = T, M, F
     desc.synaptic = int(spec.synaptic)
     desc.recurrence = spec.recurrence
     desc.reset = spec.reset
     desc.immediate_reset = int(spec.immediate_reset)
-    desc.zero_before_decay = int(spec.zero_before_decay)
     desc.surrogate = spec.surrogate.code
     desc.dtype = _DTYPES[dtype]
     desc.c0, desc.c1 = surrogate_constants(spec)
@@ -268,12 +261,12 @@ def lif_forward_host(x, mem0, syn0, spk0, rec, beta, thr, alpha, V, spec: LIFSpe
     d.mem0 = flat(mem0)
     d.syn0 = flat(syn0) if spec.synaptic else None
     d.spk0 = flat(spk0) if spec.recurrence == RECURRENCE_ONE_TO_ONE else None
-    d.beta, d.thr = flat(per_neuron(beta, B)), flat(per_neuron(thr, B))
-    d.alpha = flat(per_neuron(alpha, B)) if spec.synaptic else None
-    d.v = flat(per_neuron(V, B)) if spec.recurrence == RECURRENCE_ONE_TO_ONE else None
+    d.beta, d.thr = flat(beta), flat(thr)
+    d.alpha = flat(alpha) if spec.synaptic else None
+    d.v = flat(V) if spec.recurrence == RECURRENCE_ONE_TO_ONE else None
     d.spk, d.syn, d.mem, d.trace = _ptr(spk), _ptr(syn), _ptr(mem), _ptr(trace)
     d.state, d.pre = None, _ptr(pre)
-    _config(d, spec, T, M, dt)
+    _config(d, spec, T, M, F, dt)
     if lib.fusedsnn_lif_forward(ctypes.byref(d)) != 0:
         raise RuntimeError("fusedsnn host forward rejected its arguments")
     return spk, syn, mem, trace, state, pre
@@ -290,10 +283,19 @@ def lif_backward_host(grad_spk, grad_syn, grad_mem, trace, mem_hist, syn_hist, s
     need_alpha = need_alpha and spec.synaptic
     need_V = need_V and spec.recurrence == RECURRENCE_ONE_TO_ONE
     grad_x = torch.empty((T, B, F), dtype=x_dtype, device=dev)
-    zeros = lambda: torch.zeros((B, F), dtype=dt, device=dev)  # noqa: E731
-    grad_mem0, grad_syn0, grad_spk0 = zeros(), zeros(), zeros()
-    parts = [zeros() if n else trace.new_empty(0) for n in (need_beta, need_thr, need_alpha, need_V)]
-    if T > 0 and M > 0:
+    launch = T > 0 and M > 0
+
+    def state_grad(written: bool) -> Tensor:
+        # The kernel writes every element of what it is given; zeros only where it is not run.
+        if launch and written:
+            return torch.empty((B, F), dtype=dt, device=dev)
+        return torch.zeros((B, F), dtype=dt, device=dev)
+
+    grad_mem0 = state_grad(True)
+    grad_syn0 = state_grad(spec.synaptic)
+    grad_spk0 = state_grad(spec.recurrence == RECURRENCE_ONE_TO_ONE)
+    parts = [state_grad(True) if n else trace.new_empty(0) for n in (need_beta, need_thr, need_alpha, need_V)]
+    if launch:
         keep = []
 
         def flat(t):
@@ -313,9 +315,9 @@ def lif_backward_host(grad_spk, grad_syn, grad_mem, trace, mem_hist, syn_hist, s
         d.mem0 = flat(mem0)
         d.syn0 = flat(syn0) if spec.synaptic else None
         d.spk0 = flat(spk0) if spec.recurrence == RECURRENCE_ONE_TO_ONE else None
-        d.beta, d.thr = flat(per_neuron(beta, B)), flat(per_neuron(thr, B))
-        d.alpha = flat(per_neuron(alpha, B)) if spec.synaptic else None
-        d.v = flat(per_neuron(V, B)) if spec.recurrence == RECURRENCE_ONE_TO_ONE else None
+        d.beta, d.thr = flat(beta), flat(thr)
+        d.alpha = flat(alpha) if spec.synaptic else None
+        d.v = flat(V) if spec.recurrence == RECURRENCE_ONE_TO_ONE else None
         gx = grad_x if x_dtype == dt else torch.empty((T, B, F), dtype=dt, device=dev)
         d.grad_x = _ptr(gx)
         d.grad_mem0 = _ptr(grad_mem0)
@@ -323,7 +325,7 @@ def lif_backward_host(grad_spk, grad_syn, grad_mem, trace, mem_hist, syn_hist, s
         d.grad_spk0 = _ptr(grad_spk0) if spec.recurrence == RECURRENCE_ONE_TO_ONE else None
         d.part_beta, d.part_thr, d.part_alpha, d.part_v = (_ptr(p) for p in parts)
         d.need_prev_mem = int(needs_prev_mem(spec, need_beta, need_thr))
-        _config(d, spec, T, M, dt)
+        _config(d, spec, T, M, F, dt)
         if lib.fusedsnn_lif_backward(ctypes.byref(d)) != 0:
             raise RuntimeError("fusedsnn host backward rejected its arguments")
         if gx is not grad_x:
