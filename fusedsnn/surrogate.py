@@ -152,7 +152,9 @@ def surrogate_derivative(h: torch.Tensor, code: int, p0: float, p1: float) -> to
     """Eager PyTorch ``dS/dh``; the Triton and C++ kernels evaluate the same expressions."""
     if code == 0:  # atan: alpha / 2 / (1 + (pi/2 * alpha * h)^2)
         scaled = (math.pi / 2 * p0) * h
-        return (p0 / 2) / (1 + scaled * scaled)
+        # A true division, as the kernels do: PyTorch's `scalar / tensor` is a reciprocal times
+        # the scalar, which rounds twice and would make backends differ in the last bit.
+        return torch.full_like(h, p0 / 2) / (1 + scaled * scaled)
     if code == 1:  # fast_sigmoid
         denom = p0 * h.abs() + 1.0
         return 1.0 / (denom * denom)
