@@ -19,6 +19,7 @@ from typing import Callable, Optional, Union
 
 import torch
 
+from . import ipu
 from . import surrogate as surrogate_mod
 from .backends import resolve_backend
 from .kernels.spec import (
@@ -121,6 +122,10 @@ def lif(
     mem = _check_state("mem", mem, x)
     syn = _check_state("syn", syn, x) if spec.synaptic else None
     spk = _check_state("spk", spk, x) if spec.recurrence != RECURRENCE_NONE else None
+    if backend in ("auto", "poplar") and ipu.running_on_ipu():
+        return _lif_on_ipu(x, spec, beta, threshold, alpha, V, recurrent, mem, syn, spk)
+    if backend == "poplar":
+        raise ValueError("backend='poplar' runs only inside a PopTorch model on an IPU (poptorch.isRunningOnIpu())")
     chosen = resolve_backend(backend, x)
     T, B = x.shape[0], x.shape[1]
     features = tuple(x.shape[2:])
@@ -180,6 +185,36 @@ def lif(
     if spec.synaptic:
         return out_spk.reshape(shape), out_syn.reshape(shape), out_mem.reshape(shape)
     return out_spk.reshape(shape), out_mem.reshape(shape)
+
+
+def _lif_on_ipu(x, spec, beta, threshold, alpha, V, recurrent, mem, syn, spk):
+    """PopTorch path: the PopART custom op for elementwise neurons; all-to-all recurrence is
+    traced from plain PyTorch ops (it is not elementwise, see docs/design.md)."""
+    if spec.recurrence == RECURRENCE_INPUT:
+        from .kernels.naive import naive_lif
+
+        return naive_lif(x, spec, _as_tensor(beta, x), _as_tensor(threshold, x), _as_tensor(alpha, x),
+                         None, recurrent, mem, syn, spk)
+    T, B = x.shape[0], x.shape[1]
+    shape = x.shape
+    x3 = x.reshape(T, B, -1)
+
+    def flat(state):
+        return None if state is None else state.reshape(B, -1)
+
+    outs = ipu.lif_poptorch(
+        x3, spec, _param("beta", beta, x, clamp=True), _param("threshold", threshold, x, clamp=False),
+        _param("alpha", alpha, x, clamp=True) if spec.synaptic else None,
+        _param("V", V, x, clamp=False) if spec.recurrence == RECURRENCE_ONE_TO_ONE else None,
+        flat(mem), flat(syn), flat(spk),
+    )
+    return tuple(o.reshape(shape) for o in outs)
+
+
+def _as_tensor(value, x: Tensor):
+    if value is None or isinstance(value, torch.Tensor):
+        return value
+    return torch.as_tensor(float(value), dtype=torch.float32, device=x.device)
 
 
 def make_spec(

@@ -100,7 +100,10 @@ def kernel_bytes(case: NeuronCase, mode: str) -> int:
     return per_step * case.T * case.B * case.N
 
 
-def run_case(case: NeuronCase, provider: str, mode: str, repeats: int = 10, warmup: int = 2) -> dict:
+def run_case(case: NeuronCase, provider: str, mode: str, repeats: int = 10, warmup: int = 2,
+             copy_bytes_per_s: float | None = None) -> dict:
+    """Time one provider on one case. ``copy_bytes_per_s``: a plain device copy's bandwidth
+    measured in the same run, to report the fused kernels' achieved fraction of it."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         step = make_step(case, provider, mode)
@@ -115,4 +118,6 @@ def run_case(case: NeuronCase, provider: str, mode: str, repeats: int = 10, warm
         moved = kernel_bytes(case, mode)
         row["bytes_moved"] = moved
         row["achieved_bytes_per_s"] = moved / timing.median_s
+        if copy_bytes_per_s:
+            row["fraction_of_copy_bandwidth"] = row["achieved_bytes_per_s"] / copy_bytes_per_s
     return row

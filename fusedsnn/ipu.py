@@ -1,0 +1,138 @@
+"""The ``"poplar"`` backend: fused neurons as PopART custom ops under PopTorch on a Graphcore IPU.
+
+Under ``poptorch.isRunningOnIpu()`` the layers call :func:`lif_poptorch`, which emits
+``poptorch.custom_op(...)`` for the neuron type (``custom.fusedsnn::LeakyFused`` etc., built
+from ``csrc/popart`` and ``csrc/codelets`` with ``make -C csrc/popart``). PopTorch hands the
+backward to PopART, which uses the op's grad op (``csrc/popart/lif_op.cpp``), so nothing here
+is an autograd Function. All-to-all recurrence is not an elementwise op and is traced from plain
+PyTorch ops instead (``kernels/naive.py``).
+
+What was verified where: the codelets' arithmetic is compiled and checked on the host
+(tests/csrc); this module's call formation is checked with a stand-in ``poptorch`` module
+(tests/test_ipu.py); running on an IPU or the IPU Model needs the Poplar SDK and PopTorch, which
+this repository's CI does not have (see docs/ipu.md).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .kernels.layout import surrogate_constants
+from .kernels.spec import RECURRENCE_ONE_TO_ONE, LIFSpec
+
+Tensor = torch.Tensor
+
+DOMAIN = "custom.fusedsnn"
+OP_NAMES = {(False, 0): "LeakyFused", (True, 0): "SynapticFused", (False, 1): "RLeakyFused",
+            (True, 1): "RSynapticFused"}
+
+_loaded: Optional[Path] = None
+
+
+_HAS_POPTORCH = importlib.util.find_spec("poptorch") is not None
+
+
+def running_on_ipu() -> bool:
+    """True while PopTorch traces or runs a model for the IPU (False without PopTorch)."""
+    if not _HAS_POPTORCH:
+        return False
+    import poptorch
+
+    return bool(poptorch.isRunningOnIpu())
+
+
+def default_build_dir() -> Path:
+    return Path(os.environ.get("FUSEDSNN_IPU_BUILD", Path(__file__).resolve().parent.parent / "build"))
+
+
+def load_custom_op(build_dir: Optional[Path] = None) -> Path:
+    """Load ``libfusedsnn_popart.so`` (once) and point the op at ``lif_codelets.gp``.
+
+    Build both with ``make -C csrc/popart`` on a machine with the Poplar SDK enabled.
+    """
+    global _loaded
+    if _loaded is not None:
+        return _loaded
+    build = Path(build_dir) if build_dir is not None else default_build_dir()
+    lib = build / "libfusedsnn_popart.so"
+    codelets = build / "lif_codelets.gp"
+    missing = [p.name for p in (lib, codelets) if not p.exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"fusedsnn IPU op not built ({', '.join(missing)} missing in {build}): run "
+            "`make -C csrc/popart` with the Poplar SDK enabled, or set FUSEDSNN_IPU_BUILD"
+        )
+    os.environ.setdefault("FUSEDSNN_CODELETS", str(codelets))
+    ctypes.cdll.LoadLibrary(str(lib))
+    _loaded = lib
+    return lib
+
+
+def lif_poptorch(
+    x: Tensor,
+    spec: LIFSpec,
+    beta: Tensor,
+    threshold: Tensor,
+    alpha: Optional[Tensor],
+    V: Optional[Tensor],
+    mem: Optional[Tensor],
+    syn: Optional[Tensor],
+    spk: Optional[Tensor],
+) -> tuple[Tensor, ...]:
+    """``x: [T, B, *features]``; parameters ``[F]`` (flattened features, already clamped).
+
+    Returns ``(spk, mem)`` or ``(spk, syn, mem)`` like the other backends.
+    """
+    import poptorch
+
+    load_custom_op()
+    recurrent = spec.recurrence == RECURRENCE_ONE_TO_ONE
+    state_shape = tuple(x.shape[1:])
+
+    def state(t: Optional[Tensor]) -> Tensor:
+        return torch.zeros(state_shape, dtype=x.dtype) if t is None else t
+
+    inputs = [x, state(mem)]
+    if spec.synaptic:
+        inputs.append(state(syn))
+    if recurrent:
+        inputs.append(state(spk))
+    inputs += [beta, threshold]
+    if spec.synaptic:
+        inputs.append(alpha)
+    if recurrent:
+        inputs.append(V)
+    f32 = x.float()
+    example = [x, x, f32]  # spk, mem, trace
+    if spec.synaptic:
+        example.append(x)
+    if spec.immediate_reset:
+        example.append(f32)
+    if x.dtype == torch.float16:
+        example.append(f32)  # float32 membrane state for the backward
+    c0, c1 = surrogate_constants(spec)
+    outputs = poptorch.custom_op(
+        inputs,
+        OP_NAMES[(spec.synaptic, 1 if recurrent else 0)],
+        DOMAIN,
+        1,
+        example_outputs=example,
+        attributes={
+            "reset": int(spec.reset),
+            "immediate_reset": int(spec.immediate_reset),
+            "surrogate": int(spec.surrogate.code),
+            "c0": float(c0),
+            "c1": float(c1),
+            "gsf": float(spec.graded_spikes_factor),
+        },
+    )
+    spk_out, mem_out = outputs[0], outputs[1]
+    if spec.synaptic:
+        return spk_out, outputs[3], mem_out
+    return spk_out, mem_out
