@@ -5,10 +5,12 @@
 >>> spk, mem = lif(torch.randn(25, 8, 100))     # x: [T, B, *features]
 """
 
-from . import functional, surrogate
+from . import functional, population, surrogate
 from .backends import available_backends
 from .convert import from_snntorch
+from .fuse import FusedSequential, fuse
 from .layers import Leaky, RLeaky, RSynaptic, Synaptic
+from .models import CSNN, DSNN
 
 __version__ = "0.1.0"
 
@@ -18,6 +20,11 @@ __all__ = [
     "RLeaky",
     "RSynaptic",
     "from_snntorch",
+    "fuse",
+    "FusedSequential",
+    "DSNN",
+    "CSNN",
+    "population",
     "functional",
     "surrogate",
     "available_backends",

@@ -19,12 +19,15 @@ def _learnable(neuron: nn.Module, name: str) -> bool:
     return isinstance(getattr(neuron, name, None), nn.Parameter)
 
 
-def from_snntorch(neuron: nn.Module, backend: str = "auto") -> nn.Module:
+def from_snntorch(neuron: nn.Module, backend: str = "auto", *, _in_sequential: bool = False) -> nn.Module:
     """Fused layer equivalent to an snnTorch ``Leaky``, ``Synaptic``, ``RLeaky`` or ``RSynaptic``.
 
     Parameters are copied (not shared); learnable ones stay learnable. The surrogate is
     recognised from snnTorch's closure (a custom Python surrogate raises ``ValueError`` naming
     it). Options the fused path does not support raise ``NotImplementedError`` naming them.
+    A standalone ``init_hidden=True`` neuron is refused; :func:`fusedsnn.fuse` converts whole
+    ``init_hidden`` models (it passes ``_in_sequential=True``, as the state then lives in the
+    fused sequence model).
     """
     try:
         import snntorch
@@ -55,13 +58,13 @@ def from_snntorch(neuron: nn.Module, backend: str = "auto") -> nn.Module:
         threshold=_copy(neuron.threshold),
         spike_grad=spike_grad,
         surrogate_disable=surrogate_disable,
-        init_hidden=neuron.init_hidden,
+        init_hidden=False if _in_sequential else neuron.init_hidden,
         inhibition=neuron.inhibition,
         learn_beta=_learnable(neuron, "beta"),
         learn_threshold=_learnable(neuron, "threshold"),
         reset_mechanism=neuron.reset_mechanism,
         state_quant=neuron.state_quant,
-        output=neuron.output,
+        output=False if _in_sequential else neuron.output,
         reset_delay=neuron.reset_delay,
         graded_spikes_factor=_copy(gsf),
         backend=backend,

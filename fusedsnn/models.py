@@ -1,0 +1,186 @@
+"""The study's networks, DSNN and CSNN, built from fused neurons and standard PyTorch layers.
+
+Both run layer by layer over the whole sequence: each Linear/Conv2d sees all ``T * B`` samples
+at once, then one fused neuron call covers all ``T`` steps. The same model code runs on CPU,
+CUDA and (under PopTorch) the IPU, because the neurons pick their backend.
+
+Static input (the study feeds the same image at every step): the first layer's output is then
+the same at every step, so it is computed once and expanded over time with stride 0 into the
+fused neuron, which reads it without copying (``static_input_once=True``, the default). Outputs
+and gradients are those of computing it ``T`` times; set ``static_input_once=False`` to do that.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from . import layers
+
+Tensor = torch.Tensor
+
+NEURONS = ("leaky", "synaptic", "rleaky", "rleaky_all_to_all", "rsynaptic")
+
+
+def make_neuron(neuron: str, features: int, neuron_kwargs: Optional[dict] = None, dense: bool = True) -> nn.Module:
+    """A fused neuron layer of type ``neuron`` (one of ``NEURONS``) for ``features`` neurons.
+
+    Defaults follow snnTorch's tutorials (``beta=0.95``, ``alpha=0.9``, ``V=0.5``); anything in
+    ``neuron_kwargs`` overrides them. All-to-all recurrence needs a dense layer.
+    """
+    kw = dict(neuron_kwargs or {})
+    kw.setdefault("beta", 0.95)
+    if neuron == "leaky":
+        return layers.Leaky(**kw)
+    if neuron == "synaptic":
+        kw.setdefault("alpha", 0.9)
+        return layers.Synaptic(**kw)
+    if neuron == "rleaky":
+        kw.setdefault("V", 0.5)
+        return layers.RLeaky(all_to_all=False, **kw)
+    if neuron == "rleaky_all_to_all":
+        if not dense:
+            raise NotImplementedError(
+                "neuron='rleaky_all_to_all' needs a dense layer; convolutional all-to-all recurrence is not supported"
+            )
+        return layers.RLeaky(all_to_all=True, linear_features=features, **kw)
+    if neuron == "rsynaptic":
+        kw.setdefault("alpha", 0.9)
+        kw.setdefault("V", 0.5)
+        return layers.RSynaptic(all_to_all=False, **kw)
+    raise ValueError(f"neuron must be one of {NEURONS}, got {neuron!r}")
+
+
+def _spikes_and_mem(out: tuple) -> tuple[Tensor, Tensor]:
+    """(spk, mem) from a neuron's output, whether it has a synaptic current or not."""
+    return out[0], out[-1]
+
+
+class _SequenceModel(nn.Module):
+    input_shape: tuple
+
+    def _time_major(self, x: Tensor) -> tuple[Tensor, bool]:
+        """``x`` as ``[B, *input]`` (static, returns is_static=True) or ``[T, B, *input]``."""
+        n = len(self.input_shape)
+        if not isinstance(x, torch.Tensor) or x.dim() not in (n + 1, n + 2):
+            raise ValueError(
+                f"x must be a static batch [B, {', '.join(map(str, self.input_shape))}] or a sequence "
+                f"[T, B, {', '.join(map(str, self.input_shape))}], got "
+                f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}"
+            )
+        if tuple(x.shape[-n:]) != tuple(self.input_shape):
+            raise ValueError(f"x's trailing shape must be {tuple(self.input_shape)}, got {tuple(x.shape[-n:])}")
+        return x, x.dim() == n + 1
+
+    def _first_layer_over_time(self, first: nn.Module, x: Tensor) -> Tensor:
+        """Apply ``first`` to every step: once and expanded (static input) or over T * B samples."""
+        x, static = self._time_major(x)
+        if static and self.static_input_once:
+            out = first(x)
+            return out.unsqueeze(0).expand(self.num_steps, *out.shape)
+        if static:
+            x = x.unsqueeze(0).expand(self.num_steps, *x.shape)
+        T, B = x.shape[:2]
+        out = first(x.reshape(T * B, *x.shape[2:]))
+        return out.reshape(T, B, *out.shape[1:])
+
+
+def _over_time(layer: nn.Module, x: Tensor) -> Tensor:
+    """A stateless layer applied to all T * B samples at once. ``x: [T, B, ...]``."""
+    T, B = x.shape[:2]
+    out = layer(x.reshape(T * B, *x.shape[2:]))
+    return out.reshape(T, B, *out.shape[1:])
+
+
+class DSNN(_SequenceModel):
+    """Dense SNN of the study: ``num_inputs - hidden... - num_outputs`` with a neuron after each
+    Linear (default 784-1000-10, Leaky, 25 steps).
+
+    ``forward(x)``: ``x: [B, num_inputs]`` (static) or ``[T, B, num_inputs]`` -> the output
+    layer's ``(spk, mem)``, each ``[T, B, num_outputs]``.
+    """
+
+    def __init__(
+        self,
+        num_inputs: int = 784,
+        num_hidden: int | Sequence[int] = 1000,
+        num_outputs: int = 10,
+        num_steps: int = 25,
+        neuron: str = "leaky",
+        neuron_kwargs: Optional[dict] = None,
+        static_input_once: bool = True,
+    ) -> None:
+        super().__init__()
+        hidden = [num_hidden] if isinstance(num_hidden, int) else list(num_hidden)
+        for name, value in (("num_inputs", num_inputs), ("num_outputs", num_outputs), ("num_steps", num_steps)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not hidden or any(not isinstance(h, int) or h < 1 for h in hidden):
+            raise ValueError(f"num_hidden must be a positive int or a list of them, got {num_hidden!r}")
+        self.input_shape = (num_inputs,)
+        self.num_steps = num_steps
+        self.static_input_once = static_input_once
+        sizes = [num_inputs, *hidden, num_outputs]
+        self.fcs = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.neurons = nn.ModuleList(make_neuron(neuron, b, neuron_kwargs) for b in sizes[1:])
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        spk, mem = _spikes_and_mem(self.neurons[0](self._first_layer_over_time(self.fcs[0], x)))
+        for fc, lif in zip(self.fcs[1:], self.neurons[1:]):
+            spk, mem = _spikes_and_mem(lif(fc(spk)))  # Linear on [T, B, F] covers all T * B at once
+        return spk, mem
+
+
+class CSNN(_SequenceModel):
+    """Convolutional SNN of the study: 5C12-MP2-5C64-MP2-10 on ``input_shape`` (default 1x28x28),
+    in snnTorch's idiom conv -> max-pool -> neuron, then a dense output layer with a neuron.
+
+    ``forward(x)``: ``x: [B, C, H, W]`` (static) or ``[T, B, C, H, W]`` -> ``(spk, mem)``, each
+    ``[T, B, num_outputs]``.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int] = (1, 28, 28),
+        channels: Sequence[int] = (12, 64),
+        kernel_size: int = 5,
+        pool: int = 2,
+        num_outputs: int = 10,
+        num_steps: int = 25,
+        neuron: str = "leaky",
+        neuron_kwargs: Optional[dict] = None,
+        static_input_once: bool = True,
+    ) -> None:
+        super().__init__()
+        if len(tuple(input_shape)) != 3:
+            raise ValueError(f"input_shape must be (C, H, W), got {tuple(input_shape)!r}")
+        if not channels:
+            raise ValueError("channels must name at least one convolution")
+        self.input_shape = tuple(input_shape)
+        self.num_steps = num_steps
+        self.static_input_once = static_input_once
+        c, h, w = self.input_shape
+        convs, neurons = [], []
+        for out_c in channels:
+            h, w = (h - kernel_size + 1) // pool, (w - kernel_size + 1) // pool
+            if h < 1 or w < 1:
+                raise ValueError(
+                    f"input_shape {tuple(input_shape)} is too small for {len(channels)} conv({kernel_size})+pool({pool}) stages"
+                )
+            convs.append(nn.Conv2d(c, out_c, kernel_size))
+            neurons.append(make_neuron(neuron, out_c * h * w, neuron_kwargs, dense=False))
+            c = out_c
+        self.convs = nn.ModuleList(convs)
+        self.pool = nn.MaxPool2d(pool)
+        self.conv_neurons = nn.ModuleList(neurons)
+        self.fc = nn.Linear(c * h * w, num_outputs)
+        self.out_neuron = make_neuron(neuron, num_outputs, neuron_kwargs)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        first = nn.Sequential(self.convs[0], self.pool)
+        spk, _ = _spikes_and_mem(self.conv_neurons[0](self._first_layer_over_time(first, x)))
+        for conv, lif in zip(self.convs[1:], self.conv_neurons[1:]):
+            spk, _ = _spikes_and_mem(lif(_over_time(lambda s, conv=conv: self.pool(conv(s)), spk)))
+        return _spikes_and_mem(self.out_neuron(self.fc(spk.flatten(2))))

@@ -1,0 +1,30 @@
+"""Run under torchrun by tests/test_train.py: one DDP training step through fusedsnn.train's own
+distributed helpers, on this rank's share of a fixed global batch; rank 0 saves the gradients."""
+
+import sys
+
+import torch
+
+from fusedsnn import train
+
+
+def main(out_path: str) -> None:
+    device = torch.device("cpu")
+    rank, world = train.init_distributed(device)
+    torch.manual_seed(0)
+    model = train.build_model("dsnn", (12,), num_classes=3, pop_size=2, num_steps=6, hidden=10)
+    net = train.wrap_distributed(model, device)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(8, 12, generator=gen) * 3
+    y = torch.randint(0, 3, (8,), generator=gen)
+    part = train.shard(len(y), rank, world)
+    loss_fn = train.make_loss("ce_rate", 3, 2)
+    train.train_step(net, x[part], y[part], loss_fn)
+    if rank == 0:
+        torch.save({n: p.grad for n, p in model.named_parameters()}, out_path)
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,106 @@
+"""DSNN / CSNN: snnTorch-equivalent stepped computation, static-input expansion, neuron types."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fusedsnn as fs
+from fusedsnn.models import NEURONS
+
+from .conftest import weighted_loss
+
+snn = pytest.importorskip("snntorch")
+
+
+def _stepped_dsnn(model: fs.DSNN, x: torch.Tensor):
+    """The same network stepped the snnTorch way, with snnTorch neurons and the model's weights."""
+    lifs = [snn.Leaky(beta=0.95) for _ in model.neurons]
+    mems = [lif.reset_mem() for lif in lifs]
+    outs = []
+    for _ in range(model.num_steps):
+        cur = x
+        for i, (fc, lif) in enumerate(zip(model.fcs, lifs)):
+            cur, mems[i] = lif(fc(cur), mems[i])
+        outs.append((cur, mems[-1]))
+    return torch.stack([o[0] for o in outs]), torch.stack([o[1] for o in outs])
+
+
+def test_dsnn_matches_stepped_snntorch():
+    torch.manual_seed(3)
+    model = fs.DSNN(num_inputs=20, num_hidden=[17, 13], num_outputs=7, num_steps=9)
+    x = torch.rand(6, 20) * 3
+    spk, mem = model(x)
+    ref_spk, ref_mem = _stepped_dsnn(model, x)
+    assert spk.shape == (9, 6, 7)
+    assert torch.equal(spk, ref_spk)
+    torch.testing.assert_close(mem, ref_mem, rtol=1e-5, atol=1e-5)
+    assert 0 < ref_spk.count_nonzero() < ref_spk.numel()
+
+
+@pytest.mark.parametrize("model_factory", [
+    lambda: fs.DSNN(num_inputs=12, num_hidden=9, num_outputs=4, num_steps=5),
+    lambda: fs.CSNN(input_shape=(1, 16, 16), channels=(3, 4), kernel_size=3, num_outputs=4, num_steps=5),
+], ids=["dsnn", "csnn"])
+def test_static_input_once_equals_computing_every_step(model_factory):
+    torch.manual_seed(0)
+    model = model_factory()
+    shape = (3, *model.input_shape)
+    x = (torch.rand(shape) * 3).requires_grad_()
+    model.static_input_once = True
+    once = model(x)
+    g_once = torch.autograd.grad(weighted_loss(once), [x, *model.parameters()])
+    model.static_input_once = False
+    every = model(x)
+    g_every = torch.autograd.grad(weighted_loss(every), [x, *model.parameters()])
+    for a, e in zip(once, every):
+        assert torch.equal(a, e)
+    for a, e in zip(g_once, g_every):
+        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-6)
+
+
+def test_sequence_input_and_shapes():
+    model = fs.CSNN(num_steps=4)  # the study's 5C12-MP2-5C64-MP2-10 on 1x28x28
+    assert model.fc.in_features == 64 * 4 * 4
+    seq = torch.rand(3, 2, 1, 28, 28)
+    spk, mem = model(seq)  # a sequence's own length wins over num_steps
+    assert spk.shape == (3, 2, 10) and mem.shape == (3, 2, 10)
+    with pytest.raises(ValueError, match="static batch"):
+        model(torch.rand(28, 28))
+    with pytest.raises(ValueError, match="trailing shape"):
+        model(torch.rand(2, 3, 28, 28))
+
+
+@pytest.mark.parametrize("neuron", NEURONS)
+def test_every_neuron_type_trains_a_step(neuron):
+    torch.manual_seed(1)
+    model = fs.DSNN(num_inputs=10, num_hidden=8, num_outputs=4, num_steps=6, neuron=neuron)
+    x = torch.rand(5, 10) * 4
+    spk, mem = model(x)
+    loss = fs.population.ce_rate_loss(spk, torch.tensor([0, 1, 2, 3, 0]), 4) + mem.square().mean()
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+def test_csnn_rejects_convolutional_all_to_all():
+    with pytest.raises(NotImplementedError, match="all_to_all"):
+        fs.CSNN(neuron="rleaky_all_to_all")
+    with pytest.raises(ValueError, match="neuron must be one of"):
+        fs.DSNN(neuron="izhikevich")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16], ids=["bf16"])
+def test_autocast_mixed_precision(dtype):
+    torch.manual_seed(2)
+    model = fs.DSNN(num_inputs=16, num_hidden=12, num_outputs=4, num_steps=5)
+    x = torch.rand(4, 16) * 3
+    with torch.autocast("cpu", dtype=dtype):
+        spk, mem = model(x)
+    assert spk.dtype == dtype
+    ref_spk, _ = model(x)
+    assert (spk.float() == ref_spk).float().mean() > 0.8  # same network, rounded activations
+    loss = fs.population.ce_rate_loss(spk.float(), torch.tensor([0, 1, 2, 3]), 4)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
