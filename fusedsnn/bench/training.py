@@ -1,0 +1,237 @@
+"""Training-throughput experiments of the study: fused networks against the same networks stepped
+the snnTorch way (snnTorch neurons, same Linear/Conv layers, same weights).
+
+One training step = forward, rate-coded cross-entropy loss, BPTT backward, AdamW step.
+Images per second = batch / median wall-clock per step after warm-up (synchronised on GPUs).
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from .. import layers, population
+from ..models import CSNN, DSNN
+from .timing import measure
+
+Tensor = torch.Tensor
+
+
+# ---------------------------------------------------------------------------------------------
+# the snnTorch twin of a fused model
+# ---------------------------------------------------------------------------------------------
+
+def _snn_neuron(layer: nn.Module) -> nn.Module:
+    import snntorch as snn
+
+    common = dict(beta=layer.beta.detach().clone(), threshold=layer.threshold.detach().clone(),
+                  init_hidden=True, output=True)
+    if isinstance(layer, layers.RSynaptic) or isinstance(layer, layers.RLeaky):
+        cls = snn.RSynaptic if isinstance(layer, layers.RSynaptic) else snn.RLeaky
+        extra = dict(alpha=layer.alpha.detach().clone()) if cls is snn.RSynaptic else {}
+        if layer.all_to_all:
+            neuron = cls(all_to_all=True, linear_features=layer.linear_features, **extra, **common)
+            neuron.recurrent = layer.recurrent  # share the weights being trained
+            return neuron
+        return cls(all_to_all=False, V=layer.V.detach().clone(), **extra, **common)
+    if isinstance(layer, layers.Synaptic):
+        return snn.Synaptic(alpha=layer.alpha.detach().clone(), **common)
+    return snn.Leaky(**common)
+
+
+class SnnTorchTwin(nn.Module):
+    """``model``'s network stepped per time step with snnTorch neurons (as the study ran it);
+    the Linear/Conv layers are ``model``'s own, so both train the same weights."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        if isinstance(model, DSNN):
+            self.neurons = nn.ModuleList(_snn_neuron(n) for n in model.neurons)
+        elif isinstance(model, CSNN):
+            self.neurons = nn.ModuleList([*(_snn_neuron(n) for n in model.conv_neurons), _snn_neuron(model.out_neuron)])
+        else:
+            raise TypeError(f"no snnTorch twin for {type(model).__name__}")
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        # reset_mem on each neuron, not snntorch.utils.reset: in snnTorch 1.0.0 the latter leaves
+        # RSynaptic's recurrent spike (with its graph) in place, so a second step fails.
+        for neuron in self.neurons:
+            neuron.reset_mem()
+        m = self.model
+        spikes, mems = [], []
+        for _ in range(m.num_steps):
+            if isinstance(m, DSNN):
+                cur = x
+                for fc, lif in zip(m.fcs, self.neurons):
+                    out = lif(fc(cur))
+                    cur = out[0]
+            else:
+                cur = x
+                for conv, lif in zip(m.convs, self.neurons[:-1]):
+                    cur = lif(m.pool(conv(cur)))[0]
+                out = self.neurons[-1](m.fc(cur.flatten(1)))
+            spikes.append(out[0])
+            mems.append(out[-1])
+        return torch.stack(spikes), torch.stack(mems)
+
+
+# ---------------------------------------------------------------------------------------------
+# FLOPs as the study counts them (one FLOP = one multiply-add, every layer at every step)
+# ---------------------------------------------------------------------------------------------
+
+def forward_macs_per_image(model: nn.Module) -> int:
+    """Multiply-adds of the synaptic layers for one image over ``num_steps`` steps, counting the
+    first layer at every step as the study's stepped model executes it."""
+    total = 0
+    if isinstance(model, DSNN):
+        total = sum(fc.in_features * fc.out_features for fc in model.fcs)
+    elif isinstance(model, CSNN):
+        c, h, w = model.input_shape
+        for conv in model.convs:
+            k = conv.kernel_size[0]
+            h, w = h - k + 1, w - k + 1
+            total += conv.out_channels * conv.in_channels * k * k * h * w
+            h, w = h // model.pool.kernel_size, w // model.pool.kernel_size
+        total += model.fc.in_features * model.fc.out_features
+    return total * model.num_steps
+
+
+def training_macs_per_image(model: nn.Module) -> int:
+    """Forward plus backward (gradient of inputs and of weights): 3x the forward, the usual count."""
+    return 3 * forward_macs_per_image(model)
+
+
+# ---------------------------------------------------------------------------------------------
+# one training measurement
+# ---------------------------------------------------------------------------------------------
+
+def make_model(kind: str, batch: int, num_steps: int, hidden: int = 1000, channels=(12, 64),
+               neuron: str = "leaky", outputs: int = 10) -> nn.Module:
+    if kind == "DSNN":
+        return DSNN(784, hidden, outputs, num_steps, neuron)
+    return CSNN((1, 28, 28), channels, num_outputs=outputs, num_steps=num_steps, neuron=neuron)
+
+
+class _PowerSampler:
+    """Average GPU power from NVML, sampled in a thread while a measurement runs."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self._nvml = pynvml
+            self._handle = pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
+        except Exception:  # no NVML: power is simply not reported
+            self._nvml = None
+
+    def __enter__(self):
+        if self._nvml is not None:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.samples.append(self._nvml.nvmlDeviceGetPowerUsage(self._handle) / 1000.0)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._nvml is not None:
+            self._thread.join()
+
+    @property
+    def average_w(self) -> Optional[float]:
+        return sum(self.samples) / len(self.samples) if self.samples else None
+
+
+def training_step_fn(model: nn.Module, provider: str, x: Tensor, y: Tensor, num_classes: int = 10,
+                     pop_size: int = 1, autocast_dtype: Optional[torch.dtype] = None) -> Callable[[], None]:
+    """A closure running one training step of ``model`` through ``provider``: "fused" (the
+    model as built, backend auto), "fused-reference" (eager reference backend) or "snntorch"."""
+    if provider == "snntorch":
+        forward = SnnTorchTwin(model).to(x.device)
+    else:
+        if provider == "fused-reference":
+            for module in model.modules():
+                if isinstance(module, layers._FusedLIF):
+                    module.backend = "reference"
+        forward = model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            spk, _ = forward(x)
+            loss = population.ce_rate_loss(spk.float(), y, num_classes, pop_size)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def run_training_case(kind: str, provider: str, batch: int, num_steps: int, device: torch.device,
+                      repeats: int, hidden: int = 1000, channels=(12, 64), neuron: str = "leaky",
+                      outputs: int = 10, autocast_dtype: Optional[torch.dtype] = None, warmup: int = 2) -> dict:
+    torch.manual_seed(0)
+    model = make_model(kind, batch, num_steps, hidden, channels, neuron, outputs).to(device)
+    shape = (batch, 784) if kind == "DSNN" else (batch, 1, 28, 28)
+    x = torch.rand(shape, device=device) * 2
+    y = torch.randint(0, 10, (batch,), device=device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        step = training_step_fn(model, provider, x, y, 10, outputs // 10, autocast_dtype)
+        with _PowerSampler(device) as power:
+            timing = measure(step, device, warmup=warmup, repeats=repeats)
+    images_per_s = batch / timing.median_s
+    macs = training_macs_per_image(model)
+    row = {"network": kind, "provider": provider, "batch": batch, "num_steps": num_steps, "hidden": hidden,
+           "channels": list(channels) if kind == "CSNN" else None, "neuron": neuron, "outputs": outputs,
+           "precision": str(autocast_dtype).removeprefix("torch.") if autocast_dtype else "float32",
+           "device": str(device), **timing.as_dict(), "images_per_s": images_per_s,
+           "train_macs_per_image": macs, "achieved_tflops": macs * images_per_s / 1e12}
+    if power.average_w is not None:
+        row["average_power_w"] = power.average_w
+        row["images_per_s_per_w"] = images_per_s / power.average_w
+    return row
+
+
+def time_split(kind: str, device: torch.device, batch: int, num_steps: int, **kw) -> dict:
+    """Share of profiled operator time in the fused neurons vs the synaptic layers (matmul/conv)."""
+    torch.manual_seed(0)
+    model = make_model(kind, batch, num_steps, **kw).to(device)
+    shape = (batch, 784) if kind == "DSNN" else (batch, 1, 28, 28)
+    x = torch.rand(shape, device=device) * 2
+    y = torch.randint(0, 10, (batch,), device=device)
+    step = training_step_fn(model, "fused", x, y)
+    step()
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(3):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    neuron = synaptic = other = 0.0
+    use_cuda = device.type == "cuda"
+    for evt in prof.key_averages():
+        t = evt.self_device_time_total if use_cuda else evt.self_cpu_time_total
+        name = evt.key.lower()
+        if "fusedsnn" in name or "lif_" in name:
+            neuron += t
+        elif any(k in name for k in ("addmm", "aten::mm", "matmul", "linear", "conv", "mkldnn", "gemm", "bmm")):
+            synaptic += t
+        else:
+            other += t
+    total = neuron + synaptic + other
+    return {"network": kind, "device": str(device), "batch": batch, "num_steps": num_steps,
+            "neuron_share": neuron / total if total else None, "synaptic_share": synaptic / total if total else None,
+            "other_share": other / total if total else None, "timer": "device" if use_cuda else "cpu"}
