@@ -37,3 +37,27 @@ def time_major_2d(t: Optional[Tensor], T: int) -> tuple[Optional[Tensor], int]:
     if flat.shape[1] > 1 and flat.stride(1) != 1:
         flat = flat.contiguous()
     return flat, flat.stride(0)
+
+
+def forward_outputs(x: Tensor, spec: LIFSpec, state_dtype: torch.dtype, state_copy: bool, alloc=None):
+    """The forward's six outputs for ``x: [T, B, F]``: ``spk, syn, mem`` in ``x.dtype`` (``syn``
+    empty unless synaptic), then ``trace``, the membrane copy (only when ``state_copy``) and the
+    pre-reset membrane (only for ``reset_delay=False``) in ``state_dtype``. Absent outputs are
+    distinct empty tensors: a custom op's outputs must not alias one another.
+
+    ``alloc(shape, dtype, device)`` allocates each present output (``torch.empty`` by default).
+    """
+    def new(dtype):
+        return alloc(x.shape, dtype, x.device) if alloc else torch.empty(x.shape, dtype=dtype, device=x.device)
+
+    def absent(dtype):
+        return x.new_empty(0, dtype=dtype)
+
+    return (
+        new(x.dtype),
+        new(x.dtype) if spec.synaptic else absent(x.dtype),
+        new(x.dtype),
+        new(state_dtype),
+        new(state_dtype) if state_copy else absent(state_dtype),
+        new(state_dtype) if spec.immediate_reset else absent(state_dtype),
+    )

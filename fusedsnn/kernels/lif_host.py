@@ -27,7 +27,7 @@ from typing import Iterator, Optional
 
 import torch
 
-from .layout import surrogate_constants, time_major_2d  # the one contiguity policy
+from .layout import forward_outputs, surrogate_constants, time_major_2d  # one contiguity policy
 from .spec import RECURRENCE_INPUT, RECURRENCE_ONE_TO_ONE, LIFSpec, needs_prev_mem
 
 Tensor = torch.Tensor
@@ -216,6 +216,13 @@ def _flat(t: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
     return t.reshape(-1).to(dtype).contiguous()
 
 
+def _set_params(desc: _Desc, flat, spec: LIFSpec, beta, thr, alpha, V) -> None:
+    """Per-feature parameter pointers; alpha and V only for the neuron types that have them."""
+    desc.beta, desc.thr = flat(beta), flat(thr)
+    desc.alpha = flat(alpha) if spec.synaptic else None
+    desc.v = flat(V) if spec.recurrence == RECURRENCE_ONE_TO_ONE else None
+
+
 def _config(desc: _Desc, spec: LIFSpec, T: int, M: int, F: int, dtype: torch.dtype) -> None:
     desc.steps, desc.neurons, desc.features = T, M, F
     desc.synaptic = int(spec.synaptic)
@@ -234,15 +241,9 @@ def lif_forward_host(x, mem0, syn0, spk0, rec, beta, thr, alpha, V, spec: LIFSpe
     T, B, F = x.shape
     M = B * F
     dt = x.dtype
-    dev = x.device
-    spk = torch.empty((T, B, F), dtype=dt, device=dev)
-    mem = torch.empty((T, B, F), dtype=dt, device=dev)
-    syn = torch.empty((T, B, F), dtype=dt, device=dev) if spec.synaptic else x.new_empty(0)
-    trace = torch.empty((T, B, F), dtype=dt, device=dev)
     # Host state precision equals the input dtype (float32/float64): the membrane output is the
     # state itself, so no separate copy is needed.
-    state = x.new_empty(0)
-    pre = torch.empty((T, B, F), dtype=dt, device=dev) if spec.immediate_reset else x.new_empty(0)
+    spk, syn, mem, trace, state, pre = forward_outputs(x, spec, dt, state_copy=False)
     if T == 0 or M == 0:
         return spk, syn, mem, trace, state, pre
     keep = []  # hold converted tensors alive until the call returns
@@ -261,9 +262,7 @@ def lif_forward_host(x, mem0, syn0, spk0, rec, beta, thr, alpha, V, spec: LIFSpe
     d.mem0 = flat(mem0)
     d.syn0 = flat(syn0) if spec.synaptic else None
     d.spk0 = flat(spk0) if spec.recurrence == RECURRENCE_ONE_TO_ONE else None
-    d.beta, d.thr = flat(beta), flat(thr)
-    d.alpha = flat(alpha) if spec.synaptic else None
-    d.v = flat(V) if spec.recurrence == RECURRENCE_ONE_TO_ONE else None
+    _set_params(d, flat, spec, beta, thr, alpha, V)
     d.spk, d.syn, d.mem, d.trace = _ptr(spk), _ptr(syn), _ptr(mem), _ptr(trace)
     d.state, d.pre = None, _ptr(pre)
     _config(d, spec, T, M, F, dt)
@@ -315,9 +314,7 @@ def lif_backward_host(grad_spk, grad_syn, grad_mem, trace, mem_hist, syn_hist, s
         d.mem0 = flat(mem0)
         d.syn0 = flat(syn0) if spec.synaptic else None
         d.spk0 = flat(spk0) if spec.recurrence == RECURRENCE_ONE_TO_ONE else None
-        d.beta, d.thr = flat(beta), flat(thr)
-        d.alpha = flat(alpha) if spec.synaptic else None
-        d.v = flat(V) if spec.recurrence == RECURRENCE_ONE_TO_ONE else None
+        _set_params(d, flat, spec, beta, thr, alpha, V)
         gx = grad_x if x_dtype == dt else torch.empty((T, B, F), dtype=dt, device=dev)
         d.grad_x = _ptr(gx)
         d.grad_mem0 = _ptr(grad_mem0)

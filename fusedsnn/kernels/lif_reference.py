@@ -15,6 +15,7 @@ from typing import Optional
 
 import torch
 
+from .layout import forward_outputs
 from .spec import (
     RECURRENCE_INPUT,
     RECURRENCE_ONE_TO_ONE,
@@ -59,16 +60,10 @@ def lif_forward_reference(
     """
     sdt = state_dtype(x.dtype)
     T = x.shape[0]
-    out_shape = x.shape
     mem = _initial(mem0, x, sdt)
     syn = _initial(syn0, x, sdt) if spec.synaptic else None
     spk = _initial(spk0, x, sdt) if spec.recurrence == RECURRENCE_ONE_TO_ONE else None
-    spk_out = torch.empty(out_shape, dtype=x.dtype, device=x.device)
-    mem_out = torch.empty(out_shape, dtype=x.dtype, device=x.device)
-    syn_out = torch.empty(out_shape, dtype=x.dtype, device=x.device) if spec.synaptic else x.new_empty(0)
-    trace = torch.empty(out_shape, dtype=sdt, device=x.device)
-    mem_state = torch.empty(out_shape, dtype=sdt, device=x.device) if store_state and x.dtype != sdt else x.new_empty(0, dtype=sdt)
-    pre = torch.empty(out_shape, dtype=sdt, device=x.device) if spec.immediate_reset else x.new_empty(0, dtype=sdt)
+    spk_out, syn_out, mem_out, trace, mem_state, pre = forward_outputs(x, spec, sdt, store_state and x.dtype != sdt)
     gsf = spec.graded_spikes_factor
     surrogate = spec.surrogate
     for t in range(T):

@@ -31,7 +31,7 @@ try:
 except ImportError:  # pragma: no cover - exercised only where triton is absent
     HAS_TRITON = False
 
-from .layout import surrogate_constants, time_major_2d
+from .layout import forward_outputs, surrogate_constants, time_major_2d
 from .spec import RECURRENCE_INPUT, RECURRENCE_ONE_TO_ONE, LIFSpec, needs_prev_mem
 
 Tensor = torch.Tensor
@@ -324,16 +324,11 @@ def lif_forward_triton(
     """Same contract as :func:`lif_reference.lif_forward_reference` (``x: [T, B, F]``)."""
     T, B, F = x.shape
     M = B * F
-    dev = x.device
     x2, stride_x_t = time_major_2d(x, T)
     rec2, stride_rec_t = time_major_2d(rec, T) if spec.recurrence == RECURRENCE_INPUT else (None, 0)
-    spk = _new_output((T, B, F), x.dtype, dev)
-    mem = _new_output((T, B, F), x.dtype, dev)
-    syn = _new_output((T, B, F), x.dtype, dev) if spec.synaptic else x.new_empty(0)
-    trace = _new_output((T, B, F), torch.float32, dev)
     store = store_state and x.dtype != torch.float32
-    state = _new_output((T, B, F), torch.float32, dev) if store else trace.new_empty(0)
-    pre = _new_output((T, B, F), torch.float32, dev) if spec.immediate_reset else trace.new_empty(0)
+    spk, syn, mem, trace, state, pre = forward_outputs(
+        x, spec, torch.float32, store, alloc=lambda *a: _new_output(*a))  # late lookup: tests patch it
     if T == 0 or M == 0:
         return spk, syn, mem, trace, state, pre
     dummy = trace

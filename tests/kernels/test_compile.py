@@ -1,7 +1,9 @@
 """Every Triton kernel variant compiled ahead of time for sm_80 and sm_90, with no GPU.
 
 The interpreter accepts code the compiler rejects, so this is the check that the kernels are
-real. Compilation runs in a subprocess (see fusedsnn.kernels.aot.main). The registers and
+real: fusedsnn.kernels.aot calls triton.compile(ASTSource(kernel, signature, constexprs),
+target=GPUTarget("cuda", 80 or 90, 32), options={"enable_fp_fusion": False}) for every variant.
+Compilation runs in a subprocess (see fusedsnn.kernels.aot.main). The registers and
 spills that ptxas reports are printed, as free performance evidence.
 """
 
