@@ -17,6 +17,8 @@ def _plt():
 
 
 def _lines(rows, x_key, title, xlabel, path, log_x=False, y_key="images_per_s", group=("network", "provider")):
+    if not rows:
+        return
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     series: dict = {}
