@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 namespace fusedsnn {
 
@@ -416,35 +417,35 @@ void lif_backward_range(const BackwardArgs<IO, S>& a, std::int64_t begin, std::i
   }
 }
 
-// Run-time neuron type -> compile-time template: the four neuron types (plus all-to-all input).
-template <typename IO, typename S>
-void lif_forward_dispatch(bool synaptic, int recurrence, const ForwardArgs<IO, S>& a,
-                          std::int64_t begin, std::int64_t end) {
-  if (synaptic) {
-    if (recurrence == kOneToOne) lif_forward_range<IO, S, true, kOneToOne>(a, begin, end);
-    else if (recurrence == kInput) lif_forward_range<IO, S, true, kInput>(a, begin, end);
-    else lif_forward_range<IO, S, true, kNoRecurrence>(a, begin, end);
-  } else {
-    if (recurrence == kOneToOne) lif_forward_range<IO, S, false, kOneToOne>(a, begin, end);
-    else if (recurrence == kInput) lif_forward_range<IO, S, false, kInput>(a, begin, end);
-    else lif_forward_range<IO, S, false, kNoRecurrence>(a, begin, end);
-  }
+// Run-time neuron type -> compile-time template: calls fn(synaptic, recurrence) with both as
+// std::integral_constant, for the four neuron types plus the all-to-all step (kInput).
+template <typename Fn>
+void with_neuron_type(bool synaptic, int recurrence, Fn&& fn) {
+  auto with_recurrence = [&](auto syn) {
+    if (recurrence == kOneToOne) fn(syn, std::integral_constant<int, kOneToOne>{});
+    else if (recurrence == kInput) fn(syn, std::integral_constant<int, kInput>{});
+    else fn(syn, std::integral_constant<int, kNoRecurrence>{});
+  };
+  if (synaptic) with_recurrence(std::true_type{});
+  else with_recurrence(std::false_type{});
 }
 
 template <typename IO, typename S>
+void lif_forward_dispatch(bool synaptic, int recurrence, const ForwardArgs<IO, S>& a,
+                          std::int64_t begin, std::int64_t end) {
+  with_neuron_type(synaptic, recurrence, [&](auto syn, auto rec) {
+    lif_forward_range<IO, S, decltype(syn)::value, decltype(rec)::value>(a, begin, end);
+  });
+}
+
+// An all-to-all step's recurrent input has the gradient grad_x; W's gradient is formed by
+// autograd outside, so kInput only differs from no recurrence in the zero-reset order.
+template <typename IO, typename S>
 void lif_backward_dispatch(bool synaptic, int recurrence, const BackwardArgs<IO, S>& a,
                            std::int64_t begin, std::int64_t end) {
-  // An all-to-all step's recurrent input has the gradient grad_x; W's gradient is formed by
-  // autograd outside, so kInput only differs from no recurrence in the zero-reset order.
-  if (synaptic) {
-    if (recurrence == kOneToOne) lif_backward_range<IO, S, true, kOneToOne>(a, begin, end);
-    else if (recurrence == kInput) lif_backward_range<IO, S, true, kInput>(a, begin, end);
-    else lif_backward_range<IO, S, true, kNoRecurrence>(a, begin, end);
-  } else {
-    if (recurrence == kOneToOne) lif_backward_range<IO, S, false, kOneToOne>(a, begin, end);
-    else if (recurrence == kInput) lif_backward_range<IO, S, false, kInput>(a, begin, end);
-    else lif_backward_range<IO, S, false, kNoRecurrence>(a, begin, end);
-  }
+  with_neuron_type(synaptic, recurrence, [&](auto syn, auto rec) {
+    lif_backward_range<IO, S, decltype(syn)::value, decltype(rec)::value>(a, begin, end);
+  });
 }
 
 // Neuron range of worker w out of `workers` over `n` neurons: contiguous, sizes differ by <= 1.
