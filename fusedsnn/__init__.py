@@ -11,6 +11,7 @@ from .convert import from_snntorch
 from .fuse import FusedSequential, fuse
 from .layers import Leaky, RLeaky, RSynaptic, Synaptic
 from .models import CSNN, DSNN
+from .nir_interop import export_to_nir, import_from_nir
 
 __version__ = "0.1.0"
 
@@ -24,6 +25,8 @@ __all__ = [
     "FusedSequential",
     "DSNN",
     "CSNN",
+    "export_to_nir",
+    "import_from_nir",
     "population",
     "functional",
     "surrogate",
