@@ -39,6 +39,21 @@ with an ``Affine``/``Linear`` feedback edge, nested as snnTorch exports it or fl
 the sum of its incoming edges, ``x[t] + W @ spk[t-1]``, as nirtorch executes it; a diagonal
 ``Linear`` feedback on a ``LIF`` becomes a fused ``RLeaky(all_to_all=False)`` (the same numbers,
 because a neuron that spiked restarts from 0), anything else a :class:`SummedFeedbackNeuron`.
+
+Round trips and other tools, as measured in tests/test_nir.py:
+
+* fused -> NIR -> fused gives identical spikes and states for the exact resets above, except
+  all-to-all recurrence (and RSynaptic): NIR sums the feedback into the input before the leak, the
+  fused layer adds it after, so states can differ in the last bit. An all-to-all recurrent bias
+  is moved onto the Affine feeding the neuron, since nirtorch starts a feedback edge at 0.
+* NIR has no max pooling, so ``nn.MaxPool2d`` (the study's CSNN) is refused; ``nn.AvgPool2d``
+  exports.
+* snnTorch 1.0.0's importer reads a per-sample ``Flatten(start_dim=0)`` as ``nn.Flatten(0)``,
+  which also flattens the batch: its networks with a Flatten run one sample at a time. It
+  rewires a flat recurrent cycle so that the input also passes the feedback weight; we export
+  the nested sub-graph (which it runs as NIR means) and import flat cycles as NIR means them.
+* Node names are ``L<position>.<module path>``: ``nir.read`` returns nodes in name order, and
+  nirtorch 2.6 fails on a recurrent sub-graph listed before its input.
 """
 
 from __future__ import annotations
@@ -361,9 +376,7 @@ def _layer_node(nir, call: _Call, allow: bool):
 
 
 def _node_name(position: int, path: str, layers: int) -> str:
-    """``L<position>.<module path>``: files keep nodes in name order (h5py), and nirtorch 2.6 (which
-    snnTorch's importer runs on) fails on a recurrent sub-graph that comes before its input in node
-    order, so names sort in data-flow order."""
+    """``L<position>.<module path>``, so that name order is data-flow order (see the module notes)."""
     width = len(str(2 * layers + 1))
     return f"L{position:0{width}d}.{path}"
 

@@ -388,3 +388,20 @@ def test_decay_rate_that_cannot_round_trip_warns():
     model = _seq(nn.Linear(3, 4), fs.Leaky(beta=1e-9, **EXACT))
     with pytest.warns(UserWarning, match="stages.1.*beta does not survive"):
         fs.export_to_nir(model, torch.rand(2, 1, 3))
+
+
+def test_fuse_result_exports_where_snntorch_own_exporter_cannot():
+    snn = pytest.importorskip("snntorch")
+    from snntorch import utils
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(36, 12), snn.Leaky(beta=0.9, init_hidden=True, **EXACT),
+                        nn.Linear(12, 5), snn.Synaptic(alpha=0.8, beta=0.85, init_hidden=True, output=True, **EXACT))
+    x = torch.rand(45, 3, 1, 6, 6) * 2
+    utils.reset(net)
+    expected = torch.stack([net(x[t])[0] for t in range(x.shape[0])])
+    _assert_some_spikes(expected)
+    graph = fs.export_to_nir(fs.fuse(net), x)
+    assert [type(n).__name__ for n in graph.nodes.values()] == [
+        "Input", "Flatten", "Affine", "LIF", "Affine", "CubaLIF", "Output"]
+    assert torch.equal(fs.import_from_nir(graph)(x), expected)
+    assert torch.equal(_snntorch_run_per_sample(graph, x).reshape(expected.shape), expected)
