@@ -251,14 +251,20 @@ def _reset_check(module: nn.Module, layer: str, allow: bool) -> None:
                "NIR resets in the spiking step (export reset_delay=False for the same dynamics)")
     else:
         return
+    _dynamics_change(
+        f"layer {layer!r} ({kind}, reset_mechanism={mech!r}, reset_delay={delay})", why,
+        "use reset_mechanism='zero', reset_delay=False", "exported with NIR's immediate zero reset", allow,
+    )
+
+
+def _dynamics_change(what: str, why: str, exact_alternative: str, instead: str, allow: bool) -> None:
+    """Refuse an export that changes the dynamics, or (``allow_dynamics_change``) warn about it."""
     if not allow:
         raise ValueError(
-            f"layer {layer!r} ({kind}, reset_mechanism={mech!r}, reset_delay={delay}) cannot be exported "
-            f"exactly: {why}. Use reset_mechanism='zero', reset_delay=False, or pass "
-            "allow_dynamics_change=True to export the NIR zero reset anyway"
+            f"{what} cannot be exported exactly: {why}. To export exactly, {exact_alternative}; or pass "
+            "allow_dynamics_change=True to export it anyway"
         )
-    warnings.warn(f"layer {layer!r} ({kind}) is exported with NIR's immediate zero reset: {why}",
-                  UserWarning, stacklevel=4)
+    warnings.warn(f"{what} is {instead}: {why}", UserWarning, stacklevel=5)
 
 
 def _neuron_node(nir, module: nn.Module, layer: str, shape: tuple[int, ...], allow: bool):
@@ -299,13 +305,13 @@ def _recurrent_node(nir, module: nn.Module, layer: str, shape: tuple[int, ...], 
     if rec is None:
         w_rec = nir.Linear(weight=np.diag(_np(module.V.detach().float().expand(shape))))
     else:
-        if bias_folded:
-            pass
-        elif _has_bias(rec) and not isinstance(module, SummedFeedbackNeuron):
-            warnings.warn(
-                f"layer {layer!r}: NIR executors (nirtorch, so snnTorch's importer) start the feedback edge "
-                "at 0, so the recurrent bias is missing at the first step, where the fused layer adds it",
-                UserWarning, stacklevel=3,
+        if not bias_folded and _has_bias(rec) and not isinstance(module, SummedFeedbackNeuron):
+            _dynamics_change(
+                f"layer {layer!r} (recurrent bias)",
+                "NIR executors (nirtorch, so snnTorch's importer) start the feedback edge at 0, so the bias "
+                "is missing at the first step, where the fused layer adds it; it can move onto the input "
+                "only when an nn.Linear feeds the neuron",
+                "feed the neuron from an nn.Linear or zero the recurrent bias", "exported with its bias", allow,
             )
         weight = _np(rec.weight)
         if rec.bias is None or bias_folded:
@@ -340,7 +346,7 @@ def _fold_recurrent_bias(nir, nodes: dict, previous_name: str, module: nn.Module
     return True
 
 
-def _layer_node(nir, call: _Call, allow: bool):
+def _layer_node(nir, call: _Call):
     m, name = call.module, call.name
     if isinstance(m, nn.Linear):
         weight = _np(m.weight)
@@ -419,7 +425,7 @@ def export_to_nir(
         raise ValueError("the model ran no layer on sample_data; nothing to export")
     for c in calls:  # name an unsupported layer before anything else can go wrong
         if not isinstance(c.module, (*_NEURONS, SummedFeedbackNeuron, nn.Linear, nn.Conv2d, nn.AvgPool2d, nn.Flatten)):
-            _layer_node(nir, c, allow_dynamics_change)
+            _layer_node(nir, c)
 
     nodes: dict[str, Any] = {}
     order: list[str] = []
@@ -460,7 +466,7 @@ def export_to_nir(
         elif isinstance(m, (Leaky, Synaptic)):
             nodes[name] = _neuron_node(nir, m, call.name, shape_in, allow_dynamics_change)
         else:
-            nodes[name] = _layer_node(nir, call, allow_dynamics_change)
+            nodes[name] = _layer_node(nir, call)
         order.append(name)
         previous, previous_shape = call, _features_out(call)
     final = out[0] if isinstance(out, tuple) else out

@@ -405,3 +405,40 @@ def test_fuse_result_exports_where_snntorch_own_exporter_cannot():
         "Input", "Flatten", "Affine", "LIF", "Affine", "CubaLIF", "Output"]
     assert torch.equal(fs.import_from_nir(graph)(x), expected)
     assert torch.equal(_snntorch_run_per_sample(graph, x).reshape(expected.shape), expected)
+
+
+def test_imported_feedback_neuron_exports_again_unchanged():
+    model, x, _ = _models()["rleaky-all-to-all"]
+    first = fs.import_from_nir(fs.export_to_nir(model, x), output_states=True)
+    assert isinstance(first.stages[1], SummedFeedbackNeuron)
+    second = fs.import_from_nir(fs.export_to_nir(first, x), output_states=True)
+    expected, actual = first(x), second(x)
+    _assert_some_spikes(expected[0])
+    assert all(torch.equal(a, e) for a, e in zip(actual, expected))
+
+
+def test_sum_pooling_imports_as_a_sum():
+    graph = nir.NIRGraph(
+        nodes={"input": nir.Input(np.array([2, 4, 4])),
+               "pool": nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])),
+               "output": nir.Output(np.array([2, 2, 2]))},
+        edges=[("input", "pool"), ("pool", "output")])
+    x = torch.rand(3, 5, 2, 4, 4)
+    expected = x.unfold(3, 2, 2).unfold(4, 2, 2).sum((-1, -2))
+    torch.testing.assert_close(fs.import_from_nir(graph)(x), expected)
+
+
+def test_recurrent_bias_that_cannot_move_is_refused():
+    # An nn.Linear feeding the neuron takes the recurrent bias; after a pooling layer nothing can.
+    neuron = fs.RLeaky(beta=0.9, all_to_all=True, linear_features=8, **EXACT)
+    model = _seq(nn.Conv2d(1, 2, 3), nn.AvgPool2d(2), nn.Flatten(), neuron)
+    x = torch.rand(5, 2, 1, 6, 6)
+    with pytest.raises(ValueError, match="stages.3.*recurrent bias"):
+        fs.export_to_nir(model, x)
+    with pytest.warns(UserWarning, match="stages.3.*recurrent bias"):
+        fs.export_to_nir(model, x, allow_dynamics_change=True)
+    with torch.no_grad():
+        neuron.recurrent.bias.zero_()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fs.export_to_nir(model, x)
