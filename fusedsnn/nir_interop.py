@@ -559,9 +559,11 @@ def _recurrent_module(neuron, feedback, name: str, backend: str) -> nn.Module:
     common = dict(reset_mechanism="zero", reset_delay=False, backend=backend)
     diagonal = np.array_equal(weight, np.diag(np.diag(weight)))
     no_bias = isinstance(feedback, nir.Linear) or not np.any(np.asarray(feedback.bias))
-    if isinstance(neuron, nir.LIF) and diagonal and no_bias:
+    positive_threshold = bool((params["threshold"] > 0).all())
+    if isinstance(neuron, nir.LIF) and diagonal and no_bias and positive_threshold:
         # Same numbers as summing the edges: the feedback V is nonzero only after a spike, and then
-        # the membrane restarts from 0, so (beta * 0 + x) + V == beta * 0 + (x + V).
+        # the membrane restarts from 0 (below a positive threshold, so no further reset), so
+        # (beta * 0 + x) + V == beta * 0 + (x + V).
         V = _as_param(np.diag(weight).copy())
         return RLeaky(all_to_all=False, V=V, **params, **common)
     cell = Leaky(**params, **common) if isinstance(neuron, nir.LIF) else Synaptic(**params, **common)

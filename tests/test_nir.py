@@ -442,3 +442,20 @@ def test_recurrent_bias_that_cannot_move_is_refused():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fs.export_to_nir(model, x)
+
+
+def test_diagonal_feedback_as_rleaky_equals_summed_edges():
+    # The fast path (fused RLeaky, feedback added after the leak) against the edges summed first.
+    V = torch.randn(11)
+    graph = fs.export_to_nir(_seq(nn.Linear(4, 11), fs.RLeaky(beta=0.85, V=V, all_to_all=False, **EXACT)),
+                             torch.rand(3, 2, 4))
+    rleaky = fs.import_from_nir(graph, output_states=True)
+    assert isinstance(rleaky.stages[1], fs.RLeaky)
+    feedback = nn.Linear(11, 11, bias=False)
+    with torch.no_grad():
+        feedback.weight.copy_(torch.diag(V))
+    summed = SummedFeedbackNeuron(fs.Leaky(beta=0.85, **EXACT), feedback)
+    x = torch.randn(200, 5, 11) * 1.5
+    expected, actual = summed(x), rleaky.stages[1](x)
+    _assert_some_spikes(expected[0])
+    assert all(torch.equal(a, e) for a, e in zip(actual, expected))
