@@ -6,14 +6,18 @@ call returns, stacked over time, each ``[T, B, *features]`` in ``x.dtype``:
 * :func:`leaky`, :func:`rleaky` -> ``(spk, mem)``
 * :func:`synaptic`, :func:`rsynaptic` -> ``(spk, syn, mem)``
 
-Parameters (``beta``, ``threshold``, ``alpha``, ``V``) are Python floats or tensors that
-broadcast against the trailing feature shape (per-neuron values); ``beta`` and ``alpha`` are
-clamped to [0, 1] as snnTorch does, with gradients through the clamp. Initial states are
-``[B, *features]``; a missing state starts at zero.
+Parameters (``beta``, ``threshold``, ``alpha``, ``V``) are numbers (Python or NumPy, int or
+float), NumPy arrays or tensors that broadcast, as in snnTorch's per-step call, against one
+step ``[B, *features]`` without varying over the batch: a scalar, or per-neuron values of shape
+``features``, ``(1, *features)`` or any shape that broadcasts to them (e.g. ``(1, F)`` or
+``(F,)`` for ``[T, B, F]``). Integer values are used as float32, as snnTorch's arithmetic
+promotes them. ``beta`` and ``alpha`` are clamped to [0, 1] as snnTorch does, with gradients
+through the clamp. Initial states are ``[B, *features]``; a missing state starts at zero.
 """
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from typing import Callable, Optional, Union
 
@@ -34,7 +38,8 @@ from .kernels.spec import (
 from .ops import lif_forward
 
 Tensor = torch.Tensor
-Param = Union[float, int, Tensor]
+# A number (Python or NumPy), a NumPy array or a tensor, as snnTorch accepts.
+Param = Union[float, int, Tensor, "numpy.ndarray"]
 
 __all__ = ["leaky", "synaptic", "rleaky", "rsynaptic", "lif"]
 
@@ -58,36 +63,72 @@ def _check_state(name: str, state: Optional[Tensor], x: Tensor) -> Optional[Tens
         raise TypeError(f"{name} must be a torch.Tensor of shape [B, *features] or None, got {type(state).__name__}")
     if tuple(state.shape) != tuple(x.shape[1:]):
         raise ValueError(f"{name} must have shape {tuple(x.shape[1:])} ([B, *features] of x), got {tuple(state.shape)}")
-    if state.dtype not in (x.dtype, state_dtype(x.dtype)):
-        raise ValueError(f"{name} must have dtype {x.dtype} (that of x) or {state_dtype(x.dtype)}, got {state.dtype}")
+    allowed = (x.dtype, state_dtype(x.dtype))
+    if state.dtype not in allowed:
+        if allowed[0] == allowed[1]:
+            expected = f"{x.dtype} (that of x)"
+        else:
+            expected = f"{x.dtype} (that of x) or {allowed[1]} (the state precision)"
+        raise ValueError(f"{name} must have dtype {expected}, got {state.dtype}")
     if state.device != x.device:
         raise ValueError(f"{name} is on {state.device} but x is on {x.device}")
     return state
 
 
-def _param(name: str, value: Param, x: Tensor, clamp: bool) -> Tensor:
-    """A neuron parameter as a contiguous ``[F]`` tensor in state precision, in the autograd graph."""
-    features = tuple(x.shape[2:])
-    if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor)):
-        raise TypeError(f"{name} must be a float or a tensor broadcastable to the features {features}, got {value!r}")
+def _param_tensor(name: str, value: object, x: Tensor) -> Tensor:
+    """``value`` as a real tensor on x's device (a number, a NumPy array or scalar, or a tensor)."""
+    expected = f"a number, a NumPy array or a tensor broadcastable to the features {tuple(x.shape[2:])}"
     if isinstance(value, torch.Tensor):
-        if not value.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor, got {value.dtype}")
-        if value.device != x.device:
-            raise ValueError(f"{name} is on {value.device} but x is on {x.device}")
         tensor = value
-    else:
-        # snnTorch stores Python floats as float32 tensors (torch.as_tensor), so do we.
+        if tensor.device != x.device:
+            raise ValueError(f"{name} is on {tensor.device} but x is on {x.device}")
+    elif isinstance(value, bool):
+        raise TypeError(f"{name} must be {expected}, got the bool {value!r}")
+    elif isinstance(value, numbers.Real):  # Python and NumPy ints and floats
+        # A 0-dim value enters snnTorch's float32 arithmetic as a float32 scalar.
         tensor = torch.as_tensor(float(value), dtype=torch.float32, device=x.device)
+    elif hasattr(value, "__array__") and not isinstance(value, (str, bytes)):
+        try:
+            tensor = torch.as_tensor(value, device=x.device)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(f"{name} must be {expected}, got {value!r} ({err})") from None
+    else:
+        raise TypeError(f"{name} must be {expected}, got {type(value).__name__} {value!r}")
+    if tensor.dtype == torch.bool or tensor.is_complex():
+        raise TypeError(f"{name} must hold real numbers (float or int), got dtype {tensor.dtype}")
+    return tensor
+
+
+def _param(name: str, value: Param, x: Tensor, clamp: bool) -> Tensor:
+    """A neuron parameter as a contiguous ``[F]`` tensor in state precision, in the autograd graph.
+
+    Accepts what snnTorch's per-step arithmetic accepts for one neuron per value: any shape that
+    broadcasts against one step ``[B, *features]`` to exactly that shape, and is constant over
+    the batch (e.g. ``()``, ``(F,)``, ``(1, F)`` for ``x: [T, B, F]``).
+    """
+    features = tuple(x.shape[2:])
+    step = tuple(x.shape[1:])
+    tensor = _param_tensor(name, value, x)
+    shape = tuple(tensor.shape)
     try:
-        broadcast = torch.broadcast_shapes(tuple(tensor.shape), features)
+        broadcast = torch.broadcast_shapes(shape, step)
     except RuntimeError:
         broadcast = None
-    if broadcast != features:
+    if broadcast != step:
         raise ValueError(
-            f"{name} of shape {tuple(tensor.shape)} does not broadcast over the feature shape {features} "
-            "of x ([T, B, *features]); give a scalar or one value per neuron"
+            f"{name} of shape {shape} does not broadcast over one step {step} ([B, *features]) of "
+            f"x ([T, B, *features]); give a scalar or one value per neuron (shape {features} or "
+            f"(1, *{features}))"
         )
+    if len(shape) == len(step):
+        if shape[0] != 1:
+            raise ValueError(
+                f"{name} of shape {shape} has one value per sample in the batch dimension; fused "
+                f"neurons take one value per neuron: give shape {features} or (1, *{features})"
+            )
+        tensor = tensor.squeeze(0)
+    if not tensor.is_floating_point():
+        tensor = tensor.to(torch.float32)  # snnTorch's arithmetic promotes integers the same way
     if clamp:
         tensor = tensor.clamp(0, 1)
     tensor = tensor.to(state_dtype(x.dtype))
@@ -212,9 +253,10 @@ def _lif_on_ipu(x, spec, beta, threshold, alpha, V, recurrent, mem, syn, spk):
 
 
 def _as_tensor(value, x: Tensor):
-    if value is None or isinstance(value, torch.Tensor):
+    if value is None:
         return value
-    return torch.as_tensor(float(value), dtype=torch.float32, device=x.device)
+    tensor = _param_tensor("parameter", value, x)
+    return tensor if tensor.is_floating_point() else tensor.to(torch.float32)
 
 
 def make_spec(

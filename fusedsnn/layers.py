@@ -7,6 +7,14 @@ per-step call returns, stacked over time. State keywords follow snnTorch's forwa
 
 Options of snnTorch that the fused path does not support raise ``NotImplementedError`` naming
 the option, rather than computing something different.
+
+Parameters (``beta``, ``threshold``, ``alpha``, ``V``, ``graded_spikes_factor``) are stored as
+snnTorch stores them (``torch.as_tensor`` of what was given: Python or NumPy numbers, arrays or
+tensors, registered as a buffer or, when learnable, an ``nn.Parameter``), so a state_dict loads
+strictly into the snnTorch twin and back. They are read at every call: editing one in place or
+assigning a new tensor takes effect at the next forward, as in snnTorch. (Under
+``torch.compile`` the graded spikes factor is a constant of the compiled graph, read when the
+graph is traced: after editing it, compile again, e.g. after ``torch._dynamo.reset()``.)
 """
 
 from __future__ import annotations
@@ -20,9 +28,17 @@ from . import functional as Fn
 from .kernels.spec import RECURRENCE_INPUT, RECURRENCE_NONE, RECURRENCE_ONE_TO_ONE, RESET_CODES
 
 Tensor = torch.Tensor
-Param = Union[float, Tensor]
+# A number (Python or NumPy), a NumPy array or a tensor, as snnTorch accepts.
+Param = Union[float, int, Tensor, "numpy.ndarray"]
 
 __all__ = ["Leaky", "Synaptic", "RLeaky", "RSynaptic"]
+
+
+@torch.compiler.assume_constant_result
+def _value_when_traced(value: Tensor) -> float:
+    # torch.compile runs this on the real tensor while tracing and bakes the float into the
+    # graph (a kernel constant cannot be a graph input).
+    return float(value.item())
 
 
 def _unsupported(option: str, value: object, why: str) -> NotImplementedError:
@@ -80,33 +96,50 @@ class _FusedLIF(nn.Module):
         self._register("beta", beta, learn_beta)
         self._register("threshold", threshold, learn_threshold)
         self._register("graded_spikes_factor", graded_spikes_factor, False)
-        self._graded_spikes_value = self._scalar_gsf()
+        self._gsf_seen: Optional[tuple] = None  # (tensor, version, data_ptr) behind the cached float
+        self._graded_spikes_value = 1.0
+        self._graded_spikes()  # validates the shape now rather than at the first forward
         self.register_buffer("reset_mechanism_val", torch.as_tensor(RESET_CODES[reset_mechanism]))
 
     def _register(self, name: str, value: Param, learn: bool) -> None:
+        # torch.as_tensor, as snnTorch does: ints stay int64, NumPy keeps its dtype.
         tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
         if learn:
+            if not tensor.is_floating_point():
+                # snnTorch fails here inside nn.Parameter; a learnable integer is meant as a float.
+                tensor = tensor.to(torch.get_default_dtype())
             setattr(self, name, nn.Parameter(tensor))
         else:
             self.register_buffer(name, tensor)
 
-    def _scalar_gsf(self) -> float:
-        gsf = self.graded_spikes_factor
-        if gsf.numel() != 1:
-            raise ValueError("graded_spikes_factor must be a single value; per-neuron graded spikes are not fused")
-        return float(gsf.item())
+    def _graded_spikes(self) -> float:
+        """The graded spikes factor as the Python float the kernels take (a compile-time constant).
 
-    def _load_from_state_dict(self, *args, **kwargs):
-        super()._load_from_state_dict(*args, **kwargs)
-        self._graded_spikes_value = self._scalar_gsf()
+        The buffer is read again whenever it changed (a new tensor, an in-place edit, a load), so
+        edits take effect as in snnTorch; an unchanged one costs no ``.item()`` (no device sync).
+        Under torch.compile the value is read when the graph is traced and is a constant of
+        the compiled graph (a data-dependent ``.item()`` cannot be part of it).
+        """
+        gsf = self.graded_spikes_factor
+        if torch.compiler.is_compiling():
+            return _value_when_traced(gsf)
+        seen = self._gsf_seen
+        if seen is not None and seen[0] is gsf and seen[1] == gsf._version and seen[2] == gsf.data_ptr():
+            return self._graded_spikes_value
+        if gsf.numel() != 1:
+            raise ValueError(
+                f"graded_spikes_factor must be a single value; per-neuron graded spikes are not fused, "
+                f"got shape {tuple(gsf.shape)}"
+            )
+        self._graded_spikes_value = float(gsf.item())
+        self._gsf_seen = (gsf, gsf._version, gsf.data_ptr())
+        return self._graded_spikes_value
 
     def _spec(self, recurrence: int):
-        # The graded spikes factor is a kernel constant, kept as a Python float so that
-        # torch.compile does not see a data-dependent .item() on every call.
         return Fn.make_spec(
             synaptic=self._synaptic, recurrence=recurrence, reset_mechanism=self.reset_mechanism,
             reset_delay=self.reset_delay, spike_grad=self.spike_grad,
-            surrogate_disable=self.surrogate_disable, graded_spikes_factor=self._graded_spikes_value,
+            surrogate_disable=self.surrogate_disable, graded_spikes_factor=self._graded_spikes(),
             neuron=self._neuron,
         )
 
@@ -196,6 +229,23 @@ class Synaptic(_FusedLIF):
                       syn=syn, mem=mem, backend=self.backend)
 
 
+class RecurrentOneToOne(nn.Module):
+    """The one-to-one recurrent connection ``spk * V``, held as snnTorch 1.0.0 holds it.
+
+    snnTorch keeps ``V`` on the neuron and again as ``recurrent.V``; a learnable ``V`` is the
+    same ``nn.Parameter`` under both names, so it appears under both in the state_dict (a frozen
+    one is a buffer of the neuron only). The fused kernel reads the neuron's ``V``.
+    """
+
+    def __init__(self, V: Tensor) -> None:
+        super().__init__()
+        self.V = V
+
+    def forward(self, spk: Tensor) -> Tensor:
+        """``spk: [B, *features]`` -> ``spk * V``, same shape."""
+        return spk * self.V
+
+
 class _Recurrent(_FusedLIF):
     """Recurrence set-up shared by RLeaky and RSynaptic, with snnTorch's argument checks."""
 
@@ -231,6 +281,7 @@ class _Recurrent(_FusedLIF):
             if linear_features:
                 raise TypeError("When `all_to_all=False`, `linear_features` must not be given; `V` is used instead")
             self._register("V", V, learn_recurrent)
+            self.recurrent = RecurrentOneToOne(self.V)
 
     def _recurrence_kwargs(self) -> dict:
         if self.all_to_all:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -231,3 +232,54 @@ def test_torch_compile_fullgraph_no_graph_breaks():
 
 def test_available_backends_listed():
     assert {"reference", "host"} <= set(fs.available_backends())
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters as snnTorch takes them, and message wording (issue 10, items 2 and 7)
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "beta",
+    [np.float32(0.9), np.float64(0.9), 1, np.int64(1), np.full(4, 0.9, dtype=np.float32),
+     np.full((1, 4), 0.9, dtype=np.float32), torch.full((1, 4), 0.9), torch.ones(4, dtype=torch.int32)],
+    ids=["np-float32", "np-float64", "int", "np-int64", "np-array", "np-(1,F)", "tensor-(1,F)", "int-tensor"],
+)
+def test_functional_takes_numpy_int_and_broadcast_params(beta):
+    """Each form means what it means to snnTorch: the same outputs as the plain float form."""
+    snn = pytest.importorskip("snntorch")
+    x = random_input(6, 3, 4)
+    spk, mem = F.leaky(x, beta, np.float32(1.0), backend="reference")
+    reference = snn.Leaky(beta=beta, threshold=np.float32(1.0))
+    expected_mem = []
+    m = None
+    for t in range(x.shape[0]):
+        _, m = reference(x[t], m) if m is not None else reference(x[t])
+        expected_mem.append(m)
+    assert torch.equal(mem, torch.stack(expected_mem))
+    assert spk.any()
+
+
+def test_param_of_wrong_kind_is_named():
+    x = torch.randn(4, 2, 5)
+    with pytest.raises(TypeError, match="beta must hold real numbers"):
+        F.leaky(x, torch.ones(5, dtype=torch.bool))
+    with pytest.raises(TypeError, match="threshold must be a number"):
+        F.leaky(x, 0.9, True)
+    with pytest.raises(ValueError, match="one value per sample"):
+        F.leaky(x, torch.rand(2, 5))
+
+
+@pytest.mark.parametrize(
+    "x_dtype, mem_dtype, message",
+    [
+        (torch.float32, torch.float64, "mem must have dtype torch.float32 (that of x), got torch.float64"),
+        (torch.bfloat16, torch.float16,
+         "mem must have dtype torch.bfloat16 (that of x) or torch.float32 (the state precision), got torch.float16"),
+    ],
+    ids=["fp32", "bf16"],
+)
+def test_state_dtype_message_says_each_choice_once(x_dtype, mem_dtype, message):
+    x = torch.randn(4, 2, 3).to(x_dtype)
+    with pytest.raises(ValueError) as err:
+        F.leaky(x, 0.9, mem=torch.zeros(2, 3, dtype=mem_dtype))
+    assert str(err.value) == message

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -258,3 +259,147 @@ def test_convolutional_feature_shape_matches_snntorch(kind):
     ge = torch.autograd.grad(weighted_loss(expected), [x, reference.beta])
     for name, a, e in zip(["x", "beta"], ga, ge):
         assert_close_scaled(a, e, 2e-4, name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Drop-in fidelity (issue 10, items 1-3): state_dict, int/NumPy/broadcast parameters, graded spikes
+# ---------------------------------------------------------------------------------------------
+
+def _twin_kwargs(kind: str, recurrence: str, learn: bool) -> dict:
+    """snnTorch keywords with fresh random per-neuron values (learnable or not) for ``kind``."""
+    n = 7
+    kw = dict(beta=torch.rand(n), threshold=torch.rand(n) + 0.5, learn_beta=learn, learn_threshold=learn)
+    if kind in ("Synaptic", "RSynaptic"):
+        kw.update(alpha=torch.rand(n), learn_alpha=learn)
+    if kind in ("RLeaky", "RSynaptic"):
+        kw.update(learn_recurrent=learn)
+        if recurrence == "one-to-one":
+            kw.update(V=torch.randn(n), all_to_all=False)
+        else:
+            kw.update(linear_features=n)
+    return kw
+
+
+_STATE_DICT_CASES = [
+    pytest.param(kind, rec, learn, id=f"{kind}-{rec}-{'learn' if learn else 'frozen'}")
+    for kind in NEURONS
+    for rec in (["one-to-one", "all-to-all"] if kind.startswith("R") else ["none"])
+    for learn in (True, False)
+]
+
+
+@pytest.mark.parametrize("kind, recurrence, learn", _STATE_DICT_CASES)
+def test_state_dict_loads_strictly_into_the_snntorch_twin_and_back(kind, recurrence, learn):
+    """Same keys and shapes both ways (snnTorch also stores a learnable one-to-one V as
+    recurrent.V), and the loaded values are the ones used: outputs equal snnTorch's."""
+    source = getattr(snn, kind)(**_twin_kwargs(kind, recurrence, learn))
+    fused = getattr(fs, kind)(**_twin_kwargs(kind, recurrence, learn))  # other random values
+    assert set(fused.state_dict()) == set(source.state_dict())
+    fused.load_state_dict(source.state_dict(), strict=True)
+    for name, value in source.state_dict().items():
+        assert torch.equal(fused.state_dict()[name], value), name
+    x = random_input(5, 3, 7)
+    for a, e in zip(fused(x), snntorch_steps(source, x, {})):
+        assert torch.equal(a, e)
+
+    back = getattr(snn, kind)(**_twin_kwargs(kind, recurrence, learn))
+    back.load_state_dict(fused.state_dict(), strict=True)
+    for name, value in fused.state_dict().items():
+        assert torch.equal(back.state_dict()[name], value), name
+    if recurrence == "one-to-one" and learn:
+        assert fused.recurrent.V is fused.V  # one tensor under both names, as in snnTorch
+
+
+_NUMBER_PARAMS = {
+    # id -> (fused/snnTorch constructor, keywords); integers and NumPy as snnTorch takes them
+    "Leaky-int-beta": ("Leaky", dict(beta=1)),
+    "Synaptic-int-alpha-beta": ("Synaptic", dict(alpha=1, beta=1)),
+    "Leaky-int-threshold": ("Leaky", dict(beta=0.9, threshold=1)),
+    "RLeaky-int-V": ("RLeaky", dict(beta=0.8, V=1, all_to_all=False, learn_recurrent=False)),
+    "Leaky-numpy-scalar": ("Leaky", dict(beta=np.float32(0.85), threshold=np.float64(0.7))),
+    "Synaptic-numpy-arrays": ("Synaptic", dict(alpha=np.linspace(0.2, 0.9, 6, dtype=np.float32),
+                                               beta=np.linspace(0.9, 0.3, 6, dtype=np.float32))),
+    "Leaky-int-array-threshold": ("Leaky", dict(beta=0.9, threshold=np.array([1, 2, 1, 1, 2, 1]))),
+    "Leaky-(1,F)": ("Leaky", dict(beta=torch.linspace(0.2, 0.95, 6).reshape(1, 6), learn_beta=True)),
+    "RSynaptic-(1,F)": ("RSynaptic", dict(alpha=torch.linspace(0.1, 0.9, 6).reshape(1, 6),
+                                          beta=torch.linspace(0.9, 0.1, 6).reshape(1, 6), learn_beta=True,
+                                          V=torch.randn(1, 6), all_to_all=False, learn_recurrent=True,
+                                          threshold=torch.rand(1, 6) + 0.5, learn_threshold=True)),
+}
+
+
+@pytest.mark.parametrize("backend", ["reference", "host"])
+@pytest.mark.parametrize("case", list(_NUMBER_PARAMS))
+def test_int_numpy_and_broadcast_parameters_match_snntorch(case, backend):
+    kind, kwargs = _NUMBER_PARAMS[case]
+    reference = getattr(snn, kind)(**kwargs)
+    direct = getattr(fs, kind)(**kwargs, backend=backend)
+    converted = fs.from_snntorch(reference, backend=backend)
+    x = random_input(6, 3, 6).requires_grad_()
+    expected = snntorch_steps(reference, x, {})
+    assert 0 < expected[0].count_nonzero() < expected[0].numel()
+    for fused in (direct, converted):
+        actual = fused(x)
+        for a, e in zip(actual, expected):
+            assert torch.equal(a, e)
+        ref_params = dict(reference.named_parameters())
+        fused_params = dict(fused.named_parameters())
+        assert ref_params.keys() == fused_params.keys()
+        names = list(ref_params)
+        eg = torch.autograd.grad(weighted_loss(expected), [x, *ref_params.values()], retain_graph=True)
+        ag = torch.autograd.grad(weighted_loss(actual), [x, *(fused_params[n] for n in names)])
+        for name, a, e in zip(["x", *names], ag, eg):
+            assert a.shape == e.shape, name  # a (1, F) parameter gets a (1, F) gradient
+            assert_close_scaled(a, e, 2e-4, name)
+
+
+def test_per_sample_parameter_is_refused_by_name():
+    x = random_input(4, 3, 5)
+    with pytest.raises(ValueError, match="beta of shape \\(3, 5\\) has one value per sample"):
+        fs.Leaky(beta=torch.rand(3, 5))(x)
+
+
+@pytest.mark.parametrize("edit", ["in-place", "assign", "load_state_dict"])
+@pytest.mark.parametrize("kind", NEURONS)
+def test_graded_spikes_factor_edits_take_effect(kind, edit):
+    """snnTorch reads graded_spikes_factor at every step; the fused layers at every call."""
+    kwargs = dict(beta=0.9, reset_delay=False)
+    if kind == "Leaky":
+        kwargs.update(graded_spikes_factor=2.0)  # the others take it only as a buffer (1.0)
+    if kind in ("Synaptic", "RSynaptic"):
+        kwargs.update(alpha=0.7)
+    if kind in ("RLeaky", "RSynaptic"):
+        kwargs.update(V=0.3, all_to_all=False)
+    reference = getattr(snn, kind)(**kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # RSynaptic(reset_delay=False) warns by design
+        fused = fs.from_snntorch(reference)
+    x = random_input(T, B, 9)
+    fused(x)  # a first call, so that a value cached by it would be stale
+    for module in (reference, fused):
+        if edit == "in-place":
+            with torch.no_grad():
+                module.graded_spikes_factor.fill_(3.5)
+        elif edit == "assign":
+            module.graded_spikes_factor = torch.tensor(3.5)
+        else:
+            module.load_state_dict({**module.state_dict(), "graded_spikes_factor": torch.tensor(3.5)})
+    expected = snntorch_steps(reference, x, {})
+    actual = fused(x)
+    assert set(expected[0].unique().tolist()) == {0.0, 3.5}
+    for a, e in zip(actual, expected):
+        assert torch.equal(a, e)
+
+
+def test_graded_spikes_factor_edited_before_torch_compile_is_used():
+    """Under torch.compile the factor is a constant of the graph: the value when it is traced."""
+    torch._dynamo.reset()
+    layer = fs.Leaky(beta=0.9, graded_spikes_factor=2.0)
+    with torch.no_grad():
+        layer.graded_spikes_factor.fill_(2.5)
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    x = random_input(T, B, 9)
+    spk, mem = compiled(x)
+    assert set(spk.unique().tolist()) == {0.0, 2.5}
+    for a, e in zip((spk, mem), layer(x)):
+        assert torch.equal(a, e)

@@ -236,6 +236,15 @@ void lif_forward_range(const ForwardArgs<IO, S>& a, std::int64_t begin, std::int
   }
 }
 
+// g * f, but exactly zero where the gradient g is: a step no gradient reaches must not turn a
+// non-finite forward value (NaN input, overflowed membrane, exploding surrogate) into
+// 0 * inf = NaN that poisons every earlier step. snnTorch's autograd never forms that product.
+// A select, not a branch, so the loops still vectorise.
+template <typename S>
+inline S times_nonzero(S g, S f) {
+  return g == S(0) ? S(0) : g * f;
+}
+
 // Pointers for one backward call; histories are the forward's outputs (mem_hist in state
 // precision). Upstream gradients may be null (zero) and have their own time strides.
 template <typename IO, typename S>
@@ -333,15 +342,15 @@ void lif_backward_chunk(const BackwardArgs<IO, S>& a, std::int64_t c0, std::int6
         const S do_reset = static_cast<S>(m_pre - th > S(0)) - r;
         S g_do_reset;
         if (RESET == kSubtract) {
-          g_do_reset = -(th * g_mem);
+          g_do_reset = -times_nonzero(g_mem, th);
           acc_thr[j] = acc_thr[j] - do_reset * g_mem;
         } else {
-          g_do_reset = -(m_pre * g_mem);
+          g_do_reset = -times_nonzero(g_mem, m_pre);
           g_pre = g_mem - do_reset * g_mem;
         }
         g_spk = g_spk + g_do_reset / gsf;
       }
-      const S g_h = g_spk * gsf * trace[j];
+      const S g_h = times_nonzero(g_spk * gsf, trace[j]);
       g_pre = g_pre + g_h;
       acc_thr[j] = acc_thr[j] - g_h;
       S g_base;
@@ -360,14 +369,14 @@ void lif_backward_chunk(const BackwardArgs<IO, S>& a, std::int64_t c0, std::int6
       grad_x[j] = static_cast<IO>(g_s);
       if (kZeroBeforeDecay) {
         const S kept = S(1) - r;
-        acc_beta[j] = acc_beta[j] + (kept * mp) * g_base;
+        acc_beta[j] = acc_beta[j] + times_nonzero(g_base, kept * mp);
         carry_mem[j] = kept * (beta[j] * g_base);
       } else {
-        acc_beta[j] = acc_beta[j] + mp * g_base;
+        acc_beta[j] = acc_beta[j] + times_nonzero(g_base, mp);
         carry_mem[j] = beta[j] * g_base;
       }
       if (SYNAPTIC) {
-        if (want_alpha) acc_alpha[j] = acc_alpha[j] + syn_prev[j] * g_s;
+        if (want_alpha) acc_alpha[j] = acc_alpha[j] + times_nonzero(g_s, syn_prev[j]);
         carry_syn[j] = alpha[j] * g_s;
       }
       if (RECURRENCE == kOneToOne) {

@@ -169,16 +169,23 @@ def available() -> bool:
 # ---------------------------------------------------------------------------------------------
 
 _partition = threading.local()
+_INT32_MAX = 2**31 - 1  # the C descriptor's tiles and workers_per_tile are int32
+
+
+def _check_count(name: str, value: object, none_ok: bool) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _INT32_MAX:
+        expected = "None or an int" if none_ok else "an int"
+        raise ValueError(f"{name} must be {expected} in [1, 2**31 - 1] (an int32 on the C side), got {value!r}")
 
 
 @contextlib.contextmanager
 def partition(tiles: Optional[int] = None, workers_per_tile: int = 1) -> Iterator[None]:
     """Split neurons into ``tiles`` x ``workers_per_tile`` contiguous pieces, as the IPU mapping
-    does (None: one tile per CPU thread). Pieces run on ``torch.get_num_threads()`` threads."""
-    if tiles is not None and (not isinstance(tiles, int) or tiles < 1):
-        raise ValueError(f"tiles must be a positive int or None, got {tiles!r}")
-    if not isinstance(workers_per_tile, int) or workers_per_tile < 1:
-        raise ValueError(f"workers_per_tile must be a positive int, got {workers_per_tile!r}")
+    does (None: one tile per CPU thread). Pieces run on ``torch.get_num_threads()`` threads.
+    Each count is at most ``2**31 - 1``; pieces beyond the neuron count own nothing."""
+    if tiles is not None:
+        _check_count("tiles", tiles, none_ok=True)
+    _check_count("workers_per_tile", workers_per_tile, none_ok=False)
     previous = getattr(_partition, "value", None)
     _partition.value = (tiles, workers_per_tile)
     try:
@@ -190,8 +197,14 @@ def partition(tiles: Optional[int] = None, workers_per_tile: int = 1) -> Iterato
 def _partition_fields(desc: _Desc) -> None:
     threads = max(1, torch.get_num_threads())
     tiles, workers = getattr(_partition, "value", None) or (None, 1)
-    desc.tiles = tiles if tiles is not None else threads
-    desc.workers_per_tile = workers
+    tiles = tiles if tiles is not None else threads
+    # More tiles than neurons, or more workers than a tile's neurons, only add empty pieces:
+    # capping both at what can own a neuron gives the same split without looping over
+    # billions of empty pieces (partition(tiles=2**31 - 1) would spin for a minute).
+    neurons = max(1, desc.neurons)
+    tiles = min(tiles, neurons)
+    desc.tiles = tiles
+    desc.workers_per_tile = min(workers, -(-neurons // tiles))  # ceil(neurons / tiles): the largest tile
     desc.threads = threads
 
 

@@ -154,6 +154,13 @@ def lif_backward_reference(
     def upstream(grad: Optional[Tensor], t: int) -> Tensor:
         return zeros if grad is None or grad.numel() == 0 else grad[t].to(sdt)
 
+    def times(grad: Tensor, factor: Tensor) -> Tensor:
+        # grad * factor, but exactly zero where grad is: a step no gradient reaches must not
+        # turn a non-finite forward value (NaN input, overflowed membrane, an exploding
+        # surrogate) into 0 * inf = NaN and poison every earlier step. snnTorch never runs
+        # such a product (autograd skips outputs nobody uses), so its gradients stay finite.
+        return torch.where(grad == 0, 0.0, grad * factor)
+
     for t in range(T - 1, -1, -1):
         mem_prev = mem_hist[t - 1].to(sdt) if t > 0 else mem_init
         g_mem = upstream(grad_mem, t) + carry_mem
@@ -163,16 +170,16 @@ def lif_backward_reference(
             m_pre = pre[t]
             do_reset = (m_pre - thr > 0).to(sdt) - r
             if spec.reset == RESET_SUBTRACT:
-                g_do_reset = -(thr * g_mem)
+                g_do_reset = -times(g_mem, thr)
                 acc_thr = acc_thr - do_reset * g_mem
                 g_pre = g_mem
             else:
-                g_do_reset = -(m_pre * g_mem)
+                g_do_reset = -times(g_mem, m_pre)
                 g_pre = g_mem - do_reset * g_mem
             g_spk = g_spk + g_do_reset / gsf
         else:
             g_pre = g_mem
-        g_h = g_spk * gsf * trace[t]
+        g_h = times(g_spk * gsf, trace[t])
         g_pre = g_pre + g_h
         acc_thr = acc_thr - g_h
         if spec.reset == RESET_SUBTRACT:
@@ -186,14 +193,14 @@ def lif_backward_reference(
         grad_x[t] = g_s.to(x_dtype)
         if spec.zero_before_decay:
             kept = 1 - r
-            acc_beta = acc_beta + (kept * mem_prev) * g_base
+            acc_beta = acc_beta + times(g_base, kept * mem_prev)
             carry_mem = kept * (beta * g_base)
         else:
-            acc_beta = acc_beta + mem_prev * g_base
+            acc_beta = acc_beta + times(g_base, mem_prev)
             carry_mem = beta * g_base
         if spec.synaptic:
             syn_prev = syn_hist[t - 1].to(sdt) if t > 0 else syn_init
-            acc_alpha = acc_alpha + syn_prev * g_s
+            acc_alpha = acc_alpha + times(g_s, syn_prev)
             carry_syn = alpha * g_s
         if spec.recurrence == RECURRENCE_ONE_TO_ONE:
             spk_prev = spk_hist[t - 1].to(sdt) if t > 0 else spk_init

@@ -213,16 +213,20 @@ if HAS_TRITON:
                 m_pre = tl.load(pre_ptr + out_off, mask=mask, other=0.0)
                 do_reset = tl.where(m_pre - thr > 0, 1.0, 0.0) - r
                 if RESET == 0:
-                    g_do_reset = -(thr * g_mem)
+                    g_do_reset = -tl.where(g_mem == 0, 0.0, g_mem * thr)
                     acc_thr = acc_thr - do_reset * g_mem
                     g_pre = g_mem
                 else:
-                    g_do_reset = -(m_pre * g_mem)
+                    g_do_reset = -tl.where(g_mem == 0, 0.0, g_mem * m_pre)
                     g_pre = g_mem - do_reset * g_mem
                 g_spk = g_spk + g_do_reset / gsf
             else:
                 g_pre = g_mem
-            g_h = g_spk * gsf * tl.load(trace_ptr + out_off, mask=mask, other=0.0)
+            # Each gradient x forward-value product below is zero where the gradient is: a step
+            # no gradient reaches must not turn a non-finite forward value (NaN input, overflowed
+            # membrane, exploding surrogate) into 0 * inf = NaN that poisons earlier steps.
+            g_h = g_spk * gsf
+            g_h = tl.where(g_h == 0, 0.0, g_h * tl.load(trace_ptr + out_off, mask=mask, other=0.0))
             g_pre = g_pre + g_h
             acc_thr = acc_thr - g_h
             if RESET == 0:
@@ -243,11 +247,11 @@ if HAS_TRITON:
             if ZERO_BEFORE_DECAY:
                 kept = 1.0 - r
                 if NEED_BETA:
-                    acc_beta = acc_beta + (kept * mem_prev) * g_base
+                    acc_beta = acc_beta + tl.where(g_base == 0, 0.0, g_base * (kept * mem_prev))
                 carry_mem = kept * (beta * g_base)
             else:
                 if NEED_BETA:
-                    acc_beta = acc_beta + mem_prev * g_base
+                    acc_beta = acc_beta + tl.where(g_base == 0, 0.0, g_base * mem_prev)
                 carry_mem = beta * g_base
             if SYNAPTIC:
                 if NEED_ALPHA:
@@ -255,7 +259,7 @@ if HAS_TRITON:
                     if HAS_SYN0:
                         syn_init = tl.load(syn0_ptr + offs, mask=mask, other=0.0).to(tl.float32)
                         syn_prev = tl.where(has_prev, syn_prev, syn_init)
-                    acc_alpha = acc_alpha + syn_prev * g_s
+                    acc_alpha = acc_alpha + tl.where(g_s == 0, 0.0, g_s * syn_prev)
                 carry_syn = alpha * g_s
             if RECURRENCE == 1:
                 if NEED_V:

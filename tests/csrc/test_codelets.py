@@ -197,6 +197,53 @@ def test_codelet_surrogates(driver, name):
     assert torch.equal(spk, ref[0].reshape(-1)) and torch.equal(trace, ref[3].reshape(-1))
 
 
+@pytest.mark.parametrize("reset_delay", [True, False], ids=["delay", "immediate"])
+@pytest.mark.parametrize("kind", NEURONS)
+def test_codelet_backward_keeps_nan_out_of_unreached_steps(driver, kind, reset_delay):
+    """A NaN input at a late step, and a gradient only at the first step: the codelets' reverse
+    loop must not carry 0 * NaN back into the first steps or the parameters (issue 10, item 4).
+    The reference backend, checked against snnTorch in tests/kernels/test_nonfinite_backward.py,
+    is finite there; the codelets must give the same numbers."""
+    T, n = 6, 13
+    spec = _spec(kind, "zero", reset_delay)
+    x = random_input(T, 1, n)
+    x[4, 0, 3] = float("nan")
+    beta, thr = torch.rand(n) * 0.9 + 0.05, torch.rand(n) + 0.5
+    alpha = torch.rand(n) * 0.9 if spec.synaptic else torch.empty(0)
+    V = torch.randn(n) * 0.5 if spec.recurrence == 1 else torch.empty(0)
+    mem0, e = torch.randn(1, n), torch.empty(0)
+    syn0 = torch.randn(1, n) if spec.synaptic else e
+    spk0 = (torch.rand(1, n) > 0.5).float() if spec.recurrence == 1 else e
+    ref = lif_forward_reference(x, mem0, syn0, spk0, None, beta, thr, alpha, V, spec, store_state=False)
+    assert torch.isnan(ref[3]).any() and torch.isnan(ref[2]).any()  # NaN reaches trace and membrane
+    g_mem = torch.zeros(T, 1, n)
+    g_mem[0] = torch.randn(1, n)
+    expected = lif_backward_reference(None, None, g_mem, ref[3], ref[2], ref[1], ref[0], ref[5], mem0, syn0,
+                                      spk0, beta, thr, alpha, V, spec, torch.float32, (True,) * 4)
+    assert torch.isfinite(expected[0][0]).all() and torch.isfinite(expected[4]).all()
+
+    def full(numel):
+        return torch.full((numel,), float("nan"))
+
+    def tensors():
+        inputs = [None, None, g_mem.reshape(-1), ref[3].reshape(-1), ref[2].reshape(-1), ref[1].reshape(-1),
+                  ref[0].reshape(-1), ref[5].reshape(-1), mem0.reshape(-1), syn0.reshape(-1), spk0.reshape(-1),
+                  beta, thr, alpha, V]
+        outputs = [full(T * n), full(n), full(n) if spec.synaptic else None,
+                   full(n) if spec.recurrence == 1 else None, full(n), full(n),
+                   full(n) if spec.synaptic else None, full(n) if spec.recurrence == 1 else None]
+        return inputs, outputs
+
+    sc = _Scalars(steps=T, reset=spec.reset, immediate_reset=int(spec.immediate_reset), surrogate=0,
+                  need_prev_mem=1, num_workers=WORKERS, c0=0, c1=0, gsf=spec.graded_spikes_factor)
+    # Outputs legitimately hold NaN here, so ownership (found through NaN pre-fill) is not checked.
+    got = _run(driver, False, False, spec, tensors, sc, check_ownership=False)
+    names = ["grad_x", "grad_mem0", "grad_syn0", "grad_spk0", "beta", "threshold", "alpha", "V"]
+    for name, g, want in zip(names, got, expected):
+        if g is not None:
+            torch.testing.assert_close(g, want.reshape(-1), rtol=1e-5, atol=1e-5, equal_nan=True, msg=name)
+
+
 def test_reset_codes_are_shared():
     # The vertex's `reset` field takes the same codes as the Python spec.
     assert RESET_CODES == {"subtract": 0, "zero": 1, "none": 2}

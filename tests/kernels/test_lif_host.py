@@ -106,3 +106,31 @@ def test_bad_partition_arguments():
     with pytest.raises(ValueError, match="workers_per_tile"):
         with lif_host.partition(workers_per_tile=0):
             pass
+
+
+@pytest.mark.parametrize("tiles, workers", [(2**31 - 1, 1), (1, 2**31 - 1), (2**31 - 1, 2**31 - 1)],
+                         ids=["int32-max-tiles", "int32-max-workers", "both"])
+def test_partition_beyond_the_neuron_count_is_the_same_split(tiles, workers):
+    """Pieces beyond the neuron count own nothing; they are not looped over (that took a minute
+    for 2**31 - 1 tiles) and the results are those of any other split."""
+    B, N = 3, 7
+    x = random_input(5, B, N)
+    params, states = make_params("Leaky", (N,), learn=False, with_states=True, B=B)
+    expected = call_neuron("Leaky", x, params, states, "reference")
+    desc = lif_host._Desc()
+    desc.neurons = B * N
+    with lif_host.partition(tiles=tiles, workers_per_tile=workers):
+        lif_host._partition_fields(desc)
+        assert desc.tiles * desc.workers_per_tile <= 2 * B * N
+        actual = call_neuron("Leaky", x, params, states, "host")
+    for a, e in zip(actual, expected):
+        assert torch.equal(a, e)
+
+
+@pytest.mark.parametrize("argument", ["tiles", "workers_per_tile"])
+@pytest.mark.parametrize("value", [2**31, 2**32 + 3, 0, -1, 2.0, True], ids=str)
+def test_partition_counts_outside_int32_are_refused(argument, value):
+    """The C side takes int32: 2**32 + 3 must not wrap silently to 3."""
+    with pytest.raises(ValueError, match=f"{argument} must be .*int in \\[1, 2\\*\\*31 - 1\\]"):
+        with lif_host.partition(**{argument: value}):
+            pass
