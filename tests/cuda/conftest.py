@@ -8,6 +8,7 @@ interpreter at tiny sizes, so that the GPU tests are exercised on every CPU run 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import pytest
@@ -96,3 +97,18 @@ class HostSyncDetector(TorchDispatchMode):
         if torch.Tag.data_dependent_output in tags or torch.Tag.dynamic_output_shape in tags:
             self.found.append(str(func))
         return func(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def no_host_sync(target: Target):
+    """Yields a :class:`HostSyncDetector` that is active inside; on CUDA, PyTorch's own sync
+    check raises too (it also catches copies from pageable host memory, which capture forbids)."""
+    detector = HostSyncDetector()
+    if target.is_cuda:
+        torch.cuda.set_sync_debug_mode("error")
+    try:
+        with detector:
+            yield detector
+    finally:
+        if target.is_cuda:
+            torch.cuda.set_sync_debug_mode("default")

@@ -19,7 +19,7 @@ import fusedsnn as fs
 from fusedsnn.bench import training
 
 from ..conftest import random_input
-from .conftest import TARGETS, HostSyncDetector
+from .conftest import TARGETS, HostSyncDetector, no_host_sync
 
 
 class _TwoLayer(nn.Module):
@@ -119,8 +119,7 @@ def test_model_forward_and_backward_never_sync(target, network, neuron):
     x = torch.rand(shape, device=target.device) * 2
     y = torch.randint(0, 10, (batch,), device=target.device)
     model(x)  # first call outside: lazy initialisation is allowed to do anything
-    detector = HostSyncDetector()
-    with detector:
+    with no_host_sync(target) as detector:
         spk, _ = model(x)
         fs.population.ce_rate_loss(spk, y, 10).backward()
     assert detector.found == [], f"host synchronisation in {network}({neuron}): {detector.found}"

@@ -21,7 +21,7 @@ from fusedsnn.kernels import lif_triton
 
 from ..conftest import NEURONS, RESETS, TOLERANCES, assert_close_scaled, dtype_id, random_input, snntorch_steps, weighted_loss
 from ..kernels.parity import compare_backends, make_params
-from .conftest import TARGETS, HostSyncDetector, cuda_param, interpreter_param, to_target
+from .conftest import TARGETS, cuda_param, interpreter_param, no_host_sync, to_target
 
 SURROGATES = {
     "atan": S.atan(alpha=3.0),
@@ -141,17 +141,10 @@ def test_fused_op_never_syncs_with_the_host(target, kind):
     x.requires_grad_()
     from ..kernels.parity import call_neuron
 
-    detector = HostSyncDetector()
-    if target.is_cuda:
-        torch.cuda.set_sync_debug_mode("error")
-    try:
-        with detector:
-            outs = call_neuron(kind, x, params, states, "triton")
-            loss = sum((o * (i + 1)).sum() for i, o in enumerate(outs))
-            grads = torch.autograd.grad(loss, [x, *states.values(), *params.values()])
-    finally:
-        if target.is_cuda:
-            torch.cuda.set_sync_debug_mode("default")
+    with no_host_sync(target) as detector:
+        outs = call_neuron(kind, x, params, states, "triton")
+        loss = sum((o * (i + 1)).sum() for i, o in enumerate(outs))
+        grads = torch.autograd.grad(loss, [x, *states.values(), *params.values()])
     assert detector.found == [], f"host synchronisation in the fused op: {detector.found}"
     assert all(torch.isfinite(g).all() for g in grads)
 
