@@ -17,8 +17,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from fusedsnn.kernels import lif_triton
 
-pytest.importorskip("triton")
-
 NO_CUDA = "no CUDA device here: this test runs on a GPU (benchmarks/gpu/check.sh); its interpreter twin runs on CPU"
 CUDA_MARKS = (pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA))
 

@@ -21,6 +21,8 @@ from fusedsnn.bench import training
 from ..conftest import random_input
 from .conftest import TARGETS, HostSyncDetector, no_host_sync
 
+pytest.importorskip("triton")
+
 
 class _TwoLayer(nn.Module):
     """Linear -> Leaky (learnable beta) -> Linear -> Synaptic, the neurons on the triton backend."""

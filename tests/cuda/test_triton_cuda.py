@@ -23,6 +23,8 @@ from ..conftest import NEURONS, RESETS, TOLERANCES, assert_close_scaled, dtype_i
 from ..kernels.parity import compare_backends, make_params
 from .conftest import TARGETS, cuda_param, interpreter_param, no_host_sync, to_target
 
+pytest.importorskip("triton")
+
 SURROGATES = {
     "atan": S.atan(alpha=3.0),
     "fast_sigmoid": S.fast_sigmoid(slope=5),
