@@ -5,8 +5,8 @@
 #   benchmarks/gpu/check.sh --dry-run  the same steps on CPU at tiny sizes through Triton's
 #                                      interpreter (CI runs this; under 2 minutes)
 #
-# Phases, each under `timeout` (real run: at most 1 + 4 + 4 minutes, so a second run still fits
-# a 15-minute lease):
+# Phases, each under `timeout` (real run: 30 s + 60 s + 225 s + 225 s, 9 minutes at most, so a
+# second run still fits a 15-minute lease):
 #   1. environment: GPU, driver, Python, torch, triton versions
 #   2. install: the project into a throwaway folder with no network (no build isolation, no
 #      dependency resolution), and snnTorch 1.0.0 from a wheel in .wheels/ (git-ignored) unless
@@ -46,7 +46,7 @@ if [[ $DRY_RUN == 1 ]]; then
 else
   unset TRITON_INTERPRET
   DEVICE=cuda
-  T_INSTALL=60 T_TESTS=240 T_BENCH=240
+  T_INSTALL=60 T_TESTS=225 T_BENCH=225  # with 30 s for the environment: 9 minutes at most
   TEST_ARGS=(tests -m cuda)
   BENCH_ARGS=(--device cuda --quick --repeats 20 --sections gpu_targets,throughput,step_modes)
 fi
@@ -66,6 +66,7 @@ phase() {  # phase NAME SECONDS: run function NAME under timeout, log status and
   echo "=== $name: exit $rc after ${took}s ==="
   PHASES+=("{\"phase\": \"$name\", \"exit\": $rc, \"seconds\": $took, \"limit_s\": $limit}")
   [[ $rc != 0 && $FIRST_FAILURE == 0 ]] && FIRST_FAILURE=$rc
+  write_summary  # after every phase, so that a run stopped from outside still leaves one
   return $rc
 }
 
@@ -143,16 +144,19 @@ SITE=$WORK/site
 trap 'rm -rf "$WORK"' EXIT
 export CHECK_DRY_RUN=$DRY_RUN CHECK_OUT=$OUT CHECK_WORK=$WORK
 exec > >(tee "$OUT/check.log") 2>&1
+TEE_PID=$!
 
 echo "fusedsnn GPU check$([[ $DRY_RUN == 1 ]] && echo ' (dry run: CPU, interpreter, tiny sizes)') -> $OUT"
-phase environment 60
+phase environment 30
 if phase install "$T_INSTALL"; then
   phase tests "$T_TESTS"
   phase bench "$T_BENCH"
 else
   echo "install failed: tests and bench not run"
 fi
-write_summary
 echo
 cat "$OUT/summary.json"
+# Let tee write the log's last lines before the caller collects $OUT.
+exec >/dev/null 2>&1
+wait "$TEE_PID" 2>/dev/null
 exit $FIRST_FAILURE
