@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from . import neurons, plots, training
+from . import gpu, neurons, plots, training
 from .published import SOURCE, THROUGHPUT, TFLOPS
 from .timing import copy_bandwidth
 
@@ -202,6 +202,7 @@ SECTIONS = {
     "time_split": section_time_split,
     "precision": section_precision,
     "population": section_population,
+    **gpu.SECTIONS,  # GPU proof (benchmarks/gpu/check.sh); in the default list only on CUDA
 }
 
 
@@ -247,7 +248,8 @@ def run(args: argparse.Namespace) -> int:
         args.quick = device.type != "cuda"
     if args.repeats is None:
         args.repeats = 5 if args.quick else 20
-    names = list(SECTIONS) if args.sections is None else [s.strip() for s in args.sections.split(",") if s.strip()]
+    default = [n for n in SECTIONS if device.type == "cuda" or n not in gpu.SECTIONS]
+    names = default if args.sections is None else [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = [n for n in names if n not in SECTIONS]
     if unknown:
         raise SystemExit(f"--sections: unknown {unknown}; choose from {list(SECTIONS)}")
@@ -293,6 +295,10 @@ TABLE_COLUMNS = {
     "throughput": _TRAIN_COLUMNS, "batch": _TRAIN_COLUMNS, "width": _TRAIN_COLUMNS,
     "neuron_models": _TRAIN_COLUMNS, "precision": _TRAIN_COLUMNS, "population": _TRAIN_COLUMNS,
     "time_split": ["network", "device", "batch", "num_steps", "neuron_share", "synaptic_share", "other_share", "timer"],
+    "gpu_targets": ["neuron", "T", "B", "N", "mode", "provider", "median_s", "fraction_of_copy_bandwidth",
+                    "target_fraction_of_copy_bandwidth", "speedup_vs_snntorch", "target_speedup_vs_snntorch"],
+    "step_modes": ["network", "provider", "mode", "batch", "num_steps", "median_s", "images_per_s",
+                   "target_images_per_s", "speedup_vs_snntorch", "speedup_vs_fused_eager", "skipped"],
 }
 
 

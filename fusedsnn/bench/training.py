@@ -152,19 +152,32 @@ class _PowerSampler:
         return sum(self.samples) / len(self.samples) if self.samples else None
 
 
+def set_backend(model: nn.Module, backend: str) -> nn.Module:
+    """Every fused neuron of ``model`` runs through ``backend`` (returns ``model``)."""
+    for module in model.modules():
+        if isinstance(module, layers._FusedLIF):
+            module.backend = backend
+    return model
+
+
 def training_step_fn(model: nn.Module, provider: str, x: Tensor, y: Tensor, num_classes: int = 10,
-                     pop_size: int = 1, autocast_dtype: Optional[torch.dtype] = None) -> Callable[[], None]:
+                     pop_size: int = 1, autocast_dtype: Optional[torch.dtype] = None,
+                     compile_backend: Optional[str] = None, capturable: bool = False) -> Callable[[], None]:
     """A closure running one training step of ``model`` through ``provider``: "fused" (the
-    model as built, backend auto), "fused-reference" (eager reference backend) or "snntorch"."""
+    model as built, backend auto), "fused-reference" (eager reference backend) or "snntorch".
+
+    ``compile_backend``: the model runs under ``torch.compile`` with this backend ("inductor";
+    the optimizer stays eager). ``capturable``: AdamW keeps its step count on the device, as a CUDA graph needs.
+    """
     if provider == "snntorch":
         forward = SnnTorchTwin(model).to(x.device)
     else:
         if provider == "fused-reference":
-            for module in model.modules():
-                if isinstance(module, layers._FusedLIF):
-                    module.backend = "reference"
+            set_backend(model, "reference")
         forward = model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    if compile_backend is not None:
+        forward = torch.compile(forward, backend=compile_backend)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, capturable=capturable)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -177,17 +190,68 @@ def training_step_fn(model: nn.Module, provider: str, x: Tensor, y: Tensor, num_
     return step
 
 
+def cuda_graph_step(step: Callable[[], None], device: torch.device, warmup: int = 3) -> Callable[[], None]:
+    """Capture ``step`` (a whole training step: forward, backward, optimizer) in a CUDA graph and
+    return the graph's replay, which runs the same step on the same tensors.
+
+    ``warmup`` eager steps run first on a side stream (they are real steps: the model moves), so
+    that lazy state (AdamW's moments, cuBLAS workspaces, Triton's compiled kernels and tuned
+    launch configurations) exists before capture. Capture fails loudly if anything in the step
+    synchronises with the host or allocates by data.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        raise ValueError(f"cuda_graph_step needs a CUDA device, got {device}")
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            step()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph.replay
+
+
+#: How a training step runs: eagerly, with the model under torch.compile, or replayed from a CUDA graph.
+STEP_MODES = ("eager", "compile", "cuda_graph")
+
+
+def step_mode_unavailable(mode: str, device: torch.device) -> Optional[str]:
+    """None when ``mode`` can run on ``device``, else why not."""
+    if mode not in STEP_MODES:
+        raise ValueError(f"mode must be one of {STEP_MODES}, got {mode!r}")
+    if mode == "cuda_graph" and torch.device(device).type != "cuda":
+        return f"CUDA graphs need a CUDA device; this run is on {device}"
+    return None
+
+
 def run_training_case(kind: str, provider: str, batch: int, num_steps: int, device: torch.device,
                       repeats: int, hidden: int = 1000, channels=(12, 64), neuron: str = "leaky",
-                      outputs: int = 10, autocast_dtype: Optional[torch.dtype] = None, warmup: int = 2) -> dict:
+                      outputs: int = 10, autocast_dtype: Optional[torch.dtype] = None, warmup: int = 2,
+                      mode: str = "eager", backend: Optional[str] = None,
+                      compile_backend: str = "inductor") -> dict:
+    """One training measurement. ``mode``: one of :data:`STEP_MODES` (the fused providers;
+    snnTorch runs eager). ``backend``: force the fused neurons' backend (default: auto).
+    ``compile_backend``: torch.compile's backend in ``mode="compile"``."""
+    reason = step_mode_unavailable(mode, device)
+    if reason is not None:
+        raise ValueError(f"mode={mode!r}: {reason}")
     torch.manual_seed(0)
     model = make_model(kind, batch, num_steps, hidden, channels, neuron, outputs).to(device)
+    if backend is not None:
+        set_backend(model, backend)
     shape = (batch, 784) if kind == "DSNN" else (batch, 1, 28, 28)
     x = torch.rand(shape, device=device) * 2
     y = torch.randint(0, 10, (batch,), device=device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        step = training_step_fn(model, provider, x, y, 10, outputs // 10, autocast_dtype)
+        step = training_step_fn(model, provider, x, y, 10, outputs // 10, autocast_dtype,
+                                compile_backend=compile_backend if mode == "compile" else None,
+                                capturable=mode == "cuda_graph")
+        if mode == "cuda_graph":
+            step = cuda_graph_step(step, device)
         with _PowerSampler(device) as power:
             timing = measure(step, device, warmup=warmup, repeats=repeats)
     images_per_s = batch / timing.median_s
@@ -195,7 +259,8 @@ def run_training_case(kind: str, provider: str, batch: int, num_steps: int, devi
     row = {"network": kind, "provider": provider, "batch": batch, "num_steps": num_steps, "hidden": hidden,
            "channels": list(channels) if kind == "CSNN" else None, "neuron": neuron, "outputs": outputs,
            "precision": str(autocast_dtype).removeprefix("torch.") if autocast_dtype else "float32",
-           "device": str(device), **timing.as_dict(), "images_per_s": images_per_s,
+           "device": str(device), "mode": mode,
+           "compile_backend": compile_backend if mode == "compile" else None, **timing.as_dict(), "images_per_s": images_per_s,
            "train_macs_per_image": macs, "achieved_tflops": macs * images_per_s / 1e12}
     if power.average_w is not None:
         row["average_power_w"] = power.average_w

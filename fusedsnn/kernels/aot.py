@@ -56,6 +56,17 @@ def _ptxas_usage(ptx: str, arch: int) -> tuple[int, int, int]:
     return regs, int(spills.group(1)), int(spills.group(2))
 
 
+def theoretical_occupancy(registers: int, num_warps: int, max_warps: int = 64,
+                          registers_per_sm: int = 65536, max_blocks: int = 32) -> float:
+    """Resident warps over the SM's maximum, as registers allow (sm_80/sm_90 limits by default:
+    64 warps, 64K registers, allocated per warp in units of 256). The LIF kernels use almost no
+    shared memory, so registers are what limit them."""
+    per_warp = -(-registers * 32 // 256) * 256
+    warps = min(max_warps, registers_per_sm // per_warp)
+    blocks = min(max_blocks, warps // num_warps)
+    return blocks * num_warps / max_warps
+
+
 def compile_lif_kernels(
     spec: LIFSpec,
     dtype: torch.dtype,
@@ -146,8 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     for cfg in configs:
         spec = LIFSpec(cfg["synaptic"], cfg["recurrence"], cfg["reset"], cfg["reset_delay"],
                        Surrogate(cfg["surrogate"], cfg.get("p0", 2.0), cfg.get("p1", 0.0)), cfg.get("gsf", 1.0))
-        for info in compile_lif_kernels(spec, dtypes[cfg["dtype"]], cfg["arch"]):
+        block, num_warps = cfg.get("block", 512), cfg.get("num_warps", 4)
+        need = tuple(cfg.get("need_param_grads", (True, True, True, True)))
+        for info in compile_lif_kernels(spec, dtypes[cfg["dtype"]], cfg["arch"], need, block, num_warps):
             print(json.dumps({**cfg, "kernel": info.name, "registers": info.registers,
+                              "occupancy": theoretical_occupancy(info.registers, num_warps),
                               "spill_stores": info.spill_stores, "spill_loads": info.spill_loads,
                               "has_fma": "fma.rn" in info.ptx}), flush=True)
     return 0

@@ -19,6 +19,7 @@ mirrors ``spec.py`` operation for operation.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -298,11 +299,123 @@ def _new_output(shape, dtype, device) -> Tensor:
     return torch.empty(shape, dtype=dtype, device=device)
 
 
-def _block_size(M: int, block_size: Optional[int]) -> tuple[int, int]:
-    if block_size is None:
-        block_size = max(16, min(1024, triton.next_power_of_2(max(M, 1))))
-    num_warps = 4 if block_size >= 512 else (2 if block_size >= 128 else 1)
-    return block_size, num_warps
+@dataclass(frozen=True)
+class LaunchConfig:
+    """How a kernel is launched: ``block`` neurons per program, run by ``num_warps`` warps.
+
+    The result does not depend on it (every neuron is computed alone, in the same order), only
+    the speed: which is why tuning may pick a different one on each GPU.
+    """
+
+    block: int
+    num_warps: int
+
+    @property
+    def elements_per_thread(self) -> int:
+        return max(1, self.block // (32 * self.num_warps))
+
+
+# Candidates for the autotuner. Neurons are independent, so a smaller block only means more
+# programs; what matters is elements per thread (registers, loads in flight) and filling the GPU.
+# The backward holds several accumulators per element: at 4 elements per thread (BLOCK=512,
+# 4 warps) the all-learnable RSynaptic backward needs 178 registers on sm_90 (11 of 64 warps per
+# SM resident), at 2 it needs 72 and at 1 it needs 48, so its candidates stop at 2 per thread.
+FORWARD_CONFIGS = (LaunchConfig(128, 4), LaunchConfig(256, 4), LaunchConfig(256, 8),
+                   LaunchConfig(512, 4), LaunchConfig(512, 8))
+BACKWARD_CONFIGS = (LaunchConfig(128, 4), LaunchConfig(256, 4), LaunchConfig(256, 8),
+                    LaunchConfig(512, 8))
+#: Used untuned on CUDA when tuning is off (FUSEDSNN_TRITON_AUTOTUNE=0) or while a CUDA graph is
+#: captured; shrunk for tiny M. One element per thread keeps every variant's registers low.
+DEFAULT_CONFIG = LaunchConfig(128, 4)
+#: The interpreter's one fixed block (timing means nothing there; its cost is per program, so
+#: one large block is fastest).
+INTERPRETER_BLOCK = 1024
+
+_TUNED: dict[tuple, LaunchConfig] = {}
+_TUNING_LOG: list[dict] = []
+
+
+def autotune_enabled() -> bool:
+    """Whether CUDA launches pick their configuration by timing (``FUSEDSNN_TRITON_AUTOTUNE``,
+    default on; ``0`` uses :data:`DEFAULT_CONFIG`)."""
+    return os.environ.get("FUSEDSNN_TRITON_AUTOTUNE", "1") not in ("", "0")
+
+
+def size_bucket(M: int) -> int:
+    """The tuning key's size: ``M = B * F`` neurons rounded up to a power of two (T is not part
+    of the key: the time loop is inside each program, so T scales every candidate alike)."""
+    return 1 << max(0, (max(M, 1) - 1).bit_length())
+
+
+def default_config(M: int) -> LaunchConfig:
+    """:data:`DEFAULT_CONFIG`, with the block shrunk to the neuron count for tiny ``M``."""
+    block = min(DEFAULT_CONFIG.block, max(16, size_bucket(M)))
+    return LaunchConfig(block, max(1, min(DEFAULT_CONFIG.num_warps, block // 32)))
+
+
+def tuned_configs() -> list[dict]:
+    """What the autotuner chose in this process, with the candidates' median times (for reports)."""
+    return [dict(row) for row in _TUNING_LOG]
+
+
+def clear_tuning_cache() -> None:
+    _TUNED.clear()
+    _TUNING_LOG.clear()
+
+
+def _device_key(device: torch.device) -> str:
+    props = torch.cuda.get_device_properties(device)
+    return f"{props.name} sm_{props.major}{props.minor}"
+
+
+def _autotune(run, candidates: tuple[LaunchConfig, ...], key: tuple) -> LaunchConfig:
+    """Time ``run(config)`` for each candidate (median of CUDA-event timings), keep the fastest.
+
+    Safe to repeat on the real arguments: the kernels only write their outputs, never accumulate.
+    """
+    from triton.testing import do_bench
+
+    times = {}
+    for cfg in candidates:
+        run(cfg)  # compile and load outside the timing
+        times[cfg] = do_bench(lambda: run(cfg), warmup=5, rep=25, return_mode="median")
+    best = min(times, key=times.get)
+    _TUNING_LOG.append({"kernel": key[0], "device": key[1], "size_bucket": key[2], "dtype": str(key[3]),
+                        "flags": dict(key[4]), "block": best.block, "num_warps": best.num_warps,
+                        "times_ms": {f"{c.block}x{c.num_warps}": t for c, t in times.items()}})
+    return best
+
+
+def _launch(kernel, candidates: tuple[LaunchConfig, ...], M: int, dtype: torch.dtype, device: torch.device,
+            block_size: Optional[int], args: tuple, flags: dict) -> LaunchConfig:
+    """Launch ``kernel`` over ``M`` neurons with ``flags`` (its compile-time switches).
+
+    The configuration is ``block_size`` when given, else the tuned one for (GPU, size bucket,
+    dtype, flags), else the default. Tuning syncs the device, so it never happens while a CUDA
+    graph is captured (the default is used then, and not cached): warm up before capturing.
+    """
+    fn = _launchable(kernel)
+
+    def run(cfg: LaunchConfig) -> None:
+        fn[(triton.cdiv(M, cfg.block),)](*args, **flags, BLOCK=cfg.block, num_warps=cfg.num_warps,
+                                         enable_fp_fusion=False)
+
+    if block_size is not None:
+        cfg = LaunchConfig(block_size, 4 if block_size >= 512 else (2 if block_size >= 128 else 1))
+    elif device.type != "cuda":
+        cfg = LaunchConfig(min(INTERPRETER_BLOCK, max(16, size_bucket(M))), 4)
+    elif not autotune_enabled():
+        cfg = default_config(M)
+    else:
+        key = (kernel.fn.__name__, _device_key(device), size_bucket(M), dtype, tuple(sorted(flags.items())))
+        cfg = _TUNED.get(key)
+        if cfg is None:
+            if torch.cuda.is_current_stream_capturing():
+                cfg = default_config(M)
+            else:
+                cfg = _TUNED[key] = _autotune(run, candidates, key)
+    run(cfg)
+    return cfg
 
 
 def _flat_or_dummy(t: Optional[Tensor], dummy: Tensor) -> tuple[Tensor, bool]:
@@ -340,9 +453,7 @@ def lif_forward_triton(
     syn0_f, has_syn0 = _flat_or_dummy(syn0 if spec.synaptic else None, dummy)
     spk0_f, has_spk0 = _flat_or_dummy(spk0 if spec.recurrence == RECURRENCE_ONE_TO_ONE else None, dummy)
     c0, c1 = surrogate_constants(spec)
-    BLOCK, num_warps = _block_size(M, block_size)
-    grid = (triton.cdiv(M, BLOCK),)
-    _launchable(lif_forward_kernel)[grid](
+    _launch(lif_forward_kernel, FORWARD_CONFIGS, M, x.dtype, x.device, block_size, (
         x2, rec2 if rec2 is not None else dummy, mem0_f, syn0_f, spk0_f,
         beta.contiguous(), thr.contiguous(), alpha.contiguous() if spec.synaptic else dummy,
         V.contiguous() if spec.recurrence == RECURRENCE_ONE_TO_ONE else dummy,
@@ -350,12 +461,12 @@ def lif_forward_triton(
         pre if spec.immediate_reset else dummy,
         T, M, F, stride_x_t, stride_rec_t,
         float(spec.graded_spikes_factor), float(c0), float(c1),
+    ), dict(
         SYNAPTIC=spec.synaptic, RECURRENCE=spec.recurrence, RESET=spec.reset,
         IMMEDIATE_RESET=spec.immediate_reset, ZERO_BEFORE_DECAY=spec.zero_before_decay,
         SURROGATE=spec.surrogate.code,
         HAS_MEM0=has_mem0, HAS_SYN0=has_syn0, HAS_SPK0=has_spk0, STORE_STATE=store,
-        BLOCK=BLOCK, num_warps=num_warps, enable_fp_fusion=False,
-    )
+    ))
     return spk, syn, mem, trace, state, pre
 
 
@@ -412,9 +523,7 @@ def lif_backward_triton(
         mem0_f, has_mem0 = _flat_or_dummy(mem0, dummy)
         syn0_f, has_syn0 = _flat_or_dummy(syn0 if spec.synaptic else None, dummy)
         spk0_f, has_spk0 = _flat_or_dummy(spk0 if spec.recurrence == RECURRENCE_ONE_TO_ONE else None, dummy)
-        BLOCK, num_warps = _block_size(M, block_size)
-        grid = (triton.cdiv(M, BLOCK),)
-        _launchable(lif_backward_kernel)[grid](
+        _launch(lif_backward_kernel, BACKWARD_CONFIGS, M, x_dtype, dev, block_size, (
             gspk2 if gspk2 is not None else dummy,
             gsyn2 if gsyn2 is not None else dummy,
             gmem2 if gmem2 is not None else dummy,
@@ -428,6 +537,7 @@ def lif_backward_triton(
             *[p if p.numel() else dummy for p in parts],
             T, M, F, s_gspk, s_gsyn, s_gmem,
             float(spec.graded_spikes_factor),
+        ), dict(
             SYNAPTIC=spec.synaptic, RECURRENCE=spec.recurrence, RESET=spec.reset,
             IMMEDIATE_RESET=spec.immediate_reset, ZERO_BEFORE_DECAY=spec.zero_before_decay,
             HAS_GRAD_SPK=gspk2 is not None, HAS_GRAD_SYN=gsyn2 is not None,
@@ -435,8 +545,7 @@ def lif_backward_triton(
             HAS_MEM0=has_mem0, HAS_SYN0=has_syn0, HAS_SPK0=has_spk0,
             NEED_PREV_MEM=needs_prev_mem(spec, need_beta, need_thr),
             NEED_BETA=need_beta, NEED_THR=need_thr, NEED_ALPHA=need_alpha, NEED_V=need_V,
-            BLOCK=BLOCK, num_warps=num_warps, enable_fp_fusion=False,
-        )
+        ))
     reduced = [p.sum(0) if p.numel() else p for p in parts]
     return (grad_x, grad_mem0, grad_syn0, grad_spk0, *reduced)
 

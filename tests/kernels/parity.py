@@ -58,7 +58,7 @@ def compare_backends(backend, kind, x, params, states, dtype, exact: bool, **kw)
             torch.testing.assert_close(a, e, **tol)
     if dtype == torch.float32:
         assert torch.equal(actual[0], expected[0])
-    weights = [torch.randn(o.shape, dtype=torch.float64).to(dtype) for o in expected]
+    weights = [torch.randn(o.shape, dtype=torch.float64).to(device=o.device, dtype=dtype) for o in expected]
     leaves_p = [v for v in params.values() if isinstance(v, torch.Tensor) and v.requires_grad]
     eg = torch.autograd.grad(sum((o * w).sum() for o, w in zip(expected, weights)),
                              [ref_x, *ref_states.values(), *leaves_p])

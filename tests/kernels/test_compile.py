@@ -61,3 +61,50 @@ def test_all_kernels_compile_for_sm80_and_sm90(tmp_path, capsys):
             print(f"  sm_{row['arch']} {row['dtype']:>8} syn={int(row['synaptic'])} rec={row['recurrence']} "
                   f"reset={row['reset']} delay={int(row['reset_delay'])} {row['surrogate']:<26} "
                   f"{row['kernel']:<20} regs={row['registers']:>3} spills={row['spill_stores']}/{row['spill_loads']}")
+
+
+def test_every_launch_candidate_compiles_and_keeps_occupancy(tmp_path, capsys):
+    """Each configuration the autotuner may pick (and the default) compiles for sm_80 and sm_90
+    without spills; the backward of the heaviest variant (RSynaptic, every parameter learnable:
+    178 registers at BLOCK=512 with 4 warps) keeps at least a third of the SM's warps resident."""
+    from fusedsnn.kernels.aot import theoretical_occupancy
+    from fusedsnn.kernels.lif_triton import BACKWARD_CONFIGS, DEFAULT_CONFIG, FORWARD_CONFIGS
+
+    launch = sorted({(c.block, c.num_warps) for c in (*FORWARD_CONFIGS, *BACKWARD_CONFIGS, DEFAULT_CONFIG)})
+    configs = [dict(synaptic=synaptic, recurrence=recurrence, reset=0, reset_delay=True, surrogate="atan",
+                    dtype=dtype, arch=arch, block=block, num_warps=warps)
+               for (synaptic, recurrence), dtype, archs in (((True, 1), "float32", (80, 90)),
+                                                            ((False, 0), "float32", (90,)),
+                                                            ((True, 1), "bfloat16", (90,)))
+               for arch in archs for block, warps in launch]
+    path = tmp_path / "configs.json"
+    path.write_text(json.dumps(configs))
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-m", "fusedsnn.kernels.aot", str(path)],
+                          capture_output=True, text=True, env=env, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(rows) == 2 * len(configs)
+    backward = {(c.block, c.num_warps) for c in (*BACKWARD_CONFIGS, DEFAULT_CONFIG)}
+    heavy = [r for r in rows if r["kernel"] == "lif_backward_kernel" and r["synaptic"] and r["recurrence"] == 1
+             and (r["block"], r["num_warps"]) in backward]
+    assert heavy
+    for row in rows:
+        assert row["spill_stores"] == 0 and row["spill_loads"] == 0, row
+        assert row["occupancy"] == theoretical_occupancy(row["registers"], row["num_warps"])
+    for row in heavy:
+        assert row["occupancy"] >= 1 / 3, row
+    with capsys.disabled():
+        print("\nlaunch candidates: registers / theoretical occupancy")
+        for row in rows:
+            print(f"  sm_{row['arch']} {row['dtype']:>8} syn={int(row['synaptic'])} rec={row['recurrence']} "
+                  f"BLOCK={row['block']:>4} warps={row['num_warps']} {row['kernel']:<20} "
+                  f"regs={row['registers']:>3} occupancy={row['occupancy']:.2f}")
+
+
+def test_theoretical_occupancy_matches_hand_counts():
+    from fusedsnn.kernels.aot import theoretical_occupancy
+
+    assert theoretical_occupancy(32, 4) == 1.0     # 64 warps fit
+    assert theoretical_occupancy(48, 4) == 40 / 64  # 1536 registers a warp: 42 warps, 10 blocks of 4
+    assert theoretical_occupancy(178, 4) == 8 / 64  # 5888 a warp: 11 warps, 2 blocks of 4
