@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from . import neurons, plots, training
+from . import all_to_all, neurons, plots, training
 from .published import SOURCE, THROUGHPUT, TFLOPS
 from .timing import copy_bandwidth
 
@@ -202,6 +202,7 @@ SECTIONS = {
     "time_split": section_time_split,
     "precision": section_precision,
     "population": section_population,
+    "all_to_all": all_to_all.section_all_to_all,
 }
 
 
@@ -293,6 +294,8 @@ TABLE_COLUMNS = {
     "throughput": _TRAIN_COLUMNS, "batch": _TRAIN_COLUMNS, "width": _TRAIN_COLUMNS,
     "neuron_models": _TRAIN_COLUMNS, "precision": _TRAIN_COLUMNS, "population": _TRAIN_COLUMNS,
     "time_split": ["network", "device", "batch", "num_steps", "neuron_share", "synaptic_share", "other_share", "timer"],
+    "all_to_all": ["neuron", "T", "B", "N", "provider", "median_s", "q20_s", "q80_s", "speedup_vs_snntorch",
+                   "target_speedup", "spike_rate", "threads"],
 }
 
 
