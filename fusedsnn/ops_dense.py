@@ -8,7 +8,8 @@ implementations (torch.compile) and are wired together with ``register_autograd`
 :mod:`fusedsnn.ops` does for the elementwise neurons.
 
 Absent optional tensors (initial states, bias, alpha) are passed as empty tensors. Backends:
-``"host"`` (C++, csrc/kernels/lif_dense.hpp) and ``"reference"`` (eager PyTorch).
+``"host"`` (C++, csrc/kernels/lif_dense.hpp), ``"reference"`` (eager PyTorch) and ``"triton"``
+(a persistent kernel for N <= 64, kernels/lif_dense_triton.py).
 """
 
 from __future__ import annotations
@@ -35,11 +36,15 @@ def _backend(name: str):
     if name == "host":
         host = _host()
         return host.lif_dense_forward_host, host.lif_dense_backward_host
+    if name == "triton":
+        from .kernels import lif_dense_triton
+
+        return lif_dense_triton.lif_dense_forward_triton, lif_dense_triton.lif_dense_backward_triton
     raise ValueError(f"the all-to-all op runs on {dense_backend_names()}, got backend {name!r}")
 
 
 def dense_backend_names() -> list[str]:
-    return ["host", "reference"]
+    return ["host", "reference", "triton"]
 
 
 def dense_backend_unsupported(name: str, x: Tensor) -> str | None:
@@ -53,6 +58,10 @@ def dense_backend_unsupported(name: str, x: Tensor) -> str | None:
             return f"the host backend runs CPU tensors, got a {x.device.type} tensor"
         if not _host().available():
             return "the all-to-all host library could not be built or loaded"
+    if name == "triton":
+        from .kernels import lif_dense_triton
+
+        return lif_dense_triton.unsupported_reason(x)
     return None
 
 
