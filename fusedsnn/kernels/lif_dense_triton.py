@@ -8,8 +8,9 @@ nothing of other rows. So each program owns a block of ``BLOCK_B`` batch rows an
 neurons of them, and walks the whole sequence: its spikes never leave the SM between steps, and
 no grid-wide barrier or cooperative launch is needed. The recurrent weight (``[N, N]``, at most
 ``MAX_N`` = 64 so it stays in registers: 64 * 64 fp32 over 4 warps is 32 registers a thread) is
-loaded once before the loop, then ``W @ spk`` is one ``tl.dot`` per step on the tensor cores
-(``input_precision="ieee"``: spikes are exact, weights keep full fp32). Larger N would have to
+loaded once before the loop, then ``W @ spk`` is one ``tl.dot`` per step
+(``input_precision="ieee"``: full fp32, which ptxas lowers to FMA loops rather than TF32 tensor
+cores; TF32 would round the weights to 10 mantissa bits and move spikes). Larger N would have to
 re-read W from L2 every step or split the neurons across CTAs with a grid barrier per step; that
 is not implemented here: such layers run the host/reference op, or on a GPU the per-step path.
 
@@ -151,8 +152,7 @@ if HAS_TRITON:
         NEED_BETA: tl.constexpr, NEED_THR: tl.constexpr, NEED_ALPHA: tl.constexpr,
         BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
     ):
-        pid = tl.program_id(0)
-        rows = pid.to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
+        rows = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
         cols = tl.arange(0, BLOCK_N)
         col_ok = cols < N
         mask = (rows < B)[:, None] & col_ok[None, :]
@@ -235,13 +235,14 @@ if HAS_TRITON:
         tl.store(grad_spk0_ptr + offs, carry_spk, mask=mask)
         if SYNAPTIC:
             tl.store(grad_syn0_ptr + offs, carry_syn, mask=mask)
-        # Per-program partial sums over the block's rows; the launcher adds the programs.
+        # Per-neuron sums over time; the launcher sums over the batch (a tl.sum here would be
+        # a @jit helper of triton.language, which the launch-time interpreter switch cannot call).
         if NEED_BETA:
-            tl.store(part_beta_ptr + pid * N + cols, tl.sum(tl.where(mask, acc_beta, 0.0), axis=0), mask=col_ok)
+            tl.store(part_beta_ptr + offs, acc_beta, mask=mask)
         if NEED_THR:
-            tl.store(part_thr_ptr + pid * N + cols, tl.sum(tl.where(mask, acc_thr, 0.0), axis=0), mask=col_ok)
+            tl.store(part_thr_ptr + offs, acc_thr, mask=mask)
         if NEED_ALPHA:
-            tl.store(part_alpha_ptr + pid * N + cols, tl.sum(tl.where(mask, acc_alpha, 0.0), axis=0), mask=col_ok)
+            tl.store(part_alpha_ptr + offs, acc_alpha, mask=mask)
 
 
 _VARIANTS: dict = {}
@@ -319,7 +320,7 @@ def lif_dense_backward_triton(grad_spk, grad_syn, grad_mem, trace, mem_hist, syn
     grad_x = torch.empty_like(trace)
     grad_mem0, grad_syn0, grad_spk0 = (trace.new_zeros(B, N) for _ in range(3))
     programs = triton.cdiv(B, BLOCK_B) if B else 0
-    parts = [trace.new_zeros(programs, N) if n else trace.new_empty(0) for n in (need_beta, need_thr, need_alpha)]
+    parts = [trace.new_zeros(B, N) if n else trace.new_empty(0) for n in (need_beta, need_thr, need_alpha)]
     if T > 0 and B > 0:
         dummy = trace
         gs, has_gs = _c(grad_spk, dummy)
