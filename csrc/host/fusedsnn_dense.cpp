@@ -103,23 +103,25 @@ void forward_loop(const ForwardArgs<S>& a, int threads) {
   const std::int64_t work = a.batch * a.n * a.n;
   std::int64_t workers = work < kThreadedWork ? 1 : std::min<std::int64_t>(threads, a.n / kMinNeuronsPerWorker);
   workers = std::max<std::int64_t>(1, workers);
-  if (workers == 1) {
-    for (std::int64_t t = 0; t < a.steps; ++t) {
-      fusedsnn::dense::recurrent_input<S>(a, t, 0, a.n, add);
-      fusedsnn::dense::neuron_step<S, SYNAPTIC, RESET, IMMEDIATE>(a, t, 0, a.n);
-    }
-    return;
-  }
   Barrier barrier(static_cast<int>(workers));
   auto tile = [&](std::int64_t w) {
     std::int64_t i0, i1;
     fusedsnn::worker_range(a.n, static_cast<unsigned>(w), static_cast<unsigned>(workers), &i0, &i1);
+    // Each tile indexes last step's spikes itself (B * N compares, against B * N * width
+    // multiply-adds): the "exchange" is every tile reading the shared spike row.
+    std::vector<std::int32_t> list(a.batch * a.n), count(a.batch);
     for (std::int64_t t = 0; t < a.steps; ++t) {
-      fusedsnn::dense::recurrent_input<S>(a, t, i0, i1, add);
+      const S* prev = t > 0 ? a.spk + (t - 1) * a.batch * a.n : a.spk0;
+      if (prev) fusedsnn::dense::spiking_inputs(prev, a.batch, a.n, list.data(), count.data());
+      fusedsnn::dense::recurrent_input<S>(a, t, i0, i1, list.data(), count.data(), add);
       fusedsnn::dense::neuron_step<S, SYNAPTIC, RESET, IMMEDIATE>(a, t, i0, i1);
-      barrier.wait();  // step t's spikes of every tile are written before any tile reads them
+      if (workers > 1) barrier.wait();  // step t's spikes of every tile are written before any tile reads them
     }
   };
+  if (workers == 1) {
+    tile(0);
+    return;
+  }
   std::vector<std::thread> team;
   team.reserve(workers - 1);
   for (std::int64_t w = 1; w < workers; ++w) team.emplace_back(tile, w);
@@ -194,7 +196,8 @@ void with_variant(bool synaptic, int reset, bool immediate, Fn&& fn) {
 template <typename S>
 void forward(const fusedsnn_dense_desc& d) {
   ForwardArgs<S> a;
-  a.x = static_cast<const S*>(d.x); a.wt = static_cast<const S*>(d.wt); a.bias = static_cast<const S*>(d.bias);
+  a.x = static_cast<const S*>(d.x); a.wt = static_cast<const S*>(d.wt); 
+  a.bias = static_cast<const S*>(d.bias);
   a.mem0 = static_cast<const S*>(d.mem0); a.syn0 = static_cast<const S*>(d.syn0);
   a.spk0 = static_cast<const S*>(d.spk0);
   a.beta = static_cast<const S*>(d.beta); a.thr = static_cast<const S*>(d.thr);
@@ -243,7 +246,7 @@ bool valid(const fusedsnn_dense_desc* d) {
 extern "C" {
 
 // ABI version: bump when fusedsnn_dense_desc changes, so a stale library is not loaded.
-int fusedsnn_dense_abi_version() { return 1; }
+int fusedsnn_dense_abi_version() { return 2; }
 
 int fusedsnn_dense_forward(const fusedsnn_dense_desc* d) {
   if (!valid(d)) return 1;

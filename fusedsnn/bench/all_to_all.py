@@ -142,3 +142,101 @@ def section_all_to_all(args, device: torch.device, progress: Callable[[str], Non
             case = AllToAllCase(kind, T, B, N, device)
             rows += run_case(case, providers, repeats=max(3, args.repeats if T <= 1000 else 3))
     return rows
+
+
+def bytes_per_step(B: int, N: int, spike_rate: float, synaptic: bool = False) -> dict:
+    """Bytes one forward step moves for the all-to-all neuron under each mapping (float32).
+
+    ``neuron_io``: x in; spk, mem, trace out (+ syn): the elementwise part, the same everywhere.
+    ``mimd_exchange``: every tile receives all B * N spikes of the previous step (4 bytes each
+    as float, or 1 bit packed); W stays in tile memory for the whole sequence.
+    ``simt_weight_reread``: a GPU kernel that cannot hold W on chip re-reads all of it each step.
+    ``host_weight_rows``: the host forward reads one row of W^T per spiking input, per batch row.
+    """
+    per_neuron = 4 * (4 + (1 if synaptic else 0))
+    return {
+        "neuron_io": per_neuron * B * N,
+        "mimd_exchange_per_tile_float": 4 * B * N,
+        "mimd_exchange_per_tile_bits": (B * N + 7) // 8,
+        "simt_weight_reread": 4 * N * N,
+        "host_weight_rows": int(4 * B * spike_rate * N * N),
+    }
+
+
+def host_tile_sweep(T: int = 100, B: int = 32, N: int = 256, repeats: int = 5) -> list[dict]:
+    """The host op's forward with 1 and 2 neuron tiles (one thread each, a barrier per step),
+    forward+backward, fused against snnTorch, interleaved."""
+    rows = []
+    previous = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            for r in run_case(AllToAllCase("RLeaky", T, B, N), ("fused", "snntorch"), repeats=repeats):
+                rows.append({**r, "tiles": threads if r["provider"] == "fused" else None})
+    finally:
+        torch.set_num_threads(previous)
+    return rows
+
+
+def markdown_section(sweep: list[dict]) -> str:
+    """The all-to-all section of docs/simt_vs_mimd.md from :func:`host_tile_sweep` rows."""
+    def row(r):
+        tiles = "-" if r["tiles"] is None else str(r["tiles"])
+        return (f"| {r['provider']} | {r['threads']} | {tiles} | {r['median_s'] * 1e3:.1f} | "
+                f"{r['speedup_vs_snntorch']:.2f} | {r['spike_rate']:.2f} |")
+
+    T, B, N = sweep[0]["T"], sweep[0]["B"], sweep[0]["N"]
+    rate = sweep[0]["spike_rate"]
+    table = "\n".join(["| provider | threads | forward tiles | median ms | x snnTorch | spike rate |",
+                       "|---|---|---|---|---|---|"] + [row(r) for r in sweep])
+    shapes = [(100, 32, 256), (25, 128, 1000), (10000, 2, 8)]
+    byte_rows = ["| B | N | neuron I/O | MIMD exchange per tile (float / bits) | SIMT W re-read | host W rows |",
+                 "|---|---|---|---|---|---|"]
+    for _, b, n in shapes:
+        m = bytes_per_step(b, n, rate)
+        byte_rows.append(f"| {b} | {n} | {m['neuron_io']:,} | {m['mimd_exchange_per_tile_float']:,} / "
+                         f"{m['mimd_exchange_per_tile_bits']:,} | {m['simt_weight_reread']:,} | "
+                         f"{m['host_weight_rows']:,} |")
+    bytes_table = "\n".join(byte_rows)
+    return f"""## All-to-all recurrence (RLeaky/RSynaptic with `nn.Linear(N, N)`)
+
+Here the neurons are coupled: step t needs every spike of step t-1 (`rec = W @ spk[t-1] + b`).
+The fused op (fusedsnn/ops_dense.py) runs the whole sequence in one call on each backend.
+
+**MIMD mapping (host, csrc/host/fusedsnn_dense.cpp).** Each tile (a thread) owns a contiguous
+range of neurons, i.e. their rows of W, for the whole sequence. Per step it computes its
+neurons' recurrent input from all of last step's spikes, skipping silent ones (spikes are 0 or
+`graded_spikes_factor`), updates them, then waits at a barrier until every tile has written its
+spikes: the IPU's compute / exchange / sync pattern, with the exchange being the shared spike row.
+The backward's per-step spike gradient `G_t @ W` is dense (surrogate gradients are not sparse)
+and goes to BLAS; `dW` and `db` are one product over all T steps after the loop.
+
+Measured (RLeaky, T={T}, B={B}, N={N}, forward+backward, fused and snnTorch interleaved, medians;
+the machine was shared with other jobs, so compare ratios within a row pair, not across runs):
+
+{table}
+
+On a CPU the barrier per step is a real cost (a few microseconds, far more when the cores are
+oversubscribed) against a few hundred microseconds of work per step at this size; the host
+therefore keeps one tile when a step has fewer than 2^16 multiply-adds (T=10000, B=2, N=8 runs
+single-threaded). An IPU tile pays a hardware sync of well under a microsecond per step, so the
+MIMD mapping of this neuron is sync-bound only at much smaller steps.
+
+**SIMT mapping (Triton, fusedsnn/kernels/lif_dense_triton.py).** Step t+1 needs all of step t's
+spikes of the same batch row and nothing of other rows, so one program owns a block of 16 batch
+rows and all N neurons and loops over t: spikes never leave the SM, no grid-wide barrier is
+needed, and W is read once per program and held in registers (N <= 64; `tl.dot` per step).
+For larger N a GPU must either re-read W every step (from L2 when it fits: 4 MB at N=1000) or
+split neurons across CTAs with a grid-wide barrier per step; neither is implemented, so wider
+layers run the per-step path on a GPU.
+
+Bytes per forward step (float32; spike rate {rate:.2f} as measured above):
+
+{bytes_table}
+
+What this predicts: on the IPU, W stays in tile SRAM and only spikes move (B * N values per step
+to each tile, or B * N bits packed), so the exchange is small next to the neuron I/O; on a GPU
+the same layer is either register-resident (small N, the persistent kernel) or pays a full W read
+per step, which at N=1000 and small B exceeds the neuron I/O several times over. Neither IPU nor
+GPU timings exist for this neuron yet (no device in this run); the numbers above are the host's.
+"""
