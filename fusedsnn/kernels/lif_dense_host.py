@@ -11,6 +11,7 @@ gemm torch itself exports (``sgemm_``/``dgemm_`` of libtorch_cpu), when it does.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import importlib.machinery
@@ -21,7 +22,7 @@ import tempfile
 import threading
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 
@@ -154,6 +155,42 @@ def _blas_gemm(dtype: torch.dtype) -> Optional[int]:
 
 _gemm_cache: dict = {}
 
+#: Below this many multiply-adds per step, the backward's per-step gemm runs on the calling thread
+#: alone: an OpenMP fork/join per small product costs more than it saves (measured: T=100, B=32,
+#: N=256 backward 19 ms on one thread, 137 ms with two on a busy 2-core machine).
+SEQUENTIAL_BLAS_WORK = 1 << 24
+
+
+@contextlib.contextmanager
+def _sequential_blas(enabled: bool) -> Iterator[None]:
+    """MKL's thread-local thread count set to 1 for this thread (no effect without MKL)."""
+    setter = _mkl_local_setter() if enabled else None
+    if setter is None:
+        yield
+        return
+    previous = setter(1)
+    try:
+        yield
+    finally:
+        setter(previous)
+
+
+_mkl_setter_cache: list = []
+
+
+def _mkl_local_setter():
+    if not _mkl_setter_cache:
+        fn = None
+        path = Path(torch.__file__).resolve().parent / "lib" / "libtorch_cpu.so"
+        try:
+            # The C entry point (the lowercase name is the Fortran one, which takes a pointer).
+            fn = ctypes.CDLL(str(path)).MKL_Set_Num_Threads_Local
+            fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+        except (OSError, AttributeError):
+            fn = None
+        _mkl_setter_cache.append(fn)
+    return _mkl_setter_cache[0]
+
 
 def _gemm(dtype: torch.dtype) -> Optional[int]:
     if os.environ.get("FUSEDSNN_DENSE_BLAS", "1") == "0":
@@ -227,7 +264,9 @@ def lif_dense_backward_host(grad_spk, grad_syn, grad_mem, trace, mem_hist, syn_h
         d.part_beta, d.part_thr, d.part_alpha = (_ptr(p) for p in parts)
         d.gemm = _gemm(dt)
         _config(d, spec, T, B, N, dt)
-        if load_library().fusedsnn_dense_backward(ctypes.byref(d)) != 0:
+        with _sequential_blas(d.gemm is not None and B * N * N < SEQUENTIAL_BLAS_WORK):
+            status = load_library().fusedsnn_dense_backward(ctypes.byref(d))
+        if status != 0:
             raise RuntimeError("fusedsnn dense host backward rejected its arguments")
     if not spec.synaptic:
         grad_syn0.zero_()
