@@ -157,9 +157,9 @@ def lif(
         out_spk, out_syn, out_mem, *_ = call(
             x.reshape(T, B, F), flat_state(mem), flat_state(syn), flat_state(spk), _empty(x)
         )
-    elif _fused_dense_weights(recurrent, x, chosen.name) is not None:
+    elif (dense := _fused_dense_weights(recurrent, x, chosen.name)) is not None:
         # nn.Linear(F, F) on [T, B, F]: the whole sequence is one op (fusedsnn/ops_dense.py).
-        weight, bias = _fused_dense_weights(recurrent, x, chosen.name)
+        weight, bias = dense
         out_spk, out_syn, out_mem, *_ = lif_dense_forward(
             x.reshape(T, B, F), flat_state(mem), flat_state(syn), flat_state(spk), weight, bias,
             beta_f, thr_f, alpha_f, spec.synaptic, spec.reset, spec.reset_delay, spec.surrogate.code,
