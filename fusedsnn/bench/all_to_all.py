@@ -190,7 +190,7 @@ def markdown_section(sweep: list[dict]) -> str:
     table = "\n".join(["| provider | threads | forward tiles | median ms | x snnTorch | spike rate |",
                        "|---|---|---|---|---|---|"] + [row(r) for r in sweep])
     shapes = [(100, 32, 256), (25, 128, 1000), (10000, 2, 8)]
-    byte_rows = ["| B | N | neuron I/O | MIMD exchange per tile (float / bits) | SIMT W re-read | host W rows |",
+    byte_rows = ["| B | N | neuron I/O | MIMD exchange per tile (float / bits) | SIMT W re-read | host W rows (cache) |",
                  "|---|---|---|---|---|---|"]
     for _, b, n in shapes:
         m = bytes_per_step(b, n, rate)
@@ -216,6 +216,9 @@ the machine was shared with other jobs, so compare ratios within a row pair, not
 
 {table}
 
+When the two cores are already oversubscribed by other work (as in this run), every
+OpenMP-threaded op, snnTorch's `nn.Linear` included, slows by an order of magnitude with two
+threads: the two-thread ratio above says more about that than about either code.
 On a CPU the barrier per step is a real cost (a few microseconds, far more when the cores are
 oversubscribed) against a few hundred microseconds of work per step at this size; the host
 therefore keeps one tile when a step has fewer than 2^16 multiply-adds (T=10000, B=2, N=8 runs
