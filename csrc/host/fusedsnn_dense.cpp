@@ -64,6 +64,29 @@ void axpy_f64(double* __restrict__ y, double a, const double* __restrict__ x, st
   fusedsnn::dense::axpy<double>(y, a, x, n);
 }
 
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void axpy4_f32(float* __restrict__ y, float a0, float a1, float a2, float a3, const float* __restrict__ x0,
+               const float* __restrict__ x1, const float* __restrict__ x2, const float* __restrict__ x3,
+               std::int64_t n) {
+  fusedsnn::dense::axpy4<float>(y, a0, a1, a2, a3, x0, x1, x2, x3, n);
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void axpy4_f64(double* __restrict__ y, double a0, double a1, double a2, double a3, const double* __restrict__ x0,
+               const double* __restrict__ x1, const double* __restrict__ x2, const double* __restrict__ x3,
+               std::int64_t n) {
+  fusedsnn::dense::axpy4<double>(y, a0, a1, a2, a3, x0, x1, x2, x3, n);
+}
+
+inline void axpy4(float* y, float a0, float a1, float a2, float a3, const float* x0, const float* x1,
+                  const float* x2, const float* x3, std::int64_t n) {
+  axpy4_f32(y, a0, a1, a2, a3, x0, x1, x2, x3, n);
+}
+inline void axpy4(double* y, double a0, double a1, double a2, double a3, const double* x0, const double* x1,
+                  const double* x2, const double* x3, std::int64_t n) {
+  axpy4_f64(y, a0, a1, a2, a3, x0, x1, x2, x3, n);
+}
+
 inline void axpy(float* y, float a, const float* x, std::int64_t n) { axpy_f32(y, a, x, n); }
 inline void axpy(double* y, double a, const double* x, std::int64_t n) { axpy_f64(y, a, x, n); }
 
@@ -100,6 +123,8 @@ constexpr std::int64_t kGemmWork = std::int64_t(1) << 14;
 template <typename S, bool SYNAPTIC, int RESET, bool IMMEDIATE>
 void forward_loop(const ForwardArgs<S>& a, int threads) {
   auto add = [](S* y, S s, const S* x, std::int64_t n) { axpy(y, s, x, n); };
+  auto add4 = [](S* y, S s0, S s1, S s2, S s3, const S* x0, const S* x1, const S* x2, const S* x3,
+                 std::int64_t n) { axpy4(y, s0, s1, s2, s3, x0, x1, x2, x3, n); };
   const std::int64_t work = a.batch * a.n * a.n;
   std::int64_t workers = work < kThreadedWork ? 1 : std::min<std::int64_t>(threads, a.n / kMinNeuronsPerWorker);
   workers = std::max<std::int64_t>(1, workers);
@@ -113,7 +138,7 @@ void forward_loop(const ForwardArgs<S>& a, int threads) {
     for (std::int64_t t = 0; t < a.steps; ++t) {
       const S* prev = t > 0 ? a.spk + (t - 1) * a.batch * a.n : a.spk0;
       if (prev) fusedsnn::dense::spiking_inputs(prev, a.batch, a.n, list.data(), count.data());
-      fusedsnn::dense::recurrent_input<S>(a, t, i0, i1, list.data(), count.data(), add);
+      fusedsnn::dense::recurrent_input<S>(a, t, i0, i1, list.data(), count.data(), add, add4);
       fusedsnn::dense::neuron_step<S, SYNAPTIC, RESET, IMMEDIATE>(a, t, i0, i1);
       if (workers > 1) barrier.wait();  // step t's spikes of every tile are written before any tile reads them
     }
