@@ -282,3 +282,21 @@ def test_opcheck():
     for backend in BACKENDS:
         torch.library.opcheck(lif_dense_forward, args + (backend,),
                               test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+
+
+def test_torch_compile_fullgraph():
+    """The fused all-to-all call traces without graph breaks (fake kernels registered) and gives
+    the eager result."""
+    linear = torch.nn.Linear(6, 6)
+    x = random_input(5, 3, 6).requires_grad_()
+
+    def run(x):
+        return F.rleaky(x, 0.9, recurrent=linear, backend="host")
+
+    eager = run(x)
+    compiled = torch.compile(run, fullgraph=True)(x)
+    for a, e in zip(compiled, eager):
+        assert torch.equal(a, e)
+    (ga,) = torch.autograd.grad(weighted_loss(compiled), x)
+    (ge,) = torch.autograd.grad(weighted_loss(eager), x)
+    torch.testing.assert_close(ga, ge)
