@@ -18,6 +18,17 @@ setup(
             extra_compile_args=["-O3", "-std=c++17", "-ffp-contract=off", "-fno-trapping-math", "-pthread"],
             extra_link_args=["-pthread"],
             optional=True,
-        )
+        ),
+        # The all-to-all recurrent neuron's fused loop: a library of its own (see
+        # fusedsnn/kernels/lif_dense_host.py).
+        Extension(
+            "fusedsnn._host_dense",
+            sources=["csrc/host/fusedsnn_dense.cpp"],
+            depends=["csrc/kernels/lif_dense.hpp", "csrc/kernels/lif.hpp"],
+            language="c++",
+            extra_compile_args=["-O3", "-std=c++17", "-ffp-contract=off", "-fno-trapping-math", "-pthread"],
+            extra_link_args=["-pthread"],
+            optional=True,
+        ),
     ]
 )

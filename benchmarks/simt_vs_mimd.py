@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import torch
 
 import fusedsnn.functional as F
-from fusedsnn.bench import study
+from fusedsnn.bench import all_to_all, study
 from fusedsnn.bench.published import FINDINGS, SOURCE, THROUGHPUT
 from fusedsnn.bench.timing import measure
 from fusedsnn.kernels import lif_host
@@ -188,12 +188,14 @@ def main() -> int:
     partition = host_partition_sweep(args.repeats)
     registers = simt_registers()
     sections = study_sections(args.repeats)
-    Path(args.out).write_text(render(env, partition, registers, sections))
+    dense = all_to_all.host_tile_sweep(repeats=args.repeats)
+    Path(args.out).write_text(render(env, partition, registers, sections) + "\n" + all_to_all.markdown_section(dense))
     if args.results:
         res = Path(args.results)
         res.mkdir(parents=True, exist_ok=True)
         (res / "simt_vs_mimd.json").write_text(json.dumps(
-            {"environment": env, "host_partition": partition, "simt_registers": registers, **sections}, indent=1))
+            {"environment": env, "host_partition": partition, "simt_registers": registers, **sections,
+             "all_to_all_host_tiles": dense}, indent=1))
     print(f"wrote {args.out}")
     return 0
 

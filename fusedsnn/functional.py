@@ -36,6 +36,7 @@ from .kernels.spec import (
     state_dtype,
 )
 from .ops import lif_forward
+from .ops_dense import dense_backend_unsupported, lif_dense_forward
 
 Tensor = torch.Tensor
 # A number (Python or NumPy), a NumPy array or a tensor, as snnTorch accepts.
@@ -154,10 +155,12 @@ def lif(
 ) -> tuple[Tensor, ...]:
     """The general fused LIF call behind the four neuron functions.
 
-    ``recurrent`` is the all-to-all recurrent map (e.g. an ``nn.Linear``) when
-    ``spec.recurrence == RECURRENCE_INPUT``; it cannot be elementwise, so the time loop then
-    runs in Python: each step calls the fused kernel for one step with ``recurrent(spk_prev)``
-    added exactly where snnTorch adds it.
+    ``recurrent`` is the all-to-all recurrent map when ``spec.recurrence == RECURRENCE_INPUT``.
+    An ``nn.Linear(F, F)`` over ``x: [T, B, F]`` runs as one fused op for the whole sequence
+    (:mod:`fusedsnn.ops_dense`, backends host and reference; the host's float32 product sums in
+    its own order, so states may differ from snnTorch in the last bits). Any other callable, or a
+    backend without that op, runs a Python time loop: each step calls the fused kernel for one
+    step with ``recurrent(spk_prev)`` added exactly where snnTorch adds it.
     """
     x = _check_input(x)
     mem = _check_state("mem", mem, x)
@@ -195,7 +198,17 @@ def lif(
         out_spk, out_syn, out_mem, *_ = call(
             x.reshape(T, B, F), flat_state(mem), flat_state(syn), flat_state(spk), _empty(x)
         )
+    elif (dense := _fused_dense_weights(recurrent, x, chosen.name)) is not None:
+        # nn.Linear(F, F) on [T, B, F]: the whole sequence is one op (fusedsnn/ops_dense.py).
+        weight, bias = dense
+        out_spk, out_syn, out_mem, *_ = lif_dense_forward(
+            x.reshape(T, B, F), flat_state(mem), flat_state(syn), flat_state(spk), weight, bias,
+            beta_f, thr_f, alpha_f, spec.synaptic, spec.reset, spec.reset_delay, spec.surrogate.code,
+            float(spec.surrogate.p0), float(spec.surrogate.p1), float(spec.graded_spikes_factor), chosen.name,
+        )
     else:
+        # Any other recurrent map (or a backend without the fused all-to-all op): one fused
+        # step per time step, with recurrent(spk_prev) added exactly where snnTorch adds it.
         if recurrent is None:
             raise ValueError("recurrent must be given (e.g. an nn.Linear) for all-to-all recurrence")
         spk_prev = spk if spk is not None else torch.zeros(x.shape[1:], dtype=x.dtype, device=x.device)
@@ -226,6 +239,19 @@ def lif(
     if spec.synaptic:
         return out_spk.reshape(shape), out_syn.reshape(shape), out_mem.reshape(shape)
     return out_spk.reshape(shape), out_mem.reshape(shape)
+
+
+def _fused_dense_weights(recurrent: object, x: Tensor, backend: str) -> Optional[tuple[Tensor, Tensor]]:
+    """``(weight, bias)`` in ``x.dtype`` when ``recurrent`` is an ``nn.Linear(F, F)`` over
+    ``x: [T, B, F]`` and ``backend`` has the fused all-to-all op; otherwise None."""
+    if not isinstance(recurrent, torch.nn.Linear) or x.dim() != 3:
+        return None
+    if tuple(recurrent.weight.shape) != (x.shape[2], x.shape[2]):
+        return None
+    if dense_backend_unsupported(backend, x) is not None or recurrent.weight.device != x.device:
+        return None
+    bias = recurrent.bias.to(x.dtype) if recurrent.bias is not None else _empty(x)
+    return recurrent.weight.to(x.dtype), bias
 
 
 def _lif_on_ipu(x, spec, beta, threshold, alpha, V, recurrent, mem, syn, spk):

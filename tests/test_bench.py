@@ -71,3 +71,15 @@ def test_bench_cli_writes_outputs(tmp_path, monkeypatch):
     assert (tmp_path / "neurons.csv").exists() and (tmp_path / "environment.json").exists()
     with pytest.raises(SystemExit, match="unknown"):
         study.run(SimpleNamespace(quick=True, device="cpu", out=str(tmp_path), sections="nope", repeats=2))
+
+
+def test_all_to_all_section_rows(monkeypatch):
+    from fusedsnn.bench import all_to_all
+
+    monkeypatch.setattr(all_to_all, "TARGET_SHAPES", {(3, 2, 5): 1.0})
+    args = SimpleNamespace(quick=True, repeats=2)
+    rows = all_to_all.section_all_to_all(args, torch.device("cpu"), lambda msg: None)
+    assert [r["provider"] for r in rows] == ["fused", "snntorch"]
+    assert all(r["median_s"] > 0 and r["speedup_vs_snntorch"] > 0 for r in rows)
+    assert rows[0]["target_speedup"] == 1.0 and 0 <= rows[0]["spike_rate"] <= 1
+    assert "all_to_all" in study.SECTIONS

@@ -162,8 +162,14 @@ def test_all_to_all_recurrence_matches_snntorch(backend, kind, reset):
     x = random_input(8, 4, n).requires_grad_()
     expected = snntorch_steps(reference, x, {})
     actual = fused(x)
-    for a, e in zip(actual, expected):
-        assert torch.equal(a, e)
+    # The host's fused all-to-all op sums W @ spk in its own order (see tests/test_ops_dense.py):
+    # its float32 states may differ from nn.Linear's in the last bits; spikes here do not.
+    assert torch.equal(actual[0], expected[0])
+    for a, e in zip(actual[1:], expected[1:]):
+        if backend == "reference":
+            assert torch.equal(a, e)
+        else:
+            assert_close_scaled(a, e, 1e-5, "state")
     assert 0 < expected[0].count_nonzero() < expected[0].numel()
     ref_leaves = [x, reference.recurrent.weight, reference.recurrent.bias, reference.beta]
     fused_leaves = [x, fused.recurrent.weight, fused.recurrent.bias, fused.beta]

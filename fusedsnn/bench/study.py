@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from . import gpu, neurons, plots, training
+from . import all_to_all, gpu, neurons, plots, training
 from .published import SOURCE, THROUGHPUT, TFLOPS
 from .timing import copy_bandwidth
 
@@ -202,6 +202,7 @@ SECTIONS = {
     "time_split": section_time_split,
     "precision": section_precision,
     "population": section_population,
+    "all_to_all": all_to_all.section_all_to_all,
     **gpu.SECTIONS,  # GPU proof (benchmarks/gpu/check.sh); in the default list only on CUDA
 }
 
@@ -299,6 +300,8 @@ TABLE_COLUMNS = {
                     "target_fraction_of_copy_bandwidth", "speedup_vs_snntorch", "target_speedup_vs_snntorch"],
     "step_modes": ["network", "provider", "mode", "batch", "num_steps", "median_s", "images_per_s",
                    "target_images_per_s", "speedup_vs_snntorch", "speedup_vs_fused_eager", "skipped"],
+    "all_to_all": ["neuron", "T", "B", "N", "provider", "median_s", "q20_s", "q80_s", "speedup_vs_snntorch",
+                   "target_speedup", "spike_rate", "threads"],
 }
 
 

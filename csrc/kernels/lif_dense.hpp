@@ -1,0 +1,273 @@
+// All-to-all recurrent LIF (RLeaky / RSynaptic with an nn.Linear(N, N) recurrence) as one
+// fused time loop, forward and backward, in plain C++.
+//
+// One step t, for batch row b and neuron i (snnTorch 1.0.0's order, see fusedsnn/kernels/spec.py):
+//
+//     rec[b, i] = bias[i] + sum_j W[i, j] * spk[t-1, b, j]        (spk[-1] = spk0 or zeros)
+//     then the elementwise neuron update of lif.hpp's kInput recurrence with that rec.
+//
+// Forward: spikes are 0 or gsf, so the product skips silent inputs and adds whole rows of the
+// transposed weight (wt[j, :] = W[:, j]) for each spiking j: cost B * (spiking j) * N, unit
+// stride over i. The sum runs bias first, then j ascending; nn.Linear's BLAS sums in an order of
+// its own, so float32 rec (and what follows) can differ from snnTorch in the last bits.
+//
+// Backward (reverse loop): the elementwise adjoint gives G_t = dL/drec_t (= dL/dx_t); the spike
+// gradient reaching step t-1 through the recurrence is G_t @ W (dense: surrogate gradients are
+// not sparse). That product goes through BLAS (a gemm pointer from the host) when it is large.
+// dW = sum_t G_t^T spk_{t-1} and dbias = sum_t G_t are formed after the loop by the caller, as
+// one product over all steps.
+//
+// Layout: per-step arrays are [T, B * N] row-major (element (t, b, i) at t * B * N + b * N + i);
+// states [B * N]; parameters [N]. Compile with -ffp-contract=off (see lif.hpp).
+#pragma once
+
+#include <cstdint>
+
+#include "lif.hpp"
+
+namespace fusedsnn {
+namespace dense {
+
+// y[k] = y[k] + a * x[k]: the inner loop of both products. Vectorised per ISA by the caller's
+// target clones; each element is one multiply then one add (no contraction), so every clone
+// gives the same bits.
+template <typename S>
+inline void axpy(S* __restrict__ y, S a, const S* __restrict__ x, std::int64_t n) {
+  for (std::int64_t k = 0; k < n; ++k) y[k] = y[k] + a * x[k];
+}
+
+// Four spiking rows in one pass: y[k] = (((y[k] + a0 * x0[k]) + a1 * x1[k]) + a2 * x2[k]) + a3 * x3[k],
+// the same operations in the same order as four axpy calls (so the same bits), with the
+// accumulator loaded and stored once instead of four times.
+template <typename S>
+inline void axpy4(S* __restrict__ y, S a0, S a1, S a2, S a3, const S* __restrict__ x0, const S* __restrict__ x1,
+                  const S* __restrict__ x2, const S* __restrict__ x3, std::int64_t n) {
+  for (std::int64_t k = 0; k < n; ++k) {
+    S v = y[k] + a0 * x0[k];
+    v = v + a1 * x1[k];
+    v = v + a2 * x2[k];
+    y[k] = v + a3 * x3[k];
+  }
+}
+
+template <typename S>
+struct ForwardArgs {
+  const S* x = nullptr;      // [T, B * N]
+  const S* wt = nullptr;     // [N, N], wt[j * N + i] = W[i, j]
+  const S* bias = nullptr;   // [N] or null
+  const S* mem0 = nullptr;   // [B * N] or null (zeros)
+  const S* syn0 = nullptr;
+  const S* spk0 = nullptr;
+  const S* beta = nullptr;   // [N], clamped
+  const S* thr = nullptr;
+  const S* alpha = nullptr;
+  S* spk = nullptr;          // [T, B * N] outputs
+  S* syn = nullptr;          // synaptic only
+  S* mem = nullptr;
+  S* trace = nullptr;        // surrogate derivative
+  S* pre = nullptr;          // pre-reset membrane, immediate reset only
+  S* rec = nullptr;          // scratch [B * N]: this step's recurrent input
+  S* h = nullptr;            // scratch [B * N]: m_pre - thr, for the surrogate row
+  std::int64_t steps = 0, batch = 0, n = 0;
+  int reset = kSubtract;
+  bool immediate = false;
+  int surrogate = kAtan;
+  S c0 = 0, c1 = 0, gsf = 1;
+};
+
+// Columns of W^T per pass: a [N, kColumnBlock] slice of wt (512 KB at N = 1000) stays in L2 while
+// every batch row adds its spiking rows of it, instead of streaming all of wt from L3 per row.
+constexpr std::int64_t kColumnBlock = 128;
+
+// Indices of the non-zero entries of each batch row of spikes: list[b * n + k] for k < count[b].
+template <typename S>
+void spiking_inputs(const S* spikes, std::int64_t batch, std::int64_t n, std::int32_t* list, std::int32_t* count) {
+  for (std::int64_t b = 0; b < batch; ++b) {
+    const S* row = spikes + b * n;
+    std::int32_t c = 0;
+    for (std::int64_t j = 0; j < n; ++j) {
+      if (row[j] != S(0)) list[b * n + c++] = static_cast<std::int32_t>(j);
+    }
+    count[b] = c;
+  }
+}
+
+// rec[b, i0:i1] for every b at step t: the columns [i0, i1) of W @ spk[t-1], summed bias first,
+// then the spiking inputs j in ascending order. list/count: spiking_inputs of spk[t-1].
+template <typename S, typename Axpy, typename Axpy4>
+void recurrent_input(const ForwardArgs<S>& a, std::int64_t t, std::int64_t i0, std::int64_t i1,
+                     const std::int32_t* list, const std::int32_t* count, Axpy&& add, Axpy4&& add4) {
+  const std::int64_t N = a.n, M = a.batch * a.n;
+  const S* prev_all = t > 0 ? a.spk + (t - 1) * M : a.spk0;
+  for (std::int64_t c0 = i0; c0 < i1; c0 += kColumnBlock) {
+    const std::int64_t width = (i1 - c0) < kColumnBlock ? (i1 - c0) : kColumnBlock;
+    for (std::int64_t b = 0; b < a.batch; ++b) {
+      S* __restrict__ acc = a.rec + b * N + c0;
+      for (std::int64_t i = 0; i < width; ++i) acc[i] = a.bias ? a.bias[c0 + i] : S(0);
+      if (!prev_all) continue;
+      const S* prev = prev_all + b * N;
+      const std::int32_t* idx = list + b * N;
+      std::int32_t k = 0;
+      for (; k + 4 <= count[b]; k += 4) {
+        const std::int64_t j0 = idx[k], j1 = idx[k + 1], j2 = idx[k + 2], j3 = idx[k + 3];
+        add4(acc, prev[j0], prev[j1], prev[j2], prev[j3], a.wt + j0 * N + c0, a.wt + j1 * N + c0,
+             a.wt + j2 * N + c0, a.wt + j3 * N + c0, width);
+      }
+      for (; k < count[b]; ++k) {
+        const std::int64_t j = idx[k];
+        add(acc, prev[j], a.wt + j * N + c0, width);
+      }
+    }
+  }
+}
+
+// The neuron update of step t for neurons [i0, i1) of every batch row, reading rec.
+template <typename S, bool SYNAPTIC, int RESET, bool IMMEDIATE>
+void neuron_step(const ForwardArgs<S>& a, std::int64_t t, std::int64_t i0, std::int64_t i1) {
+  const std::int64_t N = a.n, M = a.batch * a.n;
+  const S gsf = a.gsf;
+  for (std::int64_t b = 0; b < a.batch; ++b) {
+    const std::int64_t e0 = b * N + i0, width = i1 - i0;
+    const S* __restrict__ mem_prev = t > 0 ? a.mem + (t - 1) * M + e0 : (a.mem0 ? a.mem0 + e0 : nullptr);
+    const S* __restrict__ syn_prev =
+        SYNAPTIC ? (t > 0 ? a.syn + (t - 1) * M + e0 : (a.syn0 ? a.syn0 + e0 : nullptr)) : nullptr;
+    const S* __restrict__ xt = a.x + t * M + e0;
+    const S* __restrict__ rt = a.rec + e0;
+    S* __restrict__ spk_out = a.spk + t * M + e0;
+    S* __restrict__ mem_out = a.mem + t * M + e0;
+    S* __restrict__ syn_out = SYNAPTIC ? a.syn + t * M + e0 : nullptr;
+    S* __restrict__ pre_out = IMMEDIATE ? a.pre + t * M + e0 : nullptr;
+    S* __restrict__ h = a.h + e0;
+    const S* __restrict__ beta = a.beta + i0;
+    const S* __restrict__ thr = a.thr + i0;
+    const S* __restrict__ alpha = SYNAPTIC ? a.alpha + i0 : nullptr;
+    for (std::int64_t k = 0; k < width; ++k) {
+      const S th = thr[k];
+      const S mp = mem_prev ? mem_prev[k] : S(0);
+      const S r = static_cast<S>(mp - th > S(0));
+      S base, s = S(0);
+      if (SYNAPTIC) {
+        s = alpha[k] * (syn_prev ? syn_prev[k] : S(0)) + xt[k];
+        s = s + rt[k];
+        base = beta[k] * mp + s;
+      } else {
+        base = beta[k] * mp + xt[k];
+        base = base + rt[k];
+      }
+      S m_pre;
+      if (RESET == kSubtract) m_pre = base - r * th;
+      else if (RESET == kZero) m_pre = base - base * r;
+      else m_pre = base;
+      const S hk = m_pre - th;
+      h[k] = hk;
+      const S spk_t = static_cast<S>(hk > S(0)) * gsf;
+      S m = m_pre;
+      if (IMMEDIATE) {
+        pre_out[k] = m_pre;
+        const S do_reset = spk_t / gsf - r;
+        m = (RESET == kSubtract) ? m_pre - do_reset * th : m_pre - do_reset * m_pre;
+      }
+      spk_out[k] = spk_t;
+      mem_out[k] = m;
+      if (SYNAPTIC) syn_out[k] = s;
+    }
+    surrogate_row<S>(a.surrogate, h, a.trace + t * M + e0, width, a.c0, a.c1);
+  }
+}
+
+template <typename S>
+struct BackwardArgs {
+  const S* grad_spk = nullptr;   // [T, B * N] or null (zero)
+  const S* grad_syn = nullptr;
+  const S* grad_mem = nullptr;
+  const S* trace = nullptr;      // forward's saved arrays [T, B * N]
+  const S* mem_hist = nullptr;
+  const S* syn_hist = nullptr;
+  const S* pre = nullptr;
+  const S* mem0 = nullptr;       // [B * N] or null
+  const S* syn0 = nullptr;
+  const S* w = nullptr;          // [N, N] row-major W[i, j]
+  const S* beta = nullptr;       // [N]
+  const S* thr = nullptr;
+  const S* alpha = nullptr;
+  S* grad_x = nullptr;           // [T, B * N]: G_t, also the gradient of rec_t
+  S* grad_mem0 = nullptr;        // [B * N]; carries dL/dmem between steps
+  S* grad_syn0 = nullptr;        // [B * N]; carries dL/dsyn (synaptic only, else scratch)
+  S* grad_spk0 = nullptr;        // [B * N]; carries G_{t+1} @ W, the recurrent spike gradient
+  S* part_beta = nullptr;        // [B * N] per-neuron sums over time, or null
+  S* part_thr = nullptr;
+  S* part_alpha = nullptr;
+  std::int64_t steps = 0, batch = 0, n = 0;
+  int reset = kSubtract;
+  bool immediate = false;
+  S gsf = 1;
+};
+
+// The elementwise adjoint of step t over all B * N neurons: reads the carries for step t + 1,
+// writes G_t = grad_x[t] and the carries for step t - 1 (all but the spike carry, which the
+// product forms from G_t afterwards).
+template <typename S, bool SYNAPTIC, int RESET, bool IMMEDIATE>
+void neuron_step_backward(const BackwardArgs<S>& a, std::int64_t t) {
+  const std::int64_t N = a.n, M = a.batch * a.n;
+  const S gsf = a.gsf;
+  const S* __restrict__ mem_prev = t > 0 ? a.mem_hist + (t - 1) * M : a.mem0;
+  const S* __restrict__ syn_prev = SYNAPTIC ? (t > 0 ? a.syn_hist + (t - 1) * M : a.syn0) : nullptr;
+  const S* __restrict__ g_spk_up = a.grad_spk ? a.grad_spk + t * M : nullptr;
+  const S* __restrict__ g_mem_up = a.grad_mem ? a.grad_mem + t * M : nullptr;
+  const S* __restrict__ g_syn_up = (SYNAPTIC && a.grad_syn) ? a.grad_syn + t * M : nullptr;
+  const S* __restrict__ trace = a.trace + t * M;
+  const S* __restrict__ pre = IMMEDIATE ? a.pre + t * M : nullptr;
+  S* __restrict__ grad_x = a.grad_x + t * M;
+  S* __restrict__ carry_mem = a.grad_mem0;
+  S* __restrict__ carry_syn = a.grad_syn0;
+  S* __restrict__ carry_spk = a.grad_spk0;
+  for (std::int64_t b = 0; b < a.batch; ++b) {
+    for (std::int64_t i = 0; i < N; ++i) {
+      const std::int64_t e = b * N + i;
+      const S th = a.thr[i];
+      const S g_mem = (g_mem_up ? g_mem_up[e] : S(0)) + carry_mem[e];
+      S g_spk = (g_spk_up ? g_spk_up[e] : S(0)) + carry_spk[e];
+      const S mp = mem_prev ? mem_prev[e] : S(0);
+      const S r = static_cast<S>(mp - th > S(0));
+      S g_pre = g_mem;
+      if (IMMEDIATE) {
+        const S m_pre = pre[e];
+        const S do_reset = static_cast<S>(m_pre - th > S(0)) - r;
+        S g_do_reset;
+        if (RESET == kSubtract) {
+          g_do_reset = -(th * g_mem);
+          if (a.part_thr) a.part_thr[e] = a.part_thr[e] - do_reset * g_mem;
+        } else {
+          g_do_reset = -(m_pre * g_mem);
+          g_pre = g_mem - do_reset * g_mem;
+        }
+        g_spk = g_spk + g_do_reset / gsf;
+      }
+      const S g_h = g_spk * gsf * trace[e];
+      g_pre = g_pre + g_h;
+      S thr_acc = a.part_thr ? a.part_thr[e] - g_h : S(0);
+      S g_base;
+      if (RESET == kSubtract) {
+        thr_acc = thr_acc - r * g_pre;
+        g_base = g_pre;
+      } else if (RESET == kZero) {
+        g_base = g_pre - r * g_pre;
+      } else {
+        g_base = g_pre;
+      }
+      if (a.part_thr) a.part_thr[e] = thr_acc;
+      S g_s = g_base;
+      if (SYNAPTIC) {
+        g_s = g_base + (g_syn_up ? g_syn_up[e] : S(0)) + carry_syn[e];
+        if (a.part_alpha) a.part_alpha[e] = a.part_alpha[e] + (syn_prev ? syn_prev[e] : S(0)) * g_s;
+        carry_syn[e] = a.alpha[i] * g_s;
+      }
+      grad_x[e] = g_s;
+      if (a.part_beta) a.part_beta[e] = a.part_beta[e] + mp * g_base;
+      carry_mem[e] = a.beta[i] * g_base;
+    }
+  }
+}
+
+}  // namespace dense
+}  // namespace fusedsnn
