@@ -275,6 +275,7 @@ def plot_section(name: str, rows: list[dict], out: Path) -> None:
     if not rows:
         return
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.png"
     if name == "throughput":
         for net in ("DSNN", "CSNN"):
