@@ -19,10 +19,11 @@ def _args_section(doc: str) -> str:
 
 @pytest.mark.parametrize("layer", LAYERS, ids=lambda c: c.__name__)
 def test_every_constructor_argument_is_documented(layer):
-    documented = _args_section(inspect.getdoc(layer))
+    # One entry per argument, "name: ..." at the start of a line of the Args section.
+    documented = "\n" + _args_section(inspect.getdoc(layer)).replace("\n    ", "\n")
     for name in inspect.signature(layer.__init__).parameters:
         if name != "self":
-            assert f"\n{name}: " in "\n" + documented.replace("\n    ", "\n"), f"{layer.__name__}({name}=...) undocumented"
+            assert f"\n{name}: " in documented, f"{layer.__name__}({name}=...) undocumented"
 
 
 @pytest.mark.parametrize("layer", LAYERS, ids=lambda c: c.__name__)

@@ -171,7 +171,8 @@ def _neurons(rows: list[dict], path: Path) -> None:
     labels = [f"{T}x{B}x{N}" for T, B, N in shapes]
     for ax, kind in zip(axes.flat, kinds):
         for provider in _provider_order(sub):
-            pts = [(shapes.index((r["T"], r["B"], r["N"])), r) for r in sub if r["neuron"] == kind and r["provider"] == provider]
+            pts = [(shapes.index((r["T"], r["B"], r["N"])), r) for r in sub
+                   if r["neuron"] == kind and r["provider"] == provider]
             if not pts:
                 continue
             pts.sort(key=lambda p: p[0])
@@ -306,7 +307,8 @@ def plot_section(name: str, rows: list[dict], out: Path) -> None:
     elif name == "population":
         def series(r):
             steps = r["num_steps"]
-            return f"{r['provider']}, {steps} time step{'s' if steps != 1 else ''}" + (" (baseline)" if steps > 1 else "")
+            plural = "s" if steps != 1 else ""
+            return f"{r['provider']}, {steps} time step{plural}" + (" (baseline)" if steps > 1 else "")
 
         _sweep(rows, "outputs", f"Population codes on the DSNN (batch {rows[0]['batch']}): one time step with "
                "10..1000 outputs\nagainst the 10-output baseline over many time steps", "output neurons", path,
