@@ -228,7 +228,7 @@ def _sweep(rows: list[dict], x_key: str, title: str, xlabel: str, path: Path,
         spans += [y[1] for y in ys] + [y[2] for y in ys]
         for x, r, m in zip(xs, pts, med):
             if r.get("speedup_vs_snntorch") and r["provider"] != "snntorch":
-                ax.annotate(f"{r['speedup_vs_snntorch']:.2g}x", (x, m), textcoords="offset points", xytext=(7, 3),
+                ax.annotate(f"{r['speedup_vs_snntorch']:.2g}x", (x, m), textcoords="offset points", xytext=(6, -11),
                             fontsize=7, color=colour(r))
     if spans and max(spans) / max(min(spans), 1e-12) > 20:
         ax.set_yscale("log")
