@@ -155,10 +155,56 @@ class _FusedLIF(nn.Module):
 
 
 class Leaky(_FusedLIF):
-    """Fused first-order LIF neuron (snnTorch's ``Leaky``).
+    """Fused first-order LIF neuron, the twin of snnTorch 1.0.0's ``Leaky``.
 
-    ``forward(x, mem=None)``: ``x: [T, B, *features]``, ``mem: [B, *features]`` ->
-    ``(spk, mem)``, each ``[T, B, *features]``.
+    Per step, as snnTorch computes it: ``mem[t] = beta * mem[t-1] + x[t] - reset[t]`` and
+    ``spk[t] = graded_spikes_factor * H(mem[t] - threshold)``, with ``H`` the Heaviside step whose
+    gradient is the surrogate's. All ``T`` steps run in one fused kernel call.
+
+    The call takes the whole sequence, time first, and returns snnTorch's per-step outputs
+    stacked over time; see :meth:`forward`.
+
+    Args:
+        beta: membrane decay per step: a number or a tensor broadcastable to the features
+            (per-neuron), clamped to [0, 1] in the forward as snnTorch does.
+        threshold: firing threshold: a number or a tensor broadcastable to the features
+            (per-neuron). Default 1.0.
+        spike_grad: surrogate gradient of the spike: one of ``fusedsnn.surrogate``'s
+            (``atan()``, ``fast_sigmoid(slope=25)``, ...) or snnTorch 1.0.0's closure of the same
+            name (``snntorch.surrogate.atan(alpha=2)``); None means ``atan()``, as in snnTorch. A
+            custom Python surrogate raises ``ValueError`` (it cannot run inside a fused kernel).
+        surrogate_disable: if True, no gradient flows through the spikes (snnTorch's flag).
+        init_hidden: must be False (a fused layer returns its states instead of keeping them);
+            True raises ``NotImplementedError``. Convert whole ``init_hidden`` models with
+            ``fusedsnn.fuse``.
+        inhibition: must be False; True (winner-take-all) raises ``NotImplementedError``.
+        learn_beta: make ``beta`` an ``nn.Parameter`` (else a buffer), as snnTorch does.
+        learn_threshold: make ``threshold`` an ``nn.Parameter`` (else a buffer).
+        reset_mechanism: ``"subtract"`` (a spike subtracts the threshold), ``"zero"`` (a spike
+            sets the membrane to zero) or ``"none"``; anything else raises ``ValueError``.
+        state_quant: must be False; a quantisation function raises ``NotImplementedError``.
+        output: accepted for snnTorch compatibility (it matters there only with
+            ``init_hidden``); a fused layer always returns its states.
+        graded_spikes_factor: one number, the spike amplitude: ``spk`` is
+            ``graded_spikes_factor * H(mem - threshold)``. Default 1.0.
+        learn_graded_spikes_factor: must be False; True raises ``NotImplementedError`` (the
+            factor is a constant of the kernel).
+        reset_delay: True (snnTorch's default): the reset caused by a spike at step t acts at
+            step t+1, so ``mem[t]`` is returned before it; False: it acts within step t.
+        backend: what runs the time loop: ``"auto"`` (default: ``triton`` for CUDA tensors,
+            the PopART op inside a PopTorch model on an IPU, ``host`` for float32/float64 CPU
+            tensors, else ``reference``), ``"triton"`` (CUDA; CPU tensors only with
+            ``TRITON_INTERPRET=1``), ``"host"`` (the C++ loops; CPU float32/float64),
+            ``"reference"`` (eager PyTorch; any device and dtype) or ``"poplar"`` (inside
+            PopTorch only). A backend that cannot run the input raises ``ValueError`` at the
+            call, naming the reason.
+
+    Raises:
+        NotImplementedError: when one of the snnTorch options that are not fused is set:
+            ``init_hidden``, ``inhibition``, ``state_quant``,
+            ``learn_graded_spikes_factor``.
+        ValueError: an unknown ``reset_mechanism``; a ``graded_spikes_factor`` that is not one
+            value.
     """
 
     def __init__(
@@ -184,15 +230,72 @@ class Leaky(_FusedLIF):
                          graded_spikes_factor, learn_graded_spikes_factor, reset_delay, backend)
 
     def forward(self, x: Tensor, mem: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """Run all ``T`` steps.
+
+        Args:
+            x: input current ``[T, B, *features]``, time first; float32, float64, float16 or
+                bfloat16.
+            mem: initial membrane ``[B, *features]``; None starts at zero (snnTorch's
+                ``reset_mem()``).
+
+        Returns:
+            ``(spk, mem)``, each ``[T, B, *features]`` in ``x``'s dtype: the spikes and the
+            membrane of every step, as snnTorch's per-step calls return them, stacked.
+        """
         return Fn.lif(x, self._spec(RECURRENCE_NONE), self.beta, self.threshold, mem=mem,
                       backend=self.backend)
 
 
 class Synaptic(_FusedLIF):
-    """Fused current-based LIF neuron (snnTorch's ``Synaptic``).
+    """Fused current-based LIF neuron, the twin of snnTorch 1.0.0's ``Synaptic``.
 
-    ``forward(x, syn=None, mem=None)`` -> ``(spk, syn, mem)``, each ``[T, B, *features]``.
-    ``graded_spikes_factor`` is accepted here too (snnTorch's Synaptic fixes it at 1.0).
+    Per step: ``syn[t] = alpha * syn[t-1] + x[t]``, ``mem[t] = beta * mem[t-1] + syn[t] - reset[t]``,
+    ``spk[t] = graded_spikes_factor * H(mem[t] - threshold)``; one fused kernel call for all ``T``.
+
+    The call takes the whole sequence, time first, and returns snnTorch's per-step outputs
+    stacked over time; see :meth:`forward`.
+
+    Args:
+        alpha: synaptic current decay per step: a number or a per-neuron tensor, clamped to
+            [0, 1].
+        beta: membrane decay per step: a number or a per-neuron tensor, clamped to [0, 1].
+        threshold: firing threshold: a number or a tensor broadcastable to the features
+            (per-neuron). Default 1.0.
+        spike_grad: surrogate gradient of the spike: one of ``fusedsnn.surrogate``'s
+            (``atan()``, ``fast_sigmoid(slope=25)``, ...) or snnTorch 1.0.0's closure of the same
+            name (``snntorch.surrogate.atan(alpha=2)``); None means ``atan()``, as in snnTorch. A
+            custom Python surrogate raises ``ValueError`` (it cannot run inside a fused kernel).
+        surrogate_disable: if True, no gradient flows through the spikes (snnTorch's flag).
+        init_hidden: must be False (a fused layer returns its states instead of keeping them);
+            True raises ``NotImplementedError``. Convert whole ``init_hidden`` models with
+            ``fusedsnn.fuse``.
+        inhibition: must be False; True (winner-take-all) raises ``NotImplementedError``.
+        learn_alpha: make ``alpha`` an ``nn.Parameter`` (else a buffer).
+        learn_beta: make ``beta`` an ``nn.Parameter`` (else a buffer), as snnTorch does.
+        learn_threshold: make ``threshold`` an ``nn.Parameter`` (else a buffer).
+        reset_mechanism: ``"subtract"`` (a spike subtracts the threshold), ``"zero"`` (a spike
+            sets the membrane to zero) or ``"none"``; anything else raises ``ValueError``.
+        state_quant: must be False; a quantisation function raises ``NotImplementedError``.
+        output: accepted for snnTorch compatibility (it matters there only with
+            ``init_hidden``); a fused layer always returns its states.
+        reset_delay: True (snnTorch's default): the reset caused by a spike at step t acts at
+            step t+1, so ``mem[t]`` is returned before it; False: it acts within step t.
+        graded_spikes_factor: one number, the spike amplitude: ``spk`` is
+            ``graded_spikes_factor * H(mem - threshold)``. Default 1.0. (snnTorch's ``Synaptic``
+            fixes it at 1.0; accepted here as for ``Leaky``.)
+        backend: what runs the time loop: ``"auto"`` (default: ``triton`` for CUDA tensors,
+            the PopART op inside a PopTorch model on an IPU, ``host`` for float32/float64 CPU
+            tensors, else ``reference``), ``"triton"`` (CUDA; CPU tensors only with
+            ``TRITON_INTERPRET=1``), ``"host"`` (the C++ loops; CPU float32/float64),
+            ``"reference"`` (eager PyTorch; any device and dtype) or ``"poplar"`` (inside
+            PopTorch only). A backend that cannot run the input raises ``ValueError`` at the
+            call, naming the reason.
+
+    Raises:
+        NotImplementedError: when one of the snnTorch options that are not fused is set:
+            ``init_hidden``, ``inhibition``, ``state_quant``.
+        ValueError: an unknown ``reset_mechanism``; a ``graded_spikes_factor`` that is not one
+            value.
     """
 
     _synaptic = True
@@ -225,6 +328,17 @@ class Synaptic(_FusedLIF):
     def forward(
         self, x: Tensor, syn: Optional[Tensor] = None, mem: Optional[Tensor] = None
     ) -> tuple[Tensor, Tensor, Tensor]:
+        """Run all ``T`` steps.
+
+        Args:
+            x: input current ``[T, B, *features]``, time first.
+            syn: initial synaptic current ``[B, *features]``; None starts at zero.
+            mem: initial membrane ``[B, *features]``; None starts at zero.
+
+        Returns:
+            ``(spk, syn, mem)``, each ``[T, B, *features]``: every step's spikes, synaptic
+            current and membrane, as snnTorch's per-step calls return them, stacked.
+        """
         return Fn.lif(x, self._spec(RECURRENCE_NONE), self.beta, self.threshold, alpha=self.alpha,
                       syn=syn, mem=mem, backend=self.backend)
 
@@ -293,10 +407,66 @@ class _Recurrent(_FusedLIF):
 
 
 class RLeaky(_Recurrent):
-    """Fused recurrent LIF (snnTorch's ``RLeaky``): one-to-one ``V * spk`` feedback or an
-    all-to-all ``nn.Linear`` (``recurrent.weight``, ``recurrent.bias``).
+    """Fused recurrent LIF neuron, the twin of snnTorch 1.0.0's ``RLeaky``.
 
-    ``forward(x, spk=None, mem=None)`` -> ``(spk, mem)``, each ``[T, B, *features]``.
+    Per step: ``mem[t] = beta * mem[t-1] + x[t] + rec(spk[t-1]) - reset[t]`` with ``rec`` the
+    one-to-one ``V * spk`` or the all-to-all ``nn.Linear``, then the spike as in :class:`Leaky`.
+    One-to-one recurrence runs as one fused kernel call; all-to-all calls the kernel per step
+    with the ``nn.Linear`` in between.
+
+    The call takes the whole sequence, time first, and returns snnTorch's per-step outputs
+    stacked over time; see :meth:`forward`.
+
+    Args:
+        beta: membrane decay per step: a number or a per-neuron tensor, clamped to [0, 1].
+        V: one-to-one recurrent weight (``all_to_all=False``): each neuron's previous spike,
+            times ``V``, is added to its input. A number or a per-neuron tensor. Default 1.0.
+        all_to_all: True (snnTorch's default): the feedback is ``recurrent(spk[t-1])``, an
+            ``nn.Linear(linear_features, linear_features)`` (``recurrent.weight``,
+            ``recurrent.bias``); False: one-to-one ``V * spk[t-1]``.
+        linear_features: the number of neurons, required with ``all_to_all=True`` (else
+            ``TypeError``), and refused with ``all_to_all=False`` (``TypeError``).
+        conv2d_channels: must be None; convolutional recurrence raises ``NotImplementedError``.
+        kernel_size: must be None; convolutional recurrence raises ``NotImplementedError``.
+        threshold: firing threshold: a number or a tensor broadcastable to the features
+            (per-neuron). Default 1.0.
+        spike_grad: surrogate gradient of the spike: one of ``fusedsnn.surrogate``'s
+            (``atan()``, ``fast_sigmoid(slope=25)``, ...) or snnTorch 1.0.0's closure of the same
+            name (``snntorch.surrogate.atan(alpha=2)``); None means ``atan()``, as in snnTorch. A
+            custom Python surrogate raises ``ValueError`` (it cannot run inside a fused kernel).
+        surrogate_disable: if True, no gradient flows through the spikes (snnTorch's flag).
+        init_hidden: must be False (a fused layer returns its states instead of keeping them);
+            True raises ``NotImplementedError``. Convert whole ``init_hidden`` models with
+            ``fusedsnn.fuse``.
+        inhibition: must be False; True (winner-take-all) raises ``NotImplementedError``.
+        learn_beta: make ``beta`` an ``nn.Parameter`` (else a buffer), as snnTorch does.
+        learn_threshold: make ``threshold`` an ``nn.Parameter`` (else a buffer).
+        learn_recurrent: train ``V`` or the recurrent ``nn.Linear`` (default True, as snnTorch).
+        reset_mechanism: ``"subtract"`` (a spike subtracts the threshold), ``"zero"`` (a spike
+            sets the membrane to zero) or ``"none"``; anything else raises ``ValueError``.
+        state_quant: must be False; a quantisation function raises ``NotImplementedError``.
+        output: accepted for snnTorch compatibility (it matters there only with
+            ``init_hidden``); a fused layer always returns its states.
+        reset_delay: True (snnTorch's default): the reset caused by a spike at step t acts at
+            step t+1, so ``mem[t]`` is returned before it; False: it acts within step t.
+        graded_spikes_factor: one number, the spike amplitude: ``spk`` is
+            ``graded_spikes_factor * H(mem - threshold)``. Default 1.0.
+        backend: what runs the time loop: ``"auto"`` (default: ``triton`` for CUDA tensors,
+            the PopART op inside a PopTorch model on an IPU, ``host`` for float32/float64 CPU
+            tensors, else ``reference``), ``"triton"`` (CUDA; CPU tensors only with
+            ``TRITON_INTERPRET=1``), ``"host"`` (the C++ loops; CPU float32/float64),
+            ``"reference"`` (eager PyTorch; any device and dtype) or ``"poplar"`` (inside
+            PopTorch only). A backend that cannot run the input raises ``ValueError`` at the
+            call, naming the reason.
+
+    Raises:
+        NotImplementedError: when one of the snnTorch options that are not fused is set:
+            ``init_hidden``, ``inhibition``, ``state_quant``,
+            ``conv2d_channels`` / ``kernel_size``.
+        ValueError: an unknown ``reset_mechanism``; a ``graded_spikes_factor`` that is not one
+            value.
+        TypeError: ``linear_features`` missing with ``all_to_all=True`` or given with
+            ``all_to_all=False``.
     """
 
     _neuron = "RLeaky"
@@ -332,15 +502,86 @@ class RLeaky(_Recurrent):
     def forward(
         self, x: Tensor, spk: Optional[Tensor] = None, mem: Optional[Tensor] = None
     ) -> tuple[Tensor, Tensor]:
+        """Run all ``T`` steps.
+
+        Args:
+            x: input current ``[T, B, *features]``, time first (all-to-all: ``features`` is
+                ``(linear_features,)``).
+            spk: the spikes of the step before the first ``[B, *features]``, fed back through
+                the recurrence; None starts at zero.
+            mem: initial membrane ``[B, *features]``; None starts at zero.
+
+        Returns:
+            ``(spk, mem)``, each ``[T, B, *features]``, as snnTorch's per-step calls return
+            them, stacked.
+        """
         return Fn.lif(x, self._spec(self._recurrence_code()), self.beta, self.threshold,
                       spk=spk, mem=mem, backend=self.backend, **self._recurrence_kwargs())
 
 
 class RSynaptic(_Recurrent):
-    """Fused recurrent current-based LIF (snnTorch's ``RSynaptic``).
+    """Fused recurrent current-based LIF neuron, the twin of snnTorch 1.0.0's ``RSynaptic``.
 
-    ``forward(x, spk=None, syn=None, mem=None)`` -> ``(spk, syn, mem)``. As in snnTorch 1.0.0,
-    ``reset_delay=False`` has no effect on RSynaptic (a warning says so).
+    Per step: ``syn[t] = alpha * syn[t-1] + x[t] + rec(spk[t-1])``,
+    ``mem[t] = beta * mem[t-1] + syn[t] - reset[t]``, then the spike as in :class:`Leaky`.
+
+    The call takes the whole sequence, time first, and returns snnTorch's per-step outputs
+    stacked over time; see :meth:`forward`.
+
+    Args:
+        alpha: synaptic current decay per step: a number or a per-neuron tensor, clamped to
+            [0, 1].
+        beta: membrane decay per step: a number or a per-neuron tensor, clamped to [0, 1].
+        V: one-to-one recurrent weight (``all_to_all=False``): each neuron's previous spike,
+            times ``V``, is added to its input. A number or a per-neuron tensor. Default 1.0.
+        all_to_all: True (snnTorch's default): the feedback is ``recurrent(spk[t-1])``, an
+            ``nn.Linear(linear_features, linear_features)`` (``recurrent.weight``,
+            ``recurrent.bias``); False: one-to-one ``V * spk[t-1]``.
+        linear_features: the number of neurons, required with ``all_to_all=True`` (else
+            ``TypeError``), and refused with ``all_to_all=False`` (``TypeError``).
+        conv2d_channels: must be None; convolutional recurrence raises ``NotImplementedError``.
+        kernel_size: must be None; convolutional recurrence raises ``NotImplementedError``.
+        threshold: firing threshold: a number or a tensor broadcastable to the features
+            (per-neuron). Default 1.0.
+        spike_grad: surrogate gradient of the spike: one of ``fusedsnn.surrogate``'s
+            (``atan()``, ``fast_sigmoid(slope=25)``, ...) or snnTorch 1.0.0's closure of the same
+            name (``snntorch.surrogate.atan(alpha=2)``); None means ``atan()``, as in snnTorch. A
+            custom Python surrogate raises ``ValueError`` (it cannot run inside a fused kernel).
+        surrogate_disable: if True, no gradient flows through the spikes (snnTorch's flag).
+        init_hidden: must be False (a fused layer returns its states instead of keeping them);
+            True raises ``NotImplementedError``. Convert whole ``init_hidden`` models with
+            ``fusedsnn.fuse``.
+        inhibition: must be False; True (winner-take-all) raises ``NotImplementedError``.
+        learn_alpha: make ``alpha`` an ``nn.Parameter`` (else a buffer).
+        learn_beta: make ``beta`` an ``nn.Parameter`` (else a buffer), as snnTorch does.
+        learn_threshold: make ``threshold`` an ``nn.Parameter`` (else a buffer).
+        learn_recurrent: train ``V`` or the recurrent ``nn.Linear`` (default True, as snnTorch).
+        reset_mechanism: ``"subtract"`` (a spike subtracts the threshold), ``"zero"`` (a spike
+            sets the membrane to zero) or ``"none"``; anything else raises ``ValueError``.
+        state_quant: must be False; a quantisation function raises ``NotImplementedError``.
+        output: accepted for snnTorch compatibility (it matters there only with
+            ``init_hidden``); a fused layer always returns its states.
+        reset_delay: as in snnTorch 1.0.0, False has no effect on ``RSynaptic`` (snnTorch
+            computes the immediate reset and discards it): a warning says so and the layer
+            behaves as True, the reset acting at the next step.
+        graded_spikes_factor: one number, the spike amplitude: ``spk`` is
+            ``graded_spikes_factor * H(mem - threshold)``. Default 1.0.
+        backend: what runs the time loop: ``"auto"`` (default: ``triton`` for CUDA tensors,
+            the PopART op inside a PopTorch model on an IPU, ``host`` for float32/float64 CPU
+            tensors, else ``reference``), ``"triton"`` (CUDA; CPU tensors only with
+            ``TRITON_INTERPRET=1``), ``"host"`` (the C++ loops; CPU float32/float64),
+            ``"reference"`` (eager PyTorch; any device and dtype) or ``"poplar"`` (inside
+            PopTorch only). A backend that cannot run the input raises ``ValueError`` at the
+            call, naming the reason.
+
+    Raises:
+        NotImplementedError: when one of the snnTorch options that are not fused is set:
+            ``init_hidden``, ``inhibition``, ``state_quant``,
+            ``conv2d_channels`` / ``kernel_size``.
+        ValueError: an unknown ``reset_mechanism``; a ``graded_spikes_factor`` that is not one
+            value.
+        TypeError: ``linear_features`` missing with ``all_to_all=True`` or given with
+            ``all_to_all=False``.
     """
 
     _synaptic = True
@@ -390,6 +631,20 @@ class RSynaptic(_Recurrent):
         syn: Optional[Tensor] = None,
         mem: Optional[Tensor] = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
+        """Run all ``T`` steps.
+
+        Args:
+            x: input current ``[T, B, *features]``, time first (all-to-all: ``features`` is
+                ``(linear_features,)``).
+            spk: the spikes of the step before the first ``[B, *features]``, fed back through
+                the recurrence; None starts at zero.
+            syn: initial synaptic current ``[B, *features]``; None starts at zero.
+            mem: initial membrane ``[B, *features]``; None starts at zero.
+
+        Returns:
+            ``(spk, syn, mem)``, each ``[T, B, *features]``, as snnTorch's per-step calls
+            return them, stacked.
+        """
         return Fn.lif(x, self._spec(self._recurrence_code()), self.beta, self.threshold,
                       alpha=self.alpha, spk=spk, syn=syn, mem=mem, backend=self.backend,
                       **self._recurrence_kwargs())

@@ -60,6 +60,7 @@ def _spikes_and_mem(out: tuple) -> tuple[Tensor, Tensor]:
 
 class _SequenceModel(nn.Module):
     input_shape: tuple
+    _other_input_forms = ""  # named in the shape error, for models that take more than one form
 
     def _time_major(self, x: Tensor) -> tuple[Tensor, bool]:
         """``x`` as ``[B, *input]`` (static, returns is_static=True) or ``[T, B, *input]``."""
@@ -67,11 +68,12 @@ class _SequenceModel(nn.Module):
         if not isinstance(x, torch.Tensor) or x.dim() not in (n + 1, n + 2):
             raise ValueError(
                 f"x must be a static batch [B, {', '.join(map(str, self.input_shape))}] or a sequence "
-                f"[T, B, {', '.join(map(str, self.input_shape))}], got "
+                f"[T, B, {', '.join(map(str, self.input_shape))}]{self._other_input_forms}, got "
                 f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}"
             )
         if tuple(x.shape[-n:]) != tuple(self.input_shape):
-            raise ValueError(f"x's trailing shape must be {tuple(self.input_shape)}, got {tuple(x.shape[-n:])}")
+            raise ValueError(f"x's trailing shape must be {tuple(self.input_shape)}{self._other_input_forms}, "
+                             f"got {tuple(x.shape)}")
         return x, x.dim() == n + 1
 
     def _first_layer_over_time(self, first: nn.Module, x: Tensor) -> Tensor:
@@ -99,8 +101,12 @@ class DSNN(_SequenceModel):
     Linear (default 784-1000-10, Leaky, 25 steps).
 
     ``forward(x)``: ``x: [B, num_inputs]`` (static) or ``[T, B, num_inputs]`` -> the output
-    layer's ``(spk, mem)``, each ``[T, B, num_outputs]``.
+    layer's ``(spk, mem)``, each ``[T, B, num_outputs]``. Images ``[B, C, H, W]`` (static) and
+    ``[T, B, C, H, W]`` are flattened to ``C * H * W`` inputs, which must equal ``num_inputs``
+    (MNIST's ``[B, 1, 28, 28]`` for the default 784).
     """
+
+    _other_input_forms = ", or images [B, C, H, W] / [T, B, C, H, W] with C * H * W = num_inputs"
 
     def __init__(
         self,
@@ -126,7 +132,23 @@ class DSNN(_SequenceModel):
         self.fcs = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.neurons = nn.ModuleList(make_neuron(neuron, b, neuron_kwargs) for b in sizes[1:])
 
+    def _flatten_images(self, x: Tensor) -> Tensor:
+        """``[B, C, H, W] -> [B, C*H*W]`` and ``[T, B, C, H, W] -> [T, B, C*H*W]``; other shapes
+        pass through (a 3-d ``x`` is a sequence ``[T, B, num_inputs]``, never ``[B, H, W]``)."""
+        if not isinstance(x, torch.Tensor) or x.dim() not in (4, 5):
+            return x
+        pixels = x.shape[-3:].numel()
+        if pixels != self.input_shape[0]:
+            raise ValueError(
+                f"x holds images of shape {tuple(x.shape[-3:])} ({pixels} values each), but this DSNN takes "
+                f"num_inputs={self.input_shape[0]}"
+            )
+        return x.flatten(-3)
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``x: [B, num_inputs]``, ``[T, B, num_inputs]``, ``[B, C, H, W]`` or ``[T, B, C, H, W]``
+        -> ``(spk, mem)`` of the output layer, each ``[T, B, num_outputs]``."""
+        x = self._flatten_images(x)
         spk, mem = _spikes_and_mem(self.neurons[0](self._first_layer_over_time(self.fcs[0], x)))
         for fc, lif in zip(self.fcs[1:], self.neurons[1:]):
             spk, mem = _spikes_and_mem(lif(fc(spk)))  # Linear on [T, B, F] covers all T * B at once
@@ -179,6 +201,8 @@ class CSNN(_SequenceModel):
         self.out_neuron = make_neuron(neuron, num_outputs, neuron_kwargs)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``x: [B, C, H, W]`` (static) or ``[T, B, C, H, W]`` -> ``(spk, mem)`` of the output
+        layer, each ``[T, B, num_outputs]``."""
         first = nn.Sequential(self.convs[0], self.pool)
         spk, _ = _spikes_and_mem(self.conv_neurons[0](self._first_layer_over_time(first, x)))
         for conv, lif in zip(self.convs[1:], self.conv_neurons[1:]):

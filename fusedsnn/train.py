@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import sys
 import time
 from typing import Callable, Optional
@@ -123,16 +124,46 @@ def shard(n: int, rank: int, world: int) -> slice:
 # the training loop
 # ---------------------------------------------------------------------------------------------
 
+def describe_model(model_name: str, model: nn.Module, neuron: str, num_steps: int) -> str:
+    """One phrase naming the network: ``DSNN 64-1000-10`` or ``CSNN 5C12-MP2-5C64-MP2-10 on 1x28x28``."""
+    if isinstance(model, DSNN):
+        sizes = [model.fcs[0].in_features, *(fc.out_features for fc in model.fcs)]
+        shape = "-".join(map(str, sizes))
+        return f"DSNN {shape}, {neuron} neurons, {num_steps} steps"
+    convs = "-".join(f"{c.kernel_size[0]}C{c.out_channels}-MP{model.pool.kernel_size}" for c in model.convs)
+    shape = "x".join(map(str, model.input_shape))
+    return f"CSNN {convs}-{model.fc.out_features} on {shape}, {neuron} neurons, {num_steps} steps"
+
+
+def fused_backend_name(device: torch.device, dtype: torch.dtype = torch.float32) -> str:
+    """The backend ``backend="auto"`` picks for the neurons' input on ``device`` in ``dtype``."""
+    from .backends import resolve_backend
+
+    return resolve_backend("auto", torch.empty(1, dtype=dtype, device=device)).name
+
+
 def fit(model_name: str = "dsnn", dataset: str = "digits", data_root: Optional[str] = None, epochs: int = 5,
         batch_size: int = 128, num_steps: int = 25, lr: float = 2e-3, hidden: int = 1000, neuron: str = "leaky",
         pop_size: int = 1, loss: str = "ce_rate", device: Optional[str] = None, seed: int = 0,
-        progress: bool = True, autocast_dtype: Optional[torch.dtype] = None, log: Callable[[str], None] = print) -> dict:
-    """Train and evaluate; returns the configuration and a per-epoch history."""
+        progress: bool = True, autocast_dtype: Optional[torch.dtype] = None, log: Callable[[str], None] = print,
+        data: Optional[tuple[Tensor, Tensor, Tensor, Tensor]] = None) -> dict:
+    """Train and evaluate; returns the configuration and a per-epoch history.
+
+    ``data``: ``(x_train, y_train, x_test, y_test)`` already loaded (images ``[N, C, H, W]``),
+    else ``dataset`` is loaded from ``data_root``. ``log`` receives one line naming what is
+    trained (model, dataset, backend, device), one per epoch, and a closing summary line."""
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("num_steps", num_steps),
+                        ("hidden", hidden), ("pop_size", pop_size)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     rank, world = init_distributed(dev)
     torch.manual_seed(seed)
-    x_train, y_train = data_mod.load(dataset, data_root, train=True)
-    x_test, y_test = data_mod.load(dataset, data_root, train=False)
+    if data is None:
+        x_train, y_train = data_mod.load(dataset, data_root, train=True)
+        x_test, y_test = data_mod.load(dataset, data_root, train=False)
+    else:
+        x_train, y_train, x_test, y_test = data
     x_train, x_test = prepare_inputs(model_name, x_train).to(dev), prepare_inputs(model_name, x_test).to(dev)
     y_train, y_test = y_train.to(dev), y_test.to(dev)
     num_classes = 10
@@ -140,12 +171,20 @@ def fit(model_name: str = "dsnn", dataset: str = "digits", data_root: Optional[s
     net = wrap_distributed(model, dev)
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr)
     loss_fn = make_loss(loss, num_classes, pop_size)
+    backend = fused_backend_name(dev, autocast_dtype or torch.float32)
+    precision = str(autocast_dtype).removeprefix("torch.") if autocast_dtype else "float32"
+    if rank == 0:
+        log(f"training {describe_model(model_name, model, neuron, num_steps)} on {dataset} "
+            f"({len(y_train)} train / {len(y_test)} test images) | backend {backend} | device {dev}"
+            f"{f' x {world} processes' if world > 1 else ''} | {epochs} epoch(s), batch {batch_size}, "
+            f"AdamW lr {lr:g}, loss {loss}, {precision}")
     history = []
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
         tqdm = None
     gen = torch.Generator().manual_seed(seed)
+    start_all = time.perf_counter()
     for epoch in range(1, epochs + 1):
         order = torch.randperm(len(y_train), generator=gen).to(dev)
         batches = range(0, len(y_train) - batch_size + 1, batch_size) if len(y_train) >= batch_size else [0]
@@ -170,29 +209,43 @@ def fit(model_name: str = "dsnn", dataset: str = "digits", data_root: Optional[s
         if rank == 0:
             log(f"epoch {epoch}: loss {row['loss']:.4f}  train acc {row['train_acc']:.3f}  "
                 f"test acc {row['test_acc']:.3f}  {row['images_per_s']:.0f} images/s")
+    elapsed = time.perf_counter() - start_all
+    last = history[-1]
+    best = max(history, key=lambda r: r["test_acc"])
+    if rank == 0:
+        log(f"done: {model_name.upper()} on {dataset}, {epochs} epoch(s) in {elapsed:.1f} s: "
+            f"test acc {last['test_acc']:.3f} (best {best['test_acc']:.3f} at epoch {best['epoch']}), "
+            f"loss {last['loss']:.4f}, {last['images_per_s']:.0f} training images/s")
     config = dict(model=model_name, dataset=dataset, epochs=epochs, batch_size=batch_size, num_steps=num_steps,
-                  lr=lr, hidden=hidden, neuron=neuron, pop_size=pop_size, loss=loss, device=str(dev), world=world)
-    return {"config": config, "history": history}
+                  lr=lr, hidden=hidden, neuron=neuron, pop_size=pop_size, loss=loss, device=str(dev), world=world,
+                  backend=backend, precision=precision)
+    return {"config": config, "history": history, "seconds": elapsed}
 
 
 def population_study(output_sizes=(10, 50, 100, 500, 1000), epochs: int = 5, model_name: str = "dsnn",
                      dataset: str = "digits", data_root: Optional[str] = None, hidden: int = 1000,
                      lr: float = 1e-2, device: Optional[str] = None, progress: bool = True,
-                     log: Callable[[str], None] = print) -> list[dict]:
-    """The study's population-code experiment: the baseline (10 outputs, 25 steps) against
-    population outputs (``output_sizes`` neurons, a multiple of 10) in a single time step.
+                     log: Callable[[str], None] = print, batch_size: int = 128, baseline_steps: int = 25,
+                     neuron: str = "leaky", loss: str = "ce_rate", seed: int = 0,
+                     autocast_dtype: Optional[torch.dtype] = None,
+                     data: Optional[tuple[Tensor, Tensor, Tensor, Tensor]] = None) -> list[dict]:
+    """The study's population-code experiment: the baseline (10 outputs, ``baseline_steps``
+    steps) against population outputs (``output_sizes`` neurons, a multiple of 10) in a single
+    time step.
 
     The learning rate is higher than ``fit``'s default because a single step gives each
     output neuron one chance to fire: at 2e-3 the one-step networks start silent and stay so for
     several epochs on the digits, at 1e-2 they train (measured while writing this)."""
     rows = []
-    configs = [(10, 25)] + [(n, 1) for n in output_sizes]
-    for outputs, steps in configs:
+    configs = [(10, baseline_steps)] + [(n, 1) for n in output_sizes]
+    for outputs, _ in configs:
         if outputs % 10:
             raise ValueError(f"output sizes must be multiples of the 10 classes, got {outputs}")
+    for outputs, steps in configs:
         log(f"-- {outputs} outputs, {steps} step(s)")
-        result = fit(model_name, dataset, data_root, epochs=epochs, num_steps=steps, hidden=hidden,
-                     pop_size=outputs // 10, lr=lr, device=device, progress=progress, log=log)
+        result = fit(model_name, dataset, data_root, epochs=epochs, batch_size=batch_size, num_steps=steps,
+                     hidden=hidden, pop_size=outputs // 10, lr=lr, device=device, progress=progress, log=log,
+                     neuron=neuron, loss=loss, seed=seed, autocast_dtype=autocast_dtype, data=data)
         last = result["history"][-1]
         rows.append({"outputs": outputs, "num_steps": steps, "test_acc": last["test_acc"],
                      "images_per_s": last["images_per_s"]})
@@ -200,53 +253,104 @@ def population_study(output_sizes=(10, 50, 100, 500, 1000), epochs: int = 5, mod
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", choices=["dsnn", "csnn"], default="dsnn")
-    parser.add_argument("--dataset", choices=["digits", "mnist", "cifar10"], default="digits")
-    parser.add_argument("--data-root", default=None, help="folder with the MNIST IDX / CIFAR-10 batch files")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--num-steps", type=int, default=25)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--hidden", type=int, default=1000, help="DSNN hidden width")
-    parser.add_argument("--neuron", choices=NEURONS, default="leaky")
-    parser.add_argument("--pop-size", type=int, default=1, help="output neurons per class")
-    parser.add_argument("--loss", choices=["ce_rate", "mse_count"], default="ce_rate")
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--seed", type=int, default=0)
+    from .cli import device_name, non_negative_int, positive_float, positive_int, writable_file
+
+    parser.add_argument("--model", choices=["dsnn", "csnn"], default="dsnn", help="network to train")
+    parser.add_argument("--dataset", choices=["digits", "mnist", "cifar10"], default="digits",
+                        help="digits ships with scikit-learn; mnist and cifar10 need --data-root")
+    parser.add_argument("--data-root", default=None,
+                        help="folder with the MNIST IDX files or the CIFAR-10 python batches (never downloaded)")
+    parser.add_argument("--epochs", type=positive_int, default=5, help="passes over the training set")
+    parser.add_argument("--batch-size", type=positive_int, default=128, help="images per training step")
+    parser.add_argument("--num-steps", type=positive_int, default=25,
+                        help="time steps per image (with --population-study: the 10-output baseline's steps)")
+    parser.add_argument("--lr", type=positive_float, default=None,
+                        help="AdamW learning rate (default: 2e-3, or 1e-2 with --population-study)")
+    parser.add_argument("--hidden", type=positive_int, default=1000, help="DSNN hidden width")
+    parser.add_argument("--neuron", choices=NEURONS, default="leaky", help="neuron model of every layer")
+    parser.add_argument("--pop-size", type=positive_int, default=1,
+                        help="output neurons per class (--population-study sweeps it itself)")
+    parser.add_argument("--loss", choices=["ce_rate", "mse_count"], default="ce_rate",
+                        help="rate-coded cross-entropy or spike-count MSE")
+    parser.add_argument("--device", type=device_name, default=None,
+                        help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of weights and batch order")
     parser.add_argument("--precision", choices=["float32", "bfloat16", "float16"], default="float32",
                         help="autocast dtype for the forward")
     parser.add_argument("--population-study", action="store_true",
-                        help="run the population-code experiment instead of one training")
-    parser.add_argument("--json", default=None, help="write the results here")
-    parser.add_argument("--no-progress", action="store_true")
+                        help="run the population-code experiment (10 outputs over --num-steps steps against "
+                             "10..1000 outputs in 1 step) instead of one training")
+    parser.add_argument("--json", type=writable_file, default=None, help="write the results to this file")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Combinations argparse cannot check by itself; raises cli.UsageError naming the argument."""
+    from .cli import UsageError
+
+    if args.population_study and args.pop_size != 1:
+        raise UsageError("--pop-size cannot be combined with --population-study, which sweeps the outputs itself")
+    if args.dataset == "digits":
+        if args.data_root is not None:
+            raise UsageError("--data-root is for --dataset mnist or cifar10; digits ship with scikit-learn")
+        return
+    if args.data_root is None:
+        raise UsageError(f"--dataset {args.dataset} needs --data-root DIR with the files you already have "
+                         "(fusedsnn never downloads data)")
+    if not os.path.isdir(args.data_root):
+        raise UsageError(f"--data-root {args.data_root!r} is not a folder")
+
+
+def _load_data(dataset: str, data_root: Optional[str]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Train and test splits; a missing or malformed file is a usage error, not a traceback."""
+    from .cli import UsageError
+
+    try:
+        x_train, y_train = data_mod.load(dataset, data_root, train=True)
+        x_test, y_test = data_mod.load(dataset, data_root, train=False)
+    except (FileNotFoundError, ValueError, OSError, EOFError, pickle.UnpicklingError) as err:
+        raise UsageError(f"--data-root {data_root!r}: {err}") from None
+    return x_train, y_train, x_test, y_test
 
 
 def run(args: argparse.Namespace) -> int:
+    _check_arguments(args)
+    autocast = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.precision]
+    data = _load_data(args.dataset, args.data_root)
+    start = time.perf_counter()
     if args.population_study:
-        result = {"population_study": population_study(epochs=args.epochs, model_name=args.model,
-                                                       dataset=args.dataset, data_root=args.data_root,
-                                                       hidden=args.hidden, device=args.device,
-                                                       progress=not args.no_progress)}
-        for row in result["population_study"]:
+        rows = population_study(epochs=args.epochs, model_name=args.model, dataset=args.dataset,
+                                data_root=args.data_root, hidden=args.hidden, device=args.device,
+                                progress=not args.no_progress, batch_size=args.batch_size,
+                                baseline_steps=args.num_steps, neuron=args.neuron, loss=args.loss,
+                                seed=args.seed, autocast_dtype=autocast, data=data,
+                                **({} if args.lr is None else {"lr": args.lr}))
+        result = {"population_study": rows}
+        for row in rows:
             print(f"{row['outputs']:>5} outputs {row['num_steps']:>2} step(s): test acc {row['test_acc']:.3f}  "
                   f"{row['images_per_s']:.0f} images/s")
+        best = max(rows, key=lambda r: r["test_acc"])
+        print(f"done: population study, {len(rows)} trainings of {args.epochs} epoch(s) in "
+              f"{time.perf_counter() - start:.1f} s; best test acc {best['test_acc']:.3f} "
+              f"({best['outputs']} outputs, {best['num_steps']} step(s))")
     else:
-        autocast = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.precision]
         result = fit(args.model, args.dataset, args.data_root, args.epochs, args.batch_size, args.num_steps,
-                     args.lr, args.hidden, args.neuron, args.pop_size, args.loss, args.device, args.seed,
-                     progress=not args.no_progress, autocast_dtype=autocast)
+                     2e-3 if args.lr is None else args.lr, args.hidden, args.neuron, args.pop_size, args.loss,
+                     args.device, args.seed, progress=not args.no_progress, autocast_dtype=autocast, data=data)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=1)
+        print(f"results written to {args.json}")
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     return 0
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="fusedsnn train", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """``python -m fusedsnn.train ARGS`` is ``fusedsnn train ARGS``."""
+    from .cli import main as cli_main
+
+    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

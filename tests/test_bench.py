@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from fusedsnn.bench import neurons, study, training
+from fusedsnn.bench import neurons, plots, study, training
+from fusedsnn.cli import UsageError
 from fusedsnn.kernels.spec import LIFSpec, bytes_per_neuron_step
 from fusedsnn.models import CSNN, DSNN
 from fusedsnn.surrogate import atan
@@ -69,7 +72,7 @@ def test_bench_cli_writes_outputs(tmp_path, monkeypatch):
     assert study.run(args) == 0
     assert json.loads((tmp_path / "neurons.json").read_text())[0]["provider"] == "snntorch"
     assert (tmp_path / "neurons.csv").exists() and (tmp_path / "environment.json").exists()
-    with pytest.raises(SystemExit, match="unknown"):
+    with pytest.raises(UsageError, match="unknown nope"):
         study.run(SimpleNamespace(quick=True, device="cpu", out=str(tmp_path), sections="nope", repeats=2))
 
 
@@ -83,3 +86,164 @@ def test_all_to_all_section_rows(monkeypatch):
     assert all(r["median_s"] > 0 and r["speedup_vs_snntorch"] > 0 for r in rows)
     assert rows[0]["target_speedup"] == 1.0 and 0 <= rows[0]["spike_rate"] <= 1
     assert "all_to_all" in study.SECTIONS
+
+
+# ---------------------------------------------------------------------------------------------
+# dispersion, progress, shared measurements (with a fake training measurement: fast, exact)
+# ---------------------------------------------------------------------------------------------
+
+def _fake_training_case(calls: list):
+    def fake(kind, provider, batch, num_steps, device, repeats, hidden=1000, channels=(12, 64), neuron="leaky",
+             outputs=10, autocast_dtype=None, warmup=2, min_time_s=0.0):
+        calls.append((kind, provider, batch, num_steps, hidden, tuple(channels), neuron, outputs, autocast_dtype))
+        median = 0.01 * (3.0 if provider == "snntorch" else 1.0) * num_steps / 25
+        spread = 0.8 if neuron == "rsynaptic" and provider == "fused" else 0.1
+        return {"network": kind, "provider": provider, "batch": batch, "num_steps": num_steps, "hidden": hidden,
+                "channels": list(channels) if kind == "CSNN" else None, "neuron": neuron, "outputs": outputs,
+                "precision": str(autocast_dtype).removeprefix("torch.") if autocast_dtype else "float32",
+                "device": str(device), "median_s": median, "q20_s": median * (1 - spread / 2),
+                "q80_s": median * (1 + spread / 2), "repeats": repeats, "peak_memory_bytes": None,
+                "images_per_s": batch / median, "train_macs_per_image": 1, "achieved_tflops": 1e-6}
+    return fake
+
+
+def test_speedup_range_and_noisy_flag():
+    rows = [
+        {"network": "DSNN", "provider": p, "batch": 128, "num_steps": 25, "hidden": 1000, "channels": None,
+         "neuron": n, "outputs": 10, "precision": "float32", "median_s": m, "q20_s": lo, "q80_s": hi}
+        for p, n, m, lo, hi in [("fused", "leaky", 1.0, 0.9, 1.1), ("snntorch", "leaky", 3.0, 2.9, 3.3),
+                                ("fused", "rleaky", 1.0, 0.5, 1.6), ("snntorch", "rleaky", 2.0, 1.9, 2.1)]]
+    study._training_speedups(rows)
+    fused, base, noisy, _ = rows
+    assert fused["speedup_vs_snntorch"] == pytest.approx(3.0)
+    assert fused["speedup_low"] == pytest.approx(2.9 / 1.1) and fused["speedup_high"] == pytest.approx(3.3 / 0.9)
+    assert fused["spread"] == pytest.approx(0.2) and not fused["noisy"]
+    assert base["speedup_low"] is None and not base["noisy"]
+    assert noisy["spread"] == pytest.approx(1.1) and noisy["noisy"]
+    table = study.format_table(rows, study.TABLE_COLUMNS["neuron_models"])
+    lines = table.splitlines()
+    assert "median_s (q20-q80)" in lines[0] and "speedup (range)" in lines[0] and "noisy" in lines[0]
+    assert "1 (0.9-1.1)" in lines[2] and "3x (2.6-3.7)" in lines[2] and "NOISY" not in lines[2]
+    assert "1 (baseline)" in lines[3]
+    assert lines[4].rstrip().endswith("NOISY") or "NOISY" in lines[4]
+
+
+def test_progress_has_a_total_and_shared_cases_are_measured_once(tmp_path, monkeypatch, capsys):
+    calls: list = []
+    monkeypatch.setattr(training, "run_training_case", _fake_training_case(calls))
+    monkeypatch.setattr(plots, "plot_section", lambda *a, **k: None)
+    args = SimpleNamespace(quick=True, device="cpu", out=str(tmp_path), sections="throughput,neuron_models,precision",
+                           repeats=2)
+    assert study.run(args) == 0
+    out = capsys.readouterr().out
+    # 4 + 8 + 4 planned runs; DSNN 128 x 25 leaky float32 (fused and snnTorch) is in all three
+    # sections but measured once: 16 runs, 12 measurements.
+    assert "[4/16 runs" in out and "[12/16 runs" in out and "[16/16 runs" in out and "left]" in out
+    assert len(calls) == len(set(calls)) == 12
+    rsynaptic = [r for r in json.loads((tmp_path / "neuron_models.json").read_text()) if r["neuron"] == "rsynaptic"]
+    assert [r["noisy"] for r in rsynaptic] == [True, False] and "NOISY" in out and "noisy: the q20-q80" in out
+    assert out.count("published figures") == 1 and "published figures, " not in out
+    env = json.loads((tmp_path / "environment.json").read_text())
+    assert env["wall_s"] > 0 and env["process_cpu_s"] >= 0 and "load_average_at_start" in env
+
+
+def test_profiler_chatter_is_dropped_other_stderr_kept(capfd):
+    with training._profiler_chatter_dropped():
+        os.write(2, b"USDT:2026-11-26 03:38:07 7898:7898 SyncActivityProfilerHandler.cpp:52] profiler_start\n")
+        os.write(2, b"a real warning\n")
+    err = capfd.readouterr().err
+    assert "profiler_start" not in err and "a real warning" in err
+
+
+def test_time_split_gives_all_three_shares_and_what_ran(capfd):
+    row = training.time_split("DSNN", torch.device("cpu"), batch=4, num_steps=3, hidden=16)
+    assert "USDT" not in capfd.readouterr().err
+    assert row["provider"] == "fused" and row["backend"] in ("host", "reference")
+    shares = [row["neuron_share"], row["synaptic_share"], row["other_share"]]
+    assert all(s > 0 for s in shares) and sum(shares) == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# plots: drawn from synthetic rows, inspected through matplotlib's objects
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def figures(monkeypatch):
+    """Figures plot_section draws, by file name, instead of saving them."""
+    from matplotlib.figure import Figure
+
+    drawn = {}
+    monkeypatch.setattr(Figure, "savefig", lambda fig, path, **kw: drawn.__setitem__(Path(path).name, fig))
+    return drawn
+
+
+def _training_rows(section: str) -> list[dict]:
+    calls: list = []
+    args = SimpleNamespace(quick=True, repeats=2)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(training, "run_training_case", _fake_training_case(calls))
+        rows = study.SECTIONS[section](args, torch.device("cpu"), lambda label: None)
+    study._training_speedups(rows)
+    return rows
+
+
+def _bar_colours(ax) -> dict:
+    return {c.get_label(): c.patches[0].get_facecolor() for c in ax.containers
+            if c.get_label() and getattr(c, "patches", None)}
+
+
+@pytest.mark.parametrize("section,name", [("throughput", "throughput_DSNN.png"), ("throughput", "throughput_CSNN.png"),
+                                          ("neuron_models", "neuron_models.png"), ("precision", "precision.png")])
+def test_bar_plots_are_linear_from_zero_with_distinct_provider_colours(section, name, figures, tmp_path):
+    plots.plot_section(section, _training_rows(section), tmp_path)
+    ax = figures[name].axes[0]
+    assert ax.get_xscale() == "linear" and ax.get_xlim()[0] == 0
+    colours = _bar_colours(ax)
+    assert colours["fused"] != colours["snntorch"]
+    assert any(t.get_text().strip().replace(",", "").isdigit() for t in ax.texts)  # values written on the bars
+
+
+@pytest.mark.parametrize("section,name,key", [("batch", "batch.png", "batch"), ("width", "width_DSNN.png", "hidden"),
+                                              ("width", "depth_CSNN.png", "channels"),
+                                              ("population", "population.png", "outputs")])
+def test_sweep_ticks_are_the_measured_values(section, name, key, figures, tmp_path):
+    rows = _training_rows(section)
+    plots.plot_section(section, rows, tmp_path)
+    ax = figures[name].axes[0]
+    net = "CSNN" if name.startswith("depth") else "DSNN"
+    values = sorted({tuple(r[key]) if isinstance(r[key], list) else r[key] for r in rows if r["network"] == net})
+    expected = ["-".join(map(str, v)) if isinstance(v, tuple) else str(v) for v in values]
+    assert [t.get_text() for t in ax.get_xticklabels()] == expected
+    if section == "population":
+        legend = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert ax.get_legend().get_title().get_text() == "provider, time steps per image"
+        assert "fused, 1 time step" in legend and "fused, 25 time steps (baseline)" in legend
+
+
+def test_time_split_plot_has_title_provider_and_other_share(figures, tmp_path):
+    rows = [{"network": "DSNN", "device": "cpu", "provider": "fused", "backend": "host", "batch": 128, "num_steps": 25,
+             "neuron_share": 0.5, "synaptic_share": 0.2, "other_share": 0.3, "timer": "cpu"}]
+    plots.plot_section("time_split", rows, tmp_path)
+    ax = figures["time_split.png"].axes[0]
+    assert "provider fused" in ax.get_title() and "backend host" in ax.get_title()
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(label.startswith("other") for label in labels)
+    assert {t.get_text() for t in ax.texts} >= {"50%", "20%", "30%"}
+
+
+def test_neurons_plot_names_sizes_and_separates_providers(figures, tmp_path):
+    case = neurons.NeuronCase("Leaky", 3, 2, 50, torch.float32, torch.device("cpu"))
+    rows = [neurons.run_case(case, p, m, repeats=2, warmup=1) for m in ("forward", "forward+backward")
+            for p in ("fused-reference", "snntorch")]
+    study._add_speedups(rows)
+    plots.plot_section("neurons", rows, tmp_path)
+    ax = figures["neurons.png"].axes[0]
+    assert "T=3" in ax.get_title() and "B=2" in ax.get_title() and "N=50" in ax.get_title()
+    assert len(ax.get_yticks()) == 2  # Leaky forward, Leaky forward+backward: one group each
+    colours = _bar_colours(ax)
+    assert colours["fused-reference"] != colours["snntorch"]
+    # Several sizes: one panel per neuron, sizes as ticks.
+    more = [dict(r, T=5, median_s=r["median_s"] * 2, q20_s=r["q20_s"] * 2, q80_s=r["q80_s"] * 2) for r in rows]
+    plots.plot_section("neurons", rows + more, tmp_path)
+    ax = figures["neurons.png"].axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["3x2x50", "5x2x50"]

@@ -71,6 +71,30 @@ def test_sequence_input_and_shapes():
         model(torch.rand(2, 3, 28, 28))
 
 
+@pytest.mark.parametrize("image_shape", [(1, 28, 28), (3, 5, 7)], ids=["mnist_1x28x28", "odd_3x5x7"])
+def test_dsnn_takes_images_static_and_over_time(image_shape):
+    """Images [B, C, H, W] and [T, B, C, H, W] give exactly what their flattened pixels give."""
+    pixels = image_shape[0] * image_shape[1] * image_shape[2]
+    model = fs.DSNN(num_inputs=pixels, num_hidden=17, num_steps=5)
+    static = torch.rand(3, *image_shape) * 2
+    spk, mem = model(static)
+    flat_spk, flat_mem = model(static.flatten(1))
+    assert spk.shape == (5, 3, 10) and torch.equal(spk, flat_spk) and torch.equal(mem, flat_mem)
+    assert spk.sum() > 0  # not a silent network, so the comparison above means something
+    seq = torch.rand(4, 3, *image_shape) * 2
+    spk, mem = model(seq)
+    flat_spk, flat_mem = model(seq.flatten(2))
+    assert spk.shape == (4, 3, 10) and torch.equal(spk, flat_spk) and torch.equal(mem, flat_mem)
+
+
+def test_dsnn_rejects_images_of_the_wrong_size():
+    model = fs.DSNN(num_steps=2)
+    with pytest.raises(ValueError, match=r"images of shape \(3, 28, 28\).*num_inputs=784"):
+        model(torch.rand(2, 3, 28, 28))
+    with pytest.raises(ValueError, match="trailing shape"):
+        model(torch.rand(2, 28, 28))  # 3-d is a sequence [T, B, num_inputs], not [B, H, W]
+
+
 @pytest.mark.parametrize("neuron", NEURONS)
 def test_every_neuron_type_trains_a_step(neuron):
     torch.manual_seed(1)

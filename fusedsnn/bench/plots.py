@@ -1,10 +1,31 @@
-"""PNG plots of `fusedsnn bench` sections, mirroring the study's figures (matplotlib, no display)."""
+"""PNG plots of `fusedsnn bench` sections, mirroring the study's figures (matplotlib, no display).
+
+Conventions, so that no plot misleads: bars start at zero on a linear axis and carry their
+value; every measured point shows its median with whiskers from the 20% to the 80% quantile;
+sweeps put one tick at each measured value (the x positions are the values' order, labelled
+with the values); each provider has one colour in every plot; titles say what was measured,
+on which device, at which sizes.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from .published import SOURCE, THROUGHPUT
+
+#: One colour per provider in every plot (fused and snnTorch never share one).
+PROVIDER_COLOURS = {
+    "fused": "tab:blue", "fused-host": "tab:blue", "fused-triton": "tab:purple", "fused-poplar": "tab:cyan",
+    "fused-reference": "tab:green", "snntorch": "tab:orange", "published": "0.55",
+}
+_EXTRA_COLOURS = ["tab:red", "tab:brown", "tab:pink", "tab:olive"]
+
+
+def _colour(provider: str) -> str:
+    if provider not in PROVIDER_COLOURS:
+        PROVIDER_COLOURS[provider] = _EXTRA_COLOURS[len(PROVIDER_COLOURS) % len(_EXTRA_COLOURS)]
+    return PROVIDER_COLOURS[provider]
 
 
 def _plt():
@@ -16,88 +37,284 @@ def _plt():
     return plt
 
 
-def _lines(rows, x_key, title, xlabel, path, log_x=False, y_key="images_per_s", group=("network", "provider")):
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _plt().close(fig)
+
+
+def _images_per_s(row: dict) -> tuple[float, float, float]:
+    """(median, low, high) images/s of a training row: low from the q80 time, high from the q20."""
+    b = row["batch"]
+    return b / row["median_s"], b / row["q80_s"], b / row["q20_s"]
+
+
+def _fmt(value: float) -> str:
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def _provider_order(rows: list[dict]) -> list[str]:
+    seen: list[str] = []
+    for r in rows:
+        if r["provider"] not in seen:
+            seen.append(r["provider"])
+    return seen
+
+
+def _device_of(rows: list[dict]) -> str:
+    return rows[0].get("device", "?") if rows else "?"
+
+
+# ---------------------------------------------------------------------------------------------
+# horizontal bars from zero with values: throughput, neuron models, precision, neurons (one shape)
+# ---------------------------------------------------------------------------------------------
+
+def _grouped_bars(groups: list[str], providers: list[str], value, title: str, xlabel: str, path: Path,
+                  extra: Optional[list[tuple[str, float]]] = None, extra_label: str = "published") -> None:
+    """One group of bars per entry of ``groups`` (top to bottom), one bar per provider in it.
+    ``value(group, provider)`` -> (median, low, high) or None. ``extra``: (label, value) bars in
+    grey after the groups (the study's published figures)."""
+    plt = _plt()
+    extra = extra or []
+    height = 0.8 / max(len(providers), 1)
+    n_rows = len(groups) * len(providers) + len(extra)
+    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.32 * n_rows))
+    largest = 0.0
+    labelled: set = set()
+    for gi, group in enumerate(groups):
+        for pi, provider in enumerate(providers):
+            v = value(group, provider)
+            if v is None:
+                continue
+            median, low, high = v
+            y = gi + (pi - (len(providers) - 1) / 2) * height
+            ax.barh(y, median, height=height * 0.9, color=_colour(provider),
+                    label=None if provider in labelled else provider,
+                    xerr=[[max(0.0, median - low)], [max(0.0, high - median)]], capsize=2, error_kw={"elinewidth": 0.8})
+            labelled.add(provider)
+            ax.text(high, y, f" {_fmt(median)}", va="center", fontsize=7)
+            largest = max(largest, high)
+    ticks = list(range(len(groups)))
+    labels = list(groups)
+    for i, (label, v) in enumerate(extra):
+        y = len(groups) + i
+        ax.barh(y, v, height=0.6, color=PROVIDER_COLOURS["published"],
+                label=extra_label if i == 0 else None)
+        ax.text(v, y, f" {_fmt(v)}", va="center", fontsize=7)
+        ticks.append(y)
+        labels.append(label)
+        largest = max(largest, v)
+    ax.set_yticks(ticks, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, largest * 1.18 if largest else 1)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="best")
+    _save(fig, path)
+
+
+def _throughput(rows: list[dict], net: str, path: Path) -> None:
+    sub = [r for r in rows if r["network"] == net]
+    if not sub:
+        return
+    providers = _provider_order(sub)
+    by = {r["provider"]: r for r in sub}
+    b, steps = sub[0]["batch"], sub[0]["num_steps"]
+    group = f"measured here\n({_device_of(sub)},\nbatch {b}, {steps} steps)"
+    published = [(f"{dev}", v) for dev, v in THROUGHPUT[net].items()]
+    _grouped_bars([group], providers, lambda g, p: _images_per_s(by[p]) if p in by else None,
+                  f"{net} training throughput, forward + BPTT + AdamW (published: batch 128, 25 steps)\n"
+                  f"bars: median images/s, whiskers q20-q80; grey: published, {SOURCE}",
+                  "training images/s (linear axis from 0)", path, extra=published, extra_label="published (GPUs, IPU)")
+
+
+def _by_key(rows: list[dict], key: str) -> tuple[list[str], list[str], dict]:
+    groups: list[str] = []
+    for r in rows:
+        if str(r[key]) not in groups:
+            groups.append(str(r[key]))
+    table = {(str(r[key]), r["provider"]): r for r in rows}
+    return groups, _provider_order(rows), table
+
+
+def _categories(rows: list[dict], key: str, title: str, ylabel: str, path: Path) -> None:
+    groups, providers, table = _by_key(rows, key)
+    _grouped_bars(groups, providers, lambda g, p: _images_per_s(table[g, p]) if (g, p) in table else None,
+                  title, ylabel, path)
+
+
+def _neurons(rows: list[dict], path: Path) -> None:
+    shapes = sorted({(r["T"], r["B"], r["N"]) for r in rows}, key=lambda s: s[0] * s[1] * s[2])
+    dtypes = sorted({r["dtype"] for r in rows})
+    if len(shapes) == 1:
+        T, B, N = shapes[0]
+        groups = []
+        table = {}
+        for r in rows:
+            g = f"{r['neuron']} {r['dtype']}\n{r['mode']}" if len(dtypes) > 1 else f"{r['neuron']}\n{r['mode']}"
+            if g not in groups:
+                groups.append(g)
+            table[g, r["provider"]] = (1e3 * r["median_s"], 1e3 * r["q20_s"], 1e3 * r["q80_s"])
+        _grouped_bars(groups, _provider_order(rows), lambda g, p: table.get((g, p)),
+                      f"One neuron layer alone, T={T} steps, B={B}, N={N} neurons ({', '.join(dtypes)}, "
+                      f"{_device_of(rows)})\nbars: median time per call, whiskers q20-q80", "milliseconds per call",
+                      path)
+        return
+    # A grid of sizes: one panel per neuron, forward+backward in float32, throughput over the sizes.
+    plt = _plt()
+    sub = [r for r in rows if r["mode"] == "forward+backward" and r["dtype"] == "float32"] or rows
+    kinds = list(dict.fromkeys(r["neuron"] for r in sub))
+    cols = 2 if len(kinds) > 1 else 1
+    fig, axes = plt.subplots((len(kinds) + 1) // 2, cols, figsize=(11, 3.2 * ((len(kinds) + 1) // 2)), squeeze=False)
+    labels = [f"{T}x{B}x{N}" for T, B, N in shapes]
+    for ax, kind in zip(axes.flat, kinds):
+        for provider in _provider_order(sub):
+            pts = [(shapes.index((r["T"], r["B"], r["N"])), r) for r in sub
+                   if r["neuron"] == kind and r["provider"] == provider]
+            if not pts:
+                continue
+            pts.sort(key=lambda p: p[0])
+            xs = [p[0] for p in pts]
+            steps = [p[1]["T"] * p[1]["B"] * p[1]["N"] for p in pts]
+            med = [s / p[1]["median_s"] for s, p in zip(steps, pts)]
+            low = [max(0.0, m - s / p[1]["q80_s"]) for m, s, p in zip(med, steps, pts)]
+            high = [max(0.0, s / p[1]["q20_s"] - m) for m, s, p in zip(med, steps, pts)]
+            ax.errorbar(xs, med, yerr=[low, high], marker="o", ms=3, capsize=2, color=_colour(provider), label=provider)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(shapes)), labels, rotation=90, fontsize=6)
+        ax.set_title(f"{kind}, forward+backward, float32", fontsize=9)
+        ax.set_ylabel("neuron-steps / s")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(kinds):]:
+        ax.set_visible(False)
+    fig.suptitle(f"One neuron layer alone over sizes T x B x N ({_device_of(rows)}); median, whiskers q20-q80",
+                 fontsize=10)
+    _save(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# sweeps: one tick per measured value
+# ---------------------------------------------------------------------------------------------
+
+def _sweep(rows: list[dict], x_key: str, title: str, xlabel: str, path: Path,
+           series=lambda r: r["provider"], colour=lambda r: _colour(r["provider"]),
+           marker=lambda r: "o", legend_title: Optional[str] = None) -> None:
+    """Images/s against ``x_key``: x positions are the measured values in increasing order,
+    each tick labelled with its value; fused points carry their speed-up over snnTorch."""
     if not rows:
         return
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    series: dict = {}
+
+    def x_value(r):
+        v = r[x_key]
+        return tuple(v) if isinstance(v, list) else v
+
+    values = sorted({x_value(r) for r in rows})
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    groups: dict = {}
     for r in rows:
-        label = " ".join(str(r[g]) for g in group)
-        x = r[x_key] if not isinstance(r[x_key], list) else "x".join(map(str, r[x_key]))
-        series.setdefault(label, []).append((x, r[y_key]))
-    for label, pts in series.items():
-        xs, ys = zip(*pts)
-        ax.plot([str(x) for x in xs] if isinstance(xs[0], str) else xs, ys, marker="o", label=label)
-    if log_x:
-        ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
+        groups.setdefault(series(r), []).append(r)
+    spans = []
+    for label, pts in groups.items():
+        pts = sorted(pts, key=x_value)
+        xs = [values.index(x_value(r)) for r in pts]
+        ys = [_images_per_s(r) for r in pts]
+        med = [y[0] for y in ys]
+        ax.errorbar(xs, med, yerr=[[max(0.0, y[0] - y[1]) for y in ys], [max(0.0, y[2] - y[0]) for y in ys]],
+                    marker=marker(pts[0]),
+                    capsize=3, color=colour(pts[0]), label=label, linestyle="-" if len(pts) > 1 else "none")
+        spans += [y[1] for y in ys] + [y[2] for y in ys]
+        for x, r, m in zip(xs, pts, med):
+            if r.get("speedup_vs_snntorch") and r["provider"] != "snntorch":
+                ax.annotate(f"{r['speedup_vs_snntorch']:.2g}x", (x, m), textcoords="offset points", xytext=(6, -11),
+                            fontsize=7, color=colour(r))
+    if spans and max(spans) / max(min(spans), 1e-12) > 20:
+        ax.set_yscale("log")
+        ylabel = "training images/s (log axis)"
+    else:
+        ax.set_ylim(0, max(spans) * 1.15 if spans else 1)
+        ylabel = "training images/s"
+    ax.set_xticks(range(len(values)), ["-".join(map(str, v)) if isinstance(v, tuple) else str(v) for v in values])
+    ax.set_xlim(-0.5, len(values) - 0.5)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(y_key.replace("_", " "))
-    ax.set_title(title)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title + f"\n{_device_of(rows)}; median, whiskers q20-q80; labels: speed-up over snnTorch",
+                 fontsize=9)
+    ax.legend(fontsize=7, title=legend_title, title_fontsize=7)
+    _save(fig, path)
 
 
-def _bars(rows, label_keys, title, path, published=None):
+def _time_split(rows: list[dict], path: Path) -> None:
     plt = _plt()
-    labels = [" ".join(str(r[k]) for k in label_keys) for r in rows]
-    values = [r["images_per_s"] for r in rows]
-    colors = ["tab:blue"] * len(rows)
-    if published:
-        for name, value in published.items():
-            labels.append(f"{name} (published)")
-            values.append(value)
-            colors.append("tab:gray")
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.barh(labels, values, color=colors)
-    ax.set_xscale("log")
-    ax.set_xlabel("training images/s")
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(7.5, 1.6 + 0.6 * len(rows)))
+    parts = [("neuron_share", "neuron dynamics (fused op)", "tab:blue"),
+             ("synaptic_share", "matmul / conv", "tab:gray"),
+             ("other_share", "other (loss, optimizer, autograd, copies)", "tab:olive")]
+    labels = [f"{r['network']} (batch {r['batch']}, {r['num_steps']} steps)" for r in rows]
+    left = [0.0] * len(rows)
+    for key, name, colour in parts:
+        shares = [r.get(key) or 0.0 for r in rows]
+        ax.barh(labels, shares, left=left, color=colour, label=name)
+        for i, (s, l0) in enumerate(zip(shares, left)):
+            if s >= 0.04:
+                ax.text(l0 + s / 2, i, f"{s:.0%}", ha="center", va="center", fontsize=8, color="white")
+        left = [a + b for a, b in zip(left, shares)]
+    ax.set_xlim(0, 1)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"share of profiled {rows[0].get('timer', 'cpu')} time in one training step")
+    r0 = rows[0]
+    ax.set_title(f"Where a fused training step's time goes (torch.profiler)\nprovider {r0.get('provider', 'fused')}, "
+                 f"backend {r0.get('backend', '?')}, device {r0.get('device', '?')}", fontsize=9)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(rows) < 3 else -0.2), ncol=3)
+    _save(fig, path)
 
 
 def plot_section(name: str, rows: list[dict], out: Path) -> None:
+    """The section's PNG(s) in ``out``; sections without a plot (or no rows) draw nothing."""
     if not rows:
         return
-    path = Path(out) / f"{name}.png"
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.png"
     if name == "throughput":
         for net in ("DSNN", "CSNN"):
-            sub = [r for r in rows if r["network"] == net]
-            published = {f"{net} {dev}": v for dev, v in THROUGHPUT[net].items()}
-            _bars(sub, ("network", "provider", "device"), f"{net} training throughput (blue: measured here)\n"
-                  f"grey: {SOURCE}",
-                  Path(out) / f"throughput_{net}.png", published)
+            _throughput(rows, net, out / f"throughput_{net}.png")
     elif name == "batch":
-        _lines(rows, "batch", "Batch sweep (25 steps)", "batch size", path, log_x=True)
+        first = rows[0]
+        _sweep(rows, "batch", f"Batch sweep: training throughput ({first['num_steps']} steps)", "batch size", path,
+               series=lambda r: f"{r['network']} {r['provider']}")
     elif name == "width":
-        _lines([r for r in rows if r["network"] == "DSNN"], "hidden", "DSNN width sweep", "hidden neurons",
-               Path(out) / "width_DSNN.png", log_x=True)
-        _lines([r for r in rows if r["network"] == "CSNN"], "channels", "CSNN kernel-depth sweep", "channels",
-               Path(out) / "depth_CSNN.png")
+        dsnn = [r for r in rows if r["network"] == "DSNN"]
+        csnn = [r for r in rows if r["network"] == "CSNN"]
+        if dsnn:
+            _sweep(dsnn, "hidden", f"DSNN width sweep (batch {dsnn[0]['batch']}, {dsnn[0]['num_steps']} steps)",
+                   "hidden neurons", out / "width_DSNN.png")
+        if csnn:
+            _sweep(csnn, "channels", f"CSNN kernel-depth sweep (batch {csnn[0]['batch']}, "
+                   f"{csnn[0]['num_steps']} steps)", "channels of conv 1 - conv 2", out / "depth_CSNN.png")
     elif name == "neuron_models":
-        _bars(rows, ("neuron", "provider"), "Neuron models (DSNN, batch 128, 25 steps)", path)
+        r0 = rows[0]
+        _categories(rows, "neuron", f"Neuron models on the DSNN (batch {r0['batch']}, {r0['num_steps']} steps, "
+                    f"{_device_of(rows)})\nbars: median training images/s, whiskers q20-q80", "training images/s",
+                    path)
     elif name == "precision":
-        _bars(rows, ("precision", "provider"), "Precision (DSNN)", path)
+        r0 = rows[0]
+        _categories(rows, "precision", f"Precision (autocast) on the DSNN (batch {r0['batch']}, {r0['num_steps']} "
+                    f"steps, {_device_of(rows)})\nbars: median training images/s, whiskers q20-q80",
+                    "training images/s", path)
     elif name == "population":
-        _lines(rows, "outputs", "Population codes (DSNN; 1 step except the 25-step baseline)", "output neurons",
-               path, log_x=True, group=("num_steps", "provider"))
+        def series(r):
+            steps = r["num_steps"]
+            plural = "s" if steps != 1 else ""
+            return f"{r['provider']}, {steps} time step{plural}" + (" (baseline)" if steps > 1 else "")
+
+        _sweep(rows, "outputs", f"Population codes on the DSNN (batch {rows[0]['batch']}): one time step with "
+               "10..1000 outputs\nagainst the 10-output baseline over many time steps", "output neurons", path,
+               series=series, marker=lambda r: "o" if r["num_steps"] == 1 else "s",
+               legend_title="provider, time steps per image")
     elif name == "time_split":
-        plt = _plt()
-        fig, ax = plt.subplots(figsize=(5, 3))
-        labels = [r["network"] for r in rows]
-        ax.barh(labels, [r["neuron_share"] or 0 for r in rows], label="neuron dynamics")
-        ax.barh(labels, [r["synaptic_share"] or 0 for r in rows], left=[r["neuron_share"] or 0 for r in rows],
-                label="matmul / conv")
-        ax.set_xlabel("share of profiled time")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        _time_split(rows, path)
     elif name == "neurons":
-        _lines([r for r in rows if r["mode"] == "forward+backward"], "N", "Neuron layer, forward+backward",
-               "neurons", path, y_key="median_s", group=("neuron", "provider", "dtype"))
+        _neurons(rows, path)

@@ -6,7 +6,7 @@ Source: Sun et al., "Intelligence Processing Units Accelerate Neuromorphic Learn
 Training = forward + BPTT + AdamW, batch 128, 25 steps, MNIST; images/s = batch / wall-clock.
 """
 
-SOURCE = "Sun et al. 2024 (arXiv 2211.10725), published figures"
+SOURCE = "Sun et al. 2024 (arXiv 2211.10725)"  # callers say "published" beside it
 
 # Table III/IV: training throughput (images/s), average power (W), images/s per W.
 THROUGHPUT = {

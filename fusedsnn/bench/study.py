@@ -1,25 +1,40 @@
 """``fusedsnn bench``: measurements on whatever device is present, fused against snnTorch.
 
 Sections run in order; each returns rows (dicts) that are printed as a table and written as
-JSON and CSV into ``--out``. ``--quick`` is sized to finish in minutes on a 2-core CPU.
+JSON, CSV and a PNG plot into ``--out``. Every timing is a median with its 20% and 80%
+quantiles; a row whose q20-q80 spread is large is flagged as noisy.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import inspect
 import json
+import os
 import platform
+import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
 from . import all_to_all, gpu, neurons, plots, training
-from .published import SOURCE, THROUGHPUT, TFLOPS
+from .published import SOURCE, TFLOPS, THROUGHPUT
 from .timing import copy_bandwidth
+
+#: What ``--quick`` costs, as README and ``--help`` state it (a test keeps the three in step).
+#: Measured on the shared 2-core development machine (AMD EPYC, load average 4-7 from other
+#: jobs), with OMP_NUM_THREADS=1 so that the others' load could not stretch it: 29 s wall,
+#: 18 s CPU, against 98 s wall, 36 s CPU for the quick mode before (5 repeats, no shared cases).
+#: With PyTorch's default 2 threads on cores that other jobs keep busy, the same run took 9 min.
+QUICK_CLAIM = "under 30 s on an idle 2-core CPU, well under a minute"
+
+#: A row is flagged noisy when its q20-q80 range is wider than this fraction of its median.
+NOISY_SPREAD = 0.5
 
 
 def _cpu_name() -> str:
@@ -43,6 +58,10 @@ def environment(device: torch.device) -> dict:
         "python": platform.python_version(),
     }
     try:
+        env["load_average_at_start"] = os.getloadavg()[0]
+    except OSError:  # pragma: no cover - not on every platform
+        env["load_average_at_start"] = None
+    try:
         import triton
 
         env["triton"] = triton.__version__
@@ -59,7 +78,49 @@ def environment(device: torch.device) -> dict:
     return env
 
 
-def section_neurons(args, device: torch.device, progress: Callable[[str], None]) -> list[dict]:
+# ---------------------------------------------------------------------------------------------
+# sections: each is planned as a list of runs (so the progress bar knows its total), then run
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Run:
+    """One measurement of a section: ``label`` for the progress bar, ``measure()`` -> a row."""
+
+    label: str
+    measure: Callable[[], dict]
+
+
+def _warmup(args) -> int:
+    return 1 if getattr(args, "quick", False) else 2
+
+
+def _min_time_s(args) -> float:
+    """Cheap cases repeat until this much time is spent, so their quantiles rest on more samples."""
+    return 0.1 if getattr(args, "quick", False) else 1.0
+
+
+def _training_run(args, label: str, kind: str, provider: str, batch: int, num_steps: int, device: torch.device,
+                  **kw) -> Run:
+    """A training measurement, shared between sections: the same configuration (say DSNN 128 x 25
+    fused, which the throughput, batch, width, neuron-model, precision and population sections
+    all contain) is measured once per bench run, so the sections agree and no time is spent
+    measuring it six times."""
+    cache = args.__dict__.setdefault("_training_cache", {})
+
+    def measure() -> dict:
+        call = inspect.signature(training.run_training_case).bind(
+            kind, provider, batch, num_steps, device, args.repeats, warmup=_warmup(args),
+            min_time_s=_min_time_s(args), **kw)
+        call.apply_defaults()  # so that neuron="leaky" given and left out are one case
+        key = tuple((name, repr(value)) for name, value in call.arguments.items())
+        if key not in cache:
+            cache[key] = training.run_training_case(*call.args, **call.kwargs)
+        return dict(cache[key])
+
+    return Run(label, measure)
+
+
+def plan_neurons(args, device: torch.device) -> list[Run]:
     """Each fused neuron (forward and forward+backward) vs snnTorch's step loop."""
     if args.quick:
         shapes = [(25, 128, 1000)]
@@ -69,11 +130,16 @@ def section_neurons(args, device: torch.device, progress: Callable[[str], None])
         shapes = [(T, B, N) for T in (1, 4, 25, 100) for B in (8, 32, 128) for N in (1000, 10000)]
         kinds = list(neurons.NEURON_KINDS)
         dtypes = [torch.float32, torch.bfloat16] + ([torch.float16] if device.type == "cuda" else [])
-    # A plain copy as large as the largest case's input, measured in this run on this device.
+    # A plain copy as large as the largest case's input, measured once in this run on this device.
     largest = max(T * B * N for T, B, N in shapes) * 4
-    copy_bw = copy_bandwidth(largest, device)
-    progress(f"copy bandwidth {copy_bw / 1e9:.1f} GB/s")
-    rows = []
+    copy_bw: dict = {}
+
+    def copy_bytes_per_s() -> float:
+        if "value" not in copy_bw:
+            copy_bw["value"] = copy_bandwidth(largest, device)
+        return copy_bw["value"]
+
+    runs = []
     for kind in kinds:
         for dtype in dtypes:
             providers = neurons.fused_providers(device, dtype)
@@ -83,19 +149,13 @@ def section_neurons(args, device: torch.device, progress: Callable[[str], None])
                 case = neurons.NeuronCase(kind, T, B, N, dtype, device)
                 for mode in ("forward", "forward+backward"):
                     for provider in providers:
-                        progress(f"neurons {kind} {dtype} T={T} B={B} N={N} {mode} {provider}")
-                        rows.append(neurons.run_case(case, provider, mode, repeats=args.repeats, copy_bytes_per_s=copy_bw))
-    _add_speedups(rows)
-    return rows
-
-
-def _add_speedups(rows: list[dict]) -> None:
-    """Speed-up of each row over snnTorch's step loop on the same case."""
-    key = lambda r: (r["neuron"], r["T"], r["B"], r["N"], r["dtype"], r["mode"])  # noqa: E731
-    baseline = {key(r): r["median_s"] for r in rows if r["provider"] == "snntorch"}
-    for r in rows:
-        base = baseline.get(key(r))
-        r["speedup_vs_snntorch"] = base / r["median_s"] if base else None
+                        runs.append(Run(
+                            f"neurons {kind} {str(dtype).removeprefix('torch.')} T={T} B={B} N={N} {mode} {provider}",
+                            lambda case=case, provider=provider, mode=mode: neurons.run_case(
+                                case, provider, mode, repeats=args.repeats, warmup=_warmup(args),
+                                copy_bytes_per_s=copy_bytes_per_s()),
+                        ))
+    return runs
 
 
 def _providers(args) -> list[str]:
@@ -107,91 +167,93 @@ def _csnn_size(args, device) -> tuple[int, int]:
     return (32, 10) if args.quick and device.type != "cuda" else (128, 25)
 
 
-def section_throughput(args, device, progress) -> list[dict]:
+def plan_throughput(args, device) -> list[Run]:
     """1. Baseline DSNN and CSNN training throughput (batch 128, 25 steps), with achieved TFLOPS
     (8.) and, where NVML is available, power and images/s per watt (9.)."""
-    rows = []
     csnn_batch, csnn_steps = _csnn_size(args, device)
-    for kind, batch, steps in (("DSNN", 128, 25), ("CSNN", csnn_batch, csnn_steps)):
-        for provider in _providers(args):
-            progress(f"throughput {kind} {provider}")
-            rows.append(training.run_training_case(kind, provider, batch, steps, device, args.repeats))
-    return rows
+    return [_training_run(args, f"throughput {kind} {provider}", kind, provider, batch, steps, device)
+            for kind, batch, steps in (("DSNN", 128, 25), ("CSNN", csnn_batch, csnn_steps))
+            for provider in _providers(args)]
 
 
-def section_batch(args, device, progress) -> list[dict]:
+def plan_batch(args, device) -> list[Run]:
     """2. Batch sweep 8..128."""
-    rows = []
     batches = (8, 32, 128) if args.quick else (8, 16, 32, 64, 128)
     kinds = ("DSNN",) if args.quick else ("DSNN", "CSNN")
-    for kind in kinds:
-        for batch in batches:
-            for provider in ("fused", "snntorch"):
-                progress(f"batch {kind} {batch} {provider}")
-                rows.append(training.run_training_case(kind, provider, batch, 25, device, args.repeats))
-    return rows
+    return [_training_run(args, f"batch {kind} {batch} {provider}", kind, provider, batch, 25, device)
+            for kind in kinds for batch in batches for provider in ("fused", "snntorch")]
 
 
-def section_width(args, device, progress) -> list[dict]:
+def plan_width(args, device) -> list[Run]:
     """3. DSNN hidden-width sweep and CSNN kernel-depth (channel) sweep."""
-    rows = []
-    for hidden in ((100, 1000) if args.quick else (100, 300, 1000, 3000, 10000)):
-        for provider in ("fused", "snntorch"):
-            progress(f"width DSNN {hidden} {provider}")
-            rows.append(training.run_training_case("DSNN", provider, 128, 25, device, args.repeats, hidden=hidden))
+    runs = [_training_run(args, f"width DSNN {hidden} {provider}", "DSNN", provider, 128, 25, device, hidden=hidden)
+            for hidden in ((100, 1000) if args.quick else (100, 300, 1000, 3000, 10000))
+            for provider in ("fused", "snntorch")]
     batch, steps = _csnn_size(args, device)
-    for channels in (((6, 32), (12, 64)) if args.quick else ((6, 32), (12, 64), (24, 128), (48, 256))):
-        for provider in ("fused", "snntorch"):
-            progress(f"depth CSNN {channels} {provider}")
-            rows.append(training.run_training_case("CSNN", provider, batch, steps, device, args.repeats,
-                                                   channels=channels))
-    return rows
+    runs += [_training_run(args, f"depth CSNN {channels} {provider}", "CSNN", provider, batch, steps, device,
+                           channels=channels)
+             for channels in (((6, 32), (12, 64)) if args.quick else ((6, 32), (12, 64), (24, 128), (48, 256)))
+             for provider in ("fused", "snntorch")]
+    return runs
 
 
-def section_neuron_models(args, device, progress) -> list[dict]:
+def plan_neuron_models(args, device) -> list[Run]:
     """4. Neuron models on the DSNN: Leaky, Synaptic, RLeaky (one-to-one, all-to-all), RSynaptic."""
-    rows = []
     kinds = ("leaky", "synaptic", "rleaky", "rsynaptic") + (() if args.quick else ("rleaky_all_to_all",))
-    for neuron in kinds:
-        for provider in ("fused", "snntorch"):
-            progress(f"neurons DSNN {neuron} {provider}")
-            rows.append(training.run_training_case("DSNN", provider, 128, 25, device, args.repeats, neuron=neuron))
-    return rows
+    return [_training_run(args, f"neuron models DSNN {neuron} {provider}", "DSNN", provider, 128, 25, device,
+                          neuron=neuron)
+            for neuron in kinds for provider in ("fused", "snntorch")]
 
 
-def section_time_split(args, device, progress) -> list[dict]:
+def plan_time_split(args, device) -> list[Run]:
     """5. Share of time in neuron dynamics vs synaptic ops (torch.profiler)."""
     batch, steps = _csnn_size(args, device)
-    progress("time split DSNN")
-    rows = [training.time_split("DSNN", device, 128, 25)]
-    progress("time split CSNN")
-    rows.append(training.time_split("CSNN", device, batch, steps))
-    return rows
+    return [Run("time split DSNN", lambda: training.time_split("DSNN", device, 128, 25)),
+            Run("time split CSNN", lambda: training.time_split("CSNN", device, batch, steps))]
 
 
-def section_precision(args, device, progress) -> list[dict]:
+def plan_precision(args, device) -> list[Run]:
     """6. float32 against float16/bfloat16 autocast."""
-    rows = []
     dtypes = [None, torch.bfloat16] + ([torch.float16] if device.type == "cuda" else [])
-    for dtype in dtypes:
-        for provider in ("fused", "snntorch"):
-            progress(f"precision {dtype} {provider}")
-            rows.append(training.run_training_case("DSNN", provider, 128, 25, device, args.repeats,
-                                                   autocast_dtype=dtype))
-    return rows
+    return [_training_run(args, f"precision {str(dtype).removeprefix('torch.') if dtype else 'float32'} {provider}",
+                          "DSNN", provider, 128, 25, device, autocast_dtype=dtype)
+            for dtype in dtypes for provider in ("fused", "snntorch")]
 
 
-def section_population(args, device, progress) -> list[dict]:
+def plan_population(args, device) -> list[Run]:
     """7. Population codes: 1 time step with 10..1000 output neurons (10 outputs over 25 steps as
     the baseline). Throughput only; `fusedsnn train --population-study` measures accuracy."""
-    rows = []
-    for outputs, steps in [(10, 25)] + [(n, 1) for n in ((10, 100, 1000) if args.quick else (10, 50, 100, 500, 1000))]:
-        for provider in ("fused", "snntorch"):
-            progress(f"population {outputs} x {steps} {provider}")
-            rows.append(training.run_training_case("DSNN", provider, 128, steps, device, args.repeats,
-                                                   outputs=outputs))
-    return rows
+    sizes = [(10, 25)] + [(n, 1) for n in ((10, 100, 1000) if args.quick else (10, 50, 100, 500, 1000))]
+    return [_training_run(args, f"population {outputs} outputs x {steps} steps {provider}", "DSNN", provider, 128,
+                          steps, device, outputs=outputs)
+            for outputs, steps in sizes for provider in ("fused", "snntorch")]
 
+
+def _as_section(plan: Callable[..., list[Run]]) -> Callable:
+    """The section function ``(args, device, progress) -> rows`` of a plan. ``progress(label)`` is
+    called as each run starts; ``section.plan`` lets the runner count the runs up front."""
+
+    def section(args, device: torch.device, progress: Callable[[str], None]) -> list[dict]:
+        rows = []
+        for run in plan(args, device):
+            progress(run.label)
+            rows.append(run.measure())
+        return rows
+
+    section.plan = plan
+    section.__doc__ = plan.__doc__
+    section.__name__ = plan.__name__.replace("plan_", "section_")
+    return section
+
+
+section_neurons = _as_section(plan_neurons)
+section_throughput = _as_section(plan_throughput)
+section_batch = _as_section(plan_batch)
+section_width = _as_section(plan_width)
+section_neuron_models = _as_section(plan_neuron_models)
+section_time_split = _as_section(plan_time_split)
+section_precision = _as_section(plan_precision)
+section_population = _as_section(plan_population)
 
 SECTIONS = {
     "neurons": section_neurons,
@@ -207,29 +269,263 @@ SECTIONS = {
 }
 
 
+# ---------------------------------------------------------------------------------------------
+# speed-ups and dispersion
+# ---------------------------------------------------------------------------------------------
+
+def _spread(row: dict) -> Optional[float]:
+    """(q80 - q20) / median of a timed row, None for rows without timings."""
+    if not row.get("median_s") or row.get("q20_s") is None:
+        return None
+    return (row["q80_s"] - row["q20_s"]) / row["median_s"]
+
+
+def _speedups(rows: list[dict], key: Callable[[dict], tuple]) -> None:
+    """Speed-up of each row over the snnTorch row of the same case, with its range from the
+    quantiles of both timings (low: our q80 against snnTorch's q20; high: the other way), and
+    the dispersion flag: ``noisy`` when either timing's q20-q80 spread exceeds NOISY_SPREAD."""
+    base = {key(r): r for r in rows if r.get("provider") == "snntorch"}
+    for r in rows:
+        spread = _spread(r)
+        r["spread"] = spread
+        b = base.get(key(r))
+        if b is None:
+            r["speedup_vs_snntorch"] = r["speedup_low"] = r["speedup_high"] = None
+            r["noisy"] = spread is not None and spread > NOISY_SPREAD
+            continue
+        r["speedup_vs_snntorch"] = b["median_s"] / r["median_s"]
+        if r is b:  # the baseline itself: 1 by definition, no range
+            r["speedup_low"] = r["speedup_high"] = None
+        else:
+            r["speedup_low"] = b["q20_s"] / r["q80_s"]
+            r["speedup_high"] = b["q80_s"] / r["q20_s"]
+        spreads = [s for s in (spread, _spread(b)) if s is not None]
+        r["noisy"] = any(s > NOISY_SPREAD for s in spreads)
+
+
+def _add_speedups(rows: list[dict]) -> None:
+    """Neuron rows: speed-up over snnTorch's step loop on the same case."""
+    _speedups(rows, lambda r: (r["neuron"], r["T"], r["B"], r["N"], r["dtype"], r["mode"]))
+
+
+def _training_speedups(rows: list[dict]) -> None:
+    """Training rows: speed-up over the snnTorch-stepped twin of the same network and sizes."""
+    _speedups(rows, lambda r: (r["network"], r["batch"], r["num_steps"], r["hidden"], str(r["channels"]),
+                               r["neuron"], r["outputs"], r["precision"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+# ---------------------------------------------------------------------------------------------
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..cli import device_name, positive_int
+
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--quick", dest="quick", action="store_true", default=None,
-                       help="small sizes, minutes on a 2-core CPU (default on a CPU-only machine)")
-    group.add_argument("--full", dest="quick", action="store_false", help="the full sweeps")
-    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+                       help=f"small sizes: {QUICK_CLAIM}; far longer while other jobs share the cores "
+                       "(default on a CPU-only machine)")
+    group.add_argument("--full", dest="quick", action="store_false",
+                       help="the full sweeps (default with a GPU; hours on a CPU)")
+    parser.add_argument("--device", type=device_name, default=None,
+                        help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
     parser.add_argument("--out", default="bench-out", help="folder for JSON, CSV and plots")
-    parser.add_argument("--sections", default=None, help=f"comma-separated subset of {list(SECTIONS)}")
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement")
+    parser.add_argument("--sections", default=None,
+                        help=f"comma-separated subset of {', '.join(SECTIONS)} (default: all)")
+    parser.add_argument("--repeats", type=positive_int, default=None,
+                        help="timed repeats per measurement, at least (default: 3 quick, 20 full)")
 
 
-def _format_table(rows: list[dict], columns: list[str]) -> str:
-    def fmt(v):
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return "-" if v is None else str(v)
+def _check_arguments(args: argparse.Namespace) -> list[str]:
+    """The sections to run; raises cli.UsageError for a bad device, an unknown section or an
+    unusable --out (run() may be called without the parser, from scripts and tests)."""
+    from ..cli import UsageError, device_name
 
-    cells = [[fmt(r.get(c)) for c in columns] for r in rows]
+    if getattr(args, "device", None) is not None:
+        try:
+            device_name(args.device)
+        except argparse.ArgumentTypeError as err:
+            raise UsageError(f"--device: {err}") from None
+    if args.sections is None:
+        on_cuda = (getattr(args, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+        # the GPU proof's sections run by default only on CUDA (benchmarks/gpu/check.sh names them)
+        names = [n for n in SECTIONS if on_cuda or n not in gpu.SECTIONS]
+    else:
+        names = [s.strip() for s in args.sections.split(",") if s.strip()]
+        unknown = [n for n in names if n not in SECTIONS]
+        if unknown or not names:
+            raise UsageError(f"--sections: unknown {', '.join(unknown) or '(empty list)'}; "
+                             f"choose from {','.join(SECTIONS)}")
+    if args.repeats is not None and (not isinstance(args.repeats, int) or args.repeats < 1):
+        raise UsageError(f"--repeats must be a positive integer, got {args.repeats!r}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {args.out!r} is a file; expected a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"--out {args.out!r}: cannot create the folder ({err.strerror})") from None
+    return names
+
+
+class _Progress:
+    """One progress line for the whole bench: runs done / planned, elapsed and estimated time
+    left (tqdm on a terminal; otherwise one plain line per finished section, for logs)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self.start = time.perf_counter()
+        self._running = False
+        self.bar = None
+        if sys.stderr.isatty():
+            try:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, unit="run", desc="bench", dynamic_ncols=True, leave=False)
+            except ImportError:  # pragma: no cover
+                pass
+
+    def start_run(self, label: str) -> None:
+        self._finish_run()
+        self._running = True
+        if self.done >= self.total:  # a section that cannot count its runs up front
+            self.total = self.done + 1
+            if self.bar is not None:
+                self.bar.total = self.total
+        if self.bar is not None:
+            self.bar.set_postfix_str(label[-60:], refresh=True)
+
+    def _finish_run(self) -> None:
+        if self._running:
+            self.done += 1
+            self._running = False
+            if self.bar is not None:
+                self.bar.update(1)
+
+    def end_section(self) -> str:
+        """Closes the section's last run; returns the status line (runs, elapsed, left)."""
+        self._finish_run()
+        elapsed = time.perf_counter() - self.start
+        left = elapsed / self.done * (self.total - self.done) if self.done else 0.0
+        return f"[{self.done}/{self.total} runs, {elapsed:.0f} s elapsed, about {left:.0f} s left]"
+
+    def write(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.clear()
+        print(text, flush=True)
+        if self.bar is not None:
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    names = _check_arguments(args)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.quick is None:
+        args.quick = device.type != "cuda"
+    if args.repeats is None:
+        args.repeats = 3 if args.quick else 20
+    out = Path(args.out)
+    env = environment(device)
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    print(f"fusedsnn bench on {env['device_name']} ({device}), torch {env['torch']}, "
+          f"{'quick' if args.quick else 'full'} run, {args.repeats} repeats -> {out}/", flush=True)
+    cores = os.cpu_count() or 1
+    if env["load_average_at_start"] is not None and env["load_average_at_start"] > cores / 2:
+        # PyTorch's CPU threads wait for each other by spinning; on cores that other jobs keep
+        # busy a step can take 10-100x longer (measured: the quick run, 29 s with one thread,
+        # took 9 min with two at load average 9 on 2 cores).
+        print(f"note: this machine is busy (load average {env['load_average_at_start']:.1f} on {cores} cores): "
+              f"timings will be slow and noisy; OMP_NUM_THREADS=1 steadies them, a quiet machine is better",
+              flush=True)
+    planned = {name: getattr(SECTIONS[name], "plan", None) for name in names}
+    total = sum(len(plan(args, device)) for plan in planned.values() if plan is not None)
+    progress = _Progress(total)
+    results = {"environment": env}
+    try:
+        for name in names:
+            start = time.perf_counter()
+            rows = SECTIONS[name](args, device, progress.start_run)
+            status = progress.end_section()
+            if rows and "images_per_s" in rows[0]:
+                _training_speedups(rows)
+            elif rows and "mode" in rows[0] and "T" in rows[0]:
+                _add_speedups(rows)
+            results[name] = rows
+            write_outputs(out, name, rows)
+            plots.plot_section(name, rows, out)
+            text = [f"\n== {name} ({time.perf_counter() - start:.0f} s) {status} =="]
+            text.append(format_table(rows, TABLE_COLUMNS.get(name, sorted(rows[0]) if rows else [])))
+            if any(r.get("noisy") for r in rows):
+                text.append(f"noisy: the q20-q80 range of this row (or of its snnTorch baseline) is wider than "
+                            f"{NOISY_SPREAD:.0%} of the median; rerun on a quiet machine or with more --repeats")
+            if name == "throughput":
+                text.append(published_table(rows))
+            progress.write("\n".join(text))
+    finally:
+        progress.close()
+    env["wall_s"] = time.perf_counter() - wall0
+    env["process_cpu_s"] = time.process_time() - cpu0
+    try:
+        env["load_average_at_end"] = os.getloadavg()[0]
+    except OSError:  # pragma: no cover
+        env["load_average_at_end"] = None
+    (out / "environment.json").write_text(json.dumps(env, indent=1))
+    print(f"\ndone in {env['wall_s']:.0f} s wall, {env['process_cpu_s']:.0f} s CPU of this process "
+          f"(load average {env['load_average_at_start']} at start, {env['load_average_at_end']} at end); "
+          f"results in {out}/")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# output
+# ---------------------------------------------------------------------------------------------
+
+def _fmt(v) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else ""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "-" if v is None else str(v)
+
+
+def _cell(row: dict, column: str) -> str:
+    """Table cells; a few columns combine fields (a value with its range)."""
+    if column == "median_s (q20-q80)":
+        if row.get("median_s") is None:
+            return "-"
+        return f"{row['median_s']:.4g} ({row['q20_s']:.3g}-{row['q80_s']:.3g})"
+    if column == "speedup (range)":
+        if row.get("speedup_vs_snntorch") is None:
+            return "-"
+        if row.get("speedup_low") is None:
+            return "1 (baseline)"
+        return f"{row['speedup_vs_snntorch']:.3g}x ({row['speedup_low']:.2g}-{row['speedup_high']:.2g})"
+    if column == "spread":
+        return "-" if row.get("spread") is None else f"{row['spread']:.0%}"
+    if column == "noisy":
+        return "NOISY" if row.get("noisy") else ""
+    return _fmt(row.get(column))
+
+
+def format_table(rows: list[dict], columns: list[str]) -> str:
+    """A plain-text table; columns whose cells are all empty ("-") are left out."""
+    cells = [[_cell(r, c) for c in columns] for r in rows]
+    keep = [i for i in range(len(columns)) if not cells or any(row[i] not in ("-", "") for row in cells)]
+    columns = [columns[i] for i in keep]
+    cells = [[row[i] for i in keep] for row in cells]
     widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
     return "\n".join(lines)
+
+
+_format_table = format_table  # the name benchmarks/simt_vs_mimd.py and older scripts use
 
 
 def write_outputs(out: Path, name: str, rows: list[dict]) -> None:
@@ -243,59 +539,15 @@ def write_outputs(out: Path, name: str, rows: list[dict]) -> None:
             writer.writerows(rows)
 
 
-def run(args: argparse.Namespace) -> int:
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if args.quick is None:
-        args.quick = device.type != "cuda"
-    if args.repeats is None:
-        args.repeats = 5 if args.quick else 20
-    default = [n for n in SECTIONS if device.type == "cuda" or n not in gpu.SECTIONS]
-    names = default if args.sections is None else [s.strip() for s in args.sections.split(",") if s.strip()]
-    unknown = [n for n in names if n not in SECTIONS]
-    if unknown:
-        raise SystemExit(f"--sections: unknown {unknown}; choose from {list(SECTIONS)}")
-    out = Path(args.out)
-    env = environment(device)
-    print(f"fusedsnn bench on {env['device_name']} ({device}), torch {env['torch']}, "
-          f"{'quick' if args.quick else 'full'} run -> {out}/")
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover
-        tqdm = None
-    results = {"environment": env}
-    for name in names:
-        bar = tqdm(desc=name, unit="run", leave=False) if tqdm else None
-
-        def progress(msg: str) -> None:
-            if bar is not None:
-                bar.set_postfix_str(msg[-60:])
-                bar.update(1)
-
-        start = time.perf_counter()
-        rows = SECTIONS[name](args, device, progress)
-        if bar is not None:
-            bar.close()
-        if rows and "images_per_s" in rows[0]:
-            _training_speedups(rows)
-        results[name] = rows
-        write_outputs(out, name, rows)
-        plots.plot_section(name, rows, out)
-        print(f"\n== {name} ({time.perf_counter() - start:.0f} s) ==")
-        print(_format_table(rows, TABLE_COLUMNS.get(name, sorted(rows[0]) if rows else [])))
-        if name == "throughput":
-            print(published_table(rows))
-    (out / "environment.json").write_text(json.dumps(env, indent=1))
-    return 0
-
-
+_TIMING = ["median_s (q20-q80)", "spread", "speedup (range)", "noisy"]
 _TRAIN_COLUMNS = ["network", "provider", "batch", "num_steps", "hidden", "channels", "neuron", "outputs",
-                  "precision", "median_s", "images_per_s", "speedup_vs_snntorch", "achieved_tflops", "average_power_w"]
+                  "precision", *_TIMING[:2], "images_per_s", *_TIMING[2:], "achieved_tflops", "average_power_w"]
 TABLE_COLUMNS = {
-    "neurons": ["neuron", "dtype", "T", "B", "N", "mode", "provider", "median_s", "speedup_vs_snntorch",
-                "fraction_of_copy_bandwidth"],
+    "neurons": ["neuron", "dtype", "T", "B", "N", "mode", "provider", *_TIMING, "fraction_of_copy_bandwidth"],
     "throughput": _TRAIN_COLUMNS, "batch": _TRAIN_COLUMNS, "width": _TRAIN_COLUMNS,
     "neuron_models": _TRAIN_COLUMNS, "precision": _TRAIN_COLUMNS, "population": _TRAIN_COLUMNS,
-    "time_split": ["network", "device", "batch", "num_steps", "neuron_share", "synaptic_share", "other_share", "timer"],
+    "time_split": ["network", "device", "provider", "backend", "batch", "num_steps", "neuron_share", "synaptic_share",
+                   "other_share", "timer"],
     "gpu_targets": ["neuron", "T", "B", "N", "mode", "provider", "median_s", "fraction_of_copy_bandwidth",
                     "target_fraction_of_copy_bandwidth", "speedup_vs_snntorch", "target_speedup_vs_snntorch"],
     "step_modes": ["network", "provider", "mode", "batch", "num_steps", "median_s", "images_per_s",
@@ -303,15 +555,6 @@ TABLE_COLUMNS = {
     "all_to_all": ["neuron", "T", "B", "N", "provider", "median_s", "q20_s", "q80_s", "speedup_vs_snntorch",
                    "target_speedup", "spike_rate", "threads"],
 }
-
-
-def _training_speedups(rows: list[dict]) -> None:
-    key = lambda r: (r["network"], r["batch"], r["num_steps"], r["hidden"], str(r["channels"]), r["neuron"],  # noqa: E731
-                     r["outputs"], r["precision"])
-    base = {key(r): r["median_s"] for r in rows if r["provider"] == "snntorch"}
-    for r in rows:
-        b = base.get(key(r))
-        r["speedup_vs_snntorch"] = b / r["median_s"] if b else None
 
 
 def published_table(rows: list[dict]) -> str:

@@ -7,6 +7,11 @@ Images per second = batch / median wall-clock per step after warm-up (synchronis
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import sys
+import tempfile
 import threading
 import warnings
 from typing import Callable, Optional
@@ -15,6 +20,7 @@ import torch
 from torch import nn
 
 from .. import layers, population
+from ..backends import resolve_backend
 from ..models import CSNN, DSNN
 from .timing import measure
 
@@ -231,10 +237,14 @@ def run_training_case(kind: str, provider: str, batch: int, num_steps: int, devi
                       repeats: int, hidden: int = 1000, channels=(12, 64), neuron: str = "leaky",
                       outputs: int = 10, autocast_dtype: Optional[torch.dtype] = None, warmup: int = 2,
                       mode: str = "eager", backend: Optional[str] = None,
-                      compile_backend: str = "inductor") -> dict:
-    """One training measurement. ``mode``: one of :data:`STEP_MODES` (the fused providers;
-    snnTorch runs eager). ``backend``: force the fused neurons' backend (default: auto).
-    ``compile_backend``: torch.compile's backend in ``mode="compile"``."""
+                      compile_backend: str = "inductor", min_time_s: float = 0.0) -> dict:
+    """Time one training step (median, q20, q80 over at least ``repeats`` samples, more until
+    ``min_time_s`` is spent) of ``kind`` through ``provider``; the row also carries images/s,
+    the study's multiply-add count and achieved TFLOPS, and power where NVML is present.
+
+    ``mode``: one of :data:`STEP_MODES` (the fused providers; snnTorch runs eager).
+    ``backend``: force the fused neurons' backend (default: auto). ``compile_backend``:
+    torch.compile's backend in ``mode="compile"``."""
     reason = step_mode_unavailable(mode, device)
     if reason is not None:
         raise ValueError(f"mode={mode!r}: {reason}")
@@ -253,7 +263,7 @@ def run_training_case(kind: str, provider: str, batch: int, num_steps: int, devi
         if mode == "cuda_graph":
             step = cuda_graph_step(step, device)
         with _PowerSampler(device) as power:
-            timing = measure(step, device, warmup=warmup, repeats=repeats)
+            timing = measure(step, device, warmup=warmup, repeats=repeats, min_time_s=min_time_s)
     images_per_s = batch / timing.median_s
     macs = training_macs_per_image(model)
     row = {"network": kind, "provider": provider, "batch": batch, "num_steps": num_steps, "hidden": hidden,
@@ -268,8 +278,39 @@ def run_training_case(kind: str, provider: str, batch: int, num_steps: int, devi
     return row
 
 
+@contextlib.contextmanager
+def _profiler_chatter_dropped():
+    """Drop the lines the profiler's native code prints straight to file descriptor 2
+    (``USDT:... SyncActivityProfilerHandler.cpp:52] profiler_start``); any other line written
+    meanwhile (a warning, an error) is passed on to stderr afterwards."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (some embedded interpreters): nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = [line for line in capture.read().decode(errors="replace").splitlines(keepends=True)
+                    if not _PROFILER_CHATTER.search(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
+_PROFILER_CHATTER = re.compile(r"^USDT:|ActivityProfiler|profiler_(start|stop)")
+
+
 def time_split(kind: str, device: torch.device, batch: int, num_steps: int, **kw) -> dict:
-    """Share of profiled operator time in the fused neurons vs the synaptic layers (matmul/conv)."""
+    """Share of profiled operator time in the fused neurons vs the synaptic layers (matmul/conv),
+    everything else (loss, optimizer, copies, autograd bookkeeping) as ``other_share``."""
     torch.manual_seed(0)
     model = make_model(kind, batch, num_steps, **kw).to(device)
     shape = (batch, 784) if kind == "DSNN" else (batch, 1, 28, 28)
@@ -280,7 +321,7 @@ def time_split(kind: str, device: torch.device, batch: int, num_steps: int, **kw
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
-    with torch.profiler.profile(activities=activities) as prof:
+    with _profiler_chatter_dropped(), torch.profiler.profile(activities=activities) as prof:
         for _ in range(3):
             step()
         if device.type == "cuda":
@@ -297,6 +338,8 @@ def time_split(kind: str, device: torch.device, batch: int, num_steps: int, **kw
         else:
             other += t
     total = neuron + synaptic + other
-    return {"network": kind, "device": str(device), "batch": batch, "num_steps": num_steps,
-            "neuron_share": neuron / total if total else None, "synaptic_share": synaptic / total if total else None,
-            "other_share": other / total if total else None, "timer": "device" if use_cuda else "cpu"}
+    backend = resolve_backend("auto", torch.empty(1, device=device)).name
+    return {"network": kind, "device": str(device), "provider": "fused", "backend": backend, "batch": batch,
+            "num_steps": num_steps, "neuron_share": neuron / total if total else None,
+            "synaptic_share": synaptic / total if total else None, "other_share": other / total if total else None,
+            "timer": "device" if use_cuda else "cpu"}

@@ -4,7 +4,8 @@ The interpreter accepts code the compiler rejects, so this is the check that the
 real: fusedsnn.kernels.aot calls triton.compile(ASTSource(kernel, signature, constexprs),
 target=GPUTarget("cuda", 80 or 90, 32), options={"enable_fp_fusion": False}) for every variant.
 Compilation runs in a subprocess (see fusedsnn.kernels.aot.main). The registers and
-spills that ptxas reports are printed, as free performance evidence.
+spills that ptxas reports are free performance evidence: written to
+``.pytest_cache/d/fusedsnn/registers.txt`` on every run and printed under ``pytest -v``.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def _configs() -> list[dict]:
     return configs
 
 
-def test_all_kernels_compile_for_sm80_and_sm90(tmp_path, capsys):
+def test_all_kernels_compile_for_sm80_and_sm90(tmp_path, capsys, request):
     configs = _configs()
     path = tmp_path / "configs.json"
     path.write_text(json.dumps(configs))
@@ -55,15 +56,20 @@ def test_all_kernels_compile_for_sm80_and_sm90(tmp_path, capsys):
         # enable_fp_fusion=False must leave no fused multiply-add in the PTX.
         assert not row["has_fma"], row
         assert row["registers"] > 0
-    with capsys.disabled():
-        print("\nregisters / spill bytes (BLOCK=512, 4 warps):")
-        for row in rows:
-            print(f"  sm_{row['arch']} {row['dtype']:>8} syn={int(row['synaptic'])} rec={row['recurrence']} "
-                  f"reset={row['reset']} delay={int(row['reset_delay'])} {row['surrogate']:<26} "
-                  f"{row['kernel']:<20} regs={row['registers']:>3} spills={row['spill_stores']}/{row['spill_loads']}")
+    # The table is evidence, not noise: always written to the pytest cache folder, printed with -v.
+    lines = ["registers / spill bytes (BLOCK=512, 4 warps):"]
+    for row in rows:
+        lines.append(f"  sm_{row['arch']} {row['dtype']:>8} syn={int(row['synaptic'])} rec={row['recurrence']} "
+                     f"reset={row['reset']} delay={int(row['reset_delay'])} {row['surrogate']:<26} "
+                     f"{row['kernel']:<20} regs={row['registers']:>3} spills={row['spill_stores']}/{row['spill_loads']}")
+    table = request.config.cache.mkdir("fusedsnn") / "registers.txt"
+    table.write_text("\n".join(lines) + "\n")
+    if request.config.get_verbosity() > 0:
+        with capsys.disabled():
+            print("\n" + "\n".join(lines) + f"\n(also in {table})")
 
 
-def test_every_launch_candidate_compiles_and_keeps_occupancy(tmp_path, capsys):
+def test_every_launch_candidate_compiles_and_keeps_occupancy(tmp_path, capsys, request):
     """Each configuration the autotuner may pick (and the default) compiles for sm_80 and sm_90
     without spills; the backward of the heaviest variant (RSynaptic, every parameter learnable:
     178 registers at BLOCK=512 with 4 warps) keeps at least a third of the SM's warps resident."""
@@ -94,12 +100,16 @@ def test_every_launch_candidate_compiles_and_keeps_occupancy(tmp_path, capsys):
         assert row["occupancy"] == theoretical_occupancy(row["registers"], row["num_warps"])
     for row in heavy:
         assert row["occupancy"] >= 1 / 3, row
-    with capsys.disabled():
-        print("\nlaunch candidates: registers / theoretical occupancy")
-        for row in rows:
-            print(f"  sm_{row['arch']} {row['dtype']:>8} syn={int(row['synaptic'])} rec={row['recurrence']} "
-                  f"BLOCK={row['block']:>4} warps={row['num_warps']} {row['kernel']:<20} "
-                  f"regs={row['registers']:>3} occupancy={row['occupancy']:.2f}")
+    lines = ["launch candidates: registers / theoretical occupancy"]
+    for row in rows:
+        lines.append(f"  sm_{row['arch']} {row['dtype']:>8} syn={int(row['synaptic'])} rec={row['recurrence']} "
+                     f"BLOCK={row['block']:>4} warps={row['num_warps']} {row['kernel']:<20} "
+                     f"regs={row['registers']:>3} occupancy={row['occupancy']:.2f}")
+    table = request.config.cache.mkdir("fusedsnn") / "launch_candidates.txt"
+    table.write_text("\n".join(lines) + "\n")
+    if request.config.get_verbosity() > 0:
+        with capsys.disabled():
+            print("\n" + "\n".join(lines) + f"\n(also in {table})")
 
 
 def test_theoretical_occupancy_matches_hand_counts():
