@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from . import functional as Fn
+from . import memory
 from .kernels.spec import RECURRENCE_INPUT, RECURRENCE_NONE, RECURRENCE_ONE_TO_ONE, RESET_CODES
 
 Tensor = torch.Tensor
@@ -82,6 +83,22 @@ class _FusedLIF(nn.Module):
         self._register("graded_spikes_factor", graded_spikes_factor, False)
         self._graded_spikes_value = self._scalar_gsf()
         self.register_buffer("reset_mechanism_val", torch.as_tensor(RESET_CODES[reset_mechanism]))
+
+    #: What the layer keeps for its backward, one of ``fusedsnn.memory.SAVED_STATES``:
+    #: "default" (the fused op's saved trace/states) or "recompute" (only the input and the
+    #: initial states; the forward runs again in the backward). Set by ``fusedsnn.memory_lean``.
+    @property
+    def saved_state(self) -> str:
+        return self.__dict__.get("_saved_state", "default")
+
+    @saved_state.setter
+    def saved_state(self, value: str) -> None:
+        if value not in memory.SAVED_STATES:
+            raise ValueError(f"saved_state must be one of {memory.SAVED_STATES}, got {value!r}")
+        self.__dict__["_saved_state"] = value
+
+    def _lif(self, *args, **kwargs):
+        return memory.lif(self.saved_state, *args, **kwargs)
 
     def _register(self, name: str, value: Param, learn: bool) -> None:
         tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
@@ -151,7 +168,7 @@ class Leaky(_FusedLIF):
                          graded_spikes_factor, learn_graded_spikes_factor, reset_delay, backend)
 
     def forward(self, x: Tensor, mem: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-        return Fn.lif(x, self._spec(RECURRENCE_NONE), self.beta, self.threshold, mem=mem,
+        return self._lif(x, self._spec(RECURRENCE_NONE), self.beta, self.threshold, mem=mem,
                       backend=self.backend)
 
 
@@ -192,7 +209,7 @@ class Synaptic(_FusedLIF):
     def forward(
         self, x: Tensor, syn: Optional[Tensor] = None, mem: Optional[Tensor] = None
     ) -> tuple[Tensor, Tensor, Tensor]:
-        return Fn.lif(x, self._spec(RECURRENCE_NONE), self.beta, self.threshold, alpha=self.alpha,
+        return self._lif(x, self._spec(RECURRENCE_NONE), self.beta, self.threshold, alpha=self.alpha,
                       syn=syn, mem=mem, backend=self.backend)
 
 
@@ -281,7 +298,7 @@ class RLeaky(_Recurrent):
     def forward(
         self, x: Tensor, spk: Optional[Tensor] = None, mem: Optional[Tensor] = None
     ) -> tuple[Tensor, Tensor]:
-        return Fn.lif(x, self._spec(self._recurrence_code()), self.beta, self.threshold,
+        return self._lif(x, self._spec(self._recurrence_code()), self.beta, self.threshold,
                       spk=spk, mem=mem, backend=self.backend, **self._recurrence_kwargs())
 
 
@@ -339,6 +356,6 @@ class RSynaptic(_Recurrent):
         syn: Optional[Tensor] = None,
         mem: Optional[Tensor] = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        return Fn.lif(x, self._spec(self._recurrence_code()), self.beta, self.threshold,
+        return self._lif(x, self._spec(self._recurrence_code()), self.beta, self.threshold,
                       alpha=self.alpha, spk=spk, syn=syn, mem=mem, backend=self.backend,
                       **self._recurrence_kwargs())

@@ -98,6 +98,10 @@ def plot_section(name: str, rows: list[dict], out: Path) -> None:
         fig.tight_layout()
         fig.savefig(path, dpi=120)
         plt.close(fig)
+    elif name == "memory":
+        from .memory import plot_memory
+
+        plot_memory(rows, out)
     elif name == "neurons":
         _lines([r for r in rows if r["mode"] == "forward+backward"], "N", "Neuron layer, forward+backward",
                "neurons", path, y_key="median_s", group=("neuron", "provider", "dtype"))

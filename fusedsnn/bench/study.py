@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from . import neurons, plots, training
+from . import memory, neurons, plots, training
 from .published import SOURCE, THROUGHPUT, TFLOPS
 from .timing import copy_bandwidth
 
@@ -202,6 +202,7 @@ SECTIONS = {
     "time_split": section_time_split,
     "precision": section_precision,
     "population": section_population,
+    "memory": memory.section_memory,
 }
 
 
@@ -292,6 +293,8 @@ TABLE_COLUMNS = {
                 "fraction_of_copy_bandwidth"],
     "throughput": _TRAIN_COLUMNS, "batch": _TRAIN_COLUMNS, "width": _TRAIN_COLUMNS,
     "neuron_models": _TRAIN_COLUMNS, "precision": _TRAIN_COLUMNS, "population": _TRAIN_COLUMNS,
+    "memory": ["network", "provider", "num_steps", "batch", "peak_mib", "peak_vs_fused", "peak_vs_snntorch",
+               "peak_rss_mib", "median_s", "speed_vs_fused"],
     "time_split": ["network", "device", "batch", "num_steps", "neuron_share", "synaptic_share", "other_share", "timer"],
 }
 
