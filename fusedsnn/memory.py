@@ -97,7 +97,9 @@ def _pack_bool(mask: Tensor) -> Tensor:
     if mask.device.type == "cpu":
         import numpy as np
 
-        return torch.from_numpy(np.packbits(mask.numpy(), bitorder="little"))
+        # numpy packs fastest; the copy puts the bits in torch's allocator (visible to memory
+        # accounting, freed with the autograd graph).
+        return torch.from_numpy(np.packbits(mask.numpy(), bitorder="little")).clone()
     pad = (-n) % 8
     if pad:
         mask = torch.cat([mask, mask.new_zeros(pad)])
