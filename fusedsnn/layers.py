@@ -131,6 +131,8 @@ class _FusedLIF(nn.Module):
         parts = [f"reset_mechanism={self.reset_mechanism!r}", f"backend={self.backend!r}"]
         if not self.reset_delay:
             parts.append("reset_delay=False")
+        if self.saved_state != "default":
+            parts.append(f"saved_state={self.saved_state!r}")
         if self.surrogate_disable:
             parts.append("surrogate_disable=True")
         elif self.spike_grad is not None:

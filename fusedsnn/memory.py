@@ -319,12 +319,18 @@ class _RecomputeLIF(torch.autograd.Function):
         synaptic, recurrent = ctx.layout
         needs = ctx.needs_input_grad[2:]
         params = [t.detach().requires_grad_(need) if t is not None else None for t, need in zip(tensors[3:], needs[4:])]
-        grad_x = torch.empty_like(x) if needs[0] and len(ctx.spans) > 1 else None
+        spans = ctx.spans
+        if synaptic and grads[1] is not None:
+            # The fused backward adds the synaptic current's upstream gradient and its carry in
+            # one order that a carry injected at a chunk boundary cannot reproduce bit for bit:
+            # differentiate the whole sequence at once instead (bigger transient, same bits).
+            spans = [(0, x.shape[0])]
+        grad_x = torch.empty_like(x) if needs[0] and len(spans) > 1 else None
         grad_params = [None] * len(params)
         carry = [None, None, None]  # gradients of the next chunk's initial mem, syn, spk
         grad_states0 = [None, None, None]
-        for k in range(len(ctx.spans) - 1, -1, -1):
-            t0, t1 = ctx.spans[k]
+        for k in range(len(spans) - 1, -1, -1):
+            t0, t1 = spans[k]
             starts = tensors[:3] if k == 0 else ctx.boundaries[k - 1]
             state_needs = needs[1:4] if k == 0 else [s is not None for s in starts]
             states = [None if s is None else s.detach().requires_grad_(n) for s, n in zip(starts, state_needs)]
