@@ -262,12 +262,14 @@ class SpikeConv2d(nn.Conv2d):
 # ---------------------------------------------------------------------------------------------
 
 #: The recompute mode runs the time loop in this many chunks at most, so that what exists at
-#: once in its forward and backward, besides the outputs and gradients, is one chunk's worth.
+#: once in its forward and backward, besides the outputs and gradients, is one chunk's worth;
+#: chunks are at least RECOMPUTE_MIN_STEPS long, so short sequences pay no per-chunk overhead.
 RECOMPUTE_CHUNKS = 16
+RECOMPUTE_MIN_STEPS = 32
 
 
 def _chunks(T: int, n: int) -> list[tuple[int, int]]:
-    size = max(1, -(-T // n))
+    size = max(RECOMPUTE_MIN_STEPS, -(-T // n), 1)
     return [(t, min(T, t + size)) for t in range(0, T, size)]
 
 
@@ -329,6 +331,7 @@ class _RecomputeLIF(torch.autograd.Function):
         grad_params = [None] * len(params)
         carry = [None, None, None]  # gradients of the next chunk's initial mem, syn, spk
         grad_states0 = [None, None, None]
+        buffers: dict[int, Tensor] = {}
         for k in range(len(spans) - 1, -1, -1):
             t0, t1 = spans[k]
             starts = tensors[:3] if k == 0 else ctx.boundaries[k - 1]
@@ -345,8 +348,19 @@ class _RecomputeLIF(torch.autograd.Function):
                 g_k = None if g is None else g[t0:t1]
                 c = carry[carry_of[slot]]
                 if c is not None:
-                    g_k = (torch.zeros_like(o) if g_k is None else g_k.clone())
-                    g_k[-1] = g_k[-1] + c if g is not None else c
+                    # One buffer per output for the whole backward, reused chunk after chunk:
+                    # fresh memory costs page faults on every first touch.
+                    if slot not in buffers:
+                        buffers[slot] = o.new_empty((spans[-1][1] - spans[-1][0] if len(spans) == 1 else
+                                                     max(b - a for a, b in spans), *o.shape[1:]))
+                    buf = buffers[slot][: t1 - t0]
+                    if g_k is None:
+                        buf.zero_()
+                        buf[-1] = c
+                    else:
+                        buf.copy_(g_k)
+                        buf[-1] = g_k[-1] + c
+                    g_k = buf
                 if g_k is not None and o.requires_grad:
                     outputs.append(o)
                     out_grads.append(g_k)

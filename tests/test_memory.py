@@ -180,6 +180,7 @@ def _run_layer(layer, x, states, grads_out, use_mem_grad: bool):
 def test_recompute_matches_default(kind, reset, reset_delay, learn, backend, monkeypatch):
     if backend == "host" and "host" not in fs.available_backends():
         pytest.skip("the host library could not be built here")
+    monkeypatch.setattr(memory, "RECOMPUTE_MIN_STEPS", 3)  # several chunks of odd length at T=37
     T, B = 37, 3
     x = random_input(T, B, 12)
     states = {name: torch.randn(B, 12) * 0.5 for name in _STATE_NAMES[kind]}
@@ -214,7 +215,8 @@ class _nothing:
 
 
 @pytest.mark.parametrize("kind", NEURONS)
-def test_recompute_matches_default_on_triton_interpreter(interpret, kind):
+def test_recompute_matches_default_on_triton_interpreter(interpret, kind, monkeypatch):
+    monkeypatch.setattr(memory, "RECOMPUTE_MIN_STEPS", 2)
     T, B = 9, 2
     x = random_input(T, B, 12)
     states = {name: torch.randn(B, 12) * 0.5 for name in _STATE_NAMES[kind]}
@@ -294,6 +296,7 @@ def _model_grads(model, x, y):
     ids=["dsnn-static", "dsnn-graded-sequence", "dsnn-expanded", "csnn"],
 )
 def test_memory_lean_model_gradients_bitwise(make, shape, monkeypatch):
+    monkeypatch.setattr(memory, "RECOMPUTE_MIN_STEPS", 2)
     model = make()
     lean = memory.memory_lean(copy.deepcopy(model))
     x = torch.rand(shape) * 2
