@@ -91,10 +91,11 @@ class PackedSpikes:
         return flat[: self.numel].reshape(self.shape)
 
 
-def _pack_bool(mask: Tensor) -> Tensor:
-    """``bool [n]`` -> ``uint8 [ceil(n / 8)]``, little-endian bit order."""
+def _pack_bool(mask: Tensor, use_numpy: Optional[bool] = None) -> Tensor:
+    """``bool [n]`` -> ``uint8 [ceil(n / 8)]``, little-endian bit order (numpy on the CPU,
+    torch ops elsewhere)."""
     n = mask.numel()
-    if mask.device.type == "cpu":
+    if use_numpy if use_numpy is not None else mask.device.type == "cpu":
         import numpy as np
 
         # numpy packs fastest; the copy puts the bits in torch's allocator (visible to memory

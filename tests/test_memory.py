@@ -45,6 +45,13 @@ def test_pack_roundtrip_is_bitwise(dtype, value, shape):
     assert torch.equal(out.view(-1).view(torch.uint8), x.reshape(-1).view(torch.uint8))  # bits, incl. +0.0
 
 
+@pytest.mark.parametrize("n", [1, 8, 13, 1001])
+def test_pack_torch_path_matches_numpy_path(n):
+    # CUDA tensors pack with torch ops; the CPU uses numpy. Both give the same bytes.
+    mask = torch.rand(n) < 0.4
+    assert torch.equal(memory._pack_bool(mask, use_numpy=False), memory._pack_bool(mask, use_numpy=True))
+
+
 @pytest.mark.parametrize("fill", [0.0, 1.0, 0.25], ids=["all-zero", "all-one", "all-graded"])
 def test_pack_constant_tensors(fill):
     x = torch.full((5, 13), fill)
