@@ -5,11 +5,12 @@
 >>> spk, mem = lif(torch.randn(25, 8, 100))     # x: [T, B, *features]
 """
 
-from . import functional, population, surrogate
+from . import functional, memory, population, surrogate
 from .backends import available_backends
 from .convert import from_snntorch
 from .fuse import FusedSequential, fuse
 from .layers import Leaky, RLeaky, RSynaptic, Synaptic
+from .memory import memory_lean
 from .models import CSNN, DSNN
 from .nir_interop import export_to_nir, import_from_nir
 
@@ -23,6 +24,8 @@ __all__ = [
     "from_snntorch",
     "fuse",
     "FusedSequential",
+    "memory_lean",
+    "memory",
     "DSNN",
     "CSNN",
     "export_to_nir",

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from . import functional as Fn
+from . import memory
 from .kernels.spec import RECURRENCE_INPUT, RECURRENCE_NONE, RECURRENCE_ONE_TO_ONE, RESET_CODES
 
 Tensor = torch.Tensor
@@ -101,6 +102,22 @@ class _FusedLIF(nn.Module):
         self._graded_spikes()  # validates the shape now rather than at the first forward
         self.register_buffer("reset_mechanism_val", torch.as_tensor(RESET_CODES[reset_mechanism]))
 
+    #: What the layer keeps for its backward, one of ``fusedsnn.memory.SAVED_STATES``:
+    #: "default" (the fused op's saved trace/states) or "recompute" (only the input and the
+    #: initial states; the forward runs again in the backward). Set by ``fusedsnn.memory_lean``.
+    @property
+    def saved_state(self) -> str:
+        return self.__dict__.get("_saved_state", "default")
+
+    @saved_state.setter
+    def saved_state(self, value: str) -> None:
+        if value not in memory.SAVED_STATES:
+            raise ValueError(f"saved_state must be one of {memory.SAVED_STATES}, got {value!r}")
+        self.__dict__["_saved_state"] = value
+
+    def _lif(self, *args, **kwargs):
+        return memory.lif(self.saved_state, *args, **kwargs)
+
     def _register(self, name: str, value: Param, learn: bool) -> None:
         # torch.as_tensor, as snnTorch does: ints stay int64, NumPy keeps its dtype.
         tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
@@ -147,6 +164,8 @@ class _FusedLIF(nn.Module):
         parts = [f"reset_mechanism={self.reset_mechanism!r}", f"backend={self.backend!r}"]
         if not self.reset_delay:
             parts.append("reset_delay=False")
+        if self.saved_state != "default":
+            parts.append(f"saved_state={self.saved_state!r}")
         if self.surrogate_disable:
             parts.append("surrogate_disable=True")
         elif self.spike_grad is not None:
@@ -242,7 +261,7 @@ class Leaky(_FusedLIF):
             ``(spk, mem)``, each ``[T, B, *features]`` in ``x``'s dtype: the spikes and the
             membrane of every step, as snnTorch's per-step calls return them, stacked.
         """
-        return Fn.lif(x, self._spec(RECURRENCE_NONE), self.beta, self.threshold, mem=mem,
+        return self._lif(x, self._spec(RECURRENCE_NONE), self.beta, self.threshold, mem=mem,
                       backend=self.backend)
 
 
@@ -339,7 +358,7 @@ class Synaptic(_FusedLIF):
             ``(spk, syn, mem)``, each ``[T, B, *features]``: every step's spikes, synaptic
             current and membrane, as snnTorch's per-step calls return them, stacked.
         """
-        return Fn.lif(x, self._spec(RECURRENCE_NONE), self.beta, self.threshold, alpha=self.alpha,
+        return self._lif(x, self._spec(RECURRENCE_NONE), self.beta, self.threshold, alpha=self.alpha,
                       syn=syn, mem=mem, backend=self.backend)
 
 
@@ -515,7 +534,7 @@ class RLeaky(_Recurrent):
             ``(spk, mem)``, each ``[T, B, *features]``, as snnTorch's per-step calls return
             them, stacked.
         """
-        return Fn.lif(x, self._spec(self._recurrence_code()), self.beta, self.threshold,
+        return self._lif(x, self._spec(self._recurrence_code()), self.beta, self.threshold,
                       spk=spk, mem=mem, backend=self.backend, **self._recurrence_kwargs())
 
 
@@ -645,6 +664,6 @@ class RSynaptic(_Recurrent):
             ``(spk, syn, mem)``, each ``[T, B, *features]``, as snnTorch's per-step calls
             return them, stacked.
         """
-        return Fn.lif(x, self._spec(self._recurrence_code()), self.beta, self.threshold,
+        return self._lif(x, self._spec(self._recurrence_code()), self.beta, self.threshold,
                       alpha=self.alpha, spk=spk, syn=syn, mem=mem, backend=self.backend,
                       **self._recurrence_kwargs())

@@ -316,5 +316,9 @@ def plot_section(name: str, rows: list[dict], out: Path) -> None:
                legend_title="provider, time steps per image")
     elif name == "time_split":
         _time_split(rows, path)
+    elif name == "memory":
+        from .memory import plot_memory
+
+        plot_memory(rows, out)
     elif name == "neurons":
         _neurons(rows, path)

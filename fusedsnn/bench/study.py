@@ -22,7 +22,7 @@ from typing import Callable, Optional
 
 import torch
 
-from . import all_to_all, gpu, neurons, plots, training
+from . import all_to_all, gpu, memory, neurons, plots, training
 from .published import SOURCE, TFLOPS, THROUGHPUT
 from .timing import copy_bandwidth
 
@@ -264,6 +264,7 @@ SECTIONS = {
     "time_split": section_time_split,
     "precision": section_precision,
     "population": section_population,
+    "memory": memory.section_memory,
     "all_to_all": all_to_all.section_all_to_all,
     **gpu.SECTIONS,  # GPU proof (benchmarks/gpu/check.sh); in the default list only on CUDA
 }
@@ -554,6 +555,8 @@ TABLE_COLUMNS = {
                    "target_images_per_s", "speedup_vs_snntorch", "speedup_vs_fused_eager", "skipped"],
     "all_to_all": ["neuron", "T", "B", "N", "provider", "median_s", "q20_s", "q80_s", "speedup_vs_snntorch",
                    "target_speedup", "spike_rate", "threads"],
+    "memory": ["network", "provider", "num_steps", "batch", "peak_mib", "peak_vs_fused", "peak_vs_snntorch",
+               "peak_rss_mib", "median_s", "speed_vs_fused"],
 }
 
 

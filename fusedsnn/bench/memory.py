@@ -1,0 +1,289 @@
+"""``memory`` section of ``fusedsnn bench``: peak training memory and time against sequence length.
+
+Networks: the study's DSNN (784-1000-10, Leaky, static image input) and a 3-layer Linear+Leaky
+network (256-512-512-10, a fresh input every step). Providers: "fused-lean" (the fused model
+after :func:`fusedsnn.memory_lean`), "fused" (as built) and "snntorch" (the same layers stepped
+with snnTorch neurons). One measured step = forward, rate-coded cross-entropy, backward
+(gradients allocated inside the step; no optimizer, whose state does not grow with T).
+
+Peak memory is the most memory held by tensors at any moment of the step above what was held
+when it started (the model, the input): on CUDA ``max_memory_allocated``, on CPU the same
+quantity from the profiler's memory view (every allocation and free, summed in order). In the
+full run, the CPU also reports the peak resident set size of a fresh process above its
+baseline (``peak_rss_mib``), which includes the allocator's fragmentation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .. import layers, population
+from ..memory import memory_lean
+from ..models import DSNN
+
+Tensor = torch.Tensor
+
+NETWORKS = ("DSNN", "MLP3")
+PROVIDERS = ("fused-lean", "fused", "snntorch")
+MIB = 2.0 ** 20
+
+
+class MLP3(nn.Module):
+    """256-512-512-10 Linear+Leaky network over a sequence: ``x: [T, B, 256]`` -> ``(spk, mem)``,
+    each ``[T, B, 10]``."""
+
+    sizes = (256, 512, 512, 10)
+
+    def __init__(self, beta: float = 0.95) -> None:
+        super().__init__()
+        self.fcs = nn.ModuleList(nn.Linear(a, b) for a, b in zip(self.sizes[:-1], self.sizes[1:]))
+        self.neurons = nn.ModuleList(layers.Leaky(beta=beta) for _ in self.sizes[1:])
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        # Only the current layer's tensors are referenced: a hidden layer's membrane and the
+        # previous spikes are dropped as soon as the next call no longer needs them.
+        out = (x,)
+        for fc, lif in zip(self.fcs, self.neurons):
+            current = fc(out[0])
+            out = None
+            out = lif(current)
+            del current
+        return out[0], out[-1]
+
+
+class _SnnTorchStepped(nn.Module):
+    """``model`` (DSNN or MLP3) stepped per time step with snnTorch Leaky neurons, sharing the
+    Linear layers."""
+
+    def __init__(self, model: nn.Module, num_steps: int) -> None:
+        super().__init__()
+        import snntorch as snn
+
+        self.model = model
+        self.num_steps = num_steps
+        self.neurons = nn.ModuleList(
+            snn.Leaky(beta=n.beta.detach().clone(), threshold=n.threshold.detach().clone(), init_hidden=True,
+                      output=True) for n in model.neurons)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        for neuron in self.neurons:
+            neuron.reset_mem()
+        spikes, mems = [], []
+        for t in range(self.num_steps):
+            cur = x if x.dim() == 2 else x[t]
+            for fc, lif in zip(self.model.fcs, self.neurons):
+                cur, mem = lif(fc(cur))
+            spikes.append(cur)
+            mems.append(mem)
+        return torch.stack(spikes), torch.stack(mems)
+
+
+def make_case(network: str, provider: str, num_steps: int, batch: int, device: torch.device) -> Callable[[], None]:
+    """A closure running one measured step (forward, loss, backward) of ``network`` via ``provider``."""
+    if network not in NETWORKS:
+        raise ValueError(f"network must be one of {NETWORKS}, got {network!r}")
+    if provider not in PROVIDERS:
+        raise ValueError(f"provider must be one of {PROVIDERS}, got {provider!r}")
+    torch.manual_seed(0)
+    if network == "DSNN":
+        model = DSNN(784, 1000, 10, num_steps).to(device)
+        x = torch.rand(batch, 784, device=device) * 2
+    else:
+        model = MLP3().to(device)
+        x = torch.rand(num_steps, batch, 256, device=device) * 2
+    y = torch.randint(0, 10, (batch,), device=device)
+    if provider == "fused-lean":
+        memory_lean(model)
+    forward = _SnnTorchStepped(model, num_steps) if provider == "snntorch" else model
+    params = list(model.parameters())
+
+    def step() -> None:
+        spk, _ = forward(x)
+        population.ce_rate_loss(spk, y, 10, 1).backward()
+        del spk
+        # The gradients are counted in the step's peak; dropping them here (not at the start of
+        # the next step) makes every step start from the same memory.
+        for p in params:
+            p.grad = None
+
+    return step
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_bytes(step: Callable[[], None], device: torch.device) -> int:
+    """Most bytes held by tensors during ``step()`` above what was held when it started."""
+    _sync(device)
+    if device.type == "cuda":
+        start = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        _sync(device)
+        return torch.cuda.max_memory_allocated(device) - start
+    from torch.profiler import ProfilerActivity, profile
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            step()
+    allocations = sorted((e for e in prof.profiler.kineto_results.events()
+                          if e.name() == "[memory]" and e.device_type().name == "CPU"), key=lambda e: e.start_ns())
+    live = peak = 0
+    for e in allocations:
+        live += e.nbytes()
+        peak = max(peak, live)
+    return peak
+
+
+def _rss_kib() -> tuple[int, int]:
+    values = {}
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                values[line.split(":")[0]] = int(line.split()[1])
+    return values["VmRSS"], values["VmHWM"]
+
+
+def rss_worker(network: str, provider: str, num_steps: int, batch: int) -> dict:
+    """In a fresh process: one warm-up step, then peak RSS of one step above the RSS before it."""
+    torch.set_num_threads(torch.get_num_threads())
+    step = make_case(network, provider, num_steps, batch, torch.device("cpu"))
+    step()
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+    with open("/proc/self/clear_refs", "w") as fh:  # reset the peak RSS (Linux >= 4.0)
+        fh.write("5")
+    before, _ = _rss_kib()
+    step()
+    _, peak = _rss_kib()
+    return {"peak_rss_mib": (peak - before) / 1024}
+
+
+def _rss_in_subprocess(network: str, provider: str, num_steps: int, batch: int) -> float | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    cmd = [sys.executable, "-m", "fusedsnn.bench.memory", network, provider, str(num_steps), str(batch)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ), check=False)
+    if out.returncode != 0:
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mib"]
+
+
+def run_memory(device: torch.device, steps: tuple[int, ...], batch: int, repeats: int, rss: bool,
+               networks: tuple[str, ...] = NETWORKS, progress: Callable[[str], None] = lambda m: None,
+               snntorch_max_steps: int | None = None) -> list[dict]:
+    """Rows of peak memory and median time per (network, T, provider); providers interleaved in
+    each timing round so load from other processes hits them alike."""
+    rows = []
+    for network in networks:
+        for T in steps:
+            providers = [p for p in PROVIDERS if p != "snntorch" or snntorch_max_steps is None or T <= snntorch_max_steps]
+            cases = {}
+            for provider in providers:
+                progress(f"memory {network} T={T} {provider}")
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    step = make_case(network, provider, T, batch, device)
+                    step()  # warm-up (kernel build, allocator)
+                    cases[provider] = (step, peak_bytes(step, device))
+            samples: dict[str, list[float]] = {p: [] for p in providers}
+            reps = repeats if T <= 500 else max(1, repeats // 3)
+            for _ in range(reps):
+                for provider in providers:
+                    start = time.perf_counter()
+                    cases[provider][0]()
+                    _sync(device)
+                    samples[provider].append(time.perf_counter() - start)
+            for provider in providers:
+                row = {"network": network, "provider": provider, "num_steps": T, "batch": batch,
+                       "device": str(device), "peak_mib": cases[provider][1] / MIB,
+                       "median_s": statistics.median(samples[provider]), "repeats": reps}
+                if rss and device.type == "cpu":
+                    progress(f"memory rss {network} T={T} {provider}")
+                    row["peak_rss_mib"] = _rss_in_subprocess(network, provider, T, batch)
+                rows.append(row)
+            _add_ratios(rows)
+    return rows
+
+
+def _add_ratios(rows: list[dict]) -> None:
+    """Memory and speed of each row relative to fused and snnTorch on the same case."""
+    key = lambda r: (r["network"], r["num_steps"], r["batch"])  # noqa: E731
+    by = {(key(r), r["provider"]): r for r in rows}
+    for r in rows:
+        fused, snn = by.get((key(r), "fused")), by.get((key(r), "snntorch"))
+        r["peak_vs_fused"] = r["peak_mib"] / fused["peak_mib"] if fused and fused["peak_mib"] else None
+        r["peak_vs_snntorch"] = r["peak_mib"] / snn["peak_mib"] if snn and snn["peak_mib"] else None
+        r["speed_vs_fused"] = fused["median_s"] / r["median_s"] if fused else None
+        if "peak_rss_mib" in r:
+            ok = lambda o: o and o.get("peak_rss_mib")  # noqa: E731
+            r["rss_vs_fused"] = r["peak_rss_mib"] / fused["peak_rss_mib"] if ok(fused) and r["peak_rss_mib"] else None
+            r["rss_vs_snntorch"] = r["peak_rss_mib"] / snn["peak_rss_mib"] if ok(snn) and r["peak_rss_mib"] else None
+
+
+def section_memory(args, device: torch.device, progress: Callable[[str], None]) -> list[dict]:
+    """Peak training memory and time, fused-lean vs fused vs snnTorch, T in {25, 500, 2000}."""
+    if args.quick:
+        return run_memory(device, (10,), 4, repeats=1, rss=False, progress=progress)
+    return run_memory(device, (25, 500, 2000), 32, repeats=args.repeats, rss=True, progress=progress)
+
+
+def plot_memory(rows: list[dict], out) -> None:
+    """``memory.png``: peak memory (left) and step time (right) against T, one panel row per network."""
+    from pathlib import Path
+
+    from .plots import _plt
+
+    if not rows:
+        return
+    plt = _plt()
+    networks = [n for n in NETWORKS if any(r["network"] == n for r in rows)]
+    fig, axes = plt.subplots(len(networks), 2, figsize=(9, 3.2 * len(networks)), squeeze=False)
+    for i, net in enumerate(networks):
+        for provider in PROVIDERS:
+            pts = sorted((r["num_steps"], r["peak_mib"], r["median_s"]) for r in rows
+                         if r["network"] == net and r["provider"] == provider)
+            if not pts:
+                continue
+            T, mib, sec = zip(*pts)
+            axes[i][0].plot(T, mib, marker="o", label=provider)
+            axes[i][1].plot(T, sec, marker="o", label=provider)
+        batch = next(r["batch"] for r in rows if r["network"] == net)
+        axes[i][0].set_title(f"{net}, batch {batch}: peak training memory", fontsize=9)
+        axes[i][1].set_title(f"{net}, batch {batch}: forward+backward time", fontsize=9)
+        axes[i][0].set_ylabel("MiB above start of step")
+        axes[i][1].set_ylabel("seconds")
+        for ax in axes[i]:
+            ax.set_xlabel("time steps T")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(Path(out) / "memory.png", dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":  # the fresh process of one peak-RSS measurement
+    network, provider, steps, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        print(json.dumps(rss_worker(network, provider, steps, batch)))

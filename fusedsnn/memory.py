@@ -1,0 +1,457 @@
+"""Training long sequences in little memory: spikes saved as bits, neuron state recomputed.
+
+Most of what a spiking network keeps for its backward is not the neuron's: every ``nn.Linear``
+or ``nn.Conv2d`` after a neuron saves its input spikes for the weight gradient, as floats
+(4 B per neuron-step in float32), although a spike is one bit. This module provides:
+
+* :func:`pack_spikes` / :class:`PackedSpikes`: a tensor whose elements are all ``0`` or one
+  value ``c`` (binary spikes, or graded spikes ``c = graded_spikes_factor``), stored as
+  1 bit per element plus ``c``; anything else is refused (``None``), so callers fall back to
+  keeping the float tensor. Unpacking reproduces the tensor bit for bit.
+* :class:`SpikeLinear`, :class:`SpikeConv2d`: drop-in ``nn.Linear`` / ``nn.Conv2d`` (same
+  parameters and ``state_dict``) that save their input packed when it is spikes and compute
+  the same gradients as the default autograd formulas, bit for bit.
+* ``saved_state="recompute"`` on the fused neuron layers (:func:`lif`): the layer keeps only
+  its input and initial states and re-runs the fused forward inside its backward.
+* :func:`memory_lean`: converts a model in place to all of the above.
+
+Bytes saved per neuron-step for each mode are tabulated in docs/design.md ("Memory-lean
+training").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Tensor = torch.Tensor
+
+__all__ = [
+    "PackedSpikes",
+    "pack_spikes",
+    "SpikeLinear",
+    "SpikeConv2d",
+    "spike_linear",
+    "spike_conv2d",
+    "SAVED_STATES",
+    "memory_lean",
+    "lif",
+]
+
+#: Per-layer choice of what a fused neuron layer keeps for its backward.
+#: "default": what the fused op saves (see docs/design.md); "recompute": only the input and the
+#: initial states, the forward is run again inside the backward (one more neuron forward).
+SAVED_STATES = ("default", "recompute")
+
+_INT_VIEW = {torch.float32: torch.int32, torch.float64: torch.int64,
+             torch.float16: torch.int16, torch.bfloat16: torch.int16}
+_BIT_WEIGHTS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+# ---------------------------------------------------------------------------------------------
+# bit packing
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class PackedSpikes:
+    """A tensor of ``0`` and ``value`` stored as 1 bit per element.
+
+    ``bits``: ``uint8 [ceil(numel / 8)]``, element ``i`` is bit ``i % 8`` of byte ``i // 8``
+    (little-endian bit order); ``value``: the nonzero value as a 0-dim tensor of ``dtype``.
+    """
+
+    bits: Tensor
+    value: Tensor
+    shape: torch.Size
+    dtype: torch.dtype
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    def nbytes(self) -> int:
+        return self.bits.numel() + self.value.element_size()
+
+    def unpack(self) -> Tensor:
+        """The original tensor, contiguous, bit for bit (``+0.0`` and ``value``)."""
+        bits_of_byte = torch.tensor(
+            [[(byte >> k) & 1 for k in range(8)] for byte in range(256)], dtype=torch.bool,
+            device=self.bits.device,
+        )
+        # One gather of 8 values per stored byte: the table holds the 8 elements of every byte.
+        table = torch.where(bits_of_byte, self.value, torch.zeros((), dtype=self.dtype, device=self.bits.device))
+        flat = F.embedding(self.bits.to(torch.int32), table).reshape(-1)
+        return flat[: self.numel].reshape(self.shape)
+
+
+def _pack_bool(mask: Tensor, use_numpy: Optional[bool] = None) -> Tensor:
+    """``bool [n]`` -> ``uint8 [ceil(n / 8)]``, little-endian bit order (numpy on the CPU,
+    torch ops elsewhere)."""
+    n = mask.numel()
+    if use_numpy if use_numpy is not None else mask.device.type == "cpu":
+        import numpy as np
+
+        # numpy packs fastest; the copy puts the bits in torch's allocator (visible to memory
+        # accounting, freed with the autograd graph).
+        return torch.from_numpy(np.packbits(mask.numpy(), bitorder="little")).clone()
+    pad = (-n) % 8
+    if pad:
+        mask = torch.cat([mask, mask.new_zeros(pad)])
+    weights = torch.tensor(_BIT_WEIGHTS, dtype=torch.uint8, device=mask.device)
+    return (mask.view(torch.uint8).view(-1, 8) * weights).sum(1, dtype=torch.uint8)
+
+
+def pack_spikes(x: Tensor) -> Optional[PackedSpikes]:
+    """Pack ``x`` (any shape) 1 bit per element if every element is ``+0.0`` or one value ``c``.
+
+    Returns ``None`` (the caller keeps ``x`` as it is) for anything else: more than two values,
+    ``-0.0`` beside ``c``, NaN, integer tensors. The check costs one min/max pass (which
+    already rejects continuous data such as images) and, for candidates, one comparison and two
+    counts; a stride-0 (expanded) tensor is packed from its materialised values.
+    """
+    if not isinstance(x, torch.Tensor) or x.dtype not in _INT_VIEW or x.numel() == 0:
+        return None
+    lo, hi = (v.item() for v in torch.aminmax(x.detach()))
+    if lo == 0.0:
+        c = hi
+    elif hi == 0.0 or lo == hi:
+        c = lo
+    else:
+        return None  # two distinct nonzero values (or NaN): not spikes
+    flat = x.detach().reshape(-1)
+    if not flat.is_contiguous():
+        flat = flat.contiguous()
+    ints = flat.view(_INT_VIEW[x.dtype])
+    value = torch.tensor(c, dtype=x.dtype, device=x.device)
+    value_bits = value.view(_INT_VIEW[x.dtype])
+    is_c = ints == value_bits
+    # Every element is +0.0 (all bits zero) or c exactly, bitwise: c's count equals the count of
+    # elements whose bits are not all zero (-0.0 counts there, so it is refused).
+    if value_bits.item() != 0 and int(torch.count_nonzero(is_c)) != int(torch.count_nonzero(ints)):
+        return None
+    return PackedSpikes(_pack_bool(is_c), value, x.shape, x.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Linear / Conv2d that save spikes as bits
+# ---------------------------------------------------------------------------------------------
+
+class _Saved:
+    """The layer input kept for the weight gradient: packed when it is spikes, else as given."""
+
+    def __init__(self, x: Tensor, need: bool) -> None:
+        self.packed = pack_spikes(x) if need else None
+        self.tensor = x if need and self.packed is None else None
+
+
+class _SpikeLinearFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+        out = F.linear(x, weight, bias)
+        saved = _Saved(x, ctx.needs_input_grad[1])
+        ctx.packed = saved.packed
+        ctx.x_shape = x.shape
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(weight, saved.tensor)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        weight, x_float = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        # The formulas of autograd's addmm/mm backward on the flattened [rows, features] view,
+        # in the same orientation, so the gradients are the default's bit for bit.
+        g2 = grad_out.reshape(-1, weight.shape[0])
+        grad_x = grad_w = grad_b = None
+        if needs[1]:  # first, so the unpacked input is freed before grad_x is allocated
+            x = ctx.packed.unpack() if ctx.packed is not None else x_float
+            grad_w = g2.t().mm(x.reshape(-1, weight.shape[1]))
+            del x
+        if needs[0]:
+            grad_x = g2.mm(weight).reshape(ctx.x_shape)
+        if ctx.has_bias and needs[2]:
+            grad_b = g2.sum(0)
+        return grad_x, grad_w, grad_b
+
+
+def _lean_applies(x: Tensor, weight: Tensor) -> bool:
+    """Whether the bit-saving path runs: autograd needs the weight gradient, no autocast (whose
+    casts the plain path handles), and the input is floating point like the weight."""
+    return (torch.is_grad_enabled() and weight.requires_grad and x.dtype == weight.dtype
+            and not torch.is_autocast_enabled(x.device.type))
+
+
+def spike_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+    """``F.linear`` that saves ``x`` for the weight gradient 1 bit per element when ``x`` is
+    spikes (see :func:`pack_spikes`), else as ``F.linear`` does.
+
+    ``x: [*, in_features]``, ``weight: [out_features, in_features]`` -> ``[*, out_features]``;
+    output and gradients equal ``F.linear``'s bit for bit.
+    """
+    if not _lean_applies(x, weight):
+        return F.linear(x, weight, bias)
+    return _SpikeLinearFunction.apply(x, weight, bias)
+
+
+class _SpikeConv2dFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], stride, padding, dilation, groups):
+        out = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+        saved = _Saved(x, ctx.needs_input_grad[1])
+        ctx.packed = saved.packed
+        ctx.conv = (stride, padding, dilation, groups)
+        ctx.bias_sizes = None if bias is None else list(bias.shape)
+        ctx.save_for_backward(weight, saved.tensor)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        weight, x_float = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        stride, padding, dilation, groups = ctx.conv
+        # This Function only runs when the weight gradient is needed, so the input was kept.
+        x = ctx.packed.unpack() if ctx.packed is not None else x_float
+        # The very call autograd's ConvolutionBackward0 makes, so gradients match bit for bit.
+        grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
+            grad_out, x, weight, ctx.bias_sizes, list(stride), list(padding), list(dilation), False, [0, 0],
+            groups, [needs[0], needs[1], ctx.bias_sizes is not None and needs[2]],
+        )
+        return grad_x, grad_w, grad_b, None, None, None, None
+
+
+def spike_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, stride=1, padding=0, dilation=1,
+                 groups: int = 1) -> Tensor:
+    """``F.conv2d`` (numeric padding) that saves ``x`` 1 bit per element when it is spikes.
+
+    ``x: [N, C_in, H, W]`` -> ``[N, C_out, H', W']``; output and gradients equal ``F.conv2d``'s
+    bit for bit. String padding ("same", "valid") runs the plain ``F.conv2d``.
+    """
+    if isinstance(padding, str) or not _lean_applies(x, weight) or x.dim() != 4:
+        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    pair = torch.nn.modules.utils._pair
+    return _SpikeConv2dFunction.apply(x, weight, bias, pair(stride), pair(padding), pair(dilation), groups)
+
+
+class SpikeLinear(nn.Linear):
+    """``nn.Linear`` (same parameters, ``state_dict`` and outputs) that saves its input for the
+    backward 1 bit per element when the input is spikes (0 or one value c), falling back to
+    the float input otherwise. ``forward(x: [*, in_features]) -> [*, out_features]``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return spike_linear(x, self.weight, self.bias)
+
+
+class SpikeConv2d(nn.Conv2d):
+    """``nn.Conv2d`` that saves its input spikes 1 bit per element (see :class:`SpikeLinear`).
+    Non-zero padding modes (``reflect``, ...) run the plain convolution."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.padding_mode != "zeros":
+            return super().forward(x)
+        return spike_conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+# ---------------------------------------------------------------------------------------------
+# neuron layers: recompute the fused forward in the backward
+# ---------------------------------------------------------------------------------------------
+
+#: The recompute mode runs the time loop in this many chunks at most, so that what exists at
+#: once in its forward and backward, besides the outputs and gradients, is one chunk's worth;
+#: chunks are at least RECOMPUTE_MIN_STEPS long, so short sequences pay no per-chunk overhead.
+RECOMPUTE_CHUNKS = 16
+RECOMPUTE_MIN_STEPS = 32
+
+
+def _chunks(T: int, n: int) -> list[tuple[int, int]]:
+    size = max(RECOMPUTE_MIN_STEPS, -(-T // n), 1)
+    return [(t, min(T, t + size)) for t in range(0, T, size)]
+
+
+class _RecomputeLIF(torch.autograd.Function):
+    """Keeps only the input, the initial states, the parameters and the states at chunk
+    boundaries; the backward walks the chunks last to first, re-running each chunk's fused
+    forward with a graph from its boundary state and differentiating it, the gradients of a
+    chunk's initial states carried into the previous chunk's last step.
+
+    The per-step arithmetic is the fused op's, so outputs and the input/initial-state gradients
+    are the default's bit for bit; a learnable parameter's gradient is summed per chunk, so it
+    equals the default's to float rounding (exactly when there is one chunk).
+    """
+
+    @staticmethod
+    def forward(ctx, run, layout, x, *tensors):
+        synaptic, recurrent, n_chunks = layout
+        T = x.shape[0]
+        # Carrying a state between chunks is exact only when the outputs hold the float state.
+        if x.dtype not in (torch.float32, torch.float64):
+            n_chunks = 1
+        spans = _chunks(T, n_chunks) if T else [(0, 0)]
+        states0 = list(tensors[:3])
+        with torch.no_grad():
+            if len(spans) == 1:
+                outs = run(x, *states0, *tensors[3:])
+                boundaries = []
+            else:
+                outs, boundaries, states = None, [], states0
+                for t0, t1 in spans:
+                    part = run(x[t0:t1], *states, *tensors[3:])
+                    if outs is None:
+                        outs = tuple(p.new_empty((T, *p.shape[1:])) for p in part)
+                    for o, p in zip(outs, part):
+                        o[t0:t1] = p
+                    states = [part[-1][-1], part[1][-1] if synaptic else None, part[0][-1] if recurrent else None]
+                    if t1 < T:
+                        boundaries.append([None if s is None else s.clone() for s in states])
+        # Gradients of unused outputs (a hidden layer's membrane) arrive as None, not as zeros.
+        ctx.set_materialize_grads(False)
+        ctx.run, ctx.spans, ctx.boundaries = run, spans, boundaries
+        ctx.layout = (synaptic, recurrent)
+        ctx.save_for_backward(x, *tensors)
+        return outs
+
+    @staticmethod
+    def backward(ctx, *grads):
+        x, *tensors = ctx.saved_tensors
+        synaptic, recurrent = ctx.layout
+        needs = ctx.needs_input_grad[2:]
+        params = [t.detach().requires_grad_(need) if t is not None else None for t, need in zip(tensors[3:], needs[4:])]
+        spans = ctx.spans
+        if synaptic and grads[1] is not None:
+            # The fused backward adds the synaptic current's upstream gradient and its carry in
+            # one order that a carry injected at a chunk boundary cannot reproduce bit for bit:
+            # differentiate the whole sequence at once instead (bigger transient, same bits).
+            spans = [(0, x.shape[0])]
+        grad_x = torch.empty_like(x) if needs[0] and len(spans) > 1 else None
+        grad_params = [None] * len(params)
+        carry = [None, None, None]  # gradients of the next chunk's initial mem, syn, spk
+        grad_states0 = [None, None, None]
+        buffers: dict[int, Tensor] = {}
+        for k in range(len(spans) - 1, -1, -1):
+            t0, t1 = spans[k]
+            starts = tensors[:3] if k == 0 else ctx.boundaries[k - 1]
+            state_needs = needs[1:4] if k == 0 else [s is not None for s in starts]
+            states = [None if s is None else s.detach().requires_grad_(n) for s, n in zip(starts, state_needs)]
+            x_k = x[t0:t1].detach().requires_grad_(needs[0])
+            with torch.enable_grad():
+                outs = ctx.run(x_k, *states, *params)
+            # Output order: (spk, mem) or (spk, syn, mem); the carries land on the last step.
+            slots = [0, 1, 2] if synaptic else [0, 2]  # spk, syn, mem -> carry index 2, 1, 0
+            carry_of = {0: 2, 1: 1, 2: 0}
+            outputs, out_grads = [], []
+            for o, slot, g in zip(outs, slots, (grads[i] for i in range(len(outs)))):
+                g_k = None if g is None else g[t0:t1]
+                c = carry[carry_of[slot]]
+                if c is not None:
+                    # One buffer per output for the whole backward, reused chunk after chunk:
+                    # fresh memory costs page faults on every first touch.
+                    if slot not in buffers:
+                        buffers[slot] = o.new_empty((spans[-1][1] - spans[-1][0] if len(spans) == 1 else
+                                                     max(b - a for a, b in spans), *o.shape[1:]))
+                    buf = buffers[slot][: t1 - t0]
+                    if g_k is None:
+                        buf.zero_()
+                        buf[-1] = c
+                    else:
+                        buf.copy_(g_k)
+                        buf[-1] = g_k[-1] + c
+                    g_k = buf
+                if g_k is not None and o.requires_grad:
+                    outputs.append(o)
+                    out_grads.append(g_k)
+            wanted = [(i, t) for i, t in enumerate([x_k, *states, *params]) if t is not None and t.requires_grad]
+            found = (torch.autograd.grad(outputs, [t for _, t in wanted], out_grads, allow_unused=True)
+                     if outputs and wanted else [None] * len(wanted))
+            got = {i: g for (i, _), g in zip(wanted, found)}
+            if needs[0]:
+                g = got.get(0)
+                if grad_x is None:
+                    grad_x = g
+                else:
+                    grad_x[t0:t1] = 0 if g is None else g
+            carry = [got.get(1), got.get(2), got.get(3)]
+            if k == 0:
+                grad_states0 = carry
+            for j in range(len(params)):
+                g = got.get(4 + j)
+                if g is not None:
+                    grad_params[j] = g if grad_params[j] is None else grad_params[j] + g
+        return (None, None, grad_x, *(g if n else None for g, n in zip(grad_states0, needs[1:4])),
+                *(g if n else None for g, n in zip(grad_params, needs[4:])))
+
+
+def lif(saved_state: str, x: Tensor, spec, beta, threshold=1.0, alpha=None, V=None, recurrent=None,
+        mem: Optional[Tensor] = None, syn: Optional[Tensor] = None, spk: Optional[Tensor] = None,
+        backend: str = "auto") -> tuple[Tensor, ...]:
+    """:func:`fusedsnn.functional.lif` with a choice of what is kept for the backward.
+
+    ``saved_state``: one of :data:`SAVED_STATES`. "recompute" keeps ``x`` (a stride-0 static
+    input stays one ``[B, *features]`` slice), the initial states, the tensor parameters and
+    the states at up to :data:`RECOMPUTE_CHUNKS` chunk boundaries, and re-runs the forward
+    chunk by chunk in the backward. All-to-all recurrence (``recurrent``) runs its own per-step
+    graph, so it always uses "default".
+    """
+    from . import functional as Fn
+    from .kernels.spec import RECURRENCE_NONE
+
+    if saved_state not in SAVED_STATES:
+        raise ValueError(f"saved_state must be one of {SAVED_STATES}, got {saved_state!r}")
+    states = {"mem": mem, "syn": syn, "spk": spk}
+    params = {"beta": beta, "threshold": threshold, "alpha": alpha, "V": V}
+    param_names = [k for k, v in params.items() if isinstance(v, torch.Tensor)]
+    needs_graph = torch.is_grad_enabled() and any(
+        isinstance(t, torch.Tensor) and t.requires_grad for t in (x, mem, syn, spk, *params.values()))
+    if (saved_state == "default" or recurrent is not None or not needs_graph
+            or not isinstance(x, torch.Tensor) or x.dim() < 2):
+        return Fn.lif(x, spec, beta, threshold, alpha, V, recurrent, mem, syn, spk, backend)
+    # Argument errors surface from the plain call, before anything is saved.
+    Fn._check_input(x)
+    for name, state in states.items():
+        Fn._check_state(name, state, x)
+
+    def run(x_, mem_, syn_, spk_, *tensors):
+        kw = dict(params)
+        kw.update(zip(param_names, tensors))
+        return Fn.lif(x_, spec, kw["beta"], kw["threshold"], kw["alpha"], kw["V"], None,
+                      mem_, syn_ if spec.synaptic else None,
+                      spk_ if spec.recurrence != RECURRENCE_NONE else None, backend)
+
+    layout = (spec.synaptic, spec.recurrence != RECURRENCE_NONE, RECOMPUTE_CHUNKS)
+    return _RecomputeLIF.apply(run, layout, x, mem, syn, spk, *(params[k] for k in param_names))
+
+
+# ---------------------------------------------------------------------------------------------
+# whole models
+# ---------------------------------------------------------------------------------------------
+
+def memory_lean(model: nn.Module, saved_state: str = "recompute") -> nn.Module:
+    """Convert ``model`` in place for memory-lean training and return it.
+
+    Every ``nn.Linear`` and ``nn.Conv2d`` (exact types; subclasses may override ``forward`` and
+    are left alone) becomes a :class:`SpikeLinear` / :class:`SpikeConv2d` with the same
+    parameters: layers that receive spikes (after a fused neuron, or after a max-pool of spikes)
+    save them 1 bit per neuron-step; layers that receive anything else (images, currents) check
+    it once per call and keep it as before. Every fused neuron layer gets
+    ``saved_state=saved_state``. Forward outputs are unchanged and gradients are those of the
+    unconverted model bit for bit. Converting twice changes nothing.
+    """
+    from .layers import _FusedLIF
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if saved_state not in SAVED_STATES:
+        raise ValueError(f"saved_state must be one of {SAVED_STATES}, got {saved_state!r}")
+    for module in model.modules():
+        if type(module) is nn.Linear:
+            module.__class__ = SpikeLinear
+        elif type(module) is nn.Conv2d:
+            module.__class__ = SpikeConv2d
+        elif isinstance(module, _FusedLIF):
+            module.saved_state = saved_state
+    return model

@@ -1,0 +1,407 @@
+"""fusedsnn.memory: spikes saved as bits, neuron layers that recompute, memory_lean on models.
+
+The lean paths change what is kept for the backward, never the arithmetic, so outputs and
+gradients are compared bit for bit with the default paths (torch.equal); the one documented
+exception, a learnable neuron parameter summed chunk by chunk in recompute mode, is compared
+bitwise with one chunk and to rounding with several.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import fusedsnn as fs
+from fusedsnn import memory
+from fusedsnn.bench import memory as bench_memory
+
+from .conftest import NEURONS, RESETS, random_input
+
+FLOAT_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+
+
+def _spikes(*shape, value=1.0, rate=0.3, dtype=torch.float32):
+    return torch.where(torch.rand(shape) < rate, torch.tensor(value, dtype=dtype), torch.tensor(0.0, dtype=dtype))
+
+
+# ---------------------------------------------------------------------------------------------
+# packing
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: str(d).removeprefix("torch."))
+@pytest.mark.parametrize("value", [1.0, 0.5, -2.0], ids=["binary", "graded", "negative"])
+@pytest.mark.parametrize("shape", [(1,), (7,), (3, 5, 11), (9, 2, 3, 4)], ids=lambda s: "x".join(map(str, s)))
+def test_pack_roundtrip_is_bitwise(dtype, value, shape):
+    x = _spikes(*shape, value=value, dtype=dtype)
+    packed = memory.pack_spikes(x)
+    assert packed is not None
+    assert packed.bits.dtype == torch.uint8 and packed.bits.numel() == -(-x.numel() // 8)
+    out = packed.unpack()
+    assert out.dtype == dtype and out.shape == x.shape
+    assert torch.equal(out.view(-1).view(torch.uint8), x.reshape(-1).view(torch.uint8))  # bits, incl. +0.0
+
+
+@pytest.mark.parametrize("n", [1, 8, 13, 1001])
+def test_pack_torch_path_matches_numpy_path(n):
+    # CUDA tensors pack with torch ops; the CPU uses numpy. Both give the same bytes.
+    mask = torch.rand(n) < 0.4
+    assert torch.equal(memory._pack_bool(mask, use_numpy=False), memory._pack_bool(mask, use_numpy=True))
+
+
+@pytest.mark.parametrize("fill", [0.0, 1.0, 0.25], ids=["all-zero", "all-one", "all-graded"])
+def test_pack_constant_tensors(fill):
+    x = torch.full((5, 13), fill)
+    assert torch.equal(memory.pack_spikes(x).unpack(), x)
+
+
+def test_pack_expanded_static_input():
+    base = _spikes(1, 4, 9)
+    x = base.expand(6, 4, 9)  # stride 0 in time
+    assert torch.equal(memory.pack_spikes(x).unpack(), x)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: torch.rand(4, 9) + 0.1,                                   # continuous
+        lambda: torch.tensor([0.0, 1.0, 2.0, 0.0]),                       # three values
+        lambda: torch.tensor([-1.0, 0.0, 1.0, 1.0]),                      # both signs
+        lambda: torch.tensor([0.0, 1.0, -0.0, 1.0]),                      # -0.0 beside 1.0
+        lambda: torch.tensor([0.0, float("nan"), 1.0]),                   # NaN
+        lambda: torch.tensor([0, 1, 1, 0]),                               # integers
+        lambda: torch.zeros(0),                                           # empty
+    ],
+    ids=["continuous", "three-values", "both-signs", "negative-zero", "nan", "int", "empty"],
+)
+def test_pack_refuses_what_is_not_spikes(make):
+    assert memory.pack_spikes(make()) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# SpikeLinear / SpikeConv2d
+# ---------------------------------------------------------------------------------------------
+
+def _grads_of(fn, inputs, grad_out_seed=0):
+    out = fn(*inputs)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_out_seed))
+    grads = torch.autograd.grad(out, [t for t in inputs if t is not None and t.requires_grad], g)
+    return out, grads
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("shape", [(13, 7), (5, 3, 33), (4, 2, 3, 17)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("kind", ["spikes", "graded", "floats"])
+def test_spike_linear_matches_linear_bitwise(kind, shape, bias):
+    x = {"spikes": _spikes(*shape), "graded": _spikes(*shape, value=0.75),
+         "floats": torch.randn(shape)}[kind].requires_grad_()
+    weight = torch.randn(11, shape[-1], requires_grad=True)
+    b = torch.randn(11, requires_grad=True) if bias else None
+    ctx = memory.spike_linear(x, weight, b).grad_fn
+    if kind == "floats":
+        assert ctx.packed is None and ctx.saved_tensors[1] is x  # fell back to the float input
+    else:
+        assert ctx.packed is not None and ctx.saved_tensors[1] is None  # kept only the bits
+    out_ref, grads_ref = _grads_of(F.linear, (x, weight, b))
+    out, grads = _grads_of(memory.spike_linear, (x, weight, b))
+    assert torch.equal(out, out_ref)
+    for got, want in zip(grads, grads_ref):
+        assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize(
+    "conv",
+    [dict(), dict(stride=2), dict(padding=1), dict(padding=(2, 1), dilation=2), dict(groups=2, bias=False)],
+    ids=["plain", "stride", "pad", "pad-dilation", "groups-nobias"],
+)
+@pytest.mark.parametrize("kind", ["spikes", "floats"])
+def test_spike_conv2d_matches_conv2d_bitwise(kind, conv):
+    conv = dict(conv)
+    bias = conv.pop("bias", True)
+    x = (_spikes(3, 4, 9, 11) if kind == "spikes" else torch.randn(3, 4, 9, 11)).requires_grad_()
+    ref_layer = nn.Conv2d(4, 6, 3, bias=bias, **conv)
+    lean_layer = copy.deepcopy(ref_layer)
+    memory.memory_lean(lean_layer)
+    assert type(lean_layer) is memory.SpikeConv2d
+    out_ref, grads_ref = _grads_of(lambda t: ref_layer(t), (x,))
+    out, grads = _grads_of(lambda t: lean_layer(t), (x,))
+    assert torch.equal(out, out_ref) and torch.equal(grads[0], grads_ref[0])
+    for p_ref, p in zip(torch.autograd.grad(ref_layer(x).sum(), list(ref_layer.parameters())),
+                        torch.autograd.grad(lean_layer(x).sum(), list(lean_layer.parameters()))):
+        assert torch.equal(p, p_ref)
+    assert (lean_layer(x).grad_fn.packed is not None) == (kind == "spikes")
+
+
+def test_spike_linear_under_no_grad_and_frozen_weight_is_plain():
+    layer = memory.memory_lean(nn.Linear(5, 3))
+    x = _spikes(4, 5)
+    with torch.no_grad():
+        assert layer(x).grad_fn is None
+    layer.weight.requires_grad_(False)
+    out = layer(x)  # only the bias needs a gradient: nothing to save, the plain F.linear runs
+    assert not hasattr(out.grad_fn, "packed")
+
+
+# ---------------------------------------------------------------------------------------------
+# neuron layers: saved_state="recompute"
+# ---------------------------------------------------------------------------------------------
+
+_STATE_NAMES = {"Leaky": ["mem"], "Synaptic": ["syn", "mem"], "RLeaky": ["spk", "mem"], "RSynaptic": ["spk", "syn", "mem"]}
+
+
+def _make_layer(kind: str, reset: str, reset_delay: bool, learn: bool, backend: str, gsf: float = 1.0):
+    common = dict(reset_mechanism=reset, reset_delay=reset_delay, backend=backend, graded_spikes_factor=gsf,
+                  learn_beta=learn, learn_threshold=learn, threshold=torch.rand(12) * 0.5 + 0.5,
+                  beta=torch.rand(12) * 0.5 + 0.4)
+    if kind == "Leaky":
+        return fs.Leaky(**common)
+    if kind == "Synaptic":
+        return fs.Synaptic(alpha=torch.rand(12) * 0.5 + 0.4, learn_alpha=learn, **common)
+    if kind == "RLeaky":
+        return fs.RLeaky(V=torch.rand(12), all_to_all=False, learn_recurrent=learn, **common)
+    return fs.RSynaptic(alpha=torch.rand(12) * 0.5 + 0.4, V=torch.rand(12), all_to_all=False, learn_alpha=learn,
+                        learn_recurrent=learn, **common)
+
+
+def _run_layer(layer, x, states, grads_out, use_mem_grad: bool):
+    x = x.detach().requires_grad_()
+    states = {k: v.detach().requires_grad_() for k, v in states.items()}
+    outs = layer(x, **states)
+    pairs = [(o, g) for o, g in zip(outs, grads_out)]
+    if not use_mem_grad:
+        pairs = pairs[:1]  # only the spikes feed the loss: the membrane's gradient is None
+    params = [p for p in layer.parameters() if p.requires_grad]
+    leaves = [x, *states.values(), *params]
+    grads = torch.autograd.grad([o for o, _ in pairs], leaves, [g for _, g in pairs])
+    return outs, grads[: 1 + len(states)], grads[1 + len(states):]
+
+
+@pytest.mark.parametrize("backend", ["host", "reference"])
+@pytest.mark.parametrize("learn", [False, True], ids=["fixed", "learnable"])
+@pytest.mark.parametrize("reset_delay", [True, False], ids=["delay", "immediate"])
+@pytest.mark.parametrize("reset", RESETS)
+@pytest.mark.parametrize("kind", NEURONS)
+def test_recompute_matches_default(kind, reset, reset_delay, learn, backend, monkeypatch):
+    if backend == "host" and "host" not in fs.available_backends():
+        pytest.skip("the host library could not be built here")
+    monkeypatch.setattr(memory, "RECOMPUTE_MIN_STEPS", 3)  # several chunks of odd length at T=37
+    T, B = 37, 3
+    x = random_input(T, B, 12)
+    states = {name: torch.randn(B, 12) * 0.5 for name in _STATE_NAMES[kind]}
+    with pytest.warns(UserWarning) if kind == "RSynaptic" and not reset_delay else _nothing():
+        default = _make_layer(kind, reset, reset_delay, learn, backend)
+    lean = copy.deepcopy(default)
+    lean.saved_state = "recompute"
+    grads_out = [torch.randn(T, B, 12) for _ in range(1 + len(states))]
+    for use_mem_grad in (True, False):
+        ref_outs, ref_grads, ref_pgrads = _run_layer(default, x, states, grads_out, use_mem_grad)
+        outs, grads, pgrads = _run_layer(lean, x, states, grads_out, use_mem_grad)
+        for got, want in zip(outs, ref_outs):
+            assert torch.equal(got, want)
+        for got, want in zip(grads, ref_grads):  # input and initial states: bitwise
+            assert torch.equal(got, want)
+        for got, want in zip(pgrads, ref_pgrads):  # summed per chunk: to rounding
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    # With one chunk nothing is summed in another order: parameters bitwise too.
+    monkeypatch.setattr(memory, "RECOMPUTE_CHUNKS", 1)
+    _, grads, pgrads = _run_layer(lean, x, states, grads_out, True)
+    _, ref_grads, ref_pgrads = _run_layer(default, x, states, grads_out, True)
+    for got, want in zip([*grads, *pgrads], [*ref_grads, *ref_pgrads]):
+        assert torch.equal(got, want)
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+@pytest.mark.parametrize("kind", NEURONS)
+def test_recompute_matches_default_on_triton_interpreter(interpret, kind, monkeypatch):
+    monkeypatch.setattr(memory, "RECOMPUTE_MIN_STEPS", 2)
+    T, B = 9, 2
+    x = random_input(T, B, 12)
+    states = {name: torch.randn(B, 12) * 0.5 for name in _STATE_NAMES[kind]}
+    default = _make_layer(kind, "subtract", True, False, "triton")
+    lean = copy.deepcopy(default)
+    lean.saved_state = "recompute"
+    grads_out = [torch.randn(T, B, 12) for _ in range(1 + len(states))]
+    ref_outs, ref_grads, _ = _run_layer(default, x, states, grads_out, True)
+    outs, grads, _ = _run_layer(lean, x, states, grads_out, True)
+    for got, want in zip([*outs, *grads], [*ref_outs, *ref_grads]):
+        assert torch.equal(got, want)
+
+
+def test_recompute_keeps_a_static_input_as_one_slice():
+    base = torch.randn(1, 4, 12) * 2
+    x = base.expand(50, 4, 12).requires_grad_(False)
+    weight = torch.randn(12, requires_grad=True)  # beta that needs a gradient: a graph is built
+    layer_kw = dict(beta=weight, threshold=1.0)
+    spk, mem = memory.lif("recompute", x, fs.functional.make_spec(
+        synaptic=False, recurrence=0, reset_mechanism="subtract", reset_delay=True, spike_grad=None,
+        surrogate_disable=False, graded_spikes_factor=1.0, neuron="Leaky"), **layer_kw)
+    saved_x = spk.grad_fn.saved_tensors[0]
+    assert saved_x.stride(0) == 0 and saved_x.untyped_storage().nbytes() == base.numel() * 4
+    ref_spk, ref_mem = fs.functional.leaky(x, weight, 1.0)
+    assert torch.equal(spk, ref_spk) and torch.equal(mem, ref_mem)
+
+
+def test_saved_state_is_validated():
+    layer = fs.Leaky(beta=0.9)
+    assert layer.saved_state == "default"
+    with pytest.raises(ValueError, match="saved_state must be one of"):
+        layer.saved_state = "bits"
+    with pytest.raises(ValueError, match="saved_state must be one of"):
+        memory.memory_lean(nn.Sequential(), saved_state="bits")
+    with pytest.raises(TypeError, match="model must be an nn.Module"):
+        memory.memory_lean("DSNN")
+
+
+def test_all_to_all_layer_keeps_default_saving():
+    layer = fs.RLeaky(beta=0.9, linear_features=6)
+    memory.memory_lean(layer)
+    assert type(layer.recurrent) is memory.SpikeLinear
+    x = random_input(5, 2, 6).requires_grad_()
+    spk, mem = layer(x)
+    (spk.sum() + mem.sum()).backward()
+    ref = copy.deepcopy(layer)
+    ref.saved_state = "default"
+    ref.recurrent.__class__ = nn.Linear
+    x2 = x.detach().requires_grad_()
+    spk2, mem2 = ref(x2)
+    (spk2.sum() + mem2.sum()).backward()
+    assert torch.equal(x.grad, x2.grad) and torch.equal(layer.recurrent.weight.grad, ref.recurrent.weight.grad)
+
+
+# ---------------------------------------------------------------------------------------------
+# memory_lean on whole models
+# ---------------------------------------------------------------------------------------------
+
+def _model_grads(model, x, y):
+    for p in model.parameters():
+        p.grad = None
+    spk, mem = model(x)
+    loss = fs.population.ce_rate_loss(spk, y, 10, 1) + (mem ** 2).mean()
+    loss.backward()
+    return spk, mem, {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize(
+    "make, shape",
+    [
+        (lambda: fs.DSNN(30, [24, 17], 10, num_steps=21), (5, 30)),
+        (lambda: fs.DSNN(30, 24, 10, num_steps=9, neuron="synaptic",
+                         neuron_kwargs=dict(graded_spikes_factor=0.5)), (9, 4, 30)),
+        (lambda: fs.DSNN(30, 24, 10, num_steps=9, neuron="rleaky", static_input_once=False), (3, 30)),
+        (lambda: fs.CSNN((1, 14, 14), (4, 6), kernel_size=3, num_steps=6, neuron="rsynaptic"), (2, 1, 14, 14)),
+    ],
+    ids=["dsnn-static", "dsnn-graded-sequence", "dsnn-expanded", "csnn"],
+)
+def test_memory_lean_model_gradients_bitwise(make, shape, monkeypatch):
+    monkeypatch.setattr(memory, "RECOMPUTE_MIN_STEPS", 2)
+    model = make()
+    lean = memory.memory_lean(copy.deepcopy(model))
+    x = torch.rand(shape) * 2
+    y = torch.randint(0, 10, (shape[-2] if len(shape) == 3 and "CSNN" not in type(model).__name__ else shape[0],))
+    if isinstance(model, fs.DSNN) and len(shape) == 3:
+        y = torch.randint(0, 10, (shape[1],))
+    ref = _model_grads(model, x, y)
+    got = _model_grads(lean, x, y)
+    assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])
+    neuron_params = {name for name, _ in model.named_parameters() if "neuron" in name}
+    assert got[2].keys() == ref[2].keys()
+    for name in ref[2]:
+        if name in neuron_params:  # a learnable V, summed chunk by chunk: to rounding
+            torch.testing.assert_close(got[2][name], ref[2][name], rtol=1e-5, atol=1e-6)
+        else:  # every synaptic weight and bias: bit for bit
+            assert torch.equal(got[2][name], ref[2][name]), name
+
+
+def test_memory_lean_packs_the_spikes_the_models_pass_on():
+    model = memory.memory_lean(fs.DSNN(30, [24, 17], 10, num_steps=8, neuron_kwargs=dict(graded_spikes_factor=0.25)))
+    packed = []
+    original = memory.pack_spikes
+
+    def spy(x):
+        result = original(x)
+        packed.append(result is not None)
+        return result
+
+    memory.pack_spikes = spy
+    try:
+        model(torch.rand(3, 30)).__getitem__(0).sum().backward()
+    finally:
+        memory.pack_spikes = original
+    # fc0 sees images (kept as floats), fc1 and fc2 see graded spikes (packed).
+    assert packed == [False, True, True]
+
+
+def test_memory_lean_on_fused_sequential():
+    snn = pytest.importorskip("snntorch")
+    net = nn.Sequential(nn.Linear(12, 16), snn.Leaky(beta=0.9, init_hidden=True), nn.Linear(16, 5),
+                        snn.Leaky(beta=0.8, init_hidden=True, output=True))
+    fused = fs.fuse(net)
+    lean = memory.memory_lean(copy.deepcopy(fused))
+    assert [type(m) for m in lean.stages] == [memory.SpikeLinear, fs.Leaky, memory.SpikeLinear, fs.Leaky]
+    x = random_input(11, 3, 12)
+    outs = []
+    for model in (fused, lean):
+        spk, mem = model(x)
+        (spk.sum() + mem.sum()).backward()
+        outs.append((spk, mem, [p.grad for p in model.parameters()]))
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+    for a, b in zip(outs[0][2], outs[1][2]):
+        assert torch.equal(a, b)
+
+
+def test_memory_lean_twice_changes_nothing():
+    model = memory.memory_lean(fs.CSNN((1, 14, 14), (4, 6), kernel_size=3, num_steps=4))
+    before = (repr(model), {k: v.clone() for k, v in model.state_dict().items()},
+              [type(m) for m in model.modules()], [getattr(m, "saved_state", None) for m in model.modules()])
+    again = memory.memory_lean(model)
+    assert again is model
+    after = (repr(model), model.state_dict(), [type(m) for m in model.modules()],
+             [getattr(m, "saved_state", None) for m in model.modules()])
+    assert before[0] == after[0] and before[2] == after[2] and before[3] == after[3]
+    assert before[1].keys() == after[1].keys() and all(torch.equal(before[1][k], after[1][k]) for k in before[1])
+    plain = fs.CSNN((1, 14, 14), (4, 6), kernel_size=3, num_steps=4)
+    assert model.state_dict().keys() == plain.state_dict().keys()  # checkpoints load either way
+
+
+def test_memory_lean_leaves_linear_subclasses_alone():
+    class MyLinear(nn.Linear):
+        pass
+
+    model = nn.Sequential(MyLinear(3, 4), nn.Linear(4, 2))
+    memory.memory_lean(model)
+    assert type(model[0]) is MyLinear and type(model[1]) is memory.SpikeLinear
+
+
+# ---------------------------------------------------------------------------------------------
+# the bench section
+# ---------------------------------------------------------------------------------------------
+
+def test_memory_bench_rows_and_plot(tmp_path):
+    pytest.importorskip("snntorch")
+    pytest.importorskip("matplotlib")
+    rows = bench_memory.run_memory(torch.device("cpu"), (3,), 2, repeats=1, rss=False, networks=("MLP3",))
+    assert [r["provider"] for r in rows] == list(bench_memory.PROVIDERS)
+    for r in rows:
+        assert r["peak_mib"] > 0 and r["median_s"] > 0
+    assert next(r for r in rows if r["provider"] == "fused")["peak_vs_fused"] == 1.0
+    bench_memory.plot_memory(rows, tmp_path)
+    assert (tmp_path / "memory.png").stat().st_size > 0
+
+
+def test_memory_bench_peak_counts_a_known_allocation():
+    def step():
+        t = torch.empty(3 * 2 ** 20, dtype=torch.uint8)
+        t.fill_(1)
+        del t
+
+    assert bench_memory.peak_bytes(step, torch.device("cpu")) >= 3 * 2 ** 20
