@@ -83,9 +83,9 @@ struct ForwardArgs {
   IO* spk = nullptr;           // outputs [T, stride]
   IO* syn = nullptr;
   IO* mem = nullptr;
-  S* trace = nullptr;          // surrogate derivative [T, stride]
+  S* trace = nullptr;          // surrogate derivative [T, stride], or null (inference)
   S* state = nullptr;          // state-precision membrane copy, or null
-  S* pre = nullptr;            // pre-reset membrane (reset_delay=False), or null
+  S* pre = nullptr;            // pre-reset membrane (reset_delay=False), or null (inference)
   std::int64_t steps = 0;      // T
   std::int64_t stride = 0;     // neurons per step row
   std::int64_t features = 0;   // parameters are per feature: neuron i uses index i % features
@@ -161,7 +161,7 @@ void lif_forward_chunk(const ForwardArgs<IO, S>& a, std::int64_t c0, std::int64_
     IO* __restrict__ spk_out = a.spk + row;
     IO* __restrict__ mem_out = a.mem + row;
     IO* __restrict__ syn_out = SYNAPTIC ? a.syn + row : nullptr;
-    S* __restrict__ pre_out = IMMEDIATE ? a.pre + row : nullptr;
+    S* __restrict__ pre_out = (IMMEDIATE && a.pre) ? a.pre + row : nullptr;
     for (std::int64_t j = 0; j < n; ++j) {
       const S th = thr[j];
       const S xv = static_cast<S>(xt[j]);
@@ -192,7 +192,7 @@ void lif_forward_chunk(const ForwardArgs<IO, S>& a, std::int64_t c0, std::int64_
       const S spk_t = static_cast<S>(hj > S(0)) * gsf;
       S m = m_pre;
       if (IMMEDIATE) {
-        pre_out[j] = m_pre;
+        if (pre_out) pre_out[j] = m_pre;
         const S do_reset = spk_t / gsf - r;
         m = (RESET == kSubtract) ? m_pre - do_reset * th : m_pre - do_reset * m_pre;
       }
@@ -205,7 +205,8 @@ void lif_forward_chunk(const ForwardArgs<IO, S>& a, std::int64_t c0, std::int64_
       mem[j] = m;
       spk[j] = spk_t;
     }
-    surrogate_row<S>(a.surrogate, h, a.trace + row, n, a.c0, a.c1);
+    // No trace in inference (no_grad): the forward then writes only its outputs.
+    if (a.trace) surrogate_row<S>(a.surrogate, h, a.trace + row, n, a.c0, a.c1);
     if (a.state) {
       for (std::int64_t j = 0; j < n; ++j) a.state[row + j] = mem[j];
     }
