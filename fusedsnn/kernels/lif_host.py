@@ -126,6 +126,44 @@ def _open(path: Path) -> ctypes.CDLL:
     return lib
 
 
+# glibc mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+_MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_TOP_PAD_")
+_allocator_tuned: Optional[bool] = None
+
+
+def tune_allocator() -> bool:
+    """Keep freed ``[T, B, F]`` buffers in the process instead of returning them to the OS.
+
+    PyTorch's CPU allocator is glibc malloc: blocks above the mmap threshold (at most 32 MB) are
+    fresh mappings, and freed memory above the trim threshold goes back to the OS, so each call
+    of a fused neuron faulted in (and zero-filled) every page of its outputs and gradients again
+    (25,000-50,000 page faults per call at T=100, B=128, N=1000). With mmap off for malloc
+    (``M_MMAP_MAX=0``) and a 1 GiB trim threshold the pages are reused: 0 faults per call at
+    T=25 (docs/host_performance.md has the measurements). The cost is that the process keeps
+    its peak heap. Applied once when the host backend loads, on glibc only, unless
+    ``FUSEDSNN_MALLOC_TUNING=0`` or the user set glibc's own ``MALLOC_*_`` variables.
+    Returns whether the settings were applied.
+    """
+    global _allocator_tuned
+    if _allocator_tuned is not None:
+        return _allocator_tuned
+    _allocator_tuned = False
+    if os.environ.get("FUSEDSNN_MALLOC_TUNING", "1") == "0" or any(v in os.environ for v in _MALLOC_ENV):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+        libc.gnu_get_libc_version  # glibc only: other libcs' mallopt take other parameters
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    _allocator_tuned = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+    return _allocator_tuned
+
+
 def load_library() -> Optional[ctypes.CDLL]:
     """The host library, or None (with one warning) when it cannot be built or loaded."""
     global _library, _load_error, _warned
@@ -137,11 +175,13 @@ def load_library() -> Optional[ctypes.CDLL]:
         if built is not None and os.environ.get("FUSEDSNN_HOST_REBUILD", "0") == "0":
             try:
                 _library = _open(built)
+                tune_allocator()
                 return _library
             except OSError as err:
                 errors.append(str(err))
         try:
             _library = _open(_compile_into_cache())
+            tune_allocator()
             return _library
         except OSError as err:
             errors.append(str(err))

@@ -106,3 +106,78 @@ def test_bad_partition_arguments():
     with pytest.raises(ValueError, match="workers_per_tile"):
         with lif_host.partition(workers_per_tile=0):
             pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Threads and allocation around the kernels
+# ---------------------------------------------------------------------------------------------
+
+def test_persistent_pool_concurrent_callers_get_their_own_results():
+    """Python threads calling at once (ctypes releases the GIL) share one worker pool: a caller
+    that finds it busy runs inline. Every result equals the one computed alone."""
+    import threading
+
+    torch.set_num_threads(max(2, torch.get_num_threads()))
+    inputs = [random_input(7, 9, 4001) for _ in range(6)]  # above the inline threshold
+    expected = [F.leaky(x, 0.9, backend="host") for x in inputs]
+    results = [None] * len(inputs)
+
+    def work(i):
+        for _ in range(3):
+            results[i] = F.leaky(inputs[i], 0.9, backend="host")
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(inputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got, want in zip(results, expected):
+        assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_host_backend_works_in_a_forked_child_after_the_pool_started():
+    """After fork() the child has no pool threads; the library makes a new pool there instead
+    of waiting forever on the parent's (a DataLoader worker or a multiprocessing fork)."""
+    import os
+    import signal
+
+    torch.set_num_threads(max(2, torch.get_num_threads()))
+    x = random_input(5, 16, 3001)  # above the inline threshold: the pool runs
+    expected = F.leaky(x, 0.9, backend="host")[1]  # starts the pool in the parent
+    import hashlib
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        # Only the host op and NumPy here: torch's own OpenMP pool is not usable after fork().
+        signal.alarm(60)  # a deadlock kills the child instead of hanging the suite
+        mem = F.leaky(x, 0.9, backend="host")[1]
+        os.write(write_end, hashlib.sha256(mem.numpy().tobytes()).digest())
+        os._exit(0)
+    os.close(write_end)
+    digest = os.read(read_end, 64)
+    os.close(read_end)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"the child died (status {status})"
+    assert digest == hashlib.sha256(expected.numpy().tobytes()).digest(), "the child computed other membranes"
+
+
+def test_allocator_tuning_respects_opt_out_and_glibc_variables():
+    import subprocess
+    import sys
+
+    code = "from fusedsnn.kernels import lif_host; print(lif_host.tune_allocator())"
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("MALLOC_")}
+
+    def run(**extra):
+        out = subprocess.run([sys.executable, "-c", code], env={**env, **extra}, capture_output=True,
+                             text=True, check=True)
+        return out.stdout.strip()
+
+    import platform
+
+    assert run(FUSEDSNN_MALLOC_TUNING="0") == "False"
+    assert run(MALLOC_TRIM_THRESHOLD_="1000") == "False"
+    if platform.libc_ver()[0] == "glibc":
+        assert run() == "True"
