@@ -18,6 +18,12 @@
 #include <thread>
 #include <vector>
 
+// Runtime ISA dispatch for the time loops (see lif.hpp): GCC on x86-64 Linux (ifunc). Other
+// compilers and targets get the baseline build.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
+    !defined(FUSEDSNN_NO_CLONES)
+#define FUSEDSNN_TARGET_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
 #include "../kernels/lif.hpp"
 
 extern "C" {

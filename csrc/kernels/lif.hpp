@@ -37,6 +37,14 @@ enum SurrogateCode : int {
 #endif
 constexpr std::int64_t kChunk = FUSEDSNN_CHUNK;
 
+// Host builds define FUSEDSNN_TARGET_CLONES (csrc/host): the chunk loops are then compiled for
+// AVX-512, AVX2 and the baseline ISA, and the loader picks the widest the CPU has (an ifunc).
+// Only the vector width changes: the operations, their order and -ffp-contract=off are the
+// same, so every clone gives bit-identical results.
+#ifndef FUSEDSNN_TARGET_CLONES
+#define FUSEDSNN_TARGET_CLONES
+#endif
+
 // Surrogate derivative dS/dh; c0, c1 are precomputed on the host exactly as the Python side
 // forms them (atan: c0 = pi/2 * alpha, c1 = alpha / 2; others: their parameters).
 template <typename S>
@@ -139,7 +147,7 @@ inline void gather_params(S* __restrict__ dst, const S* __restrict__ src, std::i
 // every pointer a local __restrict__ copy, so the inner loop has no branches that depend on
 // memory and vectorises.
 template <typename IO, typename S, bool SYNAPTIC, int RECURRENCE, int RESET, bool IMMEDIATE>
-void lif_forward_chunk(const ForwardArgs<IO, S>& a, std::int64_t c0, std::int64_t n) {
+FUSEDSNN_TARGET_CLONES void lif_forward_chunk(const ForwardArgs<IO, S>& a, std::int64_t c0, std::int64_t n) {
   // snnTorch's Leaky resets to zero before the decay; the other three after it.
   constexpr bool kZeroBeforeDecay = RESET == kZero && !SYNAPTIC && RECURRENCE == kNoRecurrence;
   S beta[kChunk], thr[kChunk], alpha[kChunk], v[kChunk];
@@ -289,7 +297,7 @@ inline void load_row(S* __restrict__ dst, const T* src, const U* fallback, std::
 }
 
 template <typename IO, typename S, bool SYNAPTIC, int RECURRENCE, int RESET, bool IMMEDIATE, bool NEED_PREV>
-void lif_backward_chunk(const BackwardArgs<IO, S>& a, std::int64_t c0, std::int64_t n) {
+FUSEDSNN_TARGET_CLONES void lif_backward_chunk(const BackwardArgs<IO, S>& a, std::int64_t c0, std::int64_t n) {
   constexpr bool kZeroBeforeDecay = RESET == kZero && !SYNAPTIC && RECURRENCE == kNoRecurrence;
   S beta[kChunk], thr[kChunk], alpha[kChunk], v[kChunk];
   gather_params(beta, a.beta, c0, n, a.features);

@@ -36,6 +36,18 @@ def test_host_matches_reference(kind, reset, reset_delay, dtype):
                      reset_mechanism=reset, reset_delay=reset_delay)
 
 
+@pytest.mark.parametrize("reset_delay", [True, False], ids=["delay", "immediate"])
+@pytest.mark.parametrize("reset", RESETS)
+@pytest.mark.parametrize("kind", NEURONS)
+def test_host_vector_clones_match_reference(kind, reset, reset_delay):
+    """Rows long enough for the AVX2/AVX-512 loops (and an odd tail): still bit-identical."""
+    B, features = 3, (257,)
+    x = random_input(6, B, *features)
+    params, states = make_params(kind, features, learn=True, with_states=True, B=B)
+    compare_backends("host", kind, x, params, states, torch.float32, exact=True,
+                     reset_mechanism=reset, reset_delay=reset_delay)
+
+
 @pytest.mark.parametrize("surrogate", list(SURROGATES))
 @pytest.mark.parametrize("kind", ["Leaky", "RSynaptic"])
 def test_host_surrogates(kind, surrogate):
