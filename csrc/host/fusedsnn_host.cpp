@@ -142,6 +142,10 @@ WorkerPool& pool() {
   return *p;
 }
 
+std::atomic<bool> g_forked_child{false};
+void mark_forked_child() { g_forked_child.store(true); }
+const bool g_fork_handler_registered = (pthread_atfork(nullptr, nullptr, mark_forked_child) == 0);
+
 template <typename Fn>
 void run_partitioned(const fusedsnn_lif_desc& d, Fn&& fn) {
   const std::int64_t tiles = std::max<std::int32_t>(1, d.tiles);
@@ -156,7 +160,22 @@ void run_partitioned(const fusedsnn_lif_desc& d, Fn&& fn) {
   };
   std::int64_t threads = std::max<std::int64_t>(1, std::min<std::int64_t>(d.threads, tasks));
   if (d.steps * d.neurons < kMinParallelWork) threads = 1;
+#ifdef _OPENMP
+  // libgomp cannot start a parallel region in a child forked after the parent used one (it
+  // waits for workers that were not copied): a forked child runs its loops on one thread.
+  if (g_forked_child.load(std::memory_order_relaxed)) threads = 1;
+  // Built with -fopenmp the library links libgomp.so.1, which resolves to the copy torch has
+  // already loaded: the loops run on torch's own OpenMP workers (hot after torch's last op)
+  // instead of a second pool competing with them for the same cores.
+  if (threads > 1) {
+#pragma omp parallel for num_threads(static_cast<int>(threads)) schedule(dynamic, 1)
+    for (std::int64_t task = 0; task < tasks; ++task) run_task(task);
+    return;
+  }
+  for (std::int64_t task = 0; task < tasks; ++task) run_task(task);
+#else
   pool().run(tasks, threads, run_task);
+#endif
 }
 
 template <typename S>

@@ -62,16 +62,15 @@ def environment(device: torch.device) -> dict:
 def section_neurons(args, device: torch.device, progress: Callable[[str], None]) -> list[dict]:
     """Each fused neuron (forward and forward+backward) vs snnTorch's step loop."""
     if args.quick:
-        shapes = [(25, 128, 1000)]
+        shapes = neurons.QUICK_SHAPES
         kinds = ["Leaky", "Synaptic"]
         dtypes = [torch.float32]
     else:
-        shapes = [(T, B, N) for T in (1, 4, 25, 100) for B in (8, 32, 128) for N in (1000, 10000)]
+        shapes = neurons.SWEEP_SHAPES
         kinds = list(neurons.NEURON_KINDS)
         dtypes = [torch.float32, torch.bfloat16] + ([torch.float16] if device.type == "cuda" else [])
-    # A plain copy as large as the largest case's input, measured in this run on this device.
-    largest = max(T * B * N for T, B, N in shapes) * 4
-    copy_bw = copy_bandwidth(largest, device)
+    # A plain copy as large as the largest working set (out of cache), in this run on this device.
+    copy_bw = copy_bandwidth(neurons.copy_bytes_for(shapes), device)
     progress(f"copy bandwidth {copy_bw / 1e9:.1f} GB/s")
     rows = []
     for kind in kinds:
@@ -82,10 +81,11 @@ def section_neurons(args, device: torch.device, progress: Callable[[str], None])
             for T, B, N in shapes:
                 case = neurons.NeuronCase(kind, T, B, N, dtype, device)
                 for mode in ("forward", "forward+backward"):
-                    for provider in providers:
-                        progress(f"neurons {kind} {dtype} T={T} B={B} N={N} {mode} {provider}")
-                        rows.append(neurons.run_case(case, provider, mode, repeats=args.repeats, copy_bytes_per_s=copy_bw))
+                    progress(f"neurons {kind} {dtype} T={T} B={B} N={N} {mode}")
+                    rows += neurons.run_interleaved(case, providers, mode, repeats=args.repeats,
+                                                    copy_bytes_per_s=copy_bw)
     _add_speedups(rows)
+    neurons.add_fixed_costs(rows)
     return rows
 
 

@@ -74,6 +74,9 @@ _warned = False
 
 SOURCES = ("csrc/host/fusedsnn_host.cpp", "csrc/kernels/lif.hpp")
 COMPILE_FLAGS = ["-O3", "-std=c++17", "-ffp-contract=off", "-fno-trapping-math", "-fPIC", "-shared", "-pthread"]
+# Run the loops on torch's OpenMP workers (see run_partitioned in csrc/host); a compiler without
+# OpenMP builds the library with its own persistent pool instead.
+OPENMP_FLAGS = ["-fopenmp"]
 
 
 def _source_root() -> Optional[Path]:
@@ -100,15 +103,19 @@ def _compile_into_cache() -> Path:
     digest = hashlib.sha256()
     for rel in SOURCES:
         digest.update((root / rel).read_bytes())
-    digest.update(" ".join(COMPILE_FLAGS).encode())
+    digest.update(" ".join(COMPILE_FLAGS + OPENMP_FLAGS).encode())
     cache = Path(os.environ.get("FUSEDSNN_CACHE", Path.home() / ".cache" / "fusedsnn"))
     target = cache / f"libfusedsnn_host_{digest.hexdigest()[:16]}.so"
     if not target.exists():
         cache.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cache) as tmp:
             out = Path(tmp) / target.name
-            proc = subprocess.run([compiler, *COMPILE_FLAGS, str(root / SOURCES[0]), "-o", str(out)],
-                                  capture_output=True, text=True)
+            proc = None
+            for extra in (OPENMP_FLAGS, []):
+                proc = subprocess.run([compiler, *COMPILE_FLAGS, *extra, str(root / SOURCES[0]), "-o", str(out)],
+                                      capture_output=True, text=True)
+                if proc.returncode == 0:
+                    break
             if proc.returncode != 0:
                 raise OSError(f"compiling the host library failed:\n{proc.stderr[-2000:]}")
             os.replace(out, target)

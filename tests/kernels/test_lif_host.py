@@ -125,8 +125,9 @@ def test_bad_partition_arguments():
 # ---------------------------------------------------------------------------------------------
 
 def test_persistent_pool_concurrent_callers_get_their_own_results():
-    """Python threads calling at once (ctypes releases the GIL) share one worker pool: a caller
-    that finds it busy runs inline. Every result equals the one computed alone."""
+    """Python threads calling at once (ctypes releases the GIL) share the worker threads
+    (torch's OpenMP workers, or the library's own pool where OpenMP is absent, which a busy
+    caller bypasses). Every result equals the one computed alone."""
     import threading
 
     torch.set_num_threads(max(2, torch.get_num_threads()))
@@ -149,8 +150,9 @@ def test_persistent_pool_concurrent_callers_get_their_own_results():
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
 def test_host_backend_works_in_a_forked_child_after_the_pool_started():
-    """After fork() the child has no pool threads; the library makes a new pool there instead
-    of waiting forever on the parent's (a DataLoader worker or a multiprocessing fork)."""
+    """After fork() the child has none of the parent's worker threads (libgomp's or the
+    library's pool): the library runs the child's loops without waiting forever on them (a
+    DataLoader worker or a multiprocessing fork)."""
     import os
     import signal
 
