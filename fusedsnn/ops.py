@@ -175,6 +175,11 @@ _FORWARD_AD_MESSAGE = (
     "torch.autograd.forward_ad, jacfwd): only reverse mode (backward, torch.autograd.grad) "
     "is implemented. Use reverse mode, or run the layer on the snnTorch neuron it mirrors."
 )
+_TRANSFORMS_MESSAGE = (
+    "fusedsnn's fused LIF neurons do not support torch.func transforms (grad, vjp, jacrev, "
+    "vmap) nor forward-mode AD (jvp, jacfwd): the fused kernels run on plain tensors. Use "
+    "torch.autograd.grad / backward (reverse mode), or the snnTorch neuron under torch.func."
+)
 _DOUBLE_BACKWARD_MESSAGE = (
     "fusedsnn's fused LIF neurons do not support double backward: their backward is a fused "
     "reverse time loop that is not itself differentiable, so torch.autograd.grad / backward "
@@ -278,14 +283,15 @@ def lif_apply(x: Tensor, mem0: Tensor | None, syn0: Tensor | None, spk0: Tensor 
         x.requires_grad or beta.requires_grad or threshold.requires_grad or alpha.requires_grad
         or V.requires_grad or any(t is not None and t.requires_grad for t in (mem0, syn0, spk0, rec))
     )
-    args = (x, mem0, syn0, spk0, rec, beta, threshold, alpha, V, spec, store_state and save, save, backend)
     if torch._C._are_functorch_transforms_active():
-        out = FusedLIF.apply(*args)  # torch.func transforms need Function.apply's wrapping
-    else:
-        # Function.apply binds default arguments with inspect.signature on every call (tens of
-        # microseconds); the C entry point below is what it calls next when no torch.func
-        # transform is active, and FusedLIF.forward has no defaults to bind.
-        out = _apply_without_transforms(*args)
+        # The launchers need real storage; a transform's wrapped tensors have none. Refuse
+        # clearly instead of failing inside a launcher (or, for jvp, returning zero tangents).
+        raise NotImplementedError(_TRANSFORMS_MESSAGE)
+    # Function.apply binds default arguments with inspect.signature on every call (tens of
+    # microseconds); the C entry point below is what it calls next when no torch.func transform
+    # is active, and FusedLIF.forward has no defaults to bind.
+    out = _apply_without_transforms(x, mem0, syn0, spk0, rec, beta, threshold, alpha, V, spec,
+                                    store_state and save, save, backend)
     return out[0], out[1], out[2]
 
 

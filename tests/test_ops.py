@@ -66,6 +66,18 @@ def test_forward_ad_refused_with_clear_error(backend):
             F.leaky(fwAD.make_dual(x, tangent), 0.9, backend=backend)
 
 
+@pytest.mark.parametrize("transform", ["grad", "vmap"])
+def test_torch_func_transforms_refused_with_clear_error(transform):
+    x = random_input(3, 2, 4)
+
+    def f(inp):
+        return F.leaky(inp, 0.9)[1].sum()
+
+    call = torch.func.grad(f) if transform == "grad" else torch.func.vmap(lambda inp: F.leaky(inp, 0.9)[1])
+    with pytest.raises(NotImplementedError, match="torch.func transforms"):
+        call(x)
+
+
 def test_forward_ad_refused_for_layers():
     layer = fs.Synaptic(alpha=0.8, beta=0.9)
     x = random_input(3, 2, 4)
