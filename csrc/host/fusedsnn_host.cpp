@@ -228,8 +228,9 @@ void backward(const fusedsnn_lif_desc& d) {
 
 extern "C" {
 
-// ABI version: bump when fusedsnn_lif_desc changes, so a stale library is not loaded.
-int fusedsnn_host_abi_version() { return 3; }
+// ABI version: bump when fusedsnn_lif_desc or its meaning changes, so a stale library is not
+// loaded (4: trace and pre may be null in the forward, for inference).
+int fusedsnn_host_abi_version() { return 4; }
 
 int fusedsnn_lif_forward(const fusedsnn_lif_desc* d) {
   if (!d || d->dtype < 0 || d->dtype > 1 || d->features < 1 || d->neurons % d->features != 0) return 1;

@@ -33,7 +33,7 @@ from .spec import RECURRENCE_INPUT, RECURRENCE_ONE_TO_ONE, LIFSpec, needs_prev_m
 Tensor = torch.Tensor
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
-_ABI_VERSION = 3
+_ABI_VERSION = 4
 _DTYPES = {torch.float32: 0, torch.float64: 1}
 
 _c_void_p = ctypes.c_void_p
