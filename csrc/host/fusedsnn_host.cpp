@@ -61,6 +61,7 @@ namespace {
 // than the work (a T=1, B=1 call is a few hundred neuron-steps).
 constexpr std::int64_t kMinParallelWork = std::int64_t(1) << 15;
 
+#ifndef _OPENMP
 // Persistent workers, started on first use and reused by every call: creating threads per call
 // cost more than a small kernel. One parallel job at a time; a concurrent caller (another Python
 // thread, ctypes releases the GIL) runs its job inline instead of waiting. After fork() the
@@ -141,6 +142,7 @@ WorkerPool& pool() {
   }
   return *p;
 }
+#endif  // !_OPENMP
 
 std::atomic<bool> g_forked_child{false};
 void mark_forked_child() { g_forked_child.store(true); }
