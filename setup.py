@@ -15,8 +15,9 @@ setup(
             depends=["csrc/kernels/lif.hpp"],
             language="c++",
             # -ffp-contract=off: no fused multiply-add, so float32 spikes stay bit-identical.
-            extra_compile_args=["-O3", "-std=c++17", "-ffp-contract=off", "-fno-trapping-math", "-pthread"],
-            extra_link_args=["-pthread"],
+            # -fopenmp: the loops run on torch's OpenMP workers (libgomp.so.1 resolves to torch's).
+            extra_compile_args=["-O3", "-std=c++17", "-ffp-contract=off", "-fno-trapping-math", "-pthread", "-fopenmp"],
+            extra_link_args=["-pthread", "-fopenmp"],
             optional=True,
         ),
         # The all-to-all recurrent neuron's fused loop: a library of its own (see

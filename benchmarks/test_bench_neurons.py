@@ -1,5 +1,6 @@
 """Each fused neuron (forward, forward+backward) against the eager reference loop and snnTorch's
-step loop. Group with e.g. `--benchmark-group-by=param:case,param:mode` to compare providers side
+step loop, over the issue-8 sweep (T=1 and tiny calls included; the T=1, B=1, N=8 case is the
+per-call fixed cost). Group with e.g. `--benchmark-group-by=param:case,param:mode` to compare providers side
 by side; `--benchmark-save=NAME` / `--benchmark-compare` to track changes over time."""
 
 import itertools
@@ -13,11 +14,11 @@ from fusedsnn.bench import neurons
 from conftest import DEVICE, FULL
 
 if FULL:
-    SHAPES = list(itertools.product((1, 4, 25, 100), (8, 32, 128), (1000, 10000)))
+    SHAPES = neurons.SWEEP_SHAPES + list(itertools.product((1, 4, 25, 100), (8, 32, 128), (10000,)))
     DTYPES = [torch.float32, torch.float16, torch.bfloat16]
     KINDS = list(neurons.NEURON_KINDS)
 else:
-    SHAPES = [(25, 128, 1000), (4, 8, 1000)]
+    SHAPES = neurons.QUICK_SHAPES + [(4, 8, 1000)]
     DTYPES = [torch.float32]
     KINDS = ["Leaky", "Synaptic"]
 
@@ -35,7 +36,10 @@ def _providers(case):
     return providers
 
 
-PARAMS = [(c, p, m) for c in CASES for p in _providers(c) for m in ("forward", "forward+backward")]
+# "forward-grad-mode" is the training forward alone: the no_grad "forward" must not be slower.
+MODES = ("forward", "forward-grad-mode", "forward+backward")
+PARAMS = [(c, p, m) for c in CASES for p in _providers(c) for m in MODES
+          if m != "forward-grad-mode" or p.startswith("fused")]
 
 
 @pytest.mark.parametrize("case, provider, mode", PARAMS,

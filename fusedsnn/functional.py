@@ -17,6 +17,7 @@ through the clamp. Initial states are ``[B, *features]``; a missing state starts
 
 from __future__ import annotations
 
+import math
 import numbers
 import warnings
 from typing import Callable, Optional, Union
@@ -35,7 +36,7 @@ from .kernels.spec import (
     needs_prev_mem,
     state_dtype,
 )
-from .ops import lif_forward
+from .ops import lif_apply
 from .ops_dense import dense_backend_unsupported, lif_dense_forward
 
 Tensor = torch.Tensor
@@ -107,6 +108,9 @@ def _param(name: str, value: Param, x: Tensor, clamp: bool) -> Tensor:
     broadcasts against one step ``[B, *features]`` to exactly that shape, and is constant over
     the batch (e.g. ``()``, ``(F,)``, ``(1, F)`` for ``x: [T, B, F]``).
     """
+    fast = _param_fast(value, x, clamp)
+    if fast is not None:
+        return fast
     features = tuple(x.shape[2:])
     step = tuple(x.shape[1:])
     tensor = _param_tensor(name, value, x)
@@ -134,6 +138,48 @@ def _param(name: str, value: Param, x: Tensor, clamp: bool) -> Tensor:
         tensor = tensor.clamp(0, 1)
     tensor = tensor.to(state_dtype(x.dtype))
     return tensor.expand(features).reshape(-1)
+
+
+_FLOAT_PARAMS: dict = {}
+
+
+def _param_fast(value: Param, x: Tensor, clamp: bool) -> Optional[Tensor]:
+    """The common cases of :func:`_param` without re-validating what cannot be wrong, or None.
+
+    A Python float becomes the same ``[F]`` tensor on every call (cached: it carries no
+    gradient); a floating-point tensor on x's device that is a scalar or already has the
+    feature shape needs no broadcast check. Anything else takes the general path.
+    """
+    if type(value) is float and not torch._C._are_functorch_transforms_active():
+        # (under torch.func transforms a new tensor is a transform's wrapper: never cache one)
+        key = (value, clamp, x.shape[2:], x.dtype, x.device)
+        cached = _FLOAT_PARAMS.get(key)
+        if cached is None:
+            v = min(max(value, 0.0), 1.0) if clamp else value
+            # float32 first, as snnTorch stores the float, then state precision.
+            scalar = torch.tensor(v, dtype=torch.float32, device=x.device).to(state_dtype(x.dtype))
+            F = 1
+            for d in x.shape[2:]:
+                F *= d
+            cached = scalar.expand(F).contiguous()
+            if len(_FLOAT_PARAMS) > 1024:
+                _FLOAT_PARAMS.clear()
+            _FLOAT_PARAMS[key] = cached
+        return cached
+    if (type(value) is torch.Tensor or type(value) is torch.nn.Parameter) and value.is_floating_point() \
+            and value.device == x.device and (value.dim() == 0 or value.shape == x.shape[2:]):
+        tensor = value.clamp(0, 1) if clamp else value
+        tensor = tensor.to(state_dtype(x.dtype))
+        if tensor.dim() == 0:
+            return tensor.expand(math.prod(x.shape[2:]))
+        return tensor if tensor.dim() == 1 else tensor.reshape(-1)
+    return None
+
+
+def _reshaped(t: Tensor, shape) -> Tensor:
+    """``t.reshape(shape)``, or ``t`` itself when it has that shape: a same-shape reshape is a
+    view that adds a node to the autograd graph for nothing."""
+    return t if t.shape == shape else t.reshape(shape)
 
 
 def _empty(x: Tensor) -> Tensor:
@@ -184,19 +230,14 @@ def lif(
     store_state = grad_on and needs_prev_mem(spec, beta_f.requires_grad, thr_f.requires_grad)
 
     def flat_state(state: Optional[Tensor]) -> Tensor:
-        return _empty(x) if state is None else state.reshape(B, F)
+        return _empty(x) if state is None else _reshaped(state, (B, F))
 
     def call(x3: Tensor, mem_s: Tensor, syn_s: Tensor, spk_s: Tensor, rec3: Tensor):
-        return lif_forward(
-            x3, mem_s, syn_s, spk_s, rec3, beta_f, thr_f, alpha_f, V_f,
-            spec.synaptic, spec.recurrence, spec.reset, spec.reset_delay, spec.surrogate.code,
-            float(spec.surrogate.p0), float(spec.surrogate.p1), float(spec.graded_spikes_factor),
-            store_state, chosen.name,
-        )
+        return lif_apply(x3, mem_s, syn_s, spk_s, rec3, beta_f, thr_f, alpha_f, V_f, spec, store_state, chosen)
 
     if spec.recurrence != RECURRENCE_INPUT:
-        out_spk, out_syn, out_mem, *_ = call(
-            x.reshape(T, B, F), flat_state(mem), flat_state(syn), flat_state(spk), _empty(x)
+        out_spk, out_syn, out_mem = call(
+            _reshaped(x, (T, B, F)), flat_state(mem), flat_state(syn), flat_state(spk), _empty(x)
         )
     elif (dense := _fused_dense_weights(recurrent, x, chosen.name)) is not None:
         # nn.Linear(F, F) on [T, B, F]: the whole sequence is one op (fusedsnn/ops_dense.py).
@@ -221,7 +262,7 @@ def lif(
                     f"recurrent must map spikes of shape {tuple(x.shape[1:])} to the same shape, "
                     f"got {tuple(rec_t.shape)}"
                 )
-            s_t, y_t, m_t, *_ = call(
+            s_t, y_t, m_t = call(
                 x[t].reshape(1, B, F), mem_s, syn_s, _empty(x), rec_t.reshape(1, B, F).to(x.dtype)
             )
             mem_s, syn_s = m_t[0], y_t[0] if spec.synaptic else syn_s
@@ -237,8 +278,8 @@ def lif(
             out_syn = torch.stack(syns) if spec.synaptic else None
     shape = x.shape
     if spec.synaptic:
-        return out_spk.reshape(shape), out_syn.reshape(shape), out_mem.reshape(shape)
-    return out_spk.reshape(shape), out_mem.reshape(shape)
+        return _reshaped(out_spk, shape), _reshaped(out_syn, shape), _reshaped(out_mem, shape)
+    return _reshaped(out_spk, shape), _reshaped(out_mem, shape)
 
 
 def _fused_dense_weights(recurrent: object, x: Tensor, backend: str) -> Optional[tuple[Tensor, Tensor]]:

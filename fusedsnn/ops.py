@@ -1,4 +1,11 @@
-"""The fused LIF op: one ``torch.library`` custom op with a registered autograd formula.
+"""The fused LIF op: an eager autograd Function, and a ``torch.library`` custom op for tracing.
+
+:func:`lif_apply` is the one entry point. In eager mode it calls :class:`FusedLIF`, a plain
+``torch.autograd.Function`` that calls the backend's launchers directly: the dispatcher's
+Python custom-op machinery (schema defaults, redispatch, output alias checks) cost more than a
+small kernel. While ``torch.compile`` traces (``torch.compiler.is_compiling()``) it calls the
+custom op instead, whose fake implementations let the graph be captured without breaks.
+Both paths run the same backend functions with the same saved tensors.
 
 ``fusedsnn::lif_forward`` runs the whole time loop through the chosen backend and returns the
 outputs plus what the backward needs; ``fusedsnn::lif_backward`` runs the reverse loop. Both have
@@ -16,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from . import surrogate as surrogate_mod
-from .backends import get_backend
+from .backends import Backend, get_backend
 from .kernels.spec import LIFSpec
 
 Tensor = torch.Tensor
@@ -157,3 +164,135 @@ def _backward(ctx, grad_spk, grad_syn, grad_mem, _g_trace, _g_state, _g_pre):
 
 
 lif_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ---------------------------------------------------------------------------------------------
+# Eager path
+# ---------------------------------------------------------------------------------------------
+
+_FORWARD_AD_MESSAGE = (
+    "fusedsnn's fused LIF neurons do not support forward-mode AD (torch.func.jvp, "
+    "torch.autograd.forward_ad, jacfwd): only reverse mode (backward, torch.autograd.grad) "
+    "is implemented. Use reverse mode, or run the layer on the snnTorch neuron it mirrors."
+)
+_TRANSFORMS_MESSAGE = (
+    "fusedsnn's fused LIF neurons do not support torch.func transforms (grad, vjp, jacrev, "
+    "vmap) nor forward-mode AD (jvp, jacfwd): the fused kernels run on plain tensors. Use "
+    "torch.autograd.grad / backward (reverse mode), or the snnTorch neuron under torch.func."
+)
+_DOUBLE_BACKWARD_MESSAGE = (
+    "fusedsnn's fused LIF neurons do not support double backward: their backward is a fused "
+    "reverse time loop that is not itself differentiable, so torch.autograd.grad / backward "
+    "with create_graph=True (higher-order gradients, gradient penalties) cannot go through them. "
+    "Call backward without create_graph, or use the snnTorch neuron for higher-order gradients."
+)
+
+
+class FusedLIF(torch.autograd.Function):
+    """Eager autograd Function over a backend's forward/backward launchers.
+
+    ``forward(x: [T, B, F], mem0/syn0/spk0: [B, F] or None, rec: [T, B, F] or None,
+    beta/threshold/alpha/V: [F], spec, store_state, save, backend)`` returns
+    ``(spk, syn, mem, trace, mem_state, pre)`` like the custom op; only the first three are
+    differentiable. ``save=False`` (no input needs a gradient) lets the backend skip what only
+    the backward reads.
+    """
+
+    @staticmethod
+    def forward(x, mem0, syn0, spk0, rec, beta, threshold, alpha, V, spec: LIFSpec,
+                store_state: bool, save: bool, backend: Backend):
+        return backend.forward(x, mem0, syn0, spk0, rec, beta, threshold, alpha, V, spec, store_state,
+                               for_backward=save)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        (x, mem0, syn0, spk0, rec, beta, threshold, alpha, V, spec, _store, save, backend) = inputs
+        spk, syn, mem, trace, state, pre = output
+        ctx.mark_non_differentiable(trace, state, pre)
+        # Unused outputs' gradients arrive as None, not as zero-filled [T, B, F] tensors.
+        ctx.set_materialize_grads(False)
+        if not save:
+            return
+        ctx.spec = spec
+        ctx.backend = backend
+        ctx.x_dtype = x.dtype
+        ctx.rec_dtype = None if rec is None else rec.dtype
+        ctx.state_dtypes = tuple(None if t is None else t.dtype for t in (mem0, syn0, spk0))
+        mem_hist = state if state.numel() else mem
+        ctx.save_for_backward(trace, mem_hist, syn, spk, pre, mem0, syn0, spk0, beta, threshold, alpha, V)
+
+    @staticmethod
+    def backward(ctx, grad_spk, grad_syn, grad_mem, _g_trace, _g_state, _g_pre):
+        if torch.is_grad_enabled():
+            raise RuntimeError(_DOUBLE_BACKWARD_MESSAGE)
+        (trace, mem_hist, syn, spk, pre, mem0, syn0, spk0, beta, threshold, alpha, V) = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        spec = ctx.spec
+        grads = ctx.backend.backward(
+            grad_spk, grad_syn if spec.synaptic else None, grad_mem, trace, mem_hist, syn, spk, pre,
+            mem0, syn0, spk0, beta, threshold, alpha, V, spec, ctx.x_dtype,
+            (needs[5], needs[6], needs[7], needs[8]),
+        )
+        grad_x, grad_mem0, grad_syn0, grad_spk0, grad_beta, grad_thr, grad_alpha, grad_V = grads
+        mem_dt, syn_dt, spk_dt = ctx.state_dtypes
+
+        def cast(needed: bool, grad: Tensor, dtype) -> Tensor | None:
+            if not needed or dtype is None:
+                return None
+            return grad if grad.dtype == dtype else grad.to(dtype)
+
+        return (
+            grad_x if needs[0] else None,
+            cast(needs[1], grad_mem0, mem_dt),
+            cast(needs[2], grad_syn0, syn_dt),
+            cast(needs[3], grad_spk0, spk_dt),
+            cast(needs[4], grad_x, ctx.rec_dtype),
+            cast(needs[5], grad_beta, beta.dtype),
+            cast(needs[6], grad_thr, threshold.dtype),
+            cast(needs[7], grad_alpha, alpha.dtype),
+            cast(needs[8], grad_V, V.dtype),
+            None, None, None, None,
+        )
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        raise NotImplementedError(_FORWARD_AD_MESSAGE)
+
+
+def lif_apply(x: Tensor, mem0: Tensor | None, syn0: Tensor | None, spk0: Tensor | None,
+              rec: Tensor | None, beta: Tensor, threshold: Tensor, alpha: Tensor, V: Tensor,
+              spec: LIFSpec, store_state: bool, backend: Backend) -> tuple[Tensor, Tensor, Tensor]:
+    """Run the fused time loop: ``x: [T, B, F]`` -> ``(spk, syn, mem)``, each ``[T, B, F]``
+    (``syn`` empty unless synaptic). States are ``[B, F]`` (None or empty: zeros), ``rec`` the
+    all-to-all input ``[T, B, F]`` (None or empty: none), parameters ``[F]``."""
+    if torch.compiler.is_compiling():
+        empty = x.new_empty(0)
+
+        def e(t):
+            return empty if t is None else t
+
+        out = lif_forward(
+            x, e(mem0), e(syn0), e(spk0), e(rec), beta, threshold, alpha, V,
+            spec.synaptic, spec.recurrence, spec.reset, spec.reset_delay, spec.surrogate.code,
+            float(spec.surrogate.p0), float(spec.surrogate.p1), float(spec.graded_spikes_factor),
+            store_state, backend.name,
+        )
+        return out[0], out[1], out[2]
+    mem0, syn0, spk0, rec = (None if t is None or t.numel() == 0 else t for t in (mem0, syn0, spk0, rec))
+    save = torch.is_grad_enabled() and (
+        x.requires_grad or beta.requires_grad or threshold.requires_grad or alpha.requires_grad
+        or V.requires_grad or any(t is not None and t.requires_grad for t in (mem0, syn0, spk0, rec))
+    )
+    if torch._C._are_functorch_transforms_active():
+        # The launchers need real storage; a transform's wrapped tensors have none. Refuse
+        # clearly instead of failing inside a launcher (or, for jvp, returning zero tangents).
+        raise NotImplementedError(_TRANSFORMS_MESSAGE)
+    # Function.apply binds default arguments with inspect.signature on every call (tens of
+    # microseconds); the C entry point below is what it calls next when no torch.func transform
+    # is active, and FusedLIF.forward has no defaults to bind.
+    out = _apply_without_transforms(x, mem0, syn0, spk0, rec, beta, threshold, alpha, V, spec,
+                                    store_state and save, save, backend)
+    return out[0], out[1], out[2]
+
+
+_apply_without_transforms = super(torch.autograd.Function, FusedLIF).apply

@@ -247,3 +247,35 @@ def test_neurons_plot_names_sizes_and_separates_providers(figures, tmp_path):
     plots.plot_section("neurons", rows + more, tmp_path)
     ax = figures["neurons.png"].axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["3x2x50", "5x2x50"]
+
+
+def test_inference_bytes_model_drops_the_trace():
+    spec = LIFSpec(False, 0, 0, True, atan())
+    assert bytes_per_neuron_step(spec, 4, backward=False, for_backward=False) == 12  # x, spk, mem
+    assert bytes_per_neuron_step(spec, 4, backward=False) == 16                      # + trace
+    case = neurons.NeuronCase("Leaky", 3, 2, 5, torch.float32, torch.device("cpu"))
+    assert neurons.kernel_bytes(case, "forward") == 12 * 30
+    assert neurons.kernel_bytes(case, "forward-grad-mode") == 16 * 30
+    assert neurons.kernel_bytes(case, "forward+backward") == 32 * 30
+
+
+def test_neuron_sweep_covers_the_issue_grid_and_reports_fixed_cost():
+    grid = {(T, B, N) for T in (1, 5, 25, 100) for B in (1, 32, 128) for N in (100, 1000)}
+    assert grid <= set(neurons.SWEEP_SHAPES) and neurons.TINY_SHAPE in neurons.SWEEP_SHAPES
+    assert neurons.TINY_SHAPE in neurons.QUICK_SHAPES
+    assert neurons.copy_bytes_for([(1, 1, 8)]) == neurons.MIN_COPY_BYTES  # never an in-cache copy
+    assert neurons.copy_bytes_for([(100, 128, 10000)]) == neurons.kernel_bytes(
+        neurons.NeuronCase("Leaky", 100, 128, 10000, torch.float32, torch.device("cpu")), "forward+backward")
+    rows = []
+    for shape in (neurons.TINY_SHAPE, (3, 2, 17)):
+        case = neurons.NeuronCase("Leaky", *shape, torch.float32, torch.device("cpu"))
+        rows += neurons.run_interleaved(case, ["fused-reference", "snntorch"], "forward+backward",
+                                        repeats=3, warmup=1, copy_bytes_per_s=1e10)
+    neurons.add_fixed_costs(rows)
+    assert len(rows) == 4
+    for r in rows:
+        assert r["q20_s"] <= r["median_s"] <= r["q80_s"] and r["repeats"] == 3
+        tiny = next(t for t in rows if (t["T"], t["B"], t["N"]) == neurons.TINY_SHAPE
+                    and t["provider"] == r["provider"])
+        assert r["fixed_cost_s"] == tiny["median_s"]
+        assert ("fraction_of_copy_bandwidth" in r) == r["provider"].startswith("fused")

@@ -37,6 +37,14 @@ enum SurrogateCode : int {
 #endif
 constexpr std::int64_t kChunk = FUSEDSNN_CHUNK;
 
+// Host builds define FUSEDSNN_TARGET_CLONES (csrc/host): the chunk loops are then compiled for
+// AVX-512, AVX2 and the baseline ISA, and the loader picks the widest the CPU has (an ifunc).
+// Only the vector width changes: the operations, their order and -ffp-contract=off are the
+// same, so every clone gives bit-identical results.
+#ifndef FUSEDSNN_TARGET_CLONES
+#define FUSEDSNN_TARGET_CLONES
+#endif
+
 // Surrogate derivative dS/dh; c0, c1 are precomputed on the host exactly as the Python side
 // forms them (atan: c0 = pi/2 * alpha, c1 = alpha / 2; others: their parameters).
 template <typename S>
@@ -83,9 +91,9 @@ struct ForwardArgs {
   IO* spk = nullptr;           // outputs [T, stride]
   IO* syn = nullptr;
   IO* mem = nullptr;
-  S* trace = nullptr;          // surrogate derivative [T, stride]
+  S* trace = nullptr;          // surrogate derivative [T, stride], or null (inference)
   S* state = nullptr;          // state-precision membrane copy, or null
-  S* pre = nullptr;            // pre-reset membrane (reset_delay=False), or null
+  S* pre = nullptr;            // pre-reset membrane (reset_delay=False), or null (inference)
   std::int64_t steps = 0;      // T
   std::int64_t stride = 0;     // neurons per step row
   std::int64_t features = 0;   // parameters are per feature: neuron i uses index i % features
@@ -139,7 +147,7 @@ inline void gather_params(S* __restrict__ dst, const S* __restrict__ src, std::i
 // every pointer a local __restrict__ copy, so the inner loop has no branches that depend on
 // memory and vectorises.
 template <typename IO, typename S, bool SYNAPTIC, int RECURRENCE, int RESET, bool IMMEDIATE>
-void lif_forward_chunk(const ForwardArgs<IO, S>& a, std::int64_t c0, std::int64_t n) {
+FUSEDSNN_TARGET_CLONES void lif_forward_chunk(const ForwardArgs<IO, S>& a, std::int64_t c0, std::int64_t n) {
   // snnTorch's Leaky resets to zero before the decay; the other three after it.
   constexpr bool kZeroBeforeDecay = RESET == kZero && !SYNAPTIC && RECURRENCE == kNoRecurrence;
   S beta[kChunk], thr[kChunk], alpha[kChunk], v[kChunk];
@@ -161,7 +169,7 @@ void lif_forward_chunk(const ForwardArgs<IO, S>& a, std::int64_t c0, std::int64_
     IO* __restrict__ spk_out = a.spk + row;
     IO* __restrict__ mem_out = a.mem + row;
     IO* __restrict__ syn_out = SYNAPTIC ? a.syn + row : nullptr;
-    S* __restrict__ pre_out = IMMEDIATE ? a.pre + row : nullptr;
+    S* __restrict__ pre_out = (IMMEDIATE && a.pre) ? a.pre + row : nullptr;
     for (std::int64_t j = 0; j < n; ++j) {
       const S th = thr[j];
       const S xv = static_cast<S>(xt[j]);
@@ -192,7 +200,7 @@ void lif_forward_chunk(const ForwardArgs<IO, S>& a, std::int64_t c0, std::int64_
       const S spk_t = static_cast<S>(hj > S(0)) * gsf;
       S m = m_pre;
       if (IMMEDIATE) {
-        pre_out[j] = m_pre;
+        if (pre_out) pre_out[j] = m_pre;
         const S do_reset = spk_t / gsf - r;
         m = (RESET == kSubtract) ? m_pre - do_reset * th : m_pre - do_reset * m_pre;
       }
@@ -205,7 +213,8 @@ void lif_forward_chunk(const ForwardArgs<IO, S>& a, std::int64_t c0, std::int64_
       mem[j] = m;
       spk[j] = spk_t;
     }
-    surrogate_row<S>(a.surrogate, h, a.trace + row, n, a.c0, a.c1);
+    // No trace in inference (no_grad): the forward then writes only its outputs.
+    if (a.trace) surrogate_row<S>(a.surrogate, h, a.trace + row, n, a.c0, a.c1);
     if (a.state) {
       for (std::int64_t j = 0; j < n; ++j) a.state[row + j] = mem[j];
     }
@@ -297,7 +306,7 @@ inline void load_row(S* __restrict__ dst, const T* src, const U* fallback, std::
 }
 
 template <typename IO, typename S, bool SYNAPTIC, int RECURRENCE, int RESET, bool IMMEDIATE, bool NEED_PREV>
-void lif_backward_chunk(const BackwardArgs<IO, S>& a, std::int64_t c0, std::int64_t n) {
+FUSEDSNN_TARGET_CLONES void lif_backward_chunk(const BackwardArgs<IO, S>& a, std::int64_t c0, std::int64_t n) {
   constexpr bool kZeroBeforeDecay = RESET == kZero && !SYNAPTIC && RECURRENCE == kNoRecurrence;
   S beta[kChunk], thr[kChunk], alpha[kChunk], v[kChunk];
   gather_params(beta, a.beta, c0, n, a.features);

@@ -1,5 +1,11 @@
 """Neuron microbenchmark: one fused neuron layer against snnTorch's step loop.
 
+The sweep (:data:`SWEEP_SHAPES`) spans the issue-8 grid T in {1, 5, 25, 100} x B in {1, 32,
+128} x N in {100, 1000}, the study's shape and a tiny call (T=1, B=1, N=8) whose time is the
+per-call fixed cost (reported on every row as ``fixed_cost_s``). Providers of one case are
+timed interleaved (sample i of every provider before sample i+1 of any), so a shared, noisy
+machine slows them alike and the ratios stay meaningful.
+
 Providers: ``fused-<backend>`` for each backend that can run on the device, and ``snntorch``
 (snnTorch 1.0.0 stepped in Python, as its users write it). Modes: ``forward`` and
 ``forward+backward`` (a sum of all outputs as the loss). Each fused row also reports the bytes
@@ -21,6 +27,13 @@ from ..kernels.spec import bytes_per_neuron_step
 from .timing import measure
 
 NEURON_KINDS = ("Leaky", "Synaptic", "RLeaky", "RSynaptic")
+
+#: The per-call fixed cost is measured on this case: nothing to compute, all overhead.
+TINY_SHAPE = (1, 1, 8)
+SWEEP_SHAPES = [TINY_SHAPE] + [(T, B, N) for T in (1, 5, 25, 100) for B in (1, 32, 128) for N in (100, 1000)]
+QUICK_SHAPES = [TINY_SHAPE, (1, 128, 1000), (25, 128, 1000)]
+#: A copy at least this large runs out of cache on the CPUs and GPUs we measure.
+MIN_COPY_BYTES = 64 << 20
 
 
 @dataclass
@@ -77,6 +90,11 @@ def make_step(case: NeuronCase, provider: str, mode: str) -> Callable[[], None]:
         def step():
             with torch.no_grad():
                 call(x)
+    elif mode == "forward-grad-mode":  # the training forward alone: saves what the backward needs
+        x.requires_grad_()
+
+        def step():
+            call(x)
     else:
         x.requires_grad_()
 
@@ -94,8 +112,9 @@ def kernel_bytes(case: NeuronCase, mode: str) -> int:
         graded_spikes_factor=1.0, neuron=case.kind,
     )
     io = torch.empty(0, dtype=case.dtype).element_size()
-    per_step = bytes_per_neuron_step(spec, io, backward=False)
-    if mode != "forward":
+    # "forward" runs under no_grad: the kernels write only the outputs (no trace).
+    per_step = bytes_per_neuron_step(spec, io, backward=False, for_backward=mode != "forward")
+    if mode == "forward+backward":
         per_step += bytes_per_neuron_step(spec, io, backward=True)
     return per_step * case.T * case.B * case.N
 
@@ -121,3 +140,74 @@ def run_case(case: NeuronCase, provider: str, mode: str, repeats: int = 10, warm
         if copy_bytes_per_s:
             row["fraction_of_copy_bandwidth"] = row["achieved_bytes_per_s"] / copy_bytes_per_s
     return row
+
+
+def copy_bytes_for(shapes, modes=("forward", "forward+backward"), kind: str = "Leaky",
+                   dtype: torch.dtype = torch.float32) -> int:
+    """Size of the reference copy: the largest working set the fused kernels touch in
+    ``shapes`` (bytes moved by one call), and never less than :data:`MIN_COPY_BYTES`, so the
+    copy is timed out of cache as the kernels' large cases are."""
+    largest = max(kernel_bytes(NeuronCase(kind, T, B, N, dtype, torch.device("cpu")), m)
+                  for T, B, N in shapes for m in modes)
+    return max(largest, MIN_COPY_BYTES)
+
+
+def run_interleaved(case: NeuronCase, providers: list[str], mode: str, repeats: int = 10, warmup: int = 2,
+                    copy_bytes_per_s: float | None = None) -> list[dict]:
+    """Time ``providers`` on one case, interleaved sample by sample (medians, q20/q80).
+    Small cases batch several calls per sample so each sample is at least ~1 ms."""
+    import statistics
+    import time
+
+    from .timing import _sync
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        steps = {p: make_step(case, p, mode) for p in providers}
+        for step in steps.values():
+            for _ in range(warmup):
+                step()
+        _sync(case.device)
+        calls = {}
+        for p, step in steps.items():  # calls per sample from one probe
+            start = time.perf_counter()
+            step()
+            _sync(case.device)
+            calls[p] = max(1, min(200, int(1e-3 / max(time.perf_counter() - start, 1e-7))))
+        samples = {p: [] for p in providers}
+        for _ in range(repeats):
+            for p, step in steps.items():
+                start = time.perf_counter()
+                for _ in range(calls[p]):
+                    step()
+                _sync(case.device)
+                samples[p].append((time.perf_counter() - start) / calls[p])
+    rows = []
+    for p in providers:
+        v = sorted(samples[p])
+        q = statistics.quantiles(v, n=5) if len(v) >= 2 else [v[0]] * 4
+        median = statistics.median(v)
+        row = {
+            "neuron": case.kind, "T": case.T, "B": case.B, "N": case.N,
+            "dtype": str(case.dtype).removeprefix("torch."), "device": str(case.device),
+            "provider": p, "mode": mode, "median_s": median, "q20_s": q[0], "q80_s": q[3],
+            "repeats": len(v), "calls_per_sample": calls[p], "peak_memory_bytes": None,
+            "neuron_steps_per_s": case.T * case.B * case.N / median,
+        }
+        if p.startswith("fused"):
+            moved = kernel_bytes(case, mode)
+            row["bytes_moved"] = moved
+            row["achieved_bytes_per_s"] = moved / median
+            if copy_bytes_per_s:
+                row["fraction_of_copy_bandwidth"] = row["achieved_bytes_per_s"] / copy_bytes_per_s
+        rows.append(row)
+    return rows
+
+
+def add_fixed_costs(rows: list[dict]) -> None:
+    """``fixed_cost_s`` on every row: the same provider's time on the tiny case (same neuron,
+    dtype and mode), the part of each call that does not scale with T * B * N."""
+    tiny = {(r["neuron"], r["dtype"], r["mode"], r["provider"]): r["median_s"] for r in rows
+            if (r["T"], r["B"], r["N"]) == TINY_SHAPE}
+    for r in rows:
+        r["fixed_cost_s"] = tiny.get((r["neuron"], r["dtype"], r["mode"], r["provider"]))

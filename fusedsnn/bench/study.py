@@ -84,7 +84,8 @@ def environment(device: torch.device) -> dict:
 
 @dataclass
 class Run:
-    """One measurement of a section: ``label`` for the progress bar, ``measure()`` -> a row."""
+    """One measurement of a section: ``label`` for the progress bar, ``measure()`` -> a row
+    (the neurons section's interleaved runs return one row per provider)."""
 
     label: str
     measure: Callable[[], dict]
@@ -123,20 +124,20 @@ def _training_run(args, label: str, kind: str, provider: str, batch: int, num_st
 def plan_neurons(args, device: torch.device) -> list[Run]:
     """Each fused neuron (forward and forward+backward) vs snnTorch's step loop."""
     if args.quick:
-        shapes = [(25, 128, 1000)]
+        shapes = neurons.QUICK_SHAPES
         kinds = ["Leaky", "Synaptic"]
         dtypes = [torch.float32]
     else:
-        shapes = [(T, B, N) for T in (1, 4, 25, 100) for B in (8, 32, 128) for N in (1000, 10000)]
+        shapes = neurons.SWEEP_SHAPES
         kinds = list(neurons.NEURON_KINDS)
         dtypes = [torch.float32, torch.bfloat16] + ([torch.float16] if device.type == "cuda" else [])
-    # A plain copy as large as the largest case's input, measured once in this run on this device.
-    largest = max(T * B * N for T, B, N in shapes) * 4
+    # A plain copy as large as the largest working set (out of cache), measured once in this run
+    # on this device, when the first case needs it.
     copy_bw: dict = {}
 
     def copy_bytes_per_s() -> float:
         if "value" not in copy_bw:
-            copy_bw["value"] = copy_bandwidth(largest, device)
+            copy_bw["value"] = copy_bandwidth(neurons.copy_bytes_for(shapes), device)
         return copy_bw["value"]
 
     runs = []
@@ -148,14 +149,29 @@ def plan_neurons(args, device: torch.device) -> list[Run]:
             for T, B, N in shapes:
                 case = neurons.NeuronCase(kind, T, B, N, dtype, device)
                 for mode in ("forward", "forward+backward"):
-                    for provider in providers:
-                        runs.append(Run(
-                            f"neurons {kind} {str(dtype).removeprefix('torch.')} T={T} B={B} N={N} {mode} {provider}",
-                            lambda case=case, provider=provider, mode=mode: neurons.run_case(
-                                case, provider, mode, repeats=args.repeats, warmup=_warmup(args),
-                                copy_bytes_per_s=copy_bytes_per_s()),
-                        ))
+                    # One run times every provider of the case interleaved, sample by sample.
+                    runs.append(Run(
+                        f"neurons {kind} {str(dtype).removeprefix('torch.')} T={T} B={B} N={N} {mode}",
+                        lambda case=case, mode=mode, providers=tuple(providers): neurons.run_interleaved(
+                            case, list(providers), mode, repeats=args.repeats, warmup=_warmup(args),
+                            copy_bytes_per_s=copy_bytes_per_s()),
+                    ))
     return runs
+
+
+def section_neurons(args, device: torch.device, progress: Callable[[str], None]) -> list[dict]:
+    """Each fused neuron (forward and forward+backward) vs snnTorch's step loop, with the
+    per-call fixed cost (the tiny case) on every row."""
+    rows = []
+    for run in plan_neurons(args, device):
+        progress(run.label)
+        rows += run.measure()
+    _add_speedups(rows)
+    neurons.add_fixed_costs(rows)
+    return rows
+
+
+section_neurons.plan = plan_neurons
 
 
 def _providers(args) -> list[str]:
@@ -246,7 +262,6 @@ def _as_section(plan: Callable[..., list[Run]]) -> Callable:
     return section
 
 
-section_neurons = _as_section(plan_neurons)
 section_throughput = _as_section(plan_throughput)
 section_batch = _as_section(plan_batch)
 section_width = _as_section(plan_width)

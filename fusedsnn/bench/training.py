@@ -331,7 +331,7 @@ def time_split(kind: str, device: torch.device, batch: int, num_steps: int, **kw
     for evt in prof.key_averages():
         t = evt.self_device_time_total if use_cuda else evt.self_cpu_time_total
         name = evt.key.lower()
-        if "fusedsnn" in name or "lif_" in name:
+        if "fusedsnn" in name or "lif_" in name or "fusedlif" in name:  # FusedLIF(Backward): eager op
             neuron += t
         elif any(k in name for k in ("addmm", "aten::mm", "matmul", "linear", "conv", "mkldnn", "gemm", "bmm")):
             synaptic += t

@@ -99,7 +99,7 @@ def compile_lif_kernels(
         "IMMEDIATE_RESET": spec.immediate_reset, "ZERO_BEFORE_DECAY": spec.zero_before_decay,
         "SURROGATE": spec.surrogate.code, "HAS_MEM0": True, "HAS_SYN0": spec.synaptic,
         "HAS_SPK0": spec.recurrence == RECURRENCE_ONE_TO_ONE, "STORE_STATE": dtype != torch.float32,
-        "BLOCK": block,
+        "STORE_TRACE": True, "BLOCK": block,
     }
     bwd_sig = {
         "grad_spk_ptr": f"*{io}", "grad_syn_ptr": f"*{io}", "grad_mem_ptr": f"*{io}",

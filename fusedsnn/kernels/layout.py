@@ -39,12 +39,15 @@ def time_major_2d(t: Optional[Tensor], T: int) -> tuple[Optional[Tensor], int]:
     return flat, flat.stride(0)
 
 
-def forward_outputs(x: Tensor, spec: LIFSpec, state_dtype: torch.dtype, state_copy: bool, alloc=None):
+def forward_outputs(x: Tensor, spec: LIFSpec, state_dtype: torch.dtype, state_copy: bool, alloc=None,
+                    for_backward: bool = True):
     """The forward's six outputs for ``x: [T, B, F]``: ``spk, syn, mem`` in ``x.dtype`` (``syn``
     empty unless synaptic), then ``trace``, the membrane copy (only when ``state_copy``) and the
     pre-reset membrane (only for ``reset_delay=False``) in ``state_dtype``. Absent outputs are
     distinct empty tensors: a custom op's outputs must not alias one another.
 
+    ``for_backward=False`` (inference: nothing will be differentiated) leaves the last three
+    empty, so the kernels write only ``spk, syn, mem``.
     ``alloc(shape, dtype, device)`` allocates each present output (``torch.empty`` by default).
     """
     def new(dtype):
@@ -57,7 +60,7 @@ def forward_outputs(x: Tensor, spec: LIFSpec, state_dtype: torch.dtype, state_co
         new(x.dtype),
         new(x.dtype) if spec.synaptic else absent(x.dtype),
         new(x.dtype),
-        new(state_dtype),
-        new(state_dtype) if state_copy else absent(state_dtype),
-        new(state_dtype) if spec.immediate_reset else absent(state_dtype),
+        new(state_dtype) if for_backward else absent(state_dtype),
+        new(state_dtype) if state_copy and for_backward else absent(state_dtype),
+        new(state_dtype) if spec.immediate_reset and for_backward else absent(state_dtype),
     )

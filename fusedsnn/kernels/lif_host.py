@@ -33,7 +33,7 @@ from .spec import RECURRENCE_INPUT, RECURRENCE_ONE_TO_ONE, LIFSpec, needs_prev_m
 Tensor = torch.Tensor
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
-_ABI_VERSION = 3
+_ABI_VERSION = 4
 _DTYPES = {torch.float32: 0, torch.float64: 1}
 
 _c_void_p = ctypes.c_void_p
@@ -74,6 +74,9 @@ _warned = False
 
 SOURCES = ("csrc/host/fusedsnn_host.cpp", "csrc/kernels/lif.hpp")
 COMPILE_FLAGS = ["-O3", "-std=c++17", "-ffp-contract=off", "-fno-trapping-math", "-fPIC", "-shared", "-pthread"]
+# Run the loops on torch's OpenMP workers (see run_partitioned in csrc/host); a compiler without
+# OpenMP builds the library with its own persistent pool instead.
+OPENMP_FLAGS = ["-fopenmp"]
 
 
 def _source_root() -> Optional[Path]:
@@ -100,15 +103,19 @@ def _compile_into_cache() -> Path:
     digest = hashlib.sha256()
     for rel in SOURCES:
         digest.update((root / rel).read_bytes())
-    digest.update(" ".join(COMPILE_FLAGS).encode())
+    digest.update(" ".join(COMPILE_FLAGS + OPENMP_FLAGS).encode())
     cache = Path(os.environ.get("FUSEDSNN_CACHE", Path.home() / ".cache" / "fusedsnn"))
     target = cache / f"libfusedsnn_host_{digest.hexdigest()[:16]}.so"
     if not target.exists():
         cache.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cache) as tmp:
             out = Path(tmp) / target.name
-            proc = subprocess.run([compiler, *COMPILE_FLAGS, str(root / SOURCES[0]), "-o", str(out)],
-                                  capture_output=True, text=True)
+            proc = None
+            for extra in (OPENMP_FLAGS, []):
+                proc = subprocess.run([compiler, *COMPILE_FLAGS, *extra, str(root / SOURCES[0]), "-o", str(out)],
+                                      capture_output=True, text=True)
+                if proc.returncode == 0:
+                    break
             if proc.returncode != 0:
                 raise OSError(f"compiling the host library failed:\n{proc.stderr[-2000:]}")
             os.replace(out, target)
@@ -126,6 +133,44 @@ def _open(path: Path) -> ctypes.CDLL:
     return lib
 
 
+# glibc mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+_MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_TOP_PAD_")
+_allocator_tuned: Optional[bool] = None
+
+
+def tune_allocator() -> bool:
+    """Keep freed ``[T, B, F]`` buffers in the process instead of returning them to the OS.
+
+    PyTorch's CPU allocator is glibc malloc: blocks above the mmap threshold (at most 32 MB) are
+    fresh mappings, and freed memory above the trim threshold goes back to the OS, so each call
+    of a fused neuron faulted in (and zero-filled) every page of its outputs and gradients again
+    (25,000-50,000 page faults per call at T=100, B=128, N=1000). With mmap off for malloc
+    (``M_MMAP_MAX=0``) and a 1 GiB trim threshold the pages are reused: 0 faults per call at
+    T=25 (docs/host_performance.md has the measurements). The cost is that the process keeps
+    its peak heap. Applied once when the host backend loads, on glibc only, unless
+    ``FUSEDSNN_MALLOC_TUNING=0`` or the user set glibc's own ``MALLOC_*_`` variables.
+    Returns whether the settings were applied.
+    """
+    global _allocator_tuned
+    if _allocator_tuned is not None:
+        return _allocator_tuned
+    _allocator_tuned = False
+    if os.environ.get("FUSEDSNN_MALLOC_TUNING", "1") == "0" or any(v in os.environ for v in _MALLOC_ENV):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+        libc.gnu_get_libc_version  # glibc only: other libcs' mallopt take other parameters
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    _allocator_tuned = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+    return _allocator_tuned
+
+
 def load_library() -> Optional[ctypes.CDLL]:
     """The host library, or None (with one warning) when it cannot be built or loaded."""
     global _library, _load_error, _warned
@@ -137,11 +182,13 @@ def load_library() -> Optional[ctypes.CDLL]:
         if built is not None and os.environ.get("FUSEDSNN_HOST_REBUILD", "0") == "0":
             try:
                 _library = _open(built)
+                tune_allocator()
                 return _library
             except OSError as err:
                 errors.append(str(err))
         try:
             _library = _open(_compile_into_cache())
+            tune_allocator()
             return _library
         except OSError as err:
             errors.append(str(err))
@@ -219,66 +266,84 @@ def _ptr(t: Optional[Tensor]) -> Optional[int]:
 def _time_major(t: Optional[Tensor], T: int, dtype: torch.dtype) -> tuple[Optional[Tensor], int]:
     if t is None or t.numel() == 0:
         return None, 0
-    flat, step = time_major_2d(t.to(dtype), T)
+    flat, step = time_major_2d(t if t.dtype == dtype else t.to(dtype), T)
     return flat, step
 
 
 def _flat(t: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
+    """``t`` as a contiguous 1-D tensor of ``dtype`` (a view when it already is one), or None."""
     if t is None or t.numel() == 0:
         return None
-    return t.reshape(-1).to(dtype).contiguous()
+    if t.dtype != dtype:
+        t = t.to(dtype)
+    if t.dim() != 1:
+        t = t.reshape(-1)
+    return t if t.is_contiguous() else t.contiguous()
 
 
-def _set_params(desc: _Desc, flat, spec: LIFSpec, beta, thr, alpha, V) -> None:
-    """Per-feature parameter pointers; alpha and V only for the neuron types that have them."""
-    desc.beta, desc.thr = flat(beta), flat(thr)
-    desc.alpha = flat(alpha) if spec.synaptic else None
-    desc.v = flat(V) if spec.recurrence == RECURRENCE_ONE_TO_ONE else None
+_templates: dict = {}
 
 
-def _config(desc: _Desc, spec: LIFSpec, T: int, M: int, F: int, dtype: torch.dtype) -> None:
+def _template(spec: LIFSpec, dtype: torch.dtype) -> _Desc:
+    """A descriptor with the configuration fields of ``spec`` filled in, made once per (spec,
+    dtype): a call copies it (one C-level copy) instead of setting a dozen fields from Python."""
+    key = (spec, dtype)
+    desc = _templates.get(key)
+    if desc is None:
+        desc = _Desc()
+        desc.synaptic = int(spec.synaptic)
+        desc.recurrence = spec.recurrence
+        desc.reset = spec.reset
+        desc.immediate_reset = int(spec.immediate_reset)
+        desc.surrogate = spec.surrogate.code
+        desc.dtype = _DTYPES[dtype]
+        desc.c0, desc.c1 = surrogate_constants(spec)
+        desc.gsf = spec.graded_spikes_factor
+        if len(_templates) > 256:  # specs come from a handful of layers; bound it anyway
+            _templates.clear()
+        _templates[key] = desc
+    return _Desc.from_buffer_copy(desc)
+
+
+def _config(spec: LIFSpec, T: int, M: int, F: int, dtype: torch.dtype) -> _Desc:
+    desc = _template(spec, dtype)
     desc.steps, desc.neurons, desc.features = T, M, F
-    desc.synaptic = int(spec.synaptic)
-    desc.recurrence = spec.recurrence
-    desc.reset = spec.reset
-    desc.immediate_reset = int(spec.immediate_reset)
-    desc.surrogate = spec.surrogate.code
-    desc.dtype = _DTYPES[dtype]
-    desc.c0, desc.c1 = surrogate_constants(spec)
-    desc.gsf = spec.graded_spikes_factor
     _partition_fields(desc)
+    return desc
 
 
-def lif_forward_host(x, mem0, syn0, spk0, rec, beta, thr, alpha, V, spec: LIFSpec, store_state: bool):
-    lib = load_library()
+def lif_forward_host(x, mem0, syn0, spk0, rec, beta, thr, alpha, V, spec: LIFSpec, store_state: bool,
+                     for_backward: bool = True):
+    """Same contract as :func:`lif_reference.lif_forward_reference` (``x: [T, B, F]``)."""
+    lib = _library if _library is not None else load_library()
     T, B, F = x.shape
     M = B * F
     dt = x.dtype
     # Host state precision equals the input dtype (float32/float64): the membrane output is the
     # state itself, so no separate copy is needed.
-    spk, syn, mem, trace, state, pre = forward_outputs(x, spec, dt, state_copy=False)
+    spk, syn, mem, trace, state, pre = forward_outputs(x, spec, dt, state_copy=False, for_backward=for_backward)
     if T == 0 or M == 0:
         return spk, syn, mem, trace, state, pre
-    keep = []  # hold converted tensors alive until the call returns
-
-    def flat(t):
-        t = _flat(t, dt)
-        keep.append(t)
-        return _ptr(t)
-
+    synaptic = spec.synaptic
+    one_to_one = spec.recurrence == RECURRENCE_ONE_TO_ONE
+    # Converted tensors are locals, so they stay alive until the call returns.
     x2, x_step = _time_major(x, T, dt)
     rec2, rec_step = _time_major(rec, T, dt) if spec.recurrence == RECURRENCE_INPUT else (None, 0)
-    keep += [x2, rec2]
-    d = _Desc()
-    d.x, d.x_step = _ptr(x2), x_step
+    mem0_f = _flat(mem0, dt)
+    syn0_f = _flat(syn0, dt) if synaptic else None
+    spk0_f = _flat(spk0, dt) if one_to_one else None
+    beta_f, thr_f = _flat(beta, dt), _flat(thr, dt)
+    alpha_f = _flat(alpha, dt) if synaptic else None
+    v_f = _flat(V, dt) if one_to_one else None
+    d = _config(spec, T, M, F, dt)
+    d.x, d.x_step = x2.data_ptr(), x_step
     d.rec, d.rec_step = _ptr(rec2), rec_step
-    d.mem0 = flat(mem0)
-    d.syn0 = flat(syn0) if spec.synaptic else None
-    d.spk0 = flat(spk0) if spec.recurrence == RECURRENCE_ONE_TO_ONE else None
-    _set_params(d, flat, spec, beta, thr, alpha, V)
-    d.spk, d.syn, d.mem, d.trace = _ptr(spk), _ptr(syn), _ptr(mem), _ptr(trace)
-    d.state, d.pre = None, _ptr(pre)
-    _config(d, spec, T, M, F, dt)
+    d.mem0, d.syn0, d.spk0 = _ptr(mem0_f), _ptr(syn0_f), _ptr(spk0_f)
+    d.beta, d.thr, d.alpha, d.v = _ptr(beta_f), _ptr(thr_f), _ptr(alpha_f), _ptr(v_f)
+    d.spk, d.mem = spk.data_ptr(), mem.data_ptr()
+    d.syn = syn.data_ptr() if synaptic else None
+    d.trace = trace.data_ptr() if for_backward else None
+    d.pre = pre.data_ptr() if spec.immediate_reset and for_backward else None
     if lib.fusedsnn_lif_forward(ctypes.byref(d)) != 0:
         raise RuntimeError("fusedsnn host forward rejected its arguments")
     return spk, syn, mem, trace, state, pre
@@ -286,14 +351,17 @@ def lif_forward_host(x, mem0, syn0, spk0, rec, beta, thr, alpha, V, spec: LIFSpe
 
 def lif_backward_host(grad_spk, grad_syn, grad_mem, trace, mem_hist, syn_hist, spk_hist, pre,
                       mem0, syn0, spk0, beta, thr, alpha, V, spec: LIFSpec, x_dtype, need_param_grads):
-    lib = load_library()
+    """Same contract as :func:`lif_reference.lif_backward_reference` (``trace: [T, B, F]``)."""
+    lib = _library if _library is not None else load_library()
     T, B, F = trace.shape
     M = B * F
     dt = trace.dtype
     dev = trace.device
     need_beta, need_thr, need_alpha, need_V = need_param_grads
-    need_alpha = need_alpha and spec.synaptic
-    need_V = need_V and spec.recurrence == RECURRENCE_ONE_TO_ONE
+    synaptic = spec.synaptic
+    one_to_one = spec.recurrence == RECURRENCE_ONE_TO_ONE
+    need_alpha = need_alpha and synaptic
+    need_V = need_V and one_to_one
     grad_x = torch.empty((T, B, F), dtype=x_dtype, device=dev)
     launch = T > 0 and M > 0
 
@@ -304,41 +372,37 @@ def lif_backward_host(grad_spk, grad_syn, grad_mem, trace, mem_hist, syn_hist, s
         return torch.zeros((B, F), dtype=dt, device=dev)
 
     grad_mem0 = state_grad(True)
-    grad_syn0 = state_grad(spec.synaptic)
-    grad_spk0 = state_grad(spec.recurrence == RECURRENCE_ONE_TO_ONE)
-    parts = [state_grad(True) if n else trace.new_empty(0) for n in (need_beta, need_thr, need_alpha, need_V)]
+    grad_syn0 = state_grad(synaptic)
+    grad_spk0 = state_grad(one_to_one)
+    parts = [state_grad(True) if n else None for n in (need_beta, need_thr, need_alpha, need_V)]
     if launch:
-        keep = []
-
-        def flat(t):
-            t = _flat(t, dt)
-            keep.append(t)
-            return _ptr(t)
-
-        d = _Desc()
+        d = _config(spec, T, M, F, dt)
         gs, d.grad_spk_step = _time_major(grad_spk, T, dt)
-        gy, d.grad_syn_step = _time_major(grad_syn if spec.synaptic else None, T, dt)
+        gy, d.grad_syn_step = _time_major(grad_syn if synaptic else None, T, dt)
         gm, d.grad_mem_step = _time_major(grad_mem, T, dt)
-        keep += [gs, gy, gm]
         d.grad_spk, d.grad_syn, d.grad_mem = _ptr(gs), _ptr(gy), _ptr(gm)
-        hist = [t.contiguous() if t.numel() else t for t in (mem_hist, syn_hist, spk_hist, trace, pre)]
-        keep += hist
+        hist = [t.contiguous() if t is not None and t.numel() else None
+                for t in (mem_hist, syn_hist, spk_hist, trace, pre)]
         d.mem_hist, d.syn_hist, d.spk_hist, d.trace, d.pre = (_ptr(t) for t in hist)
-        d.mem0 = flat(mem0)
-        d.syn0 = flat(syn0) if spec.synaptic else None
-        d.spk0 = flat(spk0) if spec.recurrence == RECURRENCE_ONE_TO_ONE else None
-        _set_params(d, flat, spec, beta, thr, alpha, V)
+        mem0_f = _flat(mem0, dt)
+        syn0_f = _flat(syn0, dt) if synaptic else None
+        spk0_f = _flat(spk0, dt) if one_to_one else None
+        beta_f, thr_f = _flat(beta, dt), _flat(thr, dt)
+        alpha_f = _flat(alpha, dt) if synaptic else None
+        v_f = _flat(V, dt) if one_to_one else None
+        d.mem0, d.syn0, d.spk0 = _ptr(mem0_f), _ptr(syn0_f), _ptr(spk0_f)
+        d.beta, d.thr, d.alpha, d.v = _ptr(beta_f), _ptr(thr_f), _ptr(alpha_f), _ptr(v_f)
         gx = grad_x if x_dtype == dt else torch.empty((T, B, F), dtype=dt, device=dev)
-        d.grad_x = _ptr(gx)
-        d.grad_mem0 = _ptr(grad_mem0)
-        d.grad_syn0 = _ptr(grad_syn0) if spec.synaptic else None
-        d.grad_spk0 = _ptr(grad_spk0) if spec.recurrence == RECURRENCE_ONE_TO_ONE else None
+        d.grad_x = gx.data_ptr()
+        d.grad_mem0 = grad_mem0.data_ptr()
+        d.grad_syn0 = grad_syn0.data_ptr() if synaptic else None
+        d.grad_spk0 = grad_spk0.data_ptr() if one_to_one else None
         d.part_beta, d.part_thr, d.part_alpha, d.part_v = (_ptr(p) for p in parts)
         d.need_prev_mem = int(needs_prev_mem(spec, need_beta, need_thr))
-        _config(d, spec, T, M, F, dt)
         if lib.fusedsnn_lif_backward(ctypes.byref(d)) != 0:
             raise RuntimeError("fusedsnn host backward rejected its arguments")
         if gx is not grad_x:
             grad_x.copy_(gx)
-    reduced = [p.sum(0) if p.numel() else p for p in parts]
+    # Partials are [B, F]; the sum over the batch is the per-feature gradient (B == 1: a view).
+    reduced = [trace.new_empty(0) if p is None else (p[0] if B == 1 else p.sum(0)) for p in parts]
     return (grad_x, grad_mem0, grad_syn0, grad_spk0, *reduced)

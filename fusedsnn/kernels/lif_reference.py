@@ -50,20 +50,23 @@ def lif_forward_reference(
     V: Tensor,
     spec: LIFSpec,
     store_state: bool,
+    for_backward: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Run the time loop. Returns ``(spk, syn, mem, trace, mem_state, pre)``.
 
     ``spk, syn, mem: [T, B, F]`` in ``x.dtype`` (``syn`` empty unless synaptic);
     ``trace: [T, B, F]`` surrogate derivative in the state dtype; ``mem_state`` the membrane in the
     state dtype when ``store_state`` and ``x`` is narrower (else empty); ``pre`` the pre-reset
-    membrane when ``reset_delay=False`` (else empty).
+    membrane when ``reset_delay=False`` (else empty). ``for_backward=False``: the last three
+    are empty (inference writes only the outputs).
     """
     sdt = state_dtype(x.dtype)
     T = x.shape[0]
     mem = _initial(mem0, x, sdt)
     syn = _initial(syn0, x, sdt) if spec.synaptic else None
     spk = _initial(spk0, x, sdt) if spec.recurrence == RECURRENCE_ONE_TO_ONE else None
-    spk_out, syn_out, mem_out, trace, mem_state, pre = forward_outputs(x, spec, sdt, store_state and x.dtype != sdt)
+    spk_out, syn_out, mem_out, trace, mem_state, pre = forward_outputs(
+        x, spec, sdt, store_state and x.dtype != sdt, for_backward=for_backward)
     gsf = spec.graded_spikes_factor
     surrogate = spec.surrogate
     for t in range(T):
@@ -92,9 +95,11 @@ def lif_forward_reference(
             m_pre = base
         h = m_pre - thr
         spk_t = (h > 0).to(sdt) * gsf
-        trace[t] = surrogate.derivative(h)
+        if for_backward:
+            trace[t] = surrogate.derivative(h)
         if spec.immediate_reset:
-            pre[t] = m_pre
+            if for_backward:
+                pre[t] = m_pre
             do_reset = spk_t / gsf - r
             m = m_pre - do_reset * (thr if spec.reset == RESET_SUBTRACT else m_pre)
         else:

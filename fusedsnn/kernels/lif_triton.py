@@ -49,7 +49,7 @@ if HAS_TRITON:
         SYNAPTIC: tl.constexpr, RECURRENCE: tl.constexpr, RESET: tl.constexpr,
         IMMEDIATE_RESET: tl.constexpr, ZERO_BEFORE_DECAY: tl.constexpr, SURROGATE: tl.constexpr,
         HAS_MEM0: tl.constexpr, HAS_SYN0: tl.constexpr, HAS_SPK0: tl.constexpr,
-        STORE_STATE: tl.constexpr, BLOCK: tl.constexpr,
+        STORE_STATE: tl.constexpr, STORE_TRACE: tl.constexpr, BLOCK: tl.constexpr,
     ):
         # int64 offsets: T * B * F may exceed 2**31 elements.
         offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -128,9 +128,11 @@ if HAS_TRITON:
                 d = c1 * tl.exp(-c0 * tl.abs(h - 1.0))
             else:  # disabled
                 d = tl.full([BLOCK], 0.0, tl.float32)
-            tl.store(trace_ptr + out_off, d, mask=mask)
+            if STORE_TRACE:  # False in inference: only the outputs are written
+                tl.store(trace_ptr + out_off, d, mask=mask)
             if IMMEDIATE_RESET:
-                tl.store(pre_ptr + out_off, m_pre, mask=mask)
+                if STORE_TRACE:
+                    tl.store(pre_ptr + out_off, m_pre, mask=mask)
                 do_reset = spk_t / gsf - r
                 if RESET == 0:
                     m = m_pre - do_reset * thr
@@ -437,18 +439,20 @@ def lif_forward_triton(
     spec: LIFSpec,
     store_state: bool,
     block_size: Optional[int] = None,
+    for_backward: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Same contract as :func:`lif_reference.lif_forward_reference` (``x: [T, B, F]``)."""
     T, B, F = x.shape
     M = B * F
     x2, stride_x_t = time_major_2d(x, T)
     rec2, stride_rec_t = time_major_2d(rec, T) if spec.recurrence == RECURRENCE_INPUT else (None, 0)
-    store = store_state and x.dtype != torch.float32
+    store = store_state and x.dtype != torch.float32 and for_backward
     spk, syn, mem, trace, state, pre = forward_outputs(
-        x, spec, torch.float32, store, alloc=lambda *a: _new_output(*a))  # late lookup: tests patch it
+        x, spec, torch.float32, store, alloc=lambda *a: _new_output(*a),  # late lookup: tests patch it
+        for_backward=for_backward)
     if T == 0 or M == 0:
         return spk, syn, mem, trace, state, pre
-    dummy = trace
+    dummy = trace if for_backward else spk  # any tensor on the device; never read or written
     mem0_f, has_mem0 = _flat_or_dummy(mem0, dummy)
     syn0_f, has_syn0 = _flat_or_dummy(syn0 if spec.synaptic else None, dummy)
     spk0_f, has_spk0 = _flat_or_dummy(spk0 if spec.recurrence == RECURRENCE_ONE_TO_ONE else None, dummy)
@@ -457,8 +461,8 @@ def lif_forward_triton(
         x2, rec2 if rec2 is not None else dummy, mem0_f, syn0_f, spk0_f,
         beta.contiguous(), thr.contiguous(), alpha.contiguous() if spec.synaptic else dummy,
         V.contiguous() if spec.recurrence == RECURRENCE_ONE_TO_ONE else dummy,
-        spk, syn if spec.synaptic else dummy, mem, trace, state if store else dummy,
-        pre if spec.immediate_reset else dummy,
+        spk, syn if spec.synaptic else dummy, mem, trace if for_backward else dummy, state if store else dummy,
+        pre if spec.immediate_reset and for_backward else dummy,
         T, M, F, stride_x_t, stride_rec_t,
         float(spec.graded_spikes_factor), float(c0), float(c1),
     ), dict(
@@ -466,6 +470,7 @@ def lif_forward_triton(
         IMMEDIATE_RESET=spec.immediate_reset, ZERO_BEFORE_DECAY=spec.zero_before_decay,
         SURROGATE=spec.surrogate.code,
         HAS_MEM0=has_mem0, HAS_SYN0=has_syn0, HAS_SPK0=has_spk0, STORE_STATE=store,
+        STORE_TRACE=for_backward,
     ))
     return spk, syn, mem, trace, state, pre
 

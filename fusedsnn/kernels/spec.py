@@ -85,23 +85,27 @@ def bytes_per_neuron_step(
     need_param_grads: tuple[bool, bool, bool, bool] = (False, False, False, False),
     has_grad_spk: bool = True,
     has_grad_mem: bool = True,
+    for_backward: bool = True,
 ) -> int:
     """DRAM bytes one fused kernel moves per neuron per time step (the model in docs/design.md).
 
     ``io_bytes`` is the element size of inputs/outputs (4 for float32, 2 for float16/bfloat16);
     the saved trace, float32 state copy and pre-reset membrane are always float32. Per-neuron
     constants (parameters, initial and final states) are O(1/T) and left out.
+    ``for_backward=False`` is the inference forward (no_grad): it writes only its outputs.
     """
     need_beta, need_thr, need_alpha, need_V = need_param_grads
     prev_mem = needs_prev_mem(spec, need_beta, need_thr)
     if not backward:
         total = io_bytes                      # x
         total += 2 * io_bytes                 # spk, mem out
-        total += 4                            # saved surrogate-derivative trace (float32)
         if spec.synaptic:
             total += io_bytes                 # syn out
         if spec.recurrence == RECURRENCE_INPUT:
             total += io_bytes                 # precomputed all-to-all recurrent input
+        if not for_backward:
+            return total                      # inference: nothing saved
+        total += 4                            # saved surrogate-derivative trace (float32)
         if prev_mem and io_bytes != 4:
             total += 4                        # float32 membrane copy for the backward
         if spec.immediate_reset:

@@ -36,6 +36,18 @@ def test_host_matches_reference(kind, reset, reset_delay, dtype):
                      reset_mechanism=reset, reset_delay=reset_delay)
 
 
+@pytest.mark.parametrize("reset_delay", [True, False], ids=["delay", "immediate"])
+@pytest.mark.parametrize("reset", RESETS)
+@pytest.mark.parametrize("kind", NEURONS)
+def test_host_vector_clones_match_reference(kind, reset, reset_delay):
+    """Rows long enough for the AVX2/AVX-512 loops (and an odd tail): still bit-identical."""
+    B, features = 3, (257,)
+    x = random_input(6, B, *features)
+    params, states = make_params(kind, features, learn=True, with_states=True, B=B)
+    compare_backends("host", kind, x, params, states, torch.float32, exact=True,
+                     reset_mechanism=reset, reset_delay=reset_delay)
+
+
 @pytest.mark.parametrize("surrogate", list(SURROGATES))
 @pytest.mark.parametrize("kind", ["Leaky", "RSynaptic"])
 def test_host_surrogates(kind, surrogate):
@@ -134,3 +146,80 @@ def test_partition_counts_outside_int32_are_refused(argument, value):
     with pytest.raises(ValueError, match=f"{argument} must be .*int in \\[1, 2\\*\\*31 - 1\\]"):
         with lif_host.partition(**{argument: value}):
             pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Threads and allocation around the kernels
+# ---------------------------------------------------------------------------------------------
+
+def test_persistent_pool_concurrent_callers_get_their_own_results():
+    """Python threads calling at once (ctypes releases the GIL) share the worker threads
+    (torch's OpenMP workers, or the library's own pool where OpenMP is absent, which a busy
+    caller bypasses). Every result equals the one computed alone."""
+    import threading
+
+    torch.set_num_threads(max(2, torch.get_num_threads()))
+    inputs = [random_input(7, 9, 4001) for _ in range(6)]  # above the inline threshold
+    expected = [F.leaky(x, 0.9, backend="host") for x in inputs]
+    results = [None] * len(inputs)
+
+    def work(i):
+        for _ in range(3):
+            results[i] = F.leaky(inputs[i], 0.9, backend="host")
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(inputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got, want in zip(results, expected):
+        assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_host_backend_works_in_a_forked_child_after_the_pool_started():
+    """After fork() the child has none of the parent's worker threads (libgomp's or the
+    library's pool): the library runs the child's loops without waiting forever on them (a
+    DataLoader worker or a multiprocessing fork)."""
+    import os
+    import signal
+
+    torch.set_num_threads(max(2, torch.get_num_threads()))
+    x = random_input(5, 16, 3001)  # above the inline threshold: the pool runs
+    expected = F.leaky(x, 0.9, backend="host")[1]  # starts the pool in the parent
+    import hashlib
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        # Only the host op and NumPy here: torch's own OpenMP pool is not usable after fork().
+        signal.alarm(60)  # a deadlock kills the child instead of hanging the suite
+        mem = F.leaky(x, 0.9, backend="host")[1]
+        os.write(write_end, hashlib.sha256(mem.numpy().tobytes()).digest())
+        os._exit(0)
+    os.close(write_end)
+    digest = os.read(read_end, 64)
+    os.close(read_end)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"the child died (status {status})"
+    assert digest == hashlib.sha256(expected.numpy().tobytes()).digest(), "the child computed other membranes"
+
+
+def test_allocator_tuning_respects_opt_out_and_glibc_variables():
+    import subprocess
+    import sys
+
+    code = "from fusedsnn.kernels import lif_host; print(lif_host.tune_allocator())"
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("MALLOC_")}
+
+    def run(**extra):
+        out = subprocess.run([sys.executable, "-c", code], env={**env, **extra}, capture_output=True,
+                             text=True, check=True)
+        return out.stdout.strip()
+
+    import platform
+
+    assert run(FUSEDSNN_MALLOC_TUNING="0") == "False"
+    assert run(MALLOC_TRIM_THRESHOLD_="1000") == "False"
+    if platform.libc_ver()[0] == "glibc":
+        assert run() == "True"
