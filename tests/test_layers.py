@@ -300,6 +300,10 @@ def test_state_dict_loads_strictly_into_the_snntorch_twin_and_back(kind, recurre
     recurrent.V), and the loaded values are the ones used: outputs equal snnTorch's."""
     source = getattr(snn, kind)(**_twin_kwargs(kind, recurrence, learn))
     fused = getattr(fs, kind)(**_twin_kwargs(kind, recurrence, learn))  # other random values
+    if recurrence == "all-to-all":
+        # the host's fused all-to-all product sums in its own order (last bits); the reference
+        # backend's product is nn.Linear's, so bit-equality still checks the loaded values
+        fused.backend = "reference"
     assert set(fused.state_dict()) == set(source.state_dict())
     fused.load_state_dict(source.state_dict(), strict=True)
     for name, value in source.state_dict().items():

@@ -163,7 +163,11 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({**cfg, "kernel": info.name, "registers": info.registers,
                               "occupancy": theoretical_occupancy(info.registers, num_warps),
                               "spill_stores": info.spill_stores, "spill_loads": info.spill_loads,
-                              "has_fma": "fma.rn" in info.ptx}), flush=True)
+                              "has_fma": "fma.rn" in info.ptx,
+                              # Triton's plain '/' is div.full.f32 (approximate); the kernels use
+                              # div_rn so divisions round as PyTorch's do.
+                              "has_approx_div": "div.full.f32" in info.ptx or "div.approx.f32" in info.ptx}),
+              flush=True)
     return 0
 
 

@@ -70,7 +70,9 @@ def main() -> int:
         for info in compile_dense_kernels(**cfg):
             print(json.dumps({**cfg, "kernel": info.name, "registers": info.registers,
                               "spill_stores": info.spill_stores, "spill_loads": info.spill_loads,
-                              "mma": "mma.sync" in info.ptx or "wgmma" in info.ptx}), flush=True)
+                              "mma": "mma.sync" in info.ptx or "wgmma" in info.ptx,
+                              "has_approx_div": "div.full.f32" in info.ptx or "div.approx.f32" in info.ptx}),
+              flush=True)
     return 0
 
 

@@ -106,13 +106,13 @@ if HAS_TRITON:
             # The surrogates of lif_triton.py, inlined for the same reason as there.
             if SURROGATE == 0:
                 scaled = c0 * h
-                d = c1 / (1.0 + scaled * scaled)
+                d = tl.math.div_rn(c1, 1.0 + scaled * scaled)
             elif SURROGATE == 1:
                 denom = c0 * tl.abs(h) + 1.0
-                d = 1.0 / (denom * denom)
+                d = tl.math.div_rn(1.0, denom * denom)
             elif SURROGATE == 2:
                 e = tl.exp(-c0 * tl.abs(h))
-                d = c0 * e / ((e + 1.0) * (e + 1.0))
+                d = tl.math.div_rn(c0 * e, (e + 1.0) * (e + 1.0))
             elif SURROGATE == 3:
                 d = tl.full([BLOCK_B, BLOCK_N], 1.0, tl.float32)
             elif SURROGATE == 4:
@@ -124,7 +124,7 @@ if HAS_TRITON:
             tl.store(trace_ptr + out_off, d, mask=mask)
             if IMMEDIATE_RESET:
                 tl.store(pre_ptr + out_off, m_pre, mask=mask)
-                do_reset = spk_t / gsf - r
+                do_reset = tl.math.div_rn(spk_t, gsf) - r
                 if RESET == 0:
                     m = m_pre - do_reset * thr
                 else:
@@ -204,7 +204,7 @@ if HAS_TRITON:
                 else:
                     g_do_reset = -(m_pre * g_mem)
                     g_pre = g_mem - do_reset * g_mem
-                g_spk = g_spk + g_do_reset / gsf
+                g_spk = g_spk + tl.math.div_rn(g_do_reset, gsf)
             g_h = g_spk * gsf * tl.load(trace_ptr + off, mask=mask, other=0.0)
             g_pre = g_pre + g_h
             acc_thr = acc_thr - g_h

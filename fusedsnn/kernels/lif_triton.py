@@ -113,13 +113,13 @@ if HAS_TRITON:
             # the interpreter at launch time (see _launchable).
             if SURROGATE == 0:  # atan: c0 = pi/2 * alpha, c1 = alpha / 2
                 scaled = c0 * h
-                d = c1 / (1.0 + scaled * scaled)
+                d = tl.math.div_rn(c1, 1.0 + scaled * scaled)
             elif SURROGATE == 1:  # fast_sigmoid: c0 = slope
                 denom = c0 * tl.abs(h) + 1.0
-                d = 1.0 / (denom * denom)
+                d = tl.math.div_rn(1.0, denom * denom)
             elif SURROGATE == 2:  # sigmoid: c0 = slope, overflow-free symmetric form
                 e = tl.exp(-c0 * tl.abs(h))
-                d = c0 * e / ((e + 1.0) * (e + 1.0))
+                d = tl.math.div_rn(c0 * e, (e + 1.0) * (e + 1.0))
             elif SURROGATE == 3:  # straight-through
                 d = tl.full([BLOCK], 1.0, tl.float32)
             elif SURROGATE == 4:  # triangular with snnTorch's sign: -c0 where h >= 0
@@ -133,7 +133,7 @@ if HAS_TRITON:
             if IMMEDIATE_RESET:
                 if STORE_TRACE:
                     tl.store(pre_ptr + out_off, m_pre, mask=mask)
-                do_reset = spk_t / gsf - r
+                do_reset = tl.math.div_rn(spk_t, gsf) - r
                 if RESET == 0:
                     m = m_pre - do_reset * thr
                 else:
@@ -222,7 +222,7 @@ if HAS_TRITON:
                 else:
                     g_do_reset = -tl.where(g_mem == 0, 0.0, g_mem * m_pre)
                     g_pre = g_mem - do_reset * g_mem
-                g_spk = g_spk + g_do_reset / gsf
+                g_spk = g_spk + tl.math.div_rn(g_do_reset, gsf)
             else:
                 g_pre = g_mem
             # Each gradient x forward-value product below is zero where the gradient is: a step
