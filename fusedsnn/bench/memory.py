@@ -135,7 +135,9 @@ def peak_bytes(step: Callable[[], None], device: torch.device) -> int:
         return torch.cuda.max_memory_allocated(device) - start
     from torch.profiler import ProfilerActivity, profile
 
-    with warnings.catch_warnings():
+    from .training import _profiler_chatter_dropped
+
+    with warnings.catch_warnings(), _profiler_chatter_dropped():
         warnings.simplefilter("ignore")
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             step()

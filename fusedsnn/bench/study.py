@@ -324,6 +324,10 @@ def _add_speedups(rows: list[dict]) -> None:
     _speedups(rows, lambda r: (r["neuron"], r["T"], r["B"], r["N"], r["dtype"], r["mode"]))
 
 
+#: the study's training sections, whose rows are compared with snnTorch by network and sizes
+_TRAINING_SECTIONS = ("throughput", "batch", "width", "neuron_models", "precision", "population")
+
+
 def _training_speedups(rows: list[dict]) -> None:
     """Training rows: speed-up over the snnTorch-stepped twin of the same network and sizes."""
     _speedups(rows, lambda r: (r["network"], r["batch"], r["num_steps"], r["hidden"], str(r["channels"]),
@@ -467,10 +471,9 @@ def run(args: argparse.Namespace) -> int:
             start = time.perf_counter()
             rows = SECTIONS[name](args, device, progress.start_run)
             status = progress.end_section()
-            if rows and "images_per_s" in rows[0]:
+            if name in _TRAINING_SECTIONS:
                 _training_speedups(rows)
-            elif rows and "mode" in rows[0] and "T" in rows[0]:
-                _add_speedups(rows)
+            # (neurons, all_to_all, memory and the GPU sections compute their own comparisons)
             results[name] = rows
             write_outputs(out, name, rows)
             plots.plot_section(name, rows, out)

@@ -305,7 +305,7 @@ def _profiler_chatter_dropped():
                 sys.stderr.flush()
 
 
-_PROFILER_CHATTER = re.compile(r"^USDT:|ActivityProfiler|profiler_(start|stop)")
+_PROFILER_CHATTER = re.compile(r"^USDT:|ActivityProfiler|profiler_(start|stop)|allocated before the profiling started")
 
 
 def time_split(kind: str, device: torch.device, batch: int, num_steps: int, **kw) -> dict:
