@@ -253,7 +253,7 @@ def plot_memory(rows: list[dict], out) -> None:
     """``memory.png``: peak memory (left) and step time (right) against T, one panel row per network."""
     from pathlib import Path
 
-    from .plots import _plt
+    from .plots import _colour, _plt
 
     if not rows:
         return
@@ -267,8 +267,8 @@ def plot_memory(rows: list[dict], out) -> None:
             if not pts:
                 continue
             T, mib, sec = zip(*pts)
-            axes[i][0].plot(T, mib, marker="o", label=provider)
-            axes[i][1].plot(T, sec, marker="o", label=provider)
+            axes[i][0].plot(T, mib, marker="o", label=provider, color=_colour(provider))
+            axes[i][1].plot(T, sec, marker="o", label=provider, color=_colour(provider))
         batch = next(r["batch"] for r in rows if r["network"] == net)
         axes[i][0].set_title(f"{net}, batch {batch}: peak training memory", fontsize=9)
         axes[i][1].set_title(f"{net}, batch {batch}: forward+backward time", fontsize=9)

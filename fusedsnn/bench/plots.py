@@ -18,6 +18,7 @@ from .published import SOURCE, THROUGHPUT
 PROVIDER_COLOURS = {
     "fused": "tab:blue", "fused-host": "tab:blue", "fused-triton": "tab:purple", "fused-poplar": "tab:cyan",
     "fused-reference": "tab:green", "snntorch": "tab:orange", "published": "0.55",
+    "fused-lean": "tab:red",
 }
 _EXTRA_COLOURS = ["tab:red", "tab:brown", "tab:pink", "tab:olive"]
 
@@ -168,10 +169,13 @@ def _neurons(rows: list[dict], path: Path) -> None:
     kinds = list(dict.fromkeys(r["neuron"] for r in sub))
     cols = 2 if len(kinds) > 1 else 1
     fig, axes = plt.subplots((len(kinds) + 1) // 2, cols, figsize=(11, 3.2 * ((len(kinds) + 1) // 2)), squeeze=False)
-    labels = [f"{T}x{B}x{N}" for T, B, N in shapes]
     for ax, kind in zip(axes.flat, kinds):
+        # each panel its own sizes: the full sweep may cover one neuron at many sizes, others at few
+        present = {(r["T"], r["B"], r["N"]) for r in sub if r["neuron"] == kind}
+        kind_shapes = [shape for shape in shapes if shape in present]
+        labels = [f"{T}x{B}x{N}" for T, B, N in kind_shapes]
         for provider in _provider_order(sub):
-            pts = [(shapes.index((r["T"], r["B"], r["N"])), r) for r in sub
+            pts = [(kind_shapes.index((r["T"], r["B"], r["N"])), r) for r in sub
                    if r["neuron"] == kind and r["provider"] == provider]
             if not pts:
                 continue
@@ -183,7 +187,7 @@ def _neurons(rows: list[dict], path: Path) -> None:
             high = [max(0.0, s / p[1]["q20_s"] - m) for m, s, p in zip(med, steps, pts)]
             ax.errorbar(xs, med, yerr=[low, high], marker="o", ms=3, capsize=2, color=_colour(provider), label=provider)
         ax.set_yscale("log")
-        ax.set_xticks(range(len(shapes)), labels, rotation=90, fontsize=6)
+        ax.set_xticks(range(len(kind_shapes)), labels, rotation=90, fontsize=6)
         ax.set_title(f"{kind}, forward+backward, float32", fontsize=9)
         ax.set_ylabel("neuron-steps / s")
         ax.legend(fontsize=7)

@@ -122,40 +122,49 @@ def _training_run(args, label: str, kind: str, provider: str, batch: int, num_st
 
 
 def plan_neurons(args, device: torch.device) -> list[Run]:
-    """Each fused neuron (forward and forward+backward) vs snnTorch's step loop."""
+    """Each fused neuron (forward and forward+backward) vs snnTorch's step loop.
+
+    Quick: Leaky and Synaptic, float32, at the tiny per-call case and the study's shapes. Full:
+    Leaky float32 over the whole T x B x N sweep (the per-call and bandwidth targets), and every
+    neuron in every dtype at the study's shapes. At the study's shape (T=25, B=128, N=1000)
+    Leaky's forward is also timed in grad mode, beside the inference forward."""
+    study_shapes = [s for s in neurons.QUICK_SHAPES if s != neurons.TINY_SHAPE]
+    float_only = [torch.float32]
     if args.quick:
-        shapes = neurons.QUICK_SHAPES
-        kinds = ["Leaky", "Synaptic"]
-        dtypes = [torch.float32]
+        plan = [(kind, dtype, neurons.QUICK_SHAPES) for kind in ("Leaky", "Synaptic") for dtype in float_only]
     else:
-        shapes = neurons.SWEEP_SHAPES
-        kinds = list(neurons.NEURON_KINDS)
         dtypes = [torch.float32, torch.bfloat16] + ([torch.float16] if device.type == "cuda" else [])
+        plan = [("Leaky", torch.float32, neurons.SWEEP_SHAPES)]
+        plan += [(kind, dtype, study_shapes) for kind in neurons.NEURON_KINDS for dtype in dtypes
+                 if (kind, dtype) != ("Leaky", torch.float32)]
+    shapes_used = sorted({shape for _, _, shapes in plan for shape in shapes})
     # A plain copy as large as the largest working set (out of cache), measured once in this run
     # on this device, when the first case needs it.
     copy_bw: dict = {}
 
     def copy_bytes_per_s() -> float:
         if "value" not in copy_bw:
-            copy_bw["value"] = copy_bandwidth(neurons.copy_bytes_for(shapes), device)
+            copy_bw["value"] = copy_bandwidth(neurons.copy_bytes_for(shapes_used), device)
         return copy_bw["value"]
 
     runs = []
-    for kind in kinds:
-        for dtype in dtypes:
-            providers = neurons.fused_providers(device, dtype)
-            if dtype == torch.float32:
-                providers.append("snntorch")
-            for T, B, N in shapes:
-                case = neurons.NeuronCase(kind, T, B, N, dtype, device)
-                for mode in ("forward", "forward+backward"):
-                    # One run times every provider of the case interleaved, sample by sample.
-                    runs.append(Run(
-                        f"neurons {kind} {str(dtype).removeprefix('torch.')} T={T} B={B} N={N} {mode}",
-                        lambda case=case, mode=mode, providers=tuple(providers): neurons.run_interleaved(
-                            case, list(providers), mode, repeats=args.repeats, warmup=_warmup(args),
-                            copy_bytes_per_s=copy_bytes_per_s()),
-                    ))
+    for kind, dtype, shapes in plan:
+        providers = neurons.fused_providers(device, dtype)
+        if dtype == torch.float32:
+            providers.append("snntorch")
+        for T, B, N in shapes:
+            case = neurons.NeuronCase(kind, T, B, N, dtype, device)
+            modes = ["forward", "forward+backward"]
+            if kind == "Leaky" and dtype == torch.float32 and (T, B, N) == (25, 128, 1000):
+                modes.insert(1, "forward-grad-mode")
+            for mode in modes:
+                # One run times every provider of the case interleaved, sample by sample.
+                runs.append(Run(
+                    f"neurons {kind} {str(dtype).removeprefix('torch.')} T={T} B={B} N={N} {mode}",
+                    lambda case=case, mode=mode, providers=tuple(providers): neurons.run_interleaved(
+                        case, list(providers), mode, repeats=args.repeats, warmup=_warmup(args),
+                        copy_bytes_per_s=copy_bytes_per_s()),
+                ))
     return runs
 
 

@@ -13,12 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
-import importlib.machinery
 import os
-import shutil
-import subprocess
-import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -26,17 +21,16 @@ from typing import Iterator, Optional
 
 import torch
 
+from . import lif_host
 from .layout import surrogate_constants
 from .lif_dense_reference import dense_parameter_gradients
 from .spec import LIFSpec
 
 Tensor = torch.Tensor
 
-_PACKAGE_DIR = Path(__file__).resolve().parent.parent
 _ABI_VERSION = 2
 _DTYPES = {torch.float32: 0, torch.float64: 1}
 SOURCES = ("csrc/host/fusedsnn_dense.cpp", "csrc/kernels/lif_dense.hpp", "csrc/kernels/lif.hpp")
-COMPILE_FLAGS = ["-O3", "-std=c++17", "-ffp-contract=off", "-fno-trapping-math", "-fPIC", "-shared", "-pthread"]
 
 _vp = ctypes.c_void_p
 _i64 = ctypes.c_int64
@@ -67,31 +61,6 @@ _library: Optional[ctypes.CDLL] = None
 _load_error: Optional[str] = None
 
 
-def _compile_into_cache() -> Path:
-    root = _PACKAGE_DIR.parent
-    if not (root / SOURCES[0]).exists():
-        raise OSError("the C++ sources (csrc/) are not available to build the dense host library")
-    compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
-    if compiler is None:
-        raise OSError("no C++ compiler found (set CXX or install g++)")
-    digest = hashlib.sha256()
-    for rel in SOURCES:
-        digest.update((root / rel).read_bytes())
-    digest.update(" ".join(COMPILE_FLAGS).encode())
-    cache = Path(os.environ.get("FUSEDSNN_CACHE", Path.home() / ".cache" / "fusedsnn"))
-    target = cache / f"libfusedsnn_dense_{digest.hexdigest()[:16]}.so"
-    if not target.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=cache) as tmp:
-            out = Path(tmp) / target.name
-            proc = subprocess.run([compiler, *COMPILE_FLAGS, str(root / SOURCES[0]), "-o", str(out)],
-                                  capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise OSError(f"compiling the dense host library failed:\n{proc.stderr[-2000:]}")
-            os.replace(out, target)
-    return target
-
-
 def _open(path: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
     if lib.fusedsnn_dense_abi_version() != _ABI_VERSION:
@@ -110,16 +79,17 @@ def load_library() -> Optional[ctypes.CDLL]:
         if _library is not None or _load_error is not None:
             return _library
         errors = []
-        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-            built = _PACKAGE_DIR / f"_host_dense{suffix}"
-            if built.exists() and os.environ.get("FUSEDSNN_HOST_REBUILD", "0") == "0":
-                try:
-                    _library = _open(built)
-                    return _library
-                except OSError as err:
-                    errors.append(str(err))
+        built = lif_host._built_extension("_host_dense")
+        if built is not None and os.environ.get("FUSEDSNN_HOST_REBUILD", "0") == "0":
+            try:
+                _library = _open(built)
+                return _library
+            except OSError as err:
+                errors.append(str(err))
         try:
-            _library = _open(_compile_into_cache())
+            # the same cache build as the elementwise library, without OpenMP (setup.py builds
+            # this one with -pthread only: its threads are a team of its own, see the C++)
+            _library = _open(lif_host._compile_into_cache(SOURCES, "libfusedsnn_dense", ([],)))
             return _library
         except OSError as err:
             errors.append(str(err))

@@ -85,39 +85,45 @@ def _source_root() -> Optional[Path]:
     return root if (root / SOURCES[0]).exists() else None
 
 
-def _built_extension() -> Optional[Path]:
+def _built_extension(module: str = "_host") -> Optional[Path]:
+    """The copy of ``fusedsnn.<module>`` that the install built, if any."""
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        candidate = _PACKAGE_DIR / f"_host{suffix}"
+        candidate = _PACKAGE_DIR / f"{module}{suffix}"
         if candidate.exists():
             return candidate
     return None
 
 
-def _compile_into_cache() -> Path:
+def _compile_into_cache(sources: tuple[str, ...] = SOURCES, stem: str = "libfusedsnn_host",
+                        flag_variants: Optional[tuple[list[str], ...]] = None) -> Path:
+    """Compile ``sources[0]`` (the others are headers it includes) into ``FUSEDSNN_CACHE``, once
+    per hash of the sources and flags. ``flag_variants`` are tried in order (default: with
+    OpenMP, then without, for a compiler that lacks it). Shared by every host library."""
+    variants = (OPENMP_FLAGS, []) if flag_variants is None else flag_variants
     root = _source_root()
-    if root is None:
-        raise OSError("the C++ sources (csrc/) are not available to build the host library")
+    if root is None or not (root / sources[0]).exists():
+        raise OSError(f"the C++ sources (csrc/) are not available to build {stem}")
     compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
     if compiler is None:
         raise OSError("no C++ compiler found (set CXX or install g++)")
     digest = hashlib.sha256()
-    for rel in SOURCES:
+    for rel in sources:
         digest.update((root / rel).read_bytes())
-    digest.update(" ".join(COMPILE_FLAGS + OPENMP_FLAGS).encode())
+    digest.update(" ".join(COMPILE_FLAGS + variants[0]).encode())
     cache = Path(os.environ.get("FUSEDSNN_CACHE", Path.home() / ".cache" / "fusedsnn"))
-    target = cache / f"libfusedsnn_host_{digest.hexdigest()[:16]}.so"
+    target = cache / f"{stem}_{digest.hexdigest()[:16]}.so"
     if not target.exists():
         cache.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cache) as tmp:
             out = Path(tmp) / target.name
             proc = None
-            for extra in (OPENMP_FLAGS, []):
-                proc = subprocess.run([compiler, *COMPILE_FLAGS, *extra, str(root / SOURCES[0]), "-o", str(out)],
+            for extra in variants:
+                proc = subprocess.run([compiler, *COMPILE_FLAGS, *extra, str(root / sources[0]), "-o", str(out)],
                                       capture_output=True, text=True)
                 if proc.returncode == 0:
                     break
             if proc.returncode != 0:
-                raise OSError(f"compiling the host library failed:\n{proc.stderr[-2000:]}")
+                raise OSError(f"compiling {stem} failed:\n{proc.stderr[-2000:]}")
             os.replace(out, target)
     return target
 
