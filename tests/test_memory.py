@@ -185,8 +185,6 @@ def _run_layer(layer, x, states, grads_out, use_mem_grad: bool):
 @pytest.mark.parametrize("reset", RESETS)
 @pytest.mark.parametrize("kind", NEURONS)
 def test_recompute_matches_default(kind, reset, reset_delay, learn, backend, monkeypatch):
-    if backend == "host" and "host" not in fs.available_backends():
-        pytest.skip("the host library could not be built here")
     monkeypatch.setattr(memory, "RECOMPUTE_MIN_STEPS", 3)  # several chunks of odd length at T=37
     T, B = 37, 3
     x = random_input(T, B, 12)
