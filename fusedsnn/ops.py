@@ -62,9 +62,12 @@ def _lif_forward_fake(x, mem0, syn0, spk0, rec, beta, threshold, alpha, V, synap
     spk = torch.empty_like(x)
     syn = torch.empty_like(x) if synaptic else x.new_empty(0)
     mem = torch.empty_like(x)
-    trace = x.new_empty(x.shape, dtype=sdt)
-    state = x.new_empty(x.shape, dtype=sdt) if store_state and x.dtype != sdt else x.new_empty(0, dtype=sdt)
+    state_copy = store_state and x.dtype != sdt
+    state = x.new_empty(x.shape, dtype=sdt) if state_copy else x.new_empty(0, dtype=sdt)
     immediate = (not reset_delay) and reset != 2
+    # Present only where the backward cannot recompute it (spec.recomputes_surrogate).
+    recompute = x.dtype == sdt
+    trace = x.new_empty(0 if recompute else x.shape, dtype=sdt)
     pre = x.new_empty(x.shape, dtype=sdt) if immediate else x.new_empty(0, dtype=sdt)
     return spk, syn, mem, trace, state, pre
 
@@ -80,7 +83,8 @@ def lif_backward(
     x_dtype: torch.dtype, need_beta: bool, need_threshold: bool, need_alpha: bool, need_V: bool,
     backend: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Reverse time loop: ``(grad_x, grad_mem0, grad_syn0, grad_spk0, grad_beta, grad_threshold,
+    """Reverse time loop (``trace`` empty: the surrogate derivative is recomputed from ``pre`` or
+    ``mem_hist``): ``(grad_x, grad_mem0, grad_syn0, grad_spk0, grad_beta, grad_threshold,
     grad_alpha, grad_V)``; parameter gradients are ``[F]``, or empty when not requested."""
     spec = _spec(synaptic, recurrence, reset, reset_delay, surrogate, p0, p1, gsf)
     return get_backend(backend).backward(
@@ -95,18 +99,19 @@ def _lif_backward_fake(grad_spk, grad_syn, grad_mem, trace, mem_hist, syn_hist, 
                        mem0, syn0, spk0, beta, threshold, alpha, V, synaptic, recurrence, reset,
                        reset_delay, surrogate, p0, p1, gsf, x_dtype, need_beta, need_threshold,
                        need_alpha, need_V, backend):
-    sdt = trace.dtype
-    state_shape = trace.shape[1:]
+    # The trace may be empty (recomputed in the backward); the membrane history never is.
+    sdt = torch.float64 if x_dtype == torch.float64 else torch.float32
+    state_shape = mem_hist.shape[1:]
     F = beta.shape[0]
 
     def param(needed: bool) -> Tensor:
-        return trace.new_empty((F,) if needed else (0,), dtype=sdt)
+        return mem_hist.new_empty((F,) if needed else (0,), dtype=sdt)
 
     return (
-        trace.new_empty(trace.shape, dtype=x_dtype),
-        trace.new_empty(state_shape, dtype=sdt),
-        trace.new_empty(state_shape, dtype=sdt),
-        trace.new_empty(state_shape, dtype=sdt),
+        mem_hist.new_empty(mem_hist.shape, dtype=x_dtype),
+        mem_hist.new_empty(state_shape, dtype=sdt),
+        mem_hist.new_empty(state_shape, dtype=sdt),
+        mem_hist.new_empty(state_shape, dtype=sdt),
         param(need_beta), param(need_threshold), param(need_alpha), param(need_V),
     )
 

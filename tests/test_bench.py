@@ -32,9 +32,16 @@ def test_study_macs_match_hand_counts():
 
 def test_bytes_model_of_the_hot_path():
     spec = LIFSpec(False, 0, 0, True, atan())
-    assert bytes_per_neuron_step(spec, 4, backward=False) == 16
-    assert bytes_per_neuron_step(spec, 4, backward=True) == 16
+    # float32: no trace; the backward recomputes the surrogate from the saved membrane.
+    assert bytes_per_neuron_step(spec, 4, backward=False) == 12                    # x, spk, mem
+    assert bytes_per_neuron_step(spec, 4, backward=True) == 16                     # grad_spk, grad_mem, mem, grad_x
+    assert bytes_per_neuron_step(spec, 4, backward=True, need_param_grads=(True, True, False, False)) == 16
+    # 16-bit keeps the float32 trace (its rounded membrane output cannot reproduce it).
+    assert bytes_per_neuron_step(spec, 2, backward=False) == 10
     assert bytes_per_neuron_step(spec, 2, backward=True, need_param_grads=(True, True, False, False)) == 14
+    immediate = LIFSpec(False, 0, 0, False, atan())
+    assert bytes_per_neuron_step(immediate, 4, backward=False) == 16                # + pre, no trace
+    assert bytes_per_neuron_step(immediate, 4, backward=True) == 20                 # pre, not mem
 
 
 @pytest.mark.parametrize("neuron", ["leaky", "rsynaptic"])
@@ -252,11 +259,12 @@ def test_neurons_plot_names_sizes_and_separates_providers(figures, tmp_path):
 def test_inference_bytes_model_drops_the_trace():
     spec = LIFSpec(False, 0, 0, True, atan())
     assert bytes_per_neuron_step(spec, 4, backward=False, for_backward=False) == 12  # x, spk, mem
-    assert bytes_per_neuron_step(spec, 4, backward=False) == 16                      # + trace
+    assert bytes_per_neuron_step(spec, 2, backward=False, for_backward=False) == 6
+    assert bytes_per_neuron_step(spec, 2, backward=False) == 10                      # + float32 trace
     case = neurons.NeuronCase("Leaky", 3, 2, 5, torch.float32, torch.device("cpu"))
     assert neurons.kernel_bytes(case, "forward") == 12 * 30
-    assert neurons.kernel_bytes(case, "forward-grad-mode") == 16 * 30
-    assert neurons.kernel_bytes(case, "forward+backward") == 32 * 30
+    assert neurons.kernel_bytes(case, "forward-grad-mode") == 12 * 30                # trace recomputed
+    assert neurons.kernel_bytes(case, "forward+backward") == 28 * 30
 
 
 def test_neuron_sweep_covers_the_issue_grid_and_reports_fixed_cost():

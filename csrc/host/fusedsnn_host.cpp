@@ -220,6 +220,8 @@ void backward(const fusedsnn_lif_desc& d) {
   a.steps = d.steps; a.stride = d.neurons; a.features = d.features;
   a.reset = d.reset; a.immediate_reset = d.immediate_reset != 0;
   a.need_prev_mem = d.need_prev_mem != 0;
+  a.surrogate = d.surrogate;
+  a.c0 = static_cast<S>(d.c0); a.c1 = static_cast<S>(d.c1);
   a.gsf = static_cast<S>(d.gsf);
   run_partitioned(d, [&](std::int64_t begin, std::int64_t end) {
     fusedsnn::lif_backward_dispatch<S, S>(d.synaptic != 0, d.recurrence, a, begin, end);
@@ -231,8 +233,9 @@ void backward(const fusedsnn_lif_desc& d) {
 extern "C" {
 
 // ABI version: bump when fusedsnn_lif_desc or its meaning changes, so a stale library is not
-// loaded (4: trace and pre may be null in the forward, for inference).
-int fusedsnn_host_abi_version() { return 4; }
+// loaded (4: trace and pre may be null in the forward, for inference; 5: a null trace in the
+// backward means "recompute the surrogate from pre or mem_hist", which needs the surrogate fields).
+int fusedsnn_host_abi_version() { return 5; }
 
 int fusedsnn_lif_forward(const fusedsnn_lif_desc* d) {
   if (!d || d->dtype < 0 || d->dtype > 1 || d->features < 1 || d->neurons % d->features != 0) return 1;

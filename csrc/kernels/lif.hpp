@@ -264,7 +264,7 @@ struct BackwardArgs {
   std::int64_t grad_syn_step = 0;
   const IO* grad_mem = nullptr;
   std::int64_t grad_mem_step = 0;
-  const S* trace = nullptr;
+  const S* trace = nullptr;     // surrogate derivative [T, stride], or null: recomputed (below)
   const S* mem_hist = nullptr;
   const IO* syn_hist = nullptr;
   const IO* spk_hist = nullptr;
@@ -290,6 +290,11 @@ struct BackwardArgs {
   int reset = kSubtract;
   bool immediate_reset = false;
   bool need_prev_mem = false;
+  // Without a trace the surrogate is evaluated again at h = m_pre - thr, where m_pre is `pre`
+  // (immediate reset) or the membrane history itself (otherwise m = m_pre): the same function
+  // and operations as the forward's surrogate_row, so the values are bit-identical.
+  int surrogate = kAtan;
+  S c0 = 0, c1 = 0;
   S gsf = 1;
 };
 
@@ -320,6 +325,8 @@ FUSEDSNN_TARGET_CLONES void lif_backward_chunk(const BackwardArgs<IO, S>& a, std
   S acc_beta[kChunk], acc_thr[kChunk], acc_alpha[kChunk], acc_v[kChunk];
   S mem_prev[kChunk], syn_prev[kChunk], spk_prev[kChunk];
   S g_mem_row[kChunk], g_spk_row[kChunk], g_syn_row[kChunk];
+  S h_row[kChunk], surrogate_buf[kChunk];
+  const S* __restrict__ m_pre_hist = IMMEDIATE ? a.pre : a.mem_hist;
   for (std::int64_t j = 0; j < n; ++j) {
     carry_mem[j] = carry_syn[j] = carry_spk[j] = S(0);
     acc_beta[j] = acc_thr[j] = acc_alpha[j] = acc_v[j] = S(0);
@@ -336,7 +343,14 @@ FUSEDSNN_TARGET_CLONES void lif_backward_chunk(const BackwardArgs<IO, S>& a, std
     load_row(g_spk_row, a.grad_spk ? a.grad_spk + t * a.grad_spk_step + c0 : nullptr, static_cast<const S*>(nullptr), n);
     if (SYNAPTIC)
       load_row(g_syn_row, a.grad_syn ? a.grad_syn + t * a.grad_syn_step + c0 : nullptr, static_cast<const S*>(nullptr), n);
-    const S* __restrict__ trace = a.trace + row;
+    const S* __restrict__ trace;
+    if (a.trace) {
+      trace = a.trace + row;
+    } else {
+      for (std::int64_t j = 0; j < n; ++j) h_row[j] = m_pre_hist[row + j] - thr[j];
+      surrogate_row<S>(a.surrogate, h_row, surrogate_buf, n, a.c0, a.c1);
+      trace = surrogate_buf;
+    }
     const S* __restrict__ pre = IMMEDIATE ? a.pre + row : nullptr;
     IO* __restrict__ grad_x = a.grad_x + row;
     for (std::int64_t j = 0; j < n; ++j) {

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .spec import RECURRENCE_ONE_TO_ONE, LIFSpec, needs_prev_mem
+from .spec import RECURRENCE_ONE_TO_ONE, LIFSpec, needs_prev_mem, recomputes_surrogate
 
 _TRITON_DTYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
@@ -86,6 +86,11 @@ def compile_lif_kernels(
     target = GPUTarget("cuda", arch, 32)
     options = {"enable_fp_fusion": False, "num_warps": num_warps}
     need_beta, need_thr, need_alpha, need_V = need_param_grads
+    # As the launchers do: a 16-bit input keeps a float32 membrane copy only when the backward
+    # reads the previous membrane, and only a float32 input's backward recomputes the surrogate
+    # (no trace written).
+    store_state = dtype != torch.float32 and needs_prev_mem(spec, need_beta, need_thr)
+    recompute = recomputes_surrogate(dtype)
     fwd_sig = {
         "x_ptr": f"*{io}", "rec_ptr": f"*{io}", "mem0_ptr": "*fp32", "syn0_ptr": "*fp32", "spk0_ptr": "*fp32",
         "beta_ptr": "*fp32", "thr_ptr": "*fp32", "alpha_ptr": "*fp32", "v_ptr": "*fp32",
@@ -98,23 +103,24 @@ def compile_lif_kernels(
         "SYNAPTIC": spec.synaptic, "RECURRENCE": spec.recurrence, "RESET": spec.reset,
         "IMMEDIATE_RESET": spec.immediate_reset, "ZERO_BEFORE_DECAY": spec.zero_before_decay,
         "SURROGATE": spec.surrogate.code, "HAS_MEM0": True, "HAS_SYN0": spec.synaptic,
-        "HAS_SPK0": spec.recurrence == RECURRENCE_ONE_TO_ONE, "STORE_STATE": dtype != torch.float32,
-        "STORE_TRACE": True, "BLOCK": block,
+        "HAS_SPK0": spec.recurrence == RECURRENCE_ONE_TO_ONE, "STORE_STATE": store_state,
+        "STORE_TRACE": not recompute, "STORE_PRE": spec.immediate_reset, "BLOCK": block,
     }
     bwd_sig = {
         "grad_spk_ptr": f"*{io}", "grad_syn_ptr": f"*{io}", "grad_mem_ptr": f"*{io}",
-        "trace_ptr": "*fp32", "mem_hist_ptr": "*fp32" if dtype != torch.float32 else f"*{io}",
+        "trace_ptr": "*fp32", "mem_hist_ptr": "*fp32" if store_state else f"*{io}",
         "syn_hist_ptr": f"*{io}", "spk_hist_ptr": f"*{io}", "pre_ptr": "*fp32",
         "mem0_ptr": "*fp32", "syn0_ptr": "*fp32", "spk0_ptr": "*fp32",
         "beta_ptr": "*fp32", "thr_ptr": "*fp32", "alpha_ptr": "*fp32", "v_ptr": "*fp32",
         "grad_x_ptr": f"*{io}", "grad_mem0_ptr": "*fp32", "grad_syn0_ptr": "*fp32", "grad_spk0_ptr": "*fp32",
         "part_beta_ptr": "*fp32", "part_thr_ptr": "*fp32", "part_alpha_ptr": "*fp32", "part_v_ptr": "*fp32",
         "T": "i32", "M": "i64", "F": "i64", "stride_gspk_t": "i64", "stride_gsyn_t": "i64",
-        "stride_gmem_t": "i64", "gsf": "fp32",
+        "stride_gmem_t": "i64", "gsf": "fp32", "c0": "fp32", "c1": "fp32",
     }
     bwd_const = {
         "SYNAPTIC": spec.synaptic, "RECURRENCE": spec.recurrence, "RESET": spec.reset,
         "IMMEDIATE_RESET": spec.immediate_reset, "ZERO_BEFORE_DECAY": spec.zero_before_decay,
+        "SURROGATE": spec.surrogate.code, "RECOMPUTE_SURROGATE": recompute,
         "HAS_GRAD_SPK": True, "HAS_GRAD_SYN": spec.synaptic, "HAS_GRAD_MEM": True,
         "HAS_MEM0": True, "HAS_SYN0": spec.synaptic, "HAS_SPK0": spec.recurrence == RECURRENCE_ONE_TO_ONE,
         "NEED_PREV_MEM": needs_prev_mem(spec, need_beta, need_thr), "NEED_BETA": need_beta,

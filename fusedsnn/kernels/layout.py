@@ -7,7 +7,7 @@ from typing import Optional
 
 import torch
 
-from .spec import LIFSpec
+from .spec import LIFSpec, recomputes_surrogate
 
 Tensor = torch.Tensor
 
@@ -46,6 +46,9 @@ def forward_outputs(x: Tensor, spec: LIFSpec, state_dtype: torch.dtype, state_co
     pre-reset membrane (only for ``reset_delay=False``) in ``state_dtype``. Absent outputs are
     distinct empty tensors: a custom op's outputs must not alias one another.
 
+    ``trace`` is also empty when the backward recomputes the surrogate derivative from a saved
+    membrane (:func:`~.spec.recomputes_surrogate`: float32/float64 input); the backward
+    recomputes it whenever the trace is empty.
     ``for_backward=False`` (inference: nothing will be differentiated) leaves the last three
     empty, so the kernels write only ``spk, syn, mem``.
     ``alloc(shape, dtype, device)`` allocates each present output (``torch.empty`` by default).
@@ -56,11 +59,12 @@ def forward_outputs(x: Tensor, spec: LIFSpec, state_dtype: torch.dtype, state_co
     def absent(dtype):
         return x.new_empty(0, dtype=dtype)
 
+    write_trace = for_backward and not recomputes_surrogate(x.dtype)
     return (
         new(x.dtype),
         new(x.dtype) if spec.synaptic else absent(x.dtype),
         new(x.dtype),
-        new(state_dtype) if for_backward else absent(state_dtype),
+        new(state_dtype) if write_trace else absent(state_dtype),
         new(state_dtype) if state_copy and for_backward else absent(state_dtype),
         new(state_dtype) if spec.immediate_reset and for_backward else absent(state_dtype),
     )

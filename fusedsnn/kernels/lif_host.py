@@ -33,7 +33,7 @@ from .spec import RECURRENCE_INPUT, RECURRENCE_ONE_TO_ONE, LIFSpec, needs_prev_m
 Tensor = torch.Tensor
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
-_ABI_VERSION = 4
+_ABI_VERSION = 5
 _DTYPES = {torch.float32: 0, torch.float64: 1}
 
 _c_void_p = ctypes.c_void_p
@@ -348,7 +348,9 @@ def lif_forward_host(x, mem0, syn0, spk0, rec, beta, thr, alpha, V, spec: LIFSpe
     d.beta, d.thr, d.alpha, d.v = _ptr(beta_f), _ptr(thr_f), _ptr(alpha_f), _ptr(v_f)
     d.spk, d.mem = spk.data_ptr(), mem.data_ptr()
     d.syn = syn.data_ptr() if synaptic else None
-    d.trace = trace.data_ptr() if for_backward else None
+    # The membrane output is state precision, so the backward recomputes the surrogate
+    # (layout.forward_outputs leaves the trace empty): nothing to write here.
+    d.trace = trace.data_ptr() if trace.numel() else None
     d.pre = pre.data_ptr() if spec.immediate_reset and for_backward else None
     if lib.fusedsnn_lif_forward(ctypes.byref(d)) != 0:
         raise RuntimeError("fusedsnn host forward rejected its arguments")
@@ -357,12 +359,13 @@ def lif_forward_host(x, mem0, syn0, spk0, rec, beta, thr, alpha, V, spec: LIFSpe
 
 def lif_backward_host(grad_spk, grad_syn, grad_mem, trace, mem_hist, syn_hist, spk_hist, pre,
                       mem0, syn0, spk0, beta, thr, alpha, V, spec: LIFSpec, x_dtype, need_param_grads):
-    """Same contract as :func:`lif_reference.lif_backward_reference` (``trace: [T, B, F]``)."""
+    """Same contract as :func:`lif_reference.lif_backward_reference` (``mem_hist: [T, B, F]``;
+    ``trace`` empty: recomputed from ``pre`` or ``mem_hist``)."""
     lib = _library if _library is not None else load_library()
-    T, B, F = trace.shape
+    T, B, F = mem_hist.shape
     M = B * F
-    dt = trace.dtype
-    dev = trace.device
+    dt = mem_hist.dtype
+    dev = mem_hist.device
     need_beta, need_thr, need_alpha, need_V = need_param_grads
     synaptic = spec.synaptic
     one_to_one = spec.recurrence == RECURRENCE_ONE_TO_ONE
@@ -410,5 +413,5 @@ def lif_backward_host(grad_spk, grad_syn, grad_mem, trace, mem_hist, syn_hist, s
         if gx is not grad_x:
             grad_x.copy_(gx)
     # Partials are [B, F]; the sum over the batch is the per-feature gradient (B == 1: a view).
-    reduced = [trace.new_empty(0) if p is None else (p[0] if B == 1 else p.sum(0)) for p in parts]
+    reduced = [mem_hist.new_empty(0) if p is None else (p[0] if B == 1 else p.sum(0)) for p in parts]
     return (grad_x, grad_mem0, grad_syn0, grad_spk0, *reduced)

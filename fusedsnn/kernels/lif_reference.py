@@ -55,7 +55,8 @@ def lif_forward_reference(
     """Run the time loop. Returns ``(spk, syn, mem, trace, mem_state, pre)``.
 
     ``spk, syn, mem: [T, B, F]`` in ``x.dtype`` (``syn`` empty unless synaptic);
-    ``trace: [T, B, F]`` surrogate derivative in the state dtype; ``mem_state`` the membrane in the
+    ``trace: [T, B, F]`` surrogate derivative in the state dtype, empty where the backward
+    recomputes it (:func:`~.spec.recomputes_surrogate`); ``mem_state`` the membrane in the
     state dtype when ``store_state`` and ``x`` is narrower (else empty); ``pre`` the pre-reset
     membrane when ``reset_delay=False`` (else empty). ``for_backward=False``: the last three
     are empty (inference writes only the outputs).
@@ -95,7 +96,7 @@ def lif_forward_reference(
             m_pre = base
         h = m_pre - thr
         spk_t = (h > 0).to(sdt) * gsf
-        if for_backward:
+        if trace.numel():  # else the backward recomputes it from mem or pre
             trace[t] = surrogate.derivative(h)
         if spec.immediate_reset:
             if for_backward:
@@ -143,16 +144,19 @@ def lif_backward_reference(
     the membrane in the state dtype (the output itself for float32), synaptic current and
     spikes as output.
     """
-    sdt = trace.dtype
-    T = trace.shape[0]
-    shape = trace.shape[1:]
+    sdt = state_dtype(x_dtype)
+    T = mem_hist.shape[0]
+    shape = mem_hist.shape[1:]
     need_beta, need_thr, need_alpha, need_V = need_param_grads
-    zeros = torch.zeros(shape, dtype=sdt, device=trace.device)
-    mem_init = _initial(mem0, trace, sdt)
-    syn_init = _initial(syn0, trace, sdt) if spec.synaptic else zeros
-    spk_init = _initial(spk0, trace, sdt) if spec.recurrence == RECURRENCE_ONE_TO_ONE else zeros
+    zeros = torch.zeros(shape, dtype=sdt, device=mem_hist.device)
+    mem_init = _initial(mem0, mem_hist, sdt)
+    syn_init = _initial(syn0, mem_hist, sdt) if spec.synaptic else zeros
+    spk_init = _initial(spk0, mem_hist, sdt) if spec.recurrence == RECURRENCE_ONE_TO_ONE else zeros
     gsf = spec.graded_spikes_factor
-    grad_x = torch.empty(trace.shape, dtype=x_dtype, device=trace.device)
+    # No trace: the surrogate is evaluated again at the same h = m_pre - thr, with the same ops,
+    # from the saved pre-reset membrane, or the membrane itself (it is m_pre without immediate reset).
+    recompute = trace.numel() == 0
+    grad_x = torch.empty(mem_hist.shape, dtype=x_dtype, device=mem_hist.device)
     carry_mem, carry_syn, carry_spk = zeros, zeros, zeros
     acc_beta, acc_thr, acc_alpha, acc_V = zeros, zeros, zeros, zeros
 
@@ -184,7 +188,11 @@ def lif_backward_reference(
             g_spk = g_spk + g_do_reset / gsf
         else:
             g_pre = g_mem
-        g_h = times(g_spk * gsf, trace[t])
+        if recompute:
+            surrogate_t = spec.surrogate.derivative((pre[t] if spec.immediate_reset else mem_hist[t]) - thr)
+        else:
+            surrogate_t = trace[t]
+        g_h = times(g_spk * gsf, surrogate_t)
         g_pre = g_pre + g_h
         acc_thr = acc_thr - g_h
         if spec.reset == RESET_SUBTRACT:
@@ -214,7 +222,7 @@ def lif_backward_reference(
 
     def reduce(acc: Tensor, needed: bool) -> Tensor:
         if not needed:
-            return trace.new_empty(0)
+            return mem_hist.new_empty(0, dtype=sdt)
         return acc.reshape(-1, acc.shape[-1]).sum(0)
 
     # Each output is its own tensor: a custom op's returns must not alias one another.

@@ -49,7 +49,8 @@ if HAS_TRITON:
         SYNAPTIC: tl.constexpr, RECURRENCE: tl.constexpr, RESET: tl.constexpr,
         IMMEDIATE_RESET: tl.constexpr, ZERO_BEFORE_DECAY: tl.constexpr, SURROGATE: tl.constexpr,
         HAS_MEM0: tl.constexpr, HAS_SYN0: tl.constexpr, HAS_SPK0: tl.constexpr,
-        STORE_STATE: tl.constexpr, STORE_TRACE: tl.constexpr, BLOCK: tl.constexpr,
+        STORE_STATE: tl.constexpr, STORE_TRACE: tl.constexpr, STORE_PRE: tl.constexpr,
+        BLOCK: tl.constexpr,
     ):
         # int64 offsets: T * B * F may exceed 2**31 elements.
         offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -128,10 +129,12 @@ if HAS_TRITON:
                 d = c1 * tl.exp(-c0 * tl.abs(h - 1.0))
             else:  # disabled
                 d = tl.full([BLOCK], 0.0, tl.float32)
-            if STORE_TRACE:  # False in inference: only the outputs are written
+            # False in inference, and wherever the backward recomputes d from the saved
+            # membrane or pre (layout.forward_outputs); the compiler then drops d entirely.
+            if STORE_TRACE:
                 tl.store(trace_ptr + out_off, d, mask=mask)
             if IMMEDIATE_RESET:
-                if STORE_TRACE:
+                if STORE_PRE:  # False in inference
                     tl.store(pre_ptr + out_off, m_pre, mask=mask)
                 do_reset = tl.math.div_rn(spk_t, gsf) - r
                 if RESET == 0:
@@ -163,9 +166,10 @@ if HAS_TRITON:
         grad_x_ptr, grad_mem0_ptr, grad_syn0_ptr, grad_spk0_ptr,
         part_beta_ptr, part_thr_ptr, part_alpha_ptr, part_v_ptr,
         T, M, F, stride_gspk_t, stride_gsyn_t, stride_gmem_t,
-        gsf,
+        gsf, c0, c1,
         SYNAPTIC: tl.constexpr, RECURRENCE: tl.constexpr, RESET: tl.constexpr,
         IMMEDIATE_RESET: tl.constexpr, ZERO_BEFORE_DECAY: tl.constexpr,
+        SURROGATE: tl.constexpr, RECOMPUTE_SURROGATE: tl.constexpr,
         HAS_GRAD_SPK: tl.constexpr, HAS_GRAD_SYN: tl.constexpr, HAS_GRAD_MEM: tl.constexpr,
         HAS_MEM0: tl.constexpr, HAS_SYN0: tl.constexpr, HAS_SPK0: tl.constexpr,
         NEED_PREV_MEM: tl.constexpr, NEED_BETA: tl.constexpr, NEED_THR: tl.constexpr,
@@ -175,6 +179,8 @@ if HAS_TRITON:
         mask = offs < M
         feat = offs % F
         gsf = tl.cast(gsf, tl.float32)
+        c0 = tl.cast(c0, tl.float32)
+        c1 = tl.cast(c1, tl.float32)
         beta = tl.load(beta_ptr + feat, mask=mask, other=0.0)
         thr = tl.load(thr_ptr + feat, mask=mask, other=0.0)
         if SYNAPTIC:
@@ -200,6 +206,33 @@ if HAS_TRITON:
             has_prev = tl.full([BLOCK], i, tl.int32) < T - 1
             prev_mask = mask & has_prev
             prev_off = out_off - M
+            if RECOMPUTE_SURROGATE:
+                # No trace was written: evaluate the surrogate again at the forward's
+                # h = m_pre - thr, where m_pre is the saved pre-reset membrane (immediate reset)
+                # or the saved float32 membrane (otherwise m = m_pre). Same expressions and
+                # operations as the forward kernel's, so d is bit-identical to the trace.
+                # (First in the step: only d stays live across the loads below.)
+                h = tl.load((pre_ptr if IMMEDIATE_RESET else mem_hist_ptr) + out_off,
+                            mask=mask, other=0.0).to(tl.float32) - thr
+                if SURROGATE == 0:
+                    scaled = c0 * h
+                    d = tl.math.div_rn(c1, 1.0 + scaled * scaled)
+                elif SURROGATE == 1:
+                    denom = c0 * tl.abs(h) + 1.0
+                    d = tl.math.div_rn(1.0, denom * denom)
+                elif SURROGATE == 2:
+                    e = tl.exp(-c0 * tl.abs(h))
+                    d = tl.math.div_rn(c0 * e, (e + 1.0) * (e + 1.0))
+                elif SURROGATE == 3:
+                    d = tl.full([BLOCK], 1.0, tl.float32)
+                elif SURROGATE == 4:
+                    d = tl.where(h >= 0, -c0, c0)
+                elif SURROGATE == 5:
+                    d = c1 * tl.exp(-c0 * tl.abs(h - 1.0))
+                else:
+                    d = tl.full([BLOCK], 0.0, tl.float32)
+            else:
+                d = tl.load(trace_ptr + out_off, mask=mask, other=0.0)
             g_mem = carry_mem
             if HAS_GRAD_MEM:
                 g_mem += tl.load(grad_mem_ptr + gmem_off, mask=mask, other=0.0).to(tl.float32)
@@ -229,7 +262,7 @@ if HAS_TRITON:
             # no gradient reaches must not turn a non-finite forward value (NaN input, overflowed
             # membrane, exploding surrogate) into 0 * inf = NaN that poisons earlier steps.
             g_h = g_spk * gsf
-            g_h = tl.where(g_h == 0, 0.0, g_h * tl.load(trace_ptr + out_off, mask=mask, other=0.0))
+            g_h = tl.where(g_h == 0, 0.0, g_h * d)
             g_pre = g_pre + g_h
             acc_thr = acc_thr - g_h
             if RESET == 0:
@@ -452,7 +485,7 @@ def lif_forward_triton(
         for_backward=for_backward)
     if T == 0 or M == 0:
         return spk, syn, mem, trace, state, pre
-    dummy = trace if for_backward else spk  # any tensor on the device; never read or written
+    dummy = spk  # any tensor on the device; never read or written
     mem0_f, has_mem0 = _flat_or_dummy(mem0, dummy)
     syn0_f, has_syn0 = _flat_or_dummy(syn0 if spec.synaptic else None, dummy)
     spk0_f, has_spk0 = _flat_or_dummy(spk0 if spec.recurrence == RECURRENCE_ONE_TO_ONE else None, dummy)
@@ -461,7 +494,7 @@ def lif_forward_triton(
         x2, rec2 if rec2 is not None else dummy, mem0_f, syn0_f, spk0_f,
         beta.contiguous(), thr.contiguous(), alpha.contiguous() if spec.synaptic else dummy,
         V.contiguous() if spec.recurrence == RECURRENCE_ONE_TO_ONE else dummy,
-        spk, syn if spec.synaptic else dummy, mem, trace if for_backward else dummy, state if store else dummy,
+        spk, syn if spec.synaptic else dummy, mem, trace if trace.numel() else dummy, state if store else dummy,
         pre if spec.immediate_reset and for_backward else dummy,
         T, M, F, stride_x_t, stride_rec_t,
         float(spec.graded_spikes_factor), float(c0), float(c1),
@@ -470,7 +503,7 @@ def lif_forward_triton(
         IMMEDIATE_RESET=spec.immediate_reset, ZERO_BEFORE_DECAY=spec.zero_before_decay,
         SURROGATE=spec.surrogate.code,
         HAS_MEM0=has_mem0, HAS_SYN0=has_syn0, HAS_SPK0=has_spk0, STORE_STATE=store,
-        STORE_TRACE=for_backward,
+        STORE_TRACE=trace.numel() > 0, STORE_PRE=spec.immediate_reset and for_backward,
     ))
     return spk, syn, mem, trace, state, pre
 
@@ -497,9 +530,10 @@ def lif_backward_triton(
     block_size: Optional[int] = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Same contract as :func:`lif_reference.lif_backward_reference`."""
-    T, B, F = trace.shape
+    T, B, F = mem_hist.shape
     M = B * F
-    dev = trace.device
+    dev = mem_hist.device
+    recompute = trace.numel() == 0  # no trace: the kernel recomputes the surrogate
     need_beta, need_thr, need_alpha, need_V = need_param_grads
     need_alpha = need_alpha and spec.synaptic
     need_V = need_V and spec.recurrence == RECURRENCE_ONE_TO_ONE
@@ -517,14 +551,15 @@ def lif_backward_triton(
     grad_spk0 = state_grad(spec.recurrence == RECURRENCE_ONE_TO_ONE)
 
     def partial(needed: bool) -> Tensor:
-        return state_grad(True) if needed else trace.new_empty(0)
+        return state_grad(True) if needed else mem_hist.new_empty(0, dtype=torch.float32)
 
     parts = [partial(n) for n in (need_beta, need_thr, need_alpha, need_V)]
+    c0, c1 = surrogate_constants(spec)
     if launch:
         gspk2, s_gspk = time_major_2d(grad_spk, T)
         gsyn2, s_gsyn = time_major_2d(grad_syn if spec.synaptic else None, T)
         gmem2, s_gmem = time_major_2d(grad_mem, T)
-        dummy = trace
+        dummy = grad_x  # any tensor on the device; never read or written
         mem0_f, has_mem0 = _flat_or_dummy(mem0, dummy)
         syn0_f, has_syn0 = _flat_or_dummy(syn0 if spec.synaptic else None, dummy)
         spk0_f, has_spk0 = _flat_or_dummy(spk0 if spec.recurrence == RECURRENCE_ONE_TO_ONE else None, dummy)
@@ -532,7 +567,7 @@ def lif_backward_triton(
             gspk2 if gspk2 is not None else dummy,
             gsyn2 if gsyn2 is not None else dummy,
             gmem2 if gmem2 is not None else dummy,
-            trace, mem_hist, syn_hist if spec.synaptic else dummy,
+            trace if not recompute else dummy, mem_hist, syn_hist if spec.synaptic else dummy,
             spk_hist if spec.recurrence == RECURRENCE_ONE_TO_ONE else dummy,
             pre if spec.immediate_reset else dummy,
             mem0_f, syn0_f, spk0_f,
@@ -541,10 +576,11 @@ def lif_backward_triton(
             grad_x, grad_mem0, grad_syn0, grad_spk0,
             *[p if p.numel() else dummy for p in parts],
             T, M, F, s_gspk, s_gsyn, s_gmem,
-            float(spec.graded_spikes_factor),
+            float(spec.graded_spikes_factor), float(c0), float(c1),
         ), dict(
             SYNAPTIC=spec.synaptic, RECURRENCE=spec.recurrence, RESET=spec.reset,
             IMMEDIATE_RESET=spec.immediate_reset, ZERO_BEFORE_DECAY=spec.zero_before_decay,
+            SURROGATE=spec.surrogate.code, RECOMPUTE_SURROGATE=recompute,
             HAS_GRAD_SPK=gspk2 is not None, HAS_GRAD_SYN=gsyn2 is not None,
             HAS_GRAD_MEM=gmem2 is not None,
             HAS_MEM0=has_mem0, HAS_SYN0=has_syn0, HAS_SPK0=has_spk0,

@@ -77,6 +77,21 @@ def needs_prev_mem(spec: LIFSpec, beta_grad: bool, thr_grad: bool) -> bool:
     return spec.reset == RESET_SUBTRACT and thr_grad
 
 
+def recomputes_surrogate(io_dtype: torch.dtype) -> bool:
+    """Whether the backward recomputes the surrogate derivative from a saved membrane instead
+    of reading a float32 trace the forward wrote.
+
+    The surrogate is evaluated at ``h = m_pre - thr``. With immediate reset the pre-reset
+    membrane ``m_pre`` is saved anyway (``pre``); otherwise ``m_pre`` is the returned membrane
+    itself. Either is exact when the input is float32/float64 (outputs in state precision).
+    A float16/bfloat16 input keeps writing the trace: its membrane output is rounded, the
+    float32 copy exists only when the backward needs the previous membrane, and recomputing
+    from it costs the heaviest Triton backward a sixth of its occupancy (registers) for
+    4 B of 10-12 per neuron-step.
+    """
+    return io_dtype in (torch.float32, torch.float64)
+
+
 def bytes_per_neuron_step(
     spec: LIFSpec,
     io_bytes: int,
@@ -90,7 +105,9 @@ def bytes_per_neuron_step(
     """DRAM bytes one fused kernel moves per neuron per time step (the model in docs/design.md).
 
     ``io_bytes`` is the element size of inputs/outputs (4 for float32, 2 for float16/bfloat16);
-    the saved trace, float32 state copy and pre-reset membrane are always float32. Per-neuron
+    the saved trace, float32 state copy and pre-reset membrane are always float32. The trace
+    is written (and read back) only where :func:`recomputes_surrogate` says the backward cannot
+    recompute it from a saved membrane. Per-neuron
     constants (parameters, initial and final states) are O(1/T) and left out.
     ``for_backward=False`` is the inference forward (no_grad): it writes only its outputs.
     """
@@ -105,20 +122,26 @@ def bytes_per_neuron_step(
             total += io_bytes                 # precomputed all-to-all recurrent input
         if not for_backward:
             return total                      # inference: nothing saved
-        total += 4                            # saved surrogate-derivative trace (float32)
-        if prev_mem and io_bytes != 4:
+        if prev_mem and io_bytes < 4:
             total += 4                        # float32 membrane copy for the backward
+        if io_bytes < 4:                      # 16-bit: see recomputes_surrogate
+            total += 4                        # saved surrogate-derivative trace (float32)
         if spec.immediate_reset:
             total += 4                        # pre-reset membrane
         return total
-    total = 4 + io_bytes                      # trace in, grad_x out
+    total = io_bytes                          # grad_x out
+    recompute = io_bytes >= 4                 # float32/float64: see recomputes_surrogate
+    if not recompute:
+        total += 4                            # trace in
     total += io_bytes * (int(has_grad_spk) + int(has_grad_mem))
     if spec.synaptic:
         total += io_bytes                     # grad_syn in
         if need_alpha:
             total += io_bytes                 # syn of the previous step
-    if prev_mem:
-        total += 4 if io_bytes != 4 else io_bytes
+    if prev_mem or (recompute and not spec.immediate_reset):
+        # The previous step's membrane (and/or this step's, for the surrogate): one stream,
+        # each row is read twice in consecutive steps and stays in cache in between.
+        total += 4 if io_bytes < 4 else io_bytes
     if spec.recurrence == RECURRENCE_ONE_TO_ONE and need_V:
         total += io_bytes                     # spikes of the previous step
     if spec.immediate_reset:
