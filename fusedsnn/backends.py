@@ -9,6 +9,7 @@ the Poplar op) slots in by registering here, with no change to the layers.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -55,7 +56,8 @@ def _reference_reason(x: torch.Tensor) -> str | None:
 register_backend(
     Backend(
         "reference",
-        lif_reference.lif_forward_reference,
+        # The op's contract: no trace where the backward recomputes the surrogate.
+        functools.partial(lif_reference.lif_forward_reference, keep_trace=False),
         lif_reference.lif_backward_reference,
         _reference_reason,
     )

@@ -40,7 +40,7 @@ def time_major_2d(t: Optional[Tensor], T: int) -> tuple[Optional[Tensor], int]:
 
 
 def forward_outputs(x: Tensor, spec: LIFSpec, state_dtype: torch.dtype, state_copy: bool, alloc=None,
-                    for_backward: bool = True):
+                    for_backward: bool = True, keep_trace: bool = False):
     """The forward's six outputs for ``x: [T, B, F]``: ``spk, syn, mem`` in ``x.dtype`` (``syn``
     empty unless synaptic), then ``trace``, the membrane copy (only when ``state_copy``) and the
     pre-reset membrane (only for ``reset_delay=False``) in ``state_dtype``. Absent outputs are
@@ -48,7 +48,8 @@ def forward_outputs(x: Tensor, spec: LIFSpec, state_dtype: torch.dtype, state_co
 
     ``trace`` is also empty when the backward recomputes the surrogate derivative from a saved
     membrane (:func:`~.spec.recomputes_surrogate`: float32/float64 input); the backward
-    recomputes it whenever the trace is empty.
+    recomputes it whenever the trace is empty. ``keep_trace=True`` writes it anyway (callers
+    outside the op's contract that consume the trace themselves).
     ``for_backward=False`` (inference: nothing will be differentiated) leaves the last three
     empty, so the kernels write only ``spk, syn, mem``.
     ``alloc(shape, dtype, device)`` allocates each present output (``torch.empty`` by default).
@@ -59,7 +60,7 @@ def forward_outputs(x: Tensor, spec: LIFSpec, state_dtype: torch.dtype, state_co
     def absent(dtype):
         return x.new_empty(0, dtype=dtype)
 
-    write_trace = for_backward and not recomputes_surrogate(x.dtype)
+    write_trace = for_backward and (keep_trace or not recomputes_surrogate(x.dtype))
     return (
         new(x.dtype),
         new(x.dtype) if spec.synaptic else absent(x.dtype),

@@ -51,8 +51,14 @@ def lif_forward_reference(
     spec: LIFSpec,
     store_state: bool,
     for_backward: bool = True,
+    keep_trace: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Run the time loop. Returns ``(spk, syn, mem, trace, mem_state, pre)``.
+
+    ``keep_trace=False`` is the op's contract (the ``reference`` backend registers it so):
+    no trace where the backward recomputes it (:func:`~.spec.recomputes_surrogate`). The
+    default keeps writing it for callers that consume it directly (the all-to-all reference
+    loop, the codelet and PopART tests).
 
     ``spk, syn, mem: [T, B, F]`` in ``x.dtype`` (``syn`` empty unless synaptic);
     ``trace: [T, B, F]`` surrogate derivative in the state dtype, empty where the backward
@@ -67,7 +73,7 @@ def lif_forward_reference(
     syn = _initial(syn0, x, sdt) if spec.synaptic else None
     spk = _initial(spk0, x, sdt) if spec.recurrence == RECURRENCE_ONE_TO_ONE else None
     spk_out, syn_out, mem_out, trace, mem_state, pre = forward_outputs(
-        x, spec, sdt, store_state and x.dtype != sdt, for_backward=for_backward)
+        x, spec, sdt, store_state and x.dtype != sdt, for_backward=for_backward, keep_trace=keep_trace)
     gsf = spec.graded_spikes_factor
     surrogate = spec.surrogate
     for t in range(T):
@@ -115,6 +121,21 @@ def lif_forward_reference(
         mem = m
         spk = spk_t
     return spk_out, syn_out, mem_out, trace, mem_state, pre
+
+
+def surrogate_trace(spec: LIFSpec, outputs: tuple[Tensor, ...], thr: Tensor) -> Tensor:
+    """The surrogate-derivative trace ``[T, B, F]`` that a forward's six ``outputs`` determine:
+    the saved ``trace`` when the forward wrote one (16-bit input), else ``dS/dh`` evaluated at
+    ``h = m_pre - thr`` from the saved pre-reset membrane (immediate reset) or the membrane
+    output itself, exactly as the backward recomputes it. For callers that need the trace as a
+    tensor (the PopART op and its codelets still write one)."""
+    trace = outputs[3]
+    if trace.numel():
+        return trace
+    m_pre = outputs[5] if spec.immediate_reset else outputs[2]
+    if m_pre.shape[0] == 0:
+        return m_pre.new_empty(m_pre.shape)
+    return torch.stack([spec.surrogate.derivative(m_pre[t] - thr) for t in range(m_pre.shape[0])])
 
 
 def lif_backward_reference(

@@ -22,7 +22,7 @@ import torch
 import fusedsnn.functional as Fn
 from fusedsnn import surrogate as S
 from fusedsnn.kernels.layout import surrogate_constants
-from fusedsnn.kernels.lif_reference import lif_backward_reference, lif_forward_reference
+from fusedsnn.kernels.lif_reference import lif_backward_reference, lif_forward_reference, surrogate_trace
 from fusedsnn.kernels.spec import RESET_CODES, needs_prev_mem
 
 from ..conftest import NEURONS, RESETS, random_input
@@ -134,7 +134,7 @@ def test_codelets_match_reference(driver, kind, reset, reset_delay, io):
                   need_prev_mem=0, num_workers=WORKERS, c0=c0, c1=c1, gsf=spec.graded_spikes_factor)
     spk, syn, mem, trace, state, pre = _run(driver, True, io == "half", spec, fwd_tensors, sc, check_ownership=True)
     assert torch.equal(spk, ref[0].reshape(-1)) and torch.equal(mem, ref[2].reshape(-1))
-    assert torch.equal(trace, ref[3].reshape(-1))
+    assert torch.equal(trace, surrogate_trace(spec, ref, thr).reshape(-1))
     if spec.synaptic:
         assert torch.equal(syn, ref[1].reshape(-1))
     if spec.immediate_reset:
@@ -152,7 +152,8 @@ def test_codelets_match_reference(driver, kind, reset, reset_delay, io):
 
     def bwd_tensors():
         inputs = [g_spk.reshape(-1), g_syn.reshape(-1) if spec.synaptic else None, g_mem.reshape(-1),
-                  ref[3].reshape(-1), mem_hist.reshape(-1).float(), ref[1].reshape(-1), ref[0].reshape(-1),
+                  surrogate_trace(spec, ref, thr).reshape(-1), mem_hist.reshape(-1).float(), ref[1].reshape(-1),
+                  ref[0].reshape(-1),
                   ref[5].reshape(-1), mem0.reshape(-1), syn0.reshape(-1), spk0.reshape(-1), beta, thr, alpha, V]
         outputs = [nan(dtype), nan(torch.float32, n), nan(torch.float32, n) if spec.synaptic else None,
                    nan(torch.float32, n) if spec.recurrence == 1 else None, nan(torch.float32, n), nan(torch.float32, n),
@@ -194,7 +195,7 @@ def test_codelet_surrogates(driver, name):
     sc = _Scalars(steps=T, reset=0, immediate_reset=0, surrogate=spec.surrogate.code, need_prev_mem=0,
                   num_workers=WORKERS, c0=c0, c1=c1, gsf=1.5)
     spk, _, mem, trace, _, _ = _run(driver, True, False, spec, tensors, sc, check_ownership=False)
-    assert torch.equal(spk, ref[0].reshape(-1)) and torch.equal(trace, ref[3].reshape(-1))
+    assert torch.equal(spk, ref[0].reshape(-1)) and torch.equal(trace, surrogate_trace(spec, ref, thr).reshape(-1))
 
 
 @pytest.mark.parametrize("reset_delay", [True, False], ids=["delay", "immediate"])
@@ -215,7 +216,8 @@ def test_codelet_backward_keeps_nan_out_of_unreached_steps(driver, kind, reset_d
     syn0 = torch.randn(1, n) if spec.synaptic else e
     spk0 = (torch.rand(1, n) > 0.5).float() if spec.recurrence == 1 else e
     ref = lif_forward_reference(x, mem0, syn0, spk0, None, beta, thr, alpha, V, spec, store_state=False)
-    assert torch.isnan(ref[3]).any() and torch.isnan(ref[2]).any()  # NaN reaches trace and membrane
+    # NaN reaches trace and membrane
+    assert torch.isnan(surrogate_trace(spec, ref, thr)).any() and torch.isnan(ref[2]).any()
     g_mem = torch.zeros(T, 1, n)
     g_mem[0] = torch.randn(1, n)
     expected = lif_backward_reference(None, None, g_mem, ref[3], ref[2], ref[1], ref[0], ref[5], mem0, syn0,
@@ -226,7 +228,8 @@ def test_codelet_backward_keeps_nan_out_of_unreached_steps(driver, kind, reset_d
         return torch.full((numel,), float("nan"))
 
     def tensors():
-        inputs = [None, None, g_mem.reshape(-1), ref[3].reshape(-1), ref[2].reshape(-1), ref[1].reshape(-1),
+        inputs = [None, None, g_mem.reshape(-1), surrogate_trace(spec, ref, thr).reshape(-1), ref[2].reshape(-1),
+                  ref[1].reshape(-1),
                   ref[0].reshape(-1), ref[5].reshape(-1), mem0.reshape(-1), syn0.reshape(-1), spk0.reshape(-1),
                   beta, thr, alpha, V]
         outputs = [full(T * n), full(n), full(n) if spec.synaptic else None,
