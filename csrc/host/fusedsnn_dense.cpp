@@ -120,6 +120,38 @@ constexpr std::int64_t kMinNeuronsPerWorker = 32;
 // Below this many multiply-adds per step the axpy loop beats a BLAS call.
 constexpr std::int64_t kGemmWork = std::int64_t(1) << 14;
 
+// The neuron update per ISA. At the baseline (SSE2) GCC leaves its loop scalar (the comparisons
+// turned into 0/1 factors do not if-convert there), with AVX2 or AVX-512 it vectorises; without
+// contraction and with IEEE division every version gives the same bits. flatten: the loop and
+// the surrogate row are inlined into each clone, so they are compiled for its ISA.
+template <typename S, bool SYNAPTIC, int RESET, bool IMMEDIATE>
+__attribute__((target("avx512f"), flatten)) void neuron_step_avx512(const ForwardArgs<S>& a, std::int64_t t,
+                                                                    std::int64_t i0, std::int64_t i1) {
+  fusedsnn::dense::neuron_step<S, SYNAPTIC, RESET, IMMEDIATE>(a, t, i0, i1);
+}
+
+template <typename S, bool SYNAPTIC, int RESET, bool IMMEDIATE>
+__attribute__((target("avx2"), flatten)) void neuron_step_avx2(const ForwardArgs<S>& a, std::int64_t t,
+                                                              std::int64_t i0, std::int64_t i1) {
+  fusedsnn::dense::neuron_step<S, SYNAPTIC, RESET, IMMEDIATE>(a, t, i0, i1);
+}
+
+enum class Isa { kBaseline, kAvx2, kAvx512 };
+
+Isa host_isa() {
+  static const Isa isa = __builtin_cpu_supports("avx512f") ? Isa::kAvx512
+                         : __builtin_cpu_supports("avx2") ? Isa::kAvx2
+                                                          : Isa::kBaseline;
+  return isa;
+}
+
+template <typename S, bool SYNAPTIC, int RESET, bool IMMEDIATE>
+void neuron_step(Isa isa, const ForwardArgs<S>& a, std::int64_t t, std::int64_t i0, std::int64_t i1) {
+  if (isa == Isa::kAvx512) neuron_step_avx512<S, SYNAPTIC, RESET, IMMEDIATE>(a, t, i0, i1);
+  else if (isa == Isa::kAvx2) neuron_step_avx2<S, SYNAPTIC, RESET, IMMEDIATE>(a, t, i0, i1);
+  else fusedsnn::dense::neuron_step<S, SYNAPTIC, RESET, IMMEDIATE>(a, t, i0, i1);
+}
+
 template <typename S, bool SYNAPTIC, int RESET, bool IMMEDIATE>
 void forward_loop(const ForwardArgs<S>& a, int threads) {
   auto add = [](S* y, S s, const S* x, std::int64_t n) { axpy(y, s, x, n); };
@@ -129,6 +161,7 @@ void forward_loop(const ForwardArgs<S>& a, int threads) {
   std::int64_t workers = work < kThreadedWork ? 1 : std::min<std::int64_t>(threads, a.n / kMinNeuronsPerWorker);
   workers = std::max<std::int64_t>(1, workers);
   Barrier barrier(static_cast<int>(workers));
+  const Isa isa = host_isa();
   auto tile = [&](std::int64_t w) {
     std::int64_t i0, i1;
     fusedsnn::worker_range(a.n, static_cast<unsigned>(w), static_cast<unsigned>(workers), &i0, &i1);
@@ -139,7 +172,7 @@ void forward_loop(const ForwardArgs<S>& a, int threads) {
       const S* prev = t > 0 ? a.spk + (t - 1) * a.batch * a.n : a.spk0;
       if (prev) fusedsnn::dense::spiking_inputs(prev, a.batch, a.n, list.data(), count.data());
       fusedsnn::dense::recurrent_input<S>(a, t, i0, i1, list.data(), count.data(), add, add4);
-      fusedsnn::dense::neuron_step<S, SYNAPTIC, RESET, IMMEDIATE>(a, t, i0, i1);
+      neuron_step<S, SYNAPTIC, RESET, IMMEDIATE>(isa, a, t, i0, i1);
       if (workers > 1) barrier.wait();  // step t's spikes of every tile are written before any tile reads them
     }
   };
@@ -233,6 +266,8 @@ void forward(const fusedsnn_dense_desc& d) {
   a.steps = d.steps; a.batch = d.batch; a.n = d.n;
   a.reset = d.reset; a.immediate = d.immediate != 0; a.surrogate = d.surrogate;
   a.c0 = static_cast<S>(d.c0); a.c1 = static_cast<S>(d.c1); a.gsf = static_cast<S>(d.gsf);
+  const std::vector<S> zeros(static_cast<std::size_t>(d.n), S(0));
+  a.zeros = zeros.data();
   with_variant(d.synaptic != 0, d.reset, a.immediate, [&](auto syn, auto reset, auto immediate) {
     forward_loop<S, decltype(syn)::value, decltype(reset)::value, decltype(immediate)::value>(a, d.threads);
   });

@@ -68,6 +68,7 @@ struct ForwardArgs {
   S* pre = nullptr;          // pre-reset membrane, immediate reset only
   S* rec = nullptr;          // scratch [B * N]: this step's recurrent input
   S* h = nullptr;            // scratch [B * N]: m_pre - thr, for the surrogate row
+  const S* zeros = nullptr;  // [N] of zeros: the previous state where none is given
   std::int64_t steps = 0, batch = 0, n = 0;
   int reset = kSubtract;
   bool immediate = false;
@@ -121,6 +122,46 @@ void recurrent_input(const ForwardArgs<S>& a, std::int64_t t, std::int64_t i0, s
   }
 }
 
+// One row of the neuron update: every array a __restrict__ parameter, so the loop vectorises (with
+// the same loop inline in neuron_step, GCC 12 gave up on it: "no vectype").
+template <typename S, bool SYNAPTIC, int RESET, bool IMMEDIATE>
+inline void neuron_row(const S* __restrict__ mem_prev, const S* __restrict__ syn_prev, const S* __restrict__ xt,
+                       const S* __restrict__ rt, const S* __restrict__ beta, const S* __restrict__ thr,
+                       const S* __restrict__ alpha, S gsf, S* __restrict__ h, S* __restrict__ spk_out,
+                       S* __restrict__ mem_out, S* __restrict__ syn_out, S* __restrict__ pre_out,
+                       std::int64_t width) {
+  for (std::int64_t k = 0; k < width; ++k) {
+    const S th = thr[k];
+    const S mp = mem_prev[k];
+    const S r = static_cast<S>(mp - th > S(0));
+    S base, s = S(0);
+    if (SYNAPTIC) {
+      s = alpha[k] * syn_prev[k] + xt[k];
+      s = s + rt[k];
+      base = beta[k] * mp + s;
+    } else {
+      base = beta[k] * mp + xt[k];
+      base = base + rt[k];
+    }
+    S m_pre;
+    if (RESET == kSubtract) m_pre = base - r * th;
+    else if (RESET == kZero) m_pre = base - base * r;
+    else m_pre = base;
+    const S hk = m_pre - th;
+    h[k] = hk;
+    const S spk_t = static_cast<S>(hk > S(0)) * gsf;
+    S m = m_pre;
+    if (IMMEDIATE) {
+      pre_out[k] = m_pre;
+      const S do_reset = spk_t / gsf - r;
+      m = (RESET == kSubtract) ? m_pre - do_reset * th : m_pre - do_reset * m_pre;
+    }
+    spk_out[k] = spk_t;
+    mem_out[k] = m;
+    if (SYNAPTIC) syn_out[k] = s;
+  }
+}
+
 // The neuron update of step t for neurons [i0, i1) of every batch row, reading rec.
 template <typename S, bool SYNAPTIC, int RESET, bool IMMEDIATE>
 void neuron_step(const ForwardArgs<S>& a, std::int64_t t, std::int64_t i0, std::int64_t i1) {
@@ -128,9 +169,10 @@ void neuron_step(const ForwardArgs<S>& a, std::int64_t t, std::int64_t i0, std::
   const S gsf = a.gsf;
   for (std::int64_t b = 0; b < a.batch; ++b) {
     const std::int64_t e0 = b * N + i0, width = i1 - i0;
-    const S* __restrict__ mem_prev = t > 0 ? a.mem + (t - 1) * M + e0 : (a.mem0 ? a.mem0 + e0 : nullptr);
+    // Absent initial states read a row of zeros: no per-element test, so the loop vectorises.
+    const S* __restrict__ mem_prev = t > 0 ? a.mem + (t - 1) * M + e0 : (a.mem0 ? a.mem0 + e0 : a.zeros);
     const S* __restrict__ syn_prev =
-        SYNAPTIC ? (t > 0 ? a.syn + (t - 1) * M + e0 : (a.syn0 ? a.syn0 + e0 : nullptr)) : nullptr;
+        SYNAPTIC ? (t > 0 ? a.syn + (t - 1) * M + e0 : (a.syn0 ? a.syn0 + e0 : a.zeros)) : nullptr;
     const S* __restrict__ xt = a.x + t * M + e0;
     const S* __restrict__ rt = a.rec + e0;
     S* __restrict__ spk_out = a.spk + t * M + e0;
@@ -141,36 +183,8 @@ void neuron_step(const ForwardArgs<S>& a, std::int64_t t, std::int64_t i0, std::
     const S* __restrict__ beta = a.beta + i0;
     const S* __restrict__ thr = a.thr + i0;
     const S* __restrict__ alpha = SYNAPTIC ? a.alpha + i0 : nullptr;
-    for (std::int64_t k = 0; k < width; ++k) {
-      const S th = thr[k];
-      const S mp = mem_prev ? mem_prev[k] : S(0);
-      const S r = static_cast<S>(mp - th > S(0));
-      S base, s = S(0);
-      if (SYNAPTIC) {
-        s = alpha[k] * (syn_prev ? syn_prev[k] : S(0)) + xt[k];
-        s = s + rt[k];
-        base = beta[k] * mp + s;
-      } else {
-        base = beta[k] * mp + xt[k];
-        base = base + rt[k];
-      }
-      S m_pre;
-      if (RESET == kSubtract) m_pre = base - r * th;
-      else if (RESET == kZero) m_pre = base - base * r;
-      else m_pre = base;
-      const S hk = m_pre - th;
-      h[k] = hk;
-      const S spk_t = static_cast<S>(hk > S(0)) * gsf;
-      S m = m_pre;
-      if (IMMEDIATE) {
-        pre_out[k] = m_pre;
-        const S do_reset = spk_t / gsf - r;
-        m = (RESET == kSubtract) ? m_pre - do_reset * th : m_pre - do_reset * m_pre;
-      }
-      spk_out[k] = spk_t;
-      mem_out[k] = m;
-      if (SYNAPTIC) syn_out[k] = s;
-    }
+    neuron_row<S, SYNAPTIC, RESET, IMMEDIATE>(mem_prev, syn_prev, xt, rt, beta, thr, alpha, gsf, h, spk_out, mem_out,
+                                              syn_out, pre_out, width);
     surrogate_row<S>(a.surrogate, h, a.trace + t * M + e0, width, a.c0, a.c1);
   }
 }
