@@ -224,8 +224,25 @@ void backward_loop(const BackwardArgs<S>& a, void* gemm) {
   for (S* part : {a.part_beta, a.part_thr, a.part_alpha}) {
     if (part) std::fill(part, part + M, S(0));
   }
+  const std::vector<S> zeros(static_cast<std::size_t>(M), S(0));
+  const bool parts = a.part_beta || a.part_thr || a.part_alpha;
+  // With any parameter sum needed, the unneeded ones accumulate into scratch (no per-element test).
+  std::vector<S> scratch;
+  BackwardArgs<S> b = a;
+  if (parts) {
+    const int missing = !a.part_beta + !a.part_thr + !a.part_alpha;
+    scratch.assign(static_cast<std::size_t>(missing * M), S(0));
+    S* next = scratch.data();
+    for (S** part : {&b.part_beta, &b.part_thr, &b.part_alpha}) {
+      if (!*part) {
+        *part = next;
+        next += M;
+      }
+    }
+  }
   for (std::int64_t t = a.steps - 1; t >= 0; --t) {
-    fusedsnn::dense::neuron_step_backward<S, SYNAPTIC, RESET, IMMEDIATE>(a, t);
+    if (parts) fusedsnn::dense::neuron_step_backward<S, SYNAPTIC, RESET, IMMEDIATE, true>(b, t, zeros.data());
+    else fusedsnn::dense::neuron_step_backward<S, SYNAPTIC, RESET, IMMEDIATE, false>(b, t, zeros.data());
     spike_gradient<S>(a, a.grad_x + t * M, a.grad_spk0, gemm);
   }
 }

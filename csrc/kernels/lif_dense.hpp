@@ -217,69 +217,88 @@ struct BackwardArgs {
   S gsf = 1;
 };
 
+// One batch row of the elementwise adjoint: every array a __restrict__ parameter and no null
+// tests inside, so the loop vectorises (absent inputs are rows of zeros). PARTS: the per-neuron
+// parameter sums part_beta/part_thr/part_alpha are accumulated (all three valid; alpha's only
+// read when SYNAPTIC).
+template <typename S, bool SYNAPTIC, int RESET, bool IMMEDIATE, bool PARTS>
+inline void neuron_row_backward(const S* __restrict__ g_spk_up, const S* __restrict__ g_mem_up,
+                                const S* __restrict__ g_syn_up, const S* __restrict__ mem_prev,
+                                const S* __restrict__ syn_prev, const S* __restrict__ trace,
+                                const S* __restrict__ pre, const S* __restrict__ thr, const S* __restrict__ beta,
+                                const S* __restrict__ alpha, S gsf, S* __restrict__ grad_x,
+                                S* __restrict__ carry_mem, S* __restrict__ carry_syn,
+                                const S* __restrict__ carry_spk, S* __restrict__ part_beta,
+                                S* __restrict__ part_thr, S* __restrict__ part_alpha, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    const S th = thr[i];
+    const S g_mem = g_mem_up[i] + carry_mem[i];
+    S g_spk = g_spk_up[i] + carry_spk[i];
+    const S mp = mem_prev[i];
+    const S r = static_cast<S>(mp - th > S(0));
+    S g_pre = g_mem;
+    S thr_part = PARTS ? part_thr[i] : S(0);
+    if (IMMEDIATE) {
+      const S m_pre = pre[i];
+      const S do_reset = static_cast<S>(m_pre - th > S(0)) - r;
+      S g_do_reset;
+      if (RESET == kSubtract) {
+        g_do_reset = -(th * g_mem);
+        if (PARTS) thr_part = thr_part - do_reset * g_mem;
+      } else {
+        g_do_reset = -(m_pre * g_mem);
+        g_pre = g_mem - do_reset * g_mem;
+      }
+      g_spk = g_spk + g_do_reset / gsf;
+    }
+    const S g_h = g_spk * gsf * trace[i];
+    g_pre = g_pre + g_h;
+    S thr_acc = PARTS ? thr_part - g_h : S(0);
+    S g_base;
+    if (RESET == kSubtract) {
+      thr_acc = thr_acc - r * g_pre;
+      g_base = g_pre;
+    } else if (RESET == kZero) {
+      g_base = g_pre - r * g_pre;
+    } else {
+      g_base = g_pre;
+    }
+    if (PARTS) part_thr[i] = thr_acc;
+    S g_s = g_base;
+    if (SYNAPTIC) {
+      g_s = g_base + g_syn_up[i] + carry_syn[i];
+      if (PARTS) part_alpha[i] = part_alpha[i] + syn_prev[i] * g_s;
+      carry_syn[i] = alpha[i] * g_s;
+    }
+    grad_x[i] = g_s;
+    if (PARTS) part_beta[i] = part_beta[i] + mp * g_base;
+    carry_mem[i] = beta[i] * g_base;
+  }
+}
+
 // The elementwise adjoint of step t over all B * N neurons: reads the carries for step t + 1,
 // writes G_t = grad_x[t] and the carries for step t - 1 (all but the spike carry, which the
-// product forms from G_t afterwards).
-template <typename S, bool SYNAPTIC, int RESET, bool IMMEDIATE>
-void neuron_step_backward(const BackwardArgs<S>& a, std::int64_t t) {
+// product forms from G_t afterwards). zeros: [B * N] of zeros, read for absent inputs. PARTS:
+// part_beta, part_thr and part_alpha are all non-null (the caller points unneeded ones at
+// scratch), else none is used.
+template <typename S, bool SYNAPTIC, int RESET, bool IMMEDIATE, bool PARTS>
+void neuron_step_backward(const BackwardArgs<S>& a, std::int64_t t, const S* zeros) {
   const std::int64_t N = a.n, M = a.batch * a.n;
-  const S gsf = a.gsf;
-  const S* __restrict__ mem_prev = t > 0 ? a.mem_hist + (t - 1) * M : a.mem0;
-  const S* __restrict__ syn_prev = SYNAPTIC ? (t > 0 ? a.syn_hist + (t - 1) * M : a.syn0) : nullptr;
-  const S* __restrict__ g_spk_up = a.grad_spk ? a.grad_spk + t * M : nullptr;
-  const S* __restrict__ g_mem_up = a.grad_mem ? a.grad_mem + t * M : nullptr;
-  const S* __restrict__ g_syn_up = (SYNAPTIC && a.grad_syn) ? a.grad_syn + t * M : nullptr;
-  const S* __restrict__ trace = a.trace + t * M;
-  const S* __restrict__ pre = IMMEDIATE ? a.pre + t * M : nullptr;
-  S* __restrict__ grad_x = a.grad_x + t * M;
-  S* __restrict__ carry_mem = a.grad_mem0;
-  S* __restrict__ carry_syn = a.grad_syn0;
-  S* __restrict__ carry_spk = a.grad_spk0;
+  const S* mem_prev = t > 0 ? a.mem_hist + (t - 1) * M : (a.mem0 ? a.mem0 : zeros);
+  const S* syn_prev = SYNAPTIC ? (t > 0 ? a.syn_hist + (t - 1) * M : (a.syn0 ? a.syn0 : zeros)) : zeros;
+  const S* g_spk_up = a.grad_spk ? a.grad_spk + t * M : zeros;
+  const S* g_mem_up = a.grad_mem ? a.grad_mem + t * M : zeros;
+  const S* g_syn_up = (SYNAPTIC && a.grad_syn) ? a.grad_syn + t * M : zeros;
+  const S* trace = a.trace + t * M;
+  const S* pre = IMMEDIATE ? a.pre + t * M : zeros;
+  S* grad_x = a.grad_x + t * M;
   for (std::int64_t b = 0; b < a.batch; ++b) {
-    for (std::int64_t i = 0; i < N; ++i) {
-      const std::int64_t e = b * N + i;
-      const S th = a.thr[i];
-      const S g_mem = (g_mem_up ? g_mem_up[e] : S(0)) + carry_mem[e];
-      S g_spk = (g_spk_up ? g_spk_up[e] : S(0)) + carry_spk[e];
-      const S mp = mem_prev ? mem_prev[e] : S(0);
-      const S r = static_cast<S>(mp - th > S(0));
-      S g_pre = g_mem;
-      if (IMMEDIATE) {
-        const S m_pre = pre[e];
-        const S do_reset = static_cast<S>(m_pre - th > S(0)) - r;
-        S g_do_reset;
-        if (RESET == kSubtract) {
-          g_do_reset = -(th * g_mem);
-          if (a.part_thr) a.part_thr[e] = a.part_thr[e] - do_reset * g_mem;
-        } else {
-          g_do_reset = -(m_pre * g_mem);
-          g_pre = g_mem - do_reset * g_mem;
-        }
-        g_spk = g_spk + g_do_reset / gsf;
-      }
-      const S g_h = g_spk * gsf * trace[e];
-      g_pre = g_pre + g_h;
-      S thr_acc = a.part_thr ? a.part_thr[e] - g_h : S(0);
-      S g_base;
-      if (RESET == kSubtract) {
-        thr_acc = thr_acc - r * g_pre;
-        g_base = g_pre;
-      } else if (RESET == kZero) {
-        g_base = g_pre - r * g_pre;
-      } else {
-        g_base = g_pre;
-      }
-      if (a.part_thr) a.part_thr[e] = thr_acc;
-      S g_s = g_base;
-      if (SYNAPTIC) {
-        g_s = g_base + (g_syn_up ? g_syn_up[e] : S(0)) + carry_syn[e];
-        if (a.part_alpha) a.part_alpha[e] = a.part_alpha[e] + (syn_prev ? syn_prev[e] : S(0)) * g_s;
-        carry_syn[e] = a.alpha[i] * g_s;
-      }
-      grad_x[e] = g_s;
-      if (a.part_beta) a.part_beta[e] = a.part_beta[e] + mp * g_base;
-      carry_mem[e] = a.beta[i] * g_base;
-    }
+    const std::int64_t e = b * N;
+    neuron_row_backward<S, SYNAPTIC, RESET, IMMEDIATE, PARTS>(
+        g_spk_up + e, g_mem_up + e, g_syn_up + e, mem_prev + e, syn_prev + e, trace + e, pre + e, a.thr, a.beta,
+        SYNAPTIC ? a.alpha : a.beta, a.gsf, grad_x + e, a.grad_mem0 + e, a.grad_syn0 + e, a.grad_spk0 + e,
+        PARTS ? a.part_beta + e : nullptr, PARTS ? a.part_thr + e : nullptr,
+        PARTS ? a.part_alpha + e : nullptr, N);
   }
 }
 
