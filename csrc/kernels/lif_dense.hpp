@@ -86,8 +86,12 @@ void spiking_inputs(const S* spikes, std::int64_t batch, std::int64_t n, std::in
   for (std::int64_t b = 0; b < batch; ++b) {
     const S* row = spikes + b * n;
     std::int32_t c = 0;
+    std::int32_t* out = list + b * n;
+    // Branch-free compaction (write every index, advance past the spiking ones): a branch per
+    // input mispredicts at spike rates near a quarter.
     for (std::int64_t j = 0; j < n; ++j) {
-      if (row[j] != S(0)) list[b * n + c++] = static_cast<std::int32_t>(j);
+      out[c] = static_cast<std::int32_t>(j);
+      c += row[j] != S(0);
     }
     count[b] = c;
   }
