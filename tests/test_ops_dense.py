@@ -300,3 +300,34 @@ def test_torch_compile_fullgraph():
     (ga,) = torch.autograd.grad(weighted_loss(compiled), x)
     (ge,) = torch.autograd.grad(weighted_loss(eager), x)
     torch.testing.assert_close(ga, ge)
+
+
+@pytest.mark.parametrize("kind", ["RLeaky", "RSynaptic"])
+@pytest.mark.parametrize("broadcast", ["scalar", "over-time"])
+def test_host_gradient_broadcast_over_time_matches_materialised(kind, broadcast):
+    """Upstream gradients broadcast over time (stride 0, as from ``out.sum()``) go to the host as one
+    [B, N] row for every step: the same gradients, bit for bit, as the materialised [T, B, N] array."""
+    T, B, N = 9, 3, 37
+    x = random_input(T, B, N).requires_grad_()
+    linear = torch.nn.Linear(N, N)
+    with torch.no_grad():
+        linear.weight.mul_(3)
+    synaptic = kind == "RSynaptic"
+
+    def run():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if synaptic:
+                spk, syn, mem = F.rsynaptic(x, 0.8, 0.9, threshold=1.0, recurrent=linear, backend="host")
+                return [spk, syn, mem]
+            return list(F.rleaky(x, 0.9, threshold=1.0, recurrent=linear, backend="host"))
+
+    leaves = [x, linear.weight, linear.bias]
+    per_row = torch.randn(B, N) if broadcast == "over-time" else torch.tensor(0.7)
+    outs = run()
+    broadcast_grads = [per_row.expand(T, B, N) for _ in outs]
+    assert all(g.stride(0) == 0 for g in broadcast_grads)
+    expected = torch.autograd.grad(outs, leaves, [g.contiguous() for g in broadcast_grads])
+    actual = torch.autograd.grad(run(), leaves, broadcast_grads)
+    for a, e in zip(actual, expected):
+        assert torch.equal(a, e)

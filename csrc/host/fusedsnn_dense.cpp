@@ -44,6 +44,8 @@ struct fusedsnn_dense_desc {
   std::int32_t dtype;  // 0 = float32, 1 = float64
   std::int32_t threads;
   double c0; double c1; double gsf;
+  // elements per step of grad_spk / grad_syn / grad_mem: B * N, or 0 for one row broadcast over time
+  std::int64_t grad_spk_step; std::int64_t grad_syn_step; std::int64_t grad_mem_step;
 };
 
 }  // extern "C"
@@ -295,6 +297,7 @@ void backward(const fusedsnn_dense_desc& d) {
   BackwardArgs<S> a;
   a.grad_spk = static_cast<const S*>(d.grad_spk); a.grad_syn = static_cast<const S*>(d.grad_syn);
   a.grad_mem = static_cast<const S*>(d.grad_mem);
+  a.grad_spk_step = d.grad_spk_step; a.grad_syn_step = d.grad_syn_step; a.grad_mem_step = d.grad_mem_step;
   a.trace = static_cast<const S*>(d.trace); a.mem_hist = static_cast<const S*>(d.mem);
   a.syn_hist = static_cast<const S*>(d.syn); a.pre = static_cast<const S*>(d.pre);
   a.mem0 = static_cast<const S*>(d.mem0); a.syn0 = static_cast<const S*>(d.syn0);
@@ -323,7 +326,7 @@ bool valid(const fusedsnn_dense_desc* d) {
 extern "C" {
 
 // ABI version: bump when fusedsnn_dense_desc changes, so a stale library is not loaded.
-int fusedsnn_dense_abi_version() { return 2; }
+int fusedsnn_dense_abi_version() { return 3; }
 
 int fusedsnn_dense_forward(const fusedsnn_dense_desc* d) {
   if (!valid(d)) return 1;
@@ -333,6 +336,10 @@ int fusedsnn_dense_forward(const fusedsnn_dense_desc* d) {
 
 int fusedsnn_dense_backward(const fusedsnn_dense_desc* d) {
   if (!valid(d) || !d->grad_mem0 || !d->grad_syn0 || !d->grad_spk0) return 1;
+  const std::int64_t M = d->batch * d->n;
+  for (std::int64_t step : {d->grad_spk_step, d->grad_syn_step, d->grad_mem_step}) {
+    if (step != 0 && step != M) return 1;
+  }
   if (d->dtype == 0) backward<float>(*d); else backward<double>(*d);
   return 0;
 }

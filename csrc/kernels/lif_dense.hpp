@@ -195,7 +195,7 @@ void neuron_step(const ForwardArgs<S>& a, std::int64_t t, std::int64_t i0, std::
 
 template <typename S>
 struct BackwardArgs {
-  const S* grad_spk = nullptr;   // [T, B * N] or null (zero)
+  const S* grad_spk = nullptr;   // [T, B * N], [B * N] (see grad_spk_step) or null (zero)
   const S* grad_syn = nullptr;
   const S* grad_mem = nullptr;
   const S* trace = nullptr;      // forward's saved arrays [T, B * N]
@@ -216,6 +216,9 @@ struct BackwardArgs {
   S* part_thr = nullptr;
   S* part_alpha = nullptr;
   std::int64_t steps = 0, batch = 0, n = 0;
+  // elements per step of grad_spk / grad_syn / grad_mem: B * N, or 0 where one [B * N] row
+  // stands for every step (a gradient broadcast over time, as that of a sum)
+  std::int64_t grad_spk_step = 0, grad_syn_step = 0, grad_mem_step = 0;
   int reset = kSubtract;
   bool immediate = false;
   S gsf = 1;
@@ -290,9 +293,9 @@ void neuron_step_backward(const BackwardArgs<S>& a, std::int64_t t, const S* zer
   const std::int64_t N = a.n, M = a.batch * a.n;
   const S* mem_prev = t > 0 ? a.mem_hist + (t - 1) * M : (a.mem0 ? a.mem0 : zeros);
   const S* syn_prev = SYNAPTIC ? (t > 0 ? a.syn_hist + (t - 1) * M : (a.syn0 ? a.syn0 : zeros)) : zeros;
-  const S* g_spk_up = a.grad_spk ? a.grad_spk + t * M : zeros;
-  const S* g_mem_up = a.grad_mem ? a.grad_mem + t * M : zeros;
-  const S* g_syn_up = (SYNAPTIC && a.grad_syn) ? a.grad_syn + t * M : zeros;
+  const S* g_spk_up = a.grad_spk ? a.grad_spk + t * a.grad_spk_step : zeros;
+  const S* g_mem_up = a.grad_mem ? a.grad_mem + t * a.grad_mem_step : zeros;
+  const S* g_syn_up = (SYNAPTIC && a.grad_syn) ? a.grad_syn + t * a.grad_syn_step : zeros;
   const S* trace = a.trace + t * M;
   const S* pre = IMMEDIATE ? a.pre + t * M : zeros;
   S* grad_x = a.grad_x + t * M;
