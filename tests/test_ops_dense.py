@@ -235,12 +235,14 @@ def test_host_matches_reference_float64(shape, kind, reset, reset_delay):
         torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-9)
 
 
-def test_host_threaded_and_blas_paths_match_reference(monkeypatch):
-    """A size where the forward runs on a team of threads (one neuron tile each) and the backward
-    calls BLAS, against the same size single-threaded without BLAS, and against the reference."""
+@pytest.mark.parametrize("B, N", [(8, 131), (1, 521)], ids=["batch-shares", "neuron-tiles"])
+def test_host_threaded_and_blas_paths_match_reference(monkeypatch, B, N):
+    """Sizes where the forward runs on a team of threads (a share of the batch rows each, or with
+    fewer rows than threads one neuron tile each) and the backward calls BLAS, against the same
+    size single-threaded without BLAS, and against the reference."""
     from fusedsnn.kernels import lif_dense_host
 
-    T, B, N = 6, 8, 131
+    T = 6
     d = torch.float64
     x = random_input(T, B, N, dtype=d).requires_grad_()
     linear = torch.nn.Linear(N, N, dtype=d)

@@ -70,6 +70,8 @@ struct ForwardArgs {
   S* h = nullptr;            // scratch [B * N]: m_pre - thr, for the surrogate row
   const S* zeros = nullptr;  // [N] of zeros: the previous state where none is given
   std::int64_t steps = 0, batch = 0, n = 0;
+  std::int64_t stride = 0;   // elements per step of the [T, ...] arrays; 0: batch * n (a worker
+                             // owning some batch rows has the whole batch's stride)
   int reset = kSubtract;
   bool immediate = false;
   int surrogate = kAtan;
@@ -102,7 +104,7 @@ void spiking_inputs(const S* spikes, std::int64_t batch, std::int64_t n, std::in
 template <typename S, typename Axpy, typename Axpy4>
 void recurrent_input(const ForwardArgs<S>& a, std::int64_t t, std::int64_t i0, std::int64_t i1,
                      const std::int32_t* list, const std::int32_t* count, Axpy&& add, Axpy4&& add4) {
-  const std::int64_t N = a.n, M = a.batch * a.n;
+  const std::int64_t N = a.n, M = a.stride ? a.stride : a.batch * a.n;
   const S* prev_all = t > 0 ? a.spk + (t - 1) * M : a.spk0;
   for (std::int64_t c0 = i0; c0 < i1; c0 += kColumnBlock) {
     const std::int64_t width = (i1 - c0) < kColumnBlock ? (i1 - c0) : kColumnBlock;
@@ -169,7 +171,7 @@ inline void neuron_row(const S* __restrict__ mem_prev, const S* __restrict__ syn
 // The neuron update of step t for neurons [i0, i1) of every batch row, reading rec.
 template <typename S, bool SYNAPTIC, int RESET, bool IMMEDIATE>
 void neuron_step(const ForwardArgs<S>& a, std::int64_t t, std::int64_t i0, std::int64_t i1) {
-  const std::int64_t N = a.n, M = a.batch * a.n;
+  const std::int64_t N = a.n, M = a.stride ? a.stride : a.batch * a.n;
   const S gsf = a.gsf;
   for (std::int64_t b = 0; b < a.batch; ++b) {
     const std::int64_t e0 = b * N + i0, width = i1 - i0;

@@ -4,8 +4,8 @@ A shared library of its own (csrc/host/fusedsnn_dense.cpp), built by setup.py as
 ``fusedsnn._host_dense`` or, in a source checkout, compiled once into the same cache folder as
 the elementwise host library. Same launcher contract as :mod:`.lif_dense_reference`.
 
-The forward's neuron partition follows ``torch.get_num_threads()`` (one tile of neurons per
-thread, a barrier per step); the backward's dense spike-gradient product is handed to the BLAS
+The forward's partition follows ``torch.get_num_threads()`` (a share of the batch rows per
+thread, no barrier; with fewer rows than threads one tile of neurons per thread, a barrier per step); the backward's dense spike-gradient product is handed to the BLAS
 gemm torch itself exports (``sgemm_``/``dgemm_`` of libtorch_cpu), when it does.
 """
 
