@@ -135,6 +135,8 @@ def _setup_context(ctx, inputs, output):
     ctx.dtypes = (mem0.dtype, syn0.dtype, spk0.dtype)
     ctx.has_state = (mem0.numel() > 0, syn0.numel() > 0, spk0.numel() > 0, bias.numel() > 0)
     ctx.save_for_backward(trace, mem, syn, spk, pre, mem0, syn0, spk0, weight, beta, threshold, alpha)
+    # outputs without a gradient (always trace and pre) arrive as None, not as zero-filled [T, B, N]
+    ctx.set_materialize_grads(False)
 
 
 def _backward(ctx, grad_spk, grad_syn, grad_mem, _g_trace, _g_pre):

@@ -235,12 +235,14 @@ def test_host_matches_reference_float64(shape, kind, reset, reset_delay):
         torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-9)
 
 
-def test_host_threaded_and_blas_paths_match_reference(monkeypatch):
-    """A size where the forward runs on a team of threads (one neuron tile each) and the backward
-    calls BLAS, against the same size single-threaded without BLAS, and against the reference."""
+@pytest.mark.parametrize("B, N", [(8, 131), (1, 521)], ids=["batch-shares", "neuron-tiles"])
+def test_host_threaded_and_blas_paths_match_reference(monkeypatch, B, N):
+    """Sizes where the forward runs on a team of threads (a share of the batch rows each, or with
+    fewer rows than threads one neuron tile each) and the backward calls BLAS, against the same
+    size single-threaded without BLAS, and against the reference."""
     from fusedsnn.kernels import lif_dense_host
 
-    T, B, N = 6, 8, 131
+    T = 6
     d = torch.float64
     x = random_input(T, B, N, dtype=d).requires_grad_()
     linear = torch.nn.Linear(N, N, dtype=d)
@@ -300,3 +302,34 @@ def test_torch_compile_fullgraph():
     (ga,) = torch.autograd.grad(weighted_loss(compiled), x)
     (ge,) = torch.autograd.grad(weighted_loss(eager), x)
     torch.testing.assert_close(ga, ge)
+
+
+@pytest.mark.parametrize("kind", ["RLeaky", "RSynaptic"])
+@pytest.mark.parametrize("broadcast", ["scalar", "over-time"])
+def test_host_gradient_broadcast_over_time_matches_materialised(kind, broadcast):
+    """Upstream gradients broadcast over time (stride 0, as from ``out.sum()``) go to the host as one
+    [B, N] row for every step: the same gradients, bit for bit, as the materialised [T, B, N] array."""
+    T, B, N = 9, 3, 37
+    x = random_input(T, B, N).requires_grad_()
+    linear = torch.nn.Linear(N, N)
+    with torch.no_grad():
+        linear.weight.mul_(3)
+    synaptic = kind == "RSynaptic"
+
+    def run():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if synaptic:
+                spk, syn, mem = F.rsynaptic(x, 0.8, 0.9, threshold=1.0, recurrent=linear, backend="host")
+                return [spk, syn, mem]
+            return list(F.rleaky(x, 0.9, threshold=1.0, recurrent=linear, backend="host"))
+
+    leaves = [x, linear.weight, linear.bias]
+    per_row = torch.randn(B, N) if broadcast == "over-time" else torch.tensor(0.7)
+    outs = run()
+    broadcast_grads = [per_row.expand(T, B, N) for _ in outs]
+    assert all(g.stride(0) == 0 for g in broadcast_grads)
+    expected = torch.autograd.grad(outs, leaves, [g.contiguous() for g in broadcast_grads])
+    actual = torch.autograd.grad(run(), leaves, broadcast_grads)
+    for a, e in zip(actual, expected):
+        assert torch.equal(a, e)

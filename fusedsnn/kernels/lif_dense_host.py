@@ -4,8 +4,8 @@ A shared library of its own (csrc/host/fusedsnn_dense.cpp), built by setup.py as
 ``fusedsnn._host_dense`` or, in a source checkout, compiled once into the same cache folder as
 the elementwise host library. Same launcher contract as :mod:`.lif_dense_reference`.
 
-The forward's neuron partition follows ``torch.get_num_threads()`` (one tile of neurons per
-thread, a barrier per step); the backward's dense spike-gradient product is handed to the BLAS
+The forward's partition follows ``torch.get_num_threads()`` (a share of the batch rows per
+thread, no barrier; with fewer rows than threads one tile of neurons per thread, a barrier per step); the backward's dense spike-gradient product is handed to the BLAS
 gemm torch itself exports (``sgemm_``/``dgemm_`` of libtorch_cpu), when it does.
 """
 
@@ -28,7 +28,7 @@ from .spec import LIFSpec
 
 Tensor = torch.Tensor
 
-_ABI_VERSION = 2
+_ABI_VERSION = 3
 _DTYPES = {torch.float32: 0, torch.float64: 1}
 SOURCES = ("csrc/host/fusedsnn_dense.cpp", "csrc/kernels/lif_dense.hpp", "csrc/kernels/lif.hpp")
 
@@ -53,6 +53,7 @@ class _Desc(ctypes.Structure):
         ("synaptic", _i32), ("reset", _i32), ("immediate", _i32), ("surrogate", _i32),
         ("dtype", _i32), ("threads", _i32),
         ("c0", ctypes.c_double), ("c1", ctypes.c_double), ("gsf", ctypes.c_double),
+        ("grad_spk_step", _i64), ("grad_syn_step", _i64), ("grad_mem_step", _i64),
     ]
 
 
@@ -178,6 +179,17 @@ def _contig(t: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
     return None if t is None or t.numel() == 0 else t.to(dtype).contiguous()
 
 
+def _per_step(t: Optional[Tensor], dtype: torch.dtype) -> tuple[Optional[Tensor], int]:
+    """An upstream gradient ``[T, B, N]`` for the C++ with its elements per step: one ``[B, N]``
+    row and step 0 when it is broadcast over time (stride 0, as the gradient of ``out.sum()``),
+    which spares copying T identical rows; else the contiguous array and step ``B * N``."""
+    if t is None or t.numel() == 0:
+        return None, 0
+    if t.stride(0) == 0:
+        return t[0].to(dtype).contiguous(), 0
+    return t.to(dtype).contiguous(), t.shape[1] * t.shape[2]
+
+
 def _config(d: _Desc, spec: LIFSpec, T: int, B: int, N: int, dtype: torch.dtype) -> None:
     d.steps, d.batch, d.n = T, B, N
     d.synaptic = int(spec.synaptic)
@@ -222,8 +234,9 @@ def lif_dense_backward_host(grad_spk, grad_syn, grad_mem, trace, mem_hist, syn_h
     grad_mem0, grad_syn0, grad_spk0 = (trace.new_zeros(B, N) for _ in range(3))
     parts = [trace.new_zeros(B, N) if n else trace.new_empty(0) for n in (need_beta, need_thr, need_alpha)]
     if T > 0 and B > 0:
-        keep = [_contig(t, dt) for t in (grad_spk, grad_syn, grad_mem, trace, mem_hist, syn_hist, pre,
-                                         mem0, syn0, weight, beta, thr, alpha)]
+        upstream = [_per_step(t, dt) for t in (grad_spk, grad_syn, grad_mem)]
+        keep = [t for t, _ in upstream] + [_contig(t, dt) for t in (trace, mem_hist, syn_hist, pre, mem0, syn0,
+                                                                    weight, beta, thr, alpha)]
         d = _Desc()
         (d.grad_spk, d.grad_syn, d.grad_mem, d.trace, d.mem, d.syn, d.pre, d.mem0, d.syn0, d.w, d.beta,
          d.thr, d.alpha) = (_ptr(t) for t in keep)
@@ -232,6 +245,7 @@ def lif_dense_backward_host(grad_spk, grad_syn, grad_mem, trace, mem_hist, syn_h
         d.grad_x = _ptr(grad_x)
         d.grad_mem0, d.grad_syn0, d.grad_spk0 = (_ptr(t) for t in (grad_mem0, grad_syn0, grad_spk0))
         d.part_beta, d.part_thr, d.part_alpha = (_ptr(p) for p in parts)
+        d.grad_spk_step, d.grad_syn_step, d.grad_mem_step = (step for _, step in upstream)
         d.gemm = _gemm(dt)
         _config(d, spec, T, B, N, dt)
         with _sequential_blas(d.gemm is not None and B * N * N < SEQUENTIAL_BLAS_WORK):
