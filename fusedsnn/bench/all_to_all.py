@@ -164,15 +164,17 @@ def bytes_per_step(B: int, N: int, spike_rate: float, synaptic: bool = False) ->
 
 
 def host_tile_sweep(T: int = 100, B: int = 32, N: int = 256, repeats: int = 5) -> list[dict]:
-    """The host op's forward with 1 and 2 neuron tiles (one thread each, a barrier per step),
-    forward+backward, fused against snnTorch, interleaved."""
+    """The host op with 1 and 2 threads (forward: neuron tiles with a barrier per step when
+    B < threads, else whole batch rows per thread), forward+backward, fused against snnTorch,
+    interleaved."""
     rows = []
     previous = torch.get_num_threads()
     try:
         for threads in (1, 2):
             torch.set_num_threads(threads)
             for r in run_case(AllToAllCase("RLeaky", T, B, N), ("fused", "snntorch"), repeats=repeats):
-                rows.append({**r, "tiles": threads if r["provider"] == "fused" else None})
+                partition = f"{threads} x {'neuron tiles' if B < threads else 'batch rows'}"
+                rows.append({**r, "tiles": partition if r["provider"] == "fused" else None})
     finally:
         torch.set_num_threads(previous)
     return rows
@@ -187,7 +189,7 @@ def markdown_section(sweep: list[dict]) -> str:
 
     T, B, N = sweep[0]["T"], sweep[0]["B"], sweep[0]["N"]
     rate = sweep[0]["spike_rate"]
-    table = "\n".join(["| provider | threads | forward tiles | median ms | x snnTorch | spike rate |",
+    table = "\n".join(["| provider | threads | forward partition | median ms | x snnTorch | spike rate |",
                        "|---|---|---|---|---|---|"] + [row(r) for r in sweep])
     shapes = [(100, 32, 256), (25, 128, 1000), (10000, 2, 8)]
     byte_rows = ["| B | N | neuron I/O | MIMD exchange per tile (float / bits) | SIMT W re-read | host W rows (cache) |",
@@ -208,6 +210,11 @@ range of neurons, i.e. their rows of W, for the whole sequence. Per step it comp
 neurons' recurrent input from all of last step's spikes, skipping silent ones (spikes are 0 or
 `graded_spikes_factor`), updates them, then waits at a barrier until every tile has written its
 spikes: the IPU's compute / exchange / sync pattern, with the exchange being the shared spike row.
+The host runs this neuron-tile mapping only when there are fewer batch rows than threads; with
+at least as many rows, each thread owns whole batch rows for all neurons (rows are independent,
+so no barrier), which measured faster on this 2-core CPU, where every thread sees all of W in
+shared memory anyway. An IPU cannot do that: W must be split across tile memories, so the tile
+mapping with a per-step exchange is the one that carries over.
 The backward's per-step spike gradient `G_t @ W` is dense (surrogate gradients are not sparse)
 and goes to BLAS; `dW` and `db` are one product over all T steps after the loop.
 
