@@ -88,3 +88,20 @@ def weighted_loss(outputs) -> torch.Tensor:
         w = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(out.dtype)
         total = total + (out * w).sum()
     return total
+
+
+@pytest.fixture
+def evidence_table(request, tmp_path, capsys):
+    """``write(name, lines)``: a table that is evidence, not noise (registers, spills,
+    occupancy): written to the pytest cache folder (``tmp_path`` without the cache plugin) and
+    printed only under ``-v``, never into every ``pytest -q``. Returns the file's path."""
+    def write(name: str, lines: list[str]):
+        folder = request.config.cache.mkdir("fusedsnn") if hasattr(request.config, "cache") else tmp_path
+        path = folder / name
+        path.write_text("\n".join(lines) + "\n")
+        if request.config.get_verbosity() > 0:
+            with capsys.disabled():
+                print("\n" + "\n".join(lines) + f"\n(also in {path})")
+        return path
+
+    return write

@@ -41,7 +41,7 @@ def _configs() -> list[dict]:
     return configs
 
 
-def test_all_kernels_compile_for_sm80_and_sm90(tmp_path, capsys, request):
+def test_all_kernels_compile_for_sm80_and_sm90(tmp_path, evidence_table):
     configs = _configs()
     path = tmp_path / "configs.json"
     path.write_text(json.dumps(configs))
@@ -58,20 +58,15 @@ def test_all_kernels_compile_for_sm80_and_sm90(tmp_path, capsys, request):
         # and no approximate division: spk / gsf feeds the state, so it must round as PyTorch's
         assert not row["has_approx_div"], row
         assert row["registers"] > 0
-    # The table is evidence, not noise: always written to the pytest cache folder, printed with -v.
     lines = ["registers / spill bytes (BLOCK=512, 4 warps):"]
     for row in rows:
         lines.append(f"  sm_{row['arch']} {row['dtype']:>8} syn={int(row['synaptic'])} rec={row['recurrence']} "
                      f"reset={row['reset']} delay={int(row['reset_delay'])} {row['surrogate']:<26} "
                      f"{row['kernel']:<20} regs={row['registers']:>3} spills={row['spill_stores']}/{row['spill_loads']}")
-    table = (request.config.cache.mkdir("fusedsnn") if hasattr(request.config, "cache") else tmp_path) / "registers.txt"
-    table.write_text("\n".join(lines) + "\n")
-    if request.config.get_verbosity() > 0:
-        with capsys.disabled():
-            print("\n" + "\n".join(lines) + f"\n(also in {table})")
+    evidence_table("registers.txt", lines)
 
 
-def test_every_launch_candidate_compiles_and_keeps_occupancy(tmp_path, capsys, request):
+def test_every_launch_candidate_compiles_and_keeps_occupancy(tmp_path, evidence_table):
     """Each configuration the autotuner may pick (and the default) compiles for sm_80 and sm_90
     without spills; the backward of the heaviest variant (RSynaptic, every parameter learnable:
     178 registers at BLOCK=512 with 4 warps) keeps at least a third of the SM's warps resident."""
@@ -107,11 +102,7 @@ def test_every_launch_candidate_compiles_and_keeps_occupancy(tmp_path, capsys, r
         lines.append(f"  sm_{row['arch']} {row['dtype']:>8} syn={int(row['synaptic'])} rec={row['recurrence']} "
                      f"BLOCK={row['block']:>4} warps={row['num_warps']} {row['kernel']:<20} "
                      f"regs={row['registers']:>3} occupancy={row['occupancy']:.2f}")
-    table = (request.config.cache.mkdir("fusedsnn") if hasattr(request.config, "cache") else tmp_path) / "launch_candidates.txt"
-    table.write_text("\n".join(lines) + "\n")
-    if request.config.get_verbosity() > 0:
-        with capsys.disabled():
-            print("\n" + "\n".join(lines) + f"\n(also in {table})")
+    evidence_table("launch_candidates.txt", lines)
 
 
 def test_theoretical_occupancy_matches_hand_counts():

@@ -83,7 +83,7 @@ def test_functional_uses_triton_only_where_it_fits(interpret):
     assert torch.equal(fused[0], reference[0])
 
 
-def test_dense_kernels_compile_for_sm80_and_sm90(capsys, request, tmp_path):
+def test_dense_kernels_compile_for_sm80_and_sm90(evidence_table):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run([sys.executable, "-m", "fusedsnn.kernels.lif_dense_aot"], capture_output=True, text=True,
                           env=env, timeout=1800)
@@ -96,13 +96,8 @@ def test_dense_kernels_compile_for_sm80_and_sm90(capsys, request, tmp_path):
     for row in rows:
         assert row["registers"] > 0
         assert not row["has_approx_div"], row  # divisions round as PyTorch's (div_rn)
-    # The table is evidence, not noise: written to the pytest cache folder, printed with -v.
     lines = ["all-to-all persistent kernels, registers / spill bytes (BLOCK_B=16, BLOCK_N=64, 4 warps):"]
     for r in rows:
         lines.append(f"  sm_{r['arch']} syn={int(r['synaptic'])} reset={r['reset']} immediate={int(r['immediate'])} "
                      f"{r['kernel']:<26} regs={r['registers']:>3} spills={r['spill_stores']}/{r['spill_loads']}")
-    table = (request.config.cache.mkdir("fusedsnn") if hasattr(request.config, "cache") else tmp_path) / "registers_all_to_all.txt"
-    table.write_text("\n".join(lines) + "\n")
-    if request.config.get_verbosity() > 0:
-        with capsys.disabled():
-            print("\n" + "\n".join(lines) + f"\n(also in {table})")
+    evidence_table("registers_all_to_all.txt", lines)
