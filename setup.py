@@ -5,10 +5,17 @@ compiler, no Poplar and no torch headers. It is optional: if it cannot be built 
 succeeds and fusedsnn falls back to its reference backend (with a warning at first use).
 """
 
+import os
+
 from setuptools import Extension, setup
 
+# FUSEDSNN_BUILD_HOST=0 skips the C++ build: the GPU check (benchmarks/gpu/check.sh) installs
+# with it, since compiling the AVX-512/AVX2 clones took over a minute there and CUDA never runs
+# the host library (it would still compile into the cache at first use).
+BUILD_HOST = os.environ.get("FUSEDSNN_BUILD_HOST", "1") != "0"
+
 setup(
-    ext_modules=[
+    ext_modules=[] if not BUILD_HOST else [
         Extension(
             "fusedsnn._host",
             sources=["csrc/host/fusedsnn_host.cpp"],

@@ -62,14 +62,14 @@ def ce_rate_loss(spk: Tensor, targets: Tensor, num_classes: int, pop_size: int =
     Equals ``snntorch.functional.ce_rate_loss()(spk, targets)`` for ``pop_size=1``.
     """
     logits = class_step_counts(spk, num_classes, pop_size)
-    T = logits.shape[0]
+    T, B, C = logits.shape
     if T == 0:
         raise ValueError("spk has no time steps")
-    log_p = F.log_softmax(logits, dim=-1)
-    total = torch.zeros((), dtype=log_p.dtype, device=log_p.device)
-    for t in range(T):
-        total = total + F.nll_loss(log_p[t], targets)
-    return total / T
+    # Every step has the same B samples, so the mean over steps of the batch means is the mean
+    # over all T * B: one call instead of snnTorch's loop over steps (2T + 1 kernel launches
+    # fewer each way; on the H200 the loop was a third of a DSNN step's graph replay). Equal to
+    # snnTorch's value up to float summation order.
+    return F.cross_entropy(logits.reshape(T * B, C), targets.repeat(T))
 
 
 def mse_count_loss(spk: Tensor, targets: Tensor, num_classes: int, pop_size: int = 1,

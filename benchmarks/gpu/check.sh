@@ -5,8 +5,8 @@
 #   benchmarks/gpu/check.sh --dry-run  the same steps on CPU at tiny sizes through Triton's
 #                                      interpreter (CI runs this; under 2 minutes)
 #
-# Phases, each under `timeout` (real run: 30 s + 60 s + 225 s + 225 s, 9 minutes at most, so a
-# second run still fits a 15-minute lease):
+# Phases, each under `timeout` (real run: 30 s + 60 s + 195 s + 195 s + 60 s, 9 minutes at most,
+# so a second run still fits a 15-minute lease; the first H200 run took 2.5 minutes in all):
 #   1. environment: GPU, driver, Python, torch, triton versions
 #   2. install: the project into a throwaway folder with no network (no build isolation, no
 #      dependency resolution), and snnTorch 1.0.0 from a wheel in .wheels/ (git-ignored) unless
@@ -17,9 +17,11 @@
 #   3. tests: `pytest -m cuda` (every test marked cuda; in the dry run their interpreter twins,
 #      `pytest tests/cuda -m "not cuda"`)
 #   4. bench: `fusedsnn bench --sections gpu_targets,throughput,step_modes` (dry run: tiny sizes)
+#   5. profile: benchmarks/gpu/where_time_goes.py (kernel tables, host cost per call, variants)
 #
-# Results go to $OUT (default: ./gpu-check-out), at most 4 small files:
+# Results go to $OUT (default: ./gpu-check-out), at most 5 small files:
 #   check.log  summary.json  pytest.xml  bench.tar.gz (the bench's JSON, CSV, plots, environment)
+#   profile.json
 # A phase that fails is recorded in summary.json and the next phase still runs; the exit status
 # is that of the first failed phase (0 when all passed).
 set -uo pipefail
@@ -40,14 +42,16 @@ PYTHON=${PYTHON:-python3}
 if [[ $DRY_RUN == 1 ]]; then
   export TRITON_INTERPRET=1
   DEVICE=cpu
-  T_INSTALL=120 T_TESTS=120 T_BENCH=120
+  T_INSTALL=120 T_TESTS=120 T_BENCH=120 T_PROFILE=60
   TEST_ARGS=(tests/cuda -m "not cuda")
+  PROFILE_ARGS=(--device cpu --sections leaky,host)
   BENCH_ARGS=(--device cpu --quick --repeats 1 --sections gpu_targets,step_modes)
 else
   unset TRITON_INTERPRET
   DEVICE=cuda
-  T_INSTALL=60 T_TESTS=225 T_BENCH=225  # with 30 s for the environment: 9 minutes at most
+  T_INSTALL=60 T_TESTS=195 T_BENCH=195 T_PROFILE=60  # with 30 s for the environment: 9 minutes at most
   TEST_ARGS=(tests -m cuda)
+  PROFILE_ARGS=(--device cuda)
   BENCH_ARGS=(--device cuda --quick --repeats 20 --sections gpu_targets,throughput,step_modes)
 fi
 export PYTHONUNBUFFERED=1
@@ -97,7 +101,10 @@ EOF
 }
 
 install() {
-  "$PYTHON" -m pip install --quiet --no-build-isolation --no-deps --no-index --target "$SITE" "$REPO" || return 1
+  # No C++ build here: CUDA runs the Triton kernels, and compiling the host library's vector
+  # clones took the whole minute on the first H200 run.
+  FUSEDSNN_BUILD_HOST=0 "$PYTHON" -m pip install --quiet --no-build-isolation --no-deps --no-index \
+    --target "$SITE" "$REPO" || return 1
   if PYTHONPATH=$SITE "$PYTHON" -c "import snntorch" 2>/dev/null; then
     echo "snnTorch: already importable ($(PYTHONPATH=$SITE "$PYTHON" -c 'import snntorch; print(snntorch.__file__)'))"
   else
@@ -130,6 +137,11 @@ bench() {
   return $rc
 }
 
+profile() {  # where the time goes: kernel tables, host cost per call (benchmarks/gpu/where_time_goes.py)
+  (cd "$WORK" && PYTHONPATH=$SITE "$PYTHON" "$REPO/benchmarks/gpu/where_time_goes.py" "${PROFILE_ARGS[@]}" \
+    --out "$OUT") 2>&1 | grep -v "USDT\|UserWarning\|warn("
+}
+
 if [[ -n ${CHECK_PHASE:-} ]]; then
   OUT=$CHECK_OUT WORK=$CHECK_WORK SITE=$CHECK_WORK/site
   "$CHECK_PHASE"
@@ -151,6 +163,7 @@ phase environment 30
 if phase install "$T_INSTALL"; then
   phase tests "$T_TESTS"
   phase bench "$T_BENCH"
+  phase profile "$T_PROFILE"
 else
   echo "install failed: tests and bench not run"
 fi

@@ -97,10 +97,16 @@ def make_step(case: NeuronCase, provider: str, mode: str) -> Callable[[], None]:
             call(x)
     else:
         x.requires_grad_()
+        # Upstream gradients as a next layer would send them: one materialised random tensor per
+        # output, drawn once. (A loss like `spk.sum()` sends stride-0 scalars that a kernel reads
+        # from cache, so the backward would move far fewer bytes than kernel_bytes counts.)
+        upstream: list[torch.Tensor] = []
 
         def step():
             outs = call(x)
-            torch.autograd.grad(sum(o.sum() for o in outs), x)
+            if not upstream:
+                upstream.extend(torch.randn_like(o) for o in outs)
+            torch.autograd.grad(outs, x, upstream)
     return step
 
 

@@ -183,7 +183,10 @@ def training_step_fn(model: nn.Module, provider: str, x: Tensor, y: Tensor, num_
         forward = model
     if compile_backend is not None:
         forward = torch.compile(forward, backend=compile_backend)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, capturable=capturable)
+    # On CUDA every provider's AdamW is the fused one-kernel update (the H200 profile: the
+    # foreach update launches ~16 kernels and cost 0.1 ms of a 0.37 ms DSNN graph replay).
+    fused_adamw = {"fused": True} if x.device.type == "cuda" else {}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, capturable=capturable, **fused_adamw)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)

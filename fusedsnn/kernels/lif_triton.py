@@ -398,9 +398,15 @@ def clear_tuning_cache() -> None:
     _TUNING_LOG.clear()
 
 
+_DEVICE_KEYS: dict = {}
+
+
 def _device_key(device: torch.device) -> str:
-    props = torch.cuda.get_device_properties(device)
-    return f"{props.name} sm_{props.major}{props.minor}"
+    key = _DEVICE_KEYS.get(device)
+    if key is None:
+        props = torch.cuda.get_device_properties(device)
+        key = _DEVICE_KEYS[device] = f"{props.name} sm_{props.major}{props.minor}"
+    return key
 
 
 def _autotune(run, candidates: tuple[LaunchConfig, ...], key: tuple) -> LaunchConfig:
