@@ -226,10 +226,12 @@ def cudnn_section(device) -> dict:
         return out
     x = torch.rand(128, 1, 28, 28, device=device) * 2
     y = torch.randint(0, 10, (128,), device=device)
-    for bench_mode in (False, True):
+    for bench_mode, layout in ((False, torch.contiguous_format), (True, torch.contiguous_format),
+                               (False, torch.channels_last), (True, torch.channels_last)):
         torch.backends.cudnn.benchmark = bench_mode
         torch.manual_seed(0)
-        model = training.make_model("CSNN", 128, 25).to(device)
+        model = training.make_model("CSNN", 128, 25).to(device).to(memory_format=layout)
+        x = x.contiguous(memory_format=layout)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, capturable=True, fused=True)
 
         def step():
@@ -241,8 +243,9 @@ def cudnn_section(device) -> dict:
         replay = training.cuda_graph_step(step, device)
         row = wall(replay, device, repeats=30)
         row.update(kernel_table(step, device, top=8))
-        out[f"cudnn.benchmark={bench_mode}"] = row
-        print(f"  CSNN graph, cudnn.benchmark={bench_mode}: {row['median_ms']:.3f} ms "
+        label = f"cudnn.benchmark={bench_mode}, {'channels_last' if layout == torch.channels_last else 'NCHW'}"
+        out[label] = row
+        print(f"  CSNN graph, {label}: {row['median_ms']:.3f} ms "
               f"({128 / row['median_ms'] * 1e3:.0f} img/s)")
         for k in row["top"]:
             print(f"      {k['us']:9.1f} us  x{k['count']:<3d} {k['name']}")
