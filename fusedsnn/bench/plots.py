@@ -65,7 +65,10 @@ def _provider_order(rows: list[dict]) -> list[str]:
 
 
 def _device_of(rows: list[dict]) -> str:
-    return rows[0].get("device", "?") if rows else "?"
+    """The GPU's name where the rows carry it (e.g. "NVIDIA H200"), else the device ("cpu")."""
+    if not rows:
+        return "?"
+    return rows[0].get("device_name") or rows[0].get("device", "?")
 
 
 # ---------------------------------------------------------------------------------------------

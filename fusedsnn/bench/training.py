@@ -273,6 +273,7 @@ def run_training_case(kind: str, provider: str, batch: int, num_steps: int, devi
            "channels": list(channels) if kind == "CSNN" else None, "neuron": neuron, "outputs": outputs,
            "precision": str(autocast_dtype).removeprefix("torch.") if autocast_dtype else "float32",
            "device": str(device), "mode": mode,
+           "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
            "compile_backend": compile_backend if mode == "compile" else None, **timing.as_dict(), "images_per_s": images_per_s,
            "train_macs_per_image": macs, "achieved_tflops": macs * images_per_s / 1e12}
     if power.average_w is not None:
