@@ -266,7 +266,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="time steps per image (with --population-study: the 10-output baseline's steps)")
     parser.add_argument("--lr", type=positive_float, default=None,
                         help="AdamW learning rate (default: 2e-3, or 1e-2 with --population-study)")
-    parser.add_argument("--hidden", type=positive_int, default=1000, help="DSNN hidden width")
+    parser.add_argument("--hidden", type=positive_int, default=None,
+                        help="DSNN hidden width (default: 1000; the CSNN's layers are fixed)")
     parser.add_argument("--neuron", choices=NEURONS, default="leaky", help="neuron model of every layer")
     parser.add_argument("--pop-size", type=positive_int, default=1,
                         help="output neurons per class (--population-study sweeps it itself)")
@@ -288,6 +289,11 @@ def _check_arguments(args: argparse.Namespace) -> None:
     """Combinations argparse cannot check by itself; raises cli.UsageError naming the argument."""
     from .cli import UsageError
 
+    if args.model == "csnn" and args.hidden is not None:
+        raise UsageError("--hidden sets the DSNN's hidden width; --model csnn has fixed layers "
+                         "(5C12-MP2-5C64-MP2), so it would be ignored")
+    if args.hidden is None:
+        args.hidden = 1000
     if args.population_study and args.pop_size != 1:
         raise UsageError("--pop-size cannot be combined with --population-study, which sweeps the outputs itself")
     if args.dataset == "digits":

@@ -72,6 +72,7 @@ TRAIN_ERRORS = [
     (["--json", "{missing}/r.json"], ["--json", "does not exist"]),
     (["--json", "{empty}"], ["--json", "folder"]),
     (["--population-study", "--pop-size", "4"], ["--pop-size", "--population-study"]),
+    (["--model", "csnn", "--hidden", "64"], ["--hidden", "csnn"]),
     (["--unknown-flag"], ["--unknown-flag"]),
 ]
 
@@ -140,7 +141,7 @@ def test_train_help_shows_defaults(capsys):
     assert code == 0
     flat = " ".join(out.split())
     for expected in ("--epochs EPOCHS passes over the training set (default: 5)", "(default: 128)",
-                     "(default: 25)", "(default: dsnn)", "(default: digits)", "(default: 1000)", "(default: 0)",
+                     "(default: 25)", "(default: dsnn)", "(default: digits)", "default: 1000", "(default: 0)",
                      "(default: ce_rate)", "(default: float32)", "default: 2e-3", "default: cuda when available"):
         assert expected in flat, expected
 
