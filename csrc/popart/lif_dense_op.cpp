@@ -34,6 +34,7 @@
 #include <string>
 #include <vector>
 
+#include <popart/error.hpp>
 #include <popart/names.hpp>
 #include <popart/op.hpp>
 #include <popart/opmanager.hpp>
