@@ -152,6 +152,12 @@ def test_all_to_all_other_maps_are_traced_from_plain_ops_on_ipu(fake_poptorch):
         torch.testing.assert_close(a, e)
 
 
+def test_all_to_all_empty_sequence_has_no_op_on_ipu(fake_poptorch):
+    layer = fs.RLeaky(beta=0.9, linear_features=6)
+    spk, mem = layer(random_input(0, 2, 6))
+    assert fake_poptorch == [] and spk.shape == mem.shape == (0, 2, 6)
+
+
 def test_poplar_backend_outside_ipu_is_a_clear_error():
     with pytest.raises(ValueError, match="only inside a PopTorch model"):
         F.leaky(torch.randn(3, 2, 4), 0.9, backend="poplar")

@@ -35,7 +35,8 @@
 //
 // Workers: each of a tile's workers owns a contiguous range of its neurons (worker_range) for
 // every batch row, so every element any vertex writes has exactly one writer and no worker reads
-// what another writes in the same compute set.
+// what another writes in the same compute set. Every field is 32-bit (float, unsigned), so no
+// two workers ever write parts of one memory word (the sub-word hazard of half on a MultiVertex).
 //
 // Build for the IPU: popc -O2 -ffp-contract=off (csrc/popart/Makefile). Host verification:
 // tests/csrc/test_dense_codelets.py compiles this file against tests/poplar_stub.
