@@ -296,9 +296,15 @@ def _fused_dense_weights(recurrent: object, x: Tensor, backend: str) -> Optional
 
 
 def _lif_on_ipu(x, spec, beta, threshold, alpha, V, recurrent, mem, syn, spk):
-    """PopTorch path: the PopART custom op for elementwise neurons; all-to-all recurrence is
-    traced from plain PyTorch ops (it is not elementwise, see docs/design.md)."""
+    """PopTorch path: the PopART custom ops (elementwise neurons; all-to-all recurrence through
+    an ``nn.Linear(N, N)``, see fusedsnn/ipu.py); any other recurrent map is traced from plain
+    PyTorch ops."""
     if spec.recurrence == RECURRENCE_INPUT:
+        if ipu.dense_op_applies(recurrent, x):
+            return ipu.lif_dense_poptorch(
+                x, spec, recurrent, _param("beta", beta, x, clamp=True), _param("threshold", threshold, x, clamp=False),
+                _param("alpha", alpha, x, clamp=True) if spec.synaptic else None, mem, syn, spk,
+            )
         from .kernels.naive import naive_lif
 
         return naive_lif(x, spec, _as_tensor(beta, x), _as_tensor(threshold, x), _as_tensor(alpha, x),

@@ -4,11 +4,14 @@ Under ``poptorch.isRunningOnIpu()`` the layers call :func:`lif_poptorch`, which 
 ``poptorch.custom_op(...)`` for the neuron type (``custom.fusedsnn::LeakyFused`` etc., built
 from ``csrc/popart`` and ``csrc/codelets`` with ``make -C csrc/popart``). PopTorch hands the
 backward to PopART, which uses the op's grad op (``csrc/popart/lif_op.cpp``), so nothing here
-is an autograd Function. All-to-all recurrence is not an elementwise op and is traced from plain
-PyTorch ops instead (``kernels/naive.py``).
+is an autograd Function. All-to-all recurrence through an ``nn.Linear(N, N)`` over float32
+``x: [T, B, N]`` emits ``custom.fusedsnn::RLeakyDenseFused`` / ``RSynapticDenseFused``
+(:func:`lif_dense_poptorch`, ``csrc/popart/lif_dense_op.cpp``): the whole sequence in one op,
+tiles keeping their rows of W and exchanging spikes each step. Any other recurrent map (or
+dtype, or T = 0) is traced from plain PyTorch ops (``kernels/naive.py``).
 
 What was verified where: the codelets' arithmetic is compiled and checked on the host
-(tests/csrc); this module's call formation is checked with a stand-in ``poptorch`` module
+(tests/csrc; the all-to-all ones with the per-step exchange emulated); this module's call formation is checked with a stand-in ``poptorch`` module
 (tests/test_ipu.py); running on an IPU or the IPU Model needs the Poplar SDK and PopTorch, which
 this repository's CI does not have (see docs/ipu.md).
 """
@@ -31,6 +34,7 @@ Tensor = torch.Tensor
 DOMAIN = "custom.fusedsnn"
 OP_NAMES = {(False, 0): "LeakyFused", (True, 0): "SynapticFused", (False, 1): "RLeakyFused",
             (True, 1): "RSynapticFused"}
+DENSE_OP_NAMES = {False: "RLeakyDenseFused", True: "RSynapticDenseFused"}
 
 _loaded: Optional[Path] = None
 
@@ -52,9 +56,10 @@ def default_build_dir() -> Path:
 
 
 def load_custom_op(build_dir: Optional[Path] = None) -> Path:
-    """Load ``libfusedsnn_popart.so`` (once) and point the op at ``lif_codelets.gp``.
+    """Load ``libfusedsnn_popart.so`` (once) and point the ops at ``lif_codelets.gp`` and
+    ``lif_dense_codelets.gp``.
 
-    Build both with ``make -C csrc/popart`` on a machine with the Poplar SDK enabled.
+    Build all three with ``make -C csrc/popart`` on a machine with the Poplar SDK enabled.
     """
     global _loaded
     if _loaded is not None:
@@ -62,13 +67,15 @@ def load_custom_op(build_dir: Optional[Path] = None) -> Path:
     build = Path(build_dir) if build_dir is not None else default_build_dir()
     lib = build / "libfusedsnn_popart.so"
     codelets = build / "lif_codelets.gp"
-    missing = [p.name for p in (lib, codelets) if not p.exists()]
+    dense_codelets = build / "lif_dense_codelets.gp"
+    missing = [p.name for p in (lib, codelets, dense_codelets) if not p.exists()]
     if missing:
         raise FileNotFoundError(
             f"fusedsnn IPU op not built ({', '.join(missing)} missing in {build}): run "
             "`make -C csrc/popart` with the Poplar SDK enabled, or set FUSEDSNN_IPU_BUILD"
         )
     os.environ.setdefault("FUSEDSNN_CODELETS", str(codelets))
+    os.environ.setdefault("FUSEDSNN_DENSE_CODELETS", str(dense_codelets))
     ctypes.cdll.LoadLibrary(str(lib))
     _loaded = lib
     return lib
@@ -120,6 +127,73 @@ def lif_poptorch(
     outputs = poptorch.custom_op(
         inputs,
         OP_NAMES[(spec.synaptic, 1 if recurrent else 0)],
+        DOMAIN,
+        1,
+        example_outputs=example,
+        attributes={
+            "reset": int(spec.reset),
+            "immediate_reset": int(spec.immediate_reset),
+            "surrogate": int(spec.surrogate.code),
+            "c0": float(c0),
+            "c1": float(c1),
+            "gsf": float(spec.graded_spikes_factor),
+        },
+    )
+    spk_out, mem_out = outputs[0], outputs[1]
+    if spec.synaptic:
+        return spk_out, outputs[3], mem_out
+    return spk_out, mem_out
+
+
+def dense_op_applies(recurrent: object, x: Tensor) -> bool:
+    """Whether the all-to-all PopART op runs this call: ``recurrent`` an ``nn.Linear(N, N)`` and
+    ``x: [T, B, N]`` float32 with T >= 1 (the op's codelets are float32 only)."""
+    return (isinstance(recurrent, torch.nn.Linear) and x.dim() == 3 and x.dtype == torch.float32
+            and x.shape[0] > 0 and tuple(recurrent.weight.shape) == (x.shape[2], x.shape[2]))
+
+
+def lif_dense_poptorch(
+    x: Tensor,
+    spec: LIFSpec,
+    recurrent: torch.nn.Linear,
+    beta: Tensor,
+    threshold: Tensor,
+    alpha: Optional[Tensor],
+    mem: Optional[Tensor],
+    syn: Optional[Tensor],
+    spk: Optional[Tensor],
+) -> tuple[Tensor, ...]:
+    """All-to-all RLeaky / RSynaptic over the whole sequence as one PopART op.
+
+    ``x: [T, B, N]`` float32, ``recurrent``: ``nn.Linear(N, N)`` (its weight and bias are op
+    inputs, so PopART's grad op gives their gradients), parameters ``[N]`` (already clamped),
+    states ``[B, N]`` or None. Returns ``(spk, mem)`` or ``(spk, syn, mem)``, each ``[T, B, N]``.
+    """
+    import poptorch
+
+    load_custom_op()
+    state_shape = tuple(x.shape[1:])
+
+    def state(t: Optional[Tensor]) -> Tensor:
+        return torch.zeros(state_shape, dtype=x.dtype) if t is None else t.to(x.dtype)
+
+    N = x.shape[2]
+    bias = recurrent.bias if recurrent.bias is not None else torch.zeros(N, dtype=x.dtype)
+    inputs = [x, state(mem)]
+    if spec.synaptic:
+        inputs.append(state(syn))
+    inputs += [state(spk), recurrent.weight, bias, beta, threshold]
+    if spec.synaptic:
+        inputs.append(alpha)
+    example = [x, x, x]  # spk, mem, trace
+    if spec.synaptic:
+        example.append(x)
+    if spec.immediate_reset:
+        example.append(x)
+    c0, c1 = surrogate_constants(spec)
+    outputs = poptorch.custom_op(
+        inputs,
+        DENSE_OP_NAMES[spec.synaptic],
         DOMAIN,
         1,
         example_outputs=example,

@@ -232,6 +232,17 @@ therefore keeps one tile when a step has fewer than 2^16 multiply-adds (T=10000,
 single-threaded). An IPU tile pays a hardware sync of well under a microsecond per step, so the
 MIMD mapping of this neuron is sync-bound only at much smaller steps.
 
+**MIMD mapping on the IPU (csrc/codelets/lif_dense_codelets.cpp, csrc/popart/lif_dense_op.cpp).**
+The same forward partition with W split across tile memories: a tile owns its neurons' rows of W
+(and, where the plan also splits the batch, a block of batch rows) for the whole sequence; each
+step is one compute set (the tile's rows of `W @ spk + b`, then the neuron update), then one
+exchange of the step's spikes to every tile of its batch block. The backward keeps that per-step
+pattern instead of a BLAS call: a tile holds its neurons' columns of W, receives every neuron's
+`G_t` by exchange, and forms its block of `G_t @ W` and its rows of `dW^T` from its own spike
+history, so no partial sums cross tiles (receiving `G_t` costs a tile Bt * N values per step, as
+receiving every tile's partial sums for its neurons would, without the extra reduction). Verified
+on the host with the exchange emulated (tests/csrc/test_dense_codelets.py), not on an IPU.
+
 **SIMT mapping (Triton, fusedsnn/kernels/lif_dense_triton.py).** Step t+1 needs all of step t's
 spikes of the same batch row and nothing of other rows, so one program owns a block of 16 batch
 rows and all N neurons and loops over t: spikes never leave the SM, no grid-wide barrier is

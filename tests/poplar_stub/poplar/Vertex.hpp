@@ -1,10 +1,12 @@
 // Minimal stand-in for the Poplar SDK's <poplar/Vertex.hpp>, for compiling the real codelets
 // (csrc/codelets) on the host in tests. It declares only what the codelets use: Vertex,
-// MultiVertex (with numWorkers), Input, Output, InOut and Vector. It is not Poplar: fields are
-// plain pointer + size views that the test driver (drive_codelets.cpp) points at host memory.
+// MultiVertex (with numWorkers), Input, Output, InOut (of a Vector, or of one scalar, read and
+// written through `*field`) and Vector. It is not Poplar: fields are plain pointer + size views
+// that the test drivers (drive_codelets.cpp, drive_dense_codelets.cpp) point at host memory.
 #pragma once
 
 #include <cstddef>
+#include <type_traits>
 
 // The IPU compiler has a native `half`; on the host the test uses the C++ 16-bit float type,
 // which has the same IEEE binary16 layout as torch.float16.
@@ -32,12 +34,36 @@ class Vector {
   }
 };
 
+namespace stub {
+// A field of one scalar (e.g. Input<unsigned>): connected to a one-element tensor, used as *field.
+template <typename T>
+class Scalar {
+ public:
+  T* data_ = nullptr;
+  T& operator*() const { return *data_; }
+  std::size_t size() const { return data_ ? 1 : 0; }
+  void bind(T* data, std::size_t /*size: 1*/) { data_ = data; }
+};
 template <typename V>
-class Input : public V {};
+using Field = typename std::conditional<std::is_arithmetic<V>::value, Scalar<V>, V>::type;
+
+// An Input is read-only on the IPU: only const access compiles here, so a codelet that writes
+// to an Input fails on the host as it would under popc.
+template <typename F>
+class ReadOnly : public F {
+ public:
+  template <typename I>
+  const auto& operator[](I i) const { return F::operator[](i); }
+  const auto& operator*() const { return F::operator*(); }
+};
+}  // namespace stub
+
 template <typename V>
-class Output : public V {};
+class Input : public stub::ReadOnly<stub::Field<V>> {};
 template <typename V>
-class InOut : public V {};
+class Output : public stub::Field<V> {};
+template <typename V>
+class InOut : public stub::Field<V> {};
 
 class Vertex {};
 
