@@ -224,27 +224,36 @@ def lif(
         F *= d
     beta_f = _param("beta", beta, x, clamp=True)
     thr_f = _param("threshold", threshold, x, clamp=False)
-    alpha_f = _param("alpha", alpha, x, clamp=True) if spec.synaptic else _empty(beta_f)
-    V_f = _param("V", V, x, clamp=False) if spec.recurrence == RECURRENCE_ONE_TO_ONE else _empty(beta_f)
+    # Absent parameters and states are None (lif_apply's eager path takes None; an empty
+    # tensor per absent argument cost a microsecond each, for lif_apply to turn back into None).
+    alpha_f = _param("alpha", alpha, x, clamp=True) if spec.synaptic else None
+    V_f = _param("V", V, x, clamp=False) if spec.recurrence == RECURRENCE_ONE_TO_ONE else None
     grad_on = torch.is_grad_enabled()
     store_state = grad_on and needs_prev_mem(spec, beta_f.requires_grad, thr_f.requires_grad)
 
-    def flat_state(state: Optional[Tensor]) -> Tensor:
-        return _empty(x) if state is None else _reshaped(state, (B, F))
+    def flat_state(state: Optional[Tensor]) -> Optional[Tensor]:
+        return None if state is None else _reshaped(state, (B, F))
 
-    def call(x3: Tensor, mem_s: Tensor, syn_s: Tensor, spk_s: Tensor, rec3: Tensor):
+    def call(x3: Tensor, mem_s: Optional[Tensor], syn_s: Optional[Tensor], spk_s: Optional[Tensor],
+             rec3: Optional[Tensor]):
         return lif_apply(x3, mem_s, syn_s, spk_s, rec3, beta_f, thr_f, alpha_f, V_f, spec, store_state, chosen)
 
     if spec.recurrence != RECURRENCE_INPUT:
         out_spk, out_syn, out_mem = call(
-            _reshaped(x, (T, B, F)), flat_state(mem), flat_state(syn), flat_state(spk), _empty(x)
+            _reshaped(x, (T, B, F)), flat_state(mem), flat_state(syn), flat_state(spk), None
         )
     elif (dense := _fused_dense_weights(recurrent, x, chosen.name)) is not None:
-        # nn.Linear(F, F) on [T, B, F]: the whole sequence is one op (fusedsnn/ops_dense.py).
+        # nn.Linear(F, F) on [T, B, F]: the whole sequence is one op (fusedsnn/ops_dense.py),
+        # a custom op whose schema takes tensors: empty ones for what is absent.
         weight, bias = dense
+
+        def as_tensor(t: Optional[Tensor]) -> Tensor:
+            return _empty(x) if t is None else t
+
         out_spk, out_syn, out_mem, *_ = lif_dense_forward(
-            x.reshape(T, B, F), flat_state(mem), flat_state(syn), flat_state(spk), weight, bias,
-            beta_f, thr_f, alpha_f, spec.synaptic, spec.reset, spec.reset_delay, spec.surrogate.code,
+            x.reshape(T, B, F), as_tensor(flat_state(mem)), as_tensor(flat_state(syn)),
+            as_tensor(flat_state(spk)), weight, bias,
+            beta_f, thr_f, as_tensor(alpha_f), spec.synaptic, spec.reset, spec.reset_delay, spec.surrogate.code,
             float(spec.surrogate.p0), float(spec.surrogate.p1), float(spec.graded_spikes_factor), chosen.name,
         )
     else:
@@ -263,7 +272,7 @@ def lif(
                     f"got {tuple(rec_t.shape)}"
                 )
             s_t, y_t, m_t = call(
-                x[t].reshape(1, B, F), mem_s, syn_s, _empty(x), rec_t.reshape(1, B, F).to(x.dtype)
+                x[t].reshape(1, B, F), mem_s, syn_s, None, rec_t.reshape(1, B, F).to(x.dtype)
             )
             mem_s, syn_s = m_t[0], y_t[0] if spec.synaptic else syn_s
             spk_prev = s_t[0].reshape(x.shape[1:])

@@ -277,7 +277,7 @@ struct BackwardArgs {
   const S* alpha = nullptr;
   const S* v = nullptr;
   IO* grad_x = nullptr;        // [T, stride]
-  S* grad_mem0 = nullptr;      // [stride]
+  S* grad_mem0 = nullptr;      // [stride], or null: not wanted
   S* grad_syn0 = nullptr;
   S* grad_spk0 = nullptr;
   S* part_beta = nullptr;      // [stride] per-neuron partial sums over time, or null
@@ -410,7 +410,7 @@ FUSEDSNN_TARGET_CLONES void lif_backward_chunk(const BackwardArgs<IO, S>& a, std
   }
   for (std::int64_t j = 0; j < n; ++j) {
     const std::int64_t i = c0 + j;
-    a.grad_mem0[i] = carry_mem[j];
+    if (a.grad_mem0) a.grad_mem0[i] = carry_mem[j];  // null: no initial membrane was given
     if (a.grad_syn0) a.grad_syn0[i] = carry_syn[j];
     if (a.grad_spk0) a.grad_spk0[i] = carry_spk[j];
     if (a.part_beta) a.part_beta[i] = acc_beta[j];
