@@ -98,7 +98,8 @@ def _register_host() -> None:
             return f"the host backend runs CPU tensors, got a {x.device.type} tensor"
         if x.dtype not in (torch.float32, torch.float64):
             return f"the host backend takes float32 or float64 input, got {x.dtype}"
-        if not lif_host.available():
+        # loaded(): skip the loader's lock and torch.compile wrapper once the library is in.
+        if not (lif_host.loaded() or lif_host.available()):
             return "the host library could not be built or loaded (see the warning above)"
         return None
 

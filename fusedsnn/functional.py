@@ -346,7 +346,48 @@ def make_spec(
     graded_spikes_factor: Union[float, Tensor],
     neuron: str,
 ) -> LIFSpec:
-    """Validate snnTorch-style keywords and build the kernel's :class:`LIFSpec`."""
+    """Validate snnTorch-style keywords and build the kernel's :class:`LIFSpec`.
+
+    With the default surrogate (``spike_grad=None``) and a number as ``graded_spikes_factor``
+    the spec is cached: the same keywords give the same spec object on every call, so the
+    per-call path neither re-validates nor rebuilds it (and the host backend finds its
+    descriptor template by identity).
+    """
+    # (never while torch.compile traces: dynamo cannot guard on the type checks; and never for
+    # RSynaptic without delay, which warns)
+    if not torch.compiler.is_compiling() and spike_grad is None \
+            and type(graded_spikes_factor) in (float, int) and type(reset_delay) is bool \
+            and not (neuron == "RSynaptic" and not reset_delay):
+        key = (synaptic, recurrence, reset_mechanism, reset_delay, bool(surrogate_disable),
+               float(graded_spikes_factor), neuron)
+        spec = _SPECS.get(key)
+        if spec is None:
+            spec = _make_spec(synaptic=synaptic, recurrence=recurrence, reset_mechanism=reset_mechanism,
+                              reset_delay=reset_delay, spike_grad=None, surrogate_disable=surrogate_disable,
+                              graded_spikes_factor=graded_spikes_factor, neuron=neuron)
+            if len(_SPECS) > 256:
+                _SPECS.clear()
+            _SPECS[key] = spec
+        return spec
+    return _make_spec(synaptic=synaptic, recurrence=recurrence, reset_mechanism=reset_mechanism,
+                      reset_delay=reset_delay, spike_grad=spike_grad, surrogate_disable=surrogate_disable,
+                      graded_spikes_factor=graded_spikes_factor, neuron=neuron)
+
+
+_SPECS: dict = {}
+
+
+def _make_spec(
+    *,
+    synaptic: bool,
+    recurrence: int,
+    reset_mechanism: str,
+    reset_delay: bool,
+    spike_grad: object,
+    surrogate_disable: bool,
+    graded_spikes_factor: Union[float, Tensor],
+    neuron: str,
+) -> LIFSpec:
     if reset_mechanism not in RESET_CODES:
         raise ValueError(
             f"reset_mechanism must be one of 'subtract', 'zero', 'none', got {reset_mechanism!r}"
@@ -369,7 +410,7 @@ def make_spec(
             "RSynaptic(reset_delay=False) has no effect in snnTorch 1.0.0 (the immediate reset is "
             "computed and discarded); fusedsnn reproduces snnTorch and behaves as reset_delay=True",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,  # the caller of leaky()/rsynaptic(): via make_spec and _make_spec
         )
         reset_delay = True
     return LIFSpec(synaptic, recurrence, RESET_CODES[reset_mechanism], reset_delay, surrogate,

@@ -136,10 +136,14 @@ inline void surrogate_row(int code, const S* __restrict__ h, S* __restrict__ out
 template <typename S>
 inline void gather_params(S* __restrict__ dst, const S* __restrict__ src, std::int64_t c0, std::int64_t n,
                           std::int64_t features) {
+  // Contiguous runs of the feature vector, each a plain (vectorised) copy: a wrap-around test
+  // per element kept this loop scalar, and at T=1 it cost more than the time step itself.
   std::int64_t f = c0 % features;
-  for (std::int64_t j = 0; j < n; ++j) {
-    dst[j] = src[f];
-    if (++f == features) f = 0;
+  for (std::int64_t j = 0; j < n;) {
+    const std::int64_t run = (n - j) < (features - f) ? (n - j) : (features - f);
+    for (std::int64_t k = 0; k < run; ++k) dst[j + k] = src[f + k];
+    j += run;
+    f = 0;
   }
 }
 

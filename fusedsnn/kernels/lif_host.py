@@ -210,6 +210,11 @@ def load_library() -> Optional[ctypes.CDLL]:
     return None
 
 
+def loaded() -> bool:
+    """Whether the host library is loaded already (a cheap check for the per-call path)."""
+    return _library is not None
+
+
 @torch.compiler.assume_constant_result
 def available() -> bool:
     """Whether the host library loads. A constant to torch.compile: the answer cannot change
@@ -293,8 +298,11 @@ _templates: dict = {}
 def _template(spec: LIFSpec, dtype: torch.dtype) -> _Desc:
     """A descriptor with the configuration fields of ``spec`` filled in, made once per (spec,
     dtype): a call copies it (one C-level copy) instead of setting a dozen fields from Python."""
-    key = (spec, dtype)
-    desc = _templates.get(key)
+    # Keyed by the spec object (a layer reuses its spec; functional calls reuse make_spec's
+    # cached ones): hashing the frozen dataclass and its surrogate cost a microsecond per call.
+    # The entry holds the spec, so its id cannot be reused while the entry exists.
+    entry = _templates.get((id(spec), dtype))
+    desc = entry[1] if entry is not None and entry[0] is spec else None
     if desc is None:
         desc = _Desc()
         desc.synaptic = int(spec.synaptic)
@@ -307,7 +315,7 @@ def _template(spec: LIFSpec, dtype: torch.dtype) -> _Desc:
         desc.gsf = spec.graded_spikes_factor
         if len(_templates) > 256:  # specs come from a handful of layers; bound it anyway
             _templates.clear()
-        _templates[key] = desc
+        _templates[(id(spec), dtype)] = (spec, desc)
     return _Desc.from_buffer_copy(desc)
 
 
