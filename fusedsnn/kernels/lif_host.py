@@ -440,8 +440,22 @@ def lif_backward_host(grad_spk, grad_syn, grad_mem, trace, mem_hist, syn_hist, s
         if synaptic and grad_syn is not None:
             gy, d.grad_syn_step = _contiguous_steps(grad_syn, T, M, dt)
             d.grad_syn = _ptr(gy)
-        hist = [t.contiguous() if present(t) else None for t in (mem_hist, syn_hist, spk_hist, trace, pre)]
-        d.mem_hist, d.syn_hist, d.spk_hist, d.trace, d.pre = (_ptr(t) for t in hist)
+        # Histories are the forward's own (contiguous) outputs; the kernel reads syn/spk
+        # histories only for the alpha/V gradients, and a trace or pre only when present.
+        hist = mem_hist.contiguous()
+        d.mem_hist = hist.data_ptr()
+        if need_alpha and present(syn_hist):
+            syn_h = syn_hist.contiguous()
+            d.syn_hist = syn_h.data_ptr()
+        if need_V and present(spk_hist):
+            spk_h = spk_hist.contiguous()
+            d.spk_hist = spk_h.data_ptr()
+        if present(trace):
+            trace_c = trace.contiguous()
+            d.trace = trace_c.data_ptr()
+        if present(pre):
+            pre_c = pre.contiguous()
+            d.pre = pre_c.data_ptr()
         d.mem0 = _param_ptr(mem0, dt, keep)
         d.beta, d.thr = _param_ptr(beta, dt, keep), _param_ptr(thr, dt, keep)
         if synaptic:
@@ -450,8 +464,14 @@ def lif_backward_host(grad_spk, grad_syn, grad_mem, trace, mem_hist, syn_hist, s
             d.spk0, d.v = _param_ptr(spk0, dt, keep), _param_ptr(V, dt, keep)
         gx = grad_x if x_dtype == dt else mem_hist.new_empty(shape)
         d.grad_x = gx.data_ptr()
-        d.grad_mem0, d.grad_syn0, d.grad_spk0 = _ptr(grad_mem0), _ptr(grad_syn0), _ptr(grad_spk0)
-        d.part_beta, d.part_thr, d.part_alpha, d.part_v = (_ptr(p) for p in parts)
+        if grad_mem0 is not None:
+            d.grad_mem0 = grad_mem0.data_ptr()
+        if grad_syn0 is not None:
+            d.grad_syn0 = grad_syn0.data_ptr()
+        if grad_spk0 is not None:
+            d.grad_spk0 = grad_spk0.data_ptr()
+        if need_beta or need_thr or need_alpha or need_V:
+            d.part_beta, d.part_thr, d.part_alpha, d.part_v = (_ptr(p) for p in parts)
         d.need_prev_mem = int(needs_prev_mem(spec, need_beta, need_thr))
         if lib.fusedsnn_lif_backward(ctypes.byref(d)) != 0:
             raise RuntimeError("fusedsnn host backward rejected its arguments")
