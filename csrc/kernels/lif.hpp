@@ -328,7 +328,15 @@ FUSEDSNN_TARGET_CLONES void lif_backward_chunk(const BackwardArgs<IO, S>& a, std
   S carry_mem[kChunk], carry_syn[kChunk], carry_spk[kChunk];
   S acc_beta[kChunk], acc_thr[kChunk], acc_alpha[kChunk], acc_v[kChunk];
   S mem_prev[kChunk], syn_prev[kChunk], spk_prev[kChunk];
-  S g_mem_row[kChunk], g_spk_row[kChunk], g_syn_row[kChunk];
+  // Upstream gradients are read in the main loop straight from their rows (with x, the
+  // histories and grad_x that is several memory streams in flight at once; copying each row
+  // into a local one first made them one stream at a time, and the backward ran at a third of
+  // copy bandwidth). An absent gradient reads this row of zeros instead.
+  IO zero_row[kChunk];
+  const bool any_absent = !a.grad_mem || !a.grad_spk || (SYNAPTIC && !a.grad_syn);
+  if (any_absent) {
+    for (std::int64_t j = 0; j < n; ++j) zero_row[j] = IO(0);
+  }
   S h_row[kChunk], surrogate_buf[kChunk];
   const S* __restrict__ m_pre_hist = IMMEDIATE ? a.pre : a.mem_hist;
   for (std::int64_t j = 0; j < n; ++j) {
@@ -338,15 +346,15 @@ FUSEDSNN_TARGET_CLONES void lif_backward_chunk(const BackwardArgs<IO, S>& a, std
   for (std::int64_t t = a.steps - 1; t >= 0; --t) {
     const std::int64_t row = t * a.stride + c0;
     const std::int64_t prev_row = (t - 1) * a.stride + c0;
-    // Previous-step states and upstream gradients into local rows first (t = 0 reads the
-    // initial states; an absent gradient is zero), keeping the main loop free of branches.
+    // Previous-step states into local rows first (t = 0 reads the initial states), keeping
+    // the main loop free of branches.
     if (NEED_PREV) load_row(mem_prev, t > 0 ? a.mem_hist + prev_row : nullptr, a.mem0 ? a.mem0 + c0 : nullptr, n);
     if (want_alpha) load_row(syn_prev, t > 0 ? a.syn_hist + prev_row : nullptr, a.syn0 ? a.syn0 + c0 : nullptr, n);
     if (want_v) load_row(spk_prev, t > 0 ? a.spk_hist + prev_row : nullptr, a.spk0 ? a.spk0 + c0 : nullptr, n);
-    load_row(g_mem_row, a.grad_mem ? a.grad_mem + t * a.grad_mem_step + c0 : nullptr, static_cast<const S*>(nullptr), n);
-    load_row(g_spk_row, a.grad_spk ? a.grad_spk + t * a.grad_spk_step + c0 : nullptr, static_cast<const S*>(nullptr), n);
-    if (SYNAPTIC)
-      load_row(g_syn_row, a.grad_syn ? a.grad_syn + t * a.grad_syn_step + c0 : nullptr, static_cast<const S*>(nullptr), n);
+    const IO* __restrict__ g_mem_row = a.grad_mem ? a.grad_mem + t * a.grad_mem_step + c0 : zero_row;
+    const IO* __restrict__ g_spk_row = a.grad_spk ? a.grad_spk + t * a.grad_spk_step + c0 : zero_row;
+    const IO* __restrict__ g_syn_row =
+        SYNAPTIC ? (a.grad_syn ? a.grad_syn + t * a.grad_syn_step + c0 : zero_row) : nullptr;
     const S* __restrict__ trace;
     if (a.trace) {
       trace = a.trace + row;
@@ -359,8 +367,8 @@ FUSEDSNN_TARGET_CLONES void lif_backward_chunk(const BackwardArgs<IO, S>& a, std
     IO* __restrict__ grad_x = a.grad_x + row;
     for (std::int64_t j = 0; j < n; ++j) {
       const S th = thr[j];
-      const S g_mem = carry_mem[j] + g_mem_row[j];
-      S g_spk = carry_spk[j] + g_spk_row[j];
+      const S g_mem = carry_mem[j] + static_cast<S>(g_mem_row[j]);
+      S g_spk = carry_spk[j] + static_cast<S>(g_spk_row[j]);
       const S mp = NEED_PREV ? mem_prev[j] : S(0);
       const S r = NEED_PREV ? static_cast<S>(mp - th > S(0)) : S(0);
       S g_pre = g_mem;
@@ -391,7 +399,7 @@ FUSEDSNN_TARGET_CLONES void lif_backward_chunk(const BackwardArgs<IO, S>& a, std
       }
       S g_s = g_base;
       if (SYNAPTIC) {
-        g_s = g_base + carry_syn[j] + g_syn_row[j];
+        g_s = g_base + carry_syn[j] + static_cast<S>(g_syn_row[j]);
       }
       grad_x[j] = static_cast<IO>(g_s);
       if (kZeroBeforeDecay) {

@@ -282,3 +282,23 @@ def test_host_returns_none_for_what_nobody_needs(kind):
             assert host_grads[i] is None
         else:
             torch.testing.assert_close(host_grads[i], ref_grads[i], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind, loss_on", [(k, o) for k in NEURONS for o in ("spk", "mem", "syn")
+                                            if o != "syn" or k in ("Synaptic", "RSynaptic")])
+def test_host_backward_with_absent_upstream_gradients(kind, loss_on):
+    """A loss on one output leaves the others' gradients absent (None: the kernel reads a row
+    of zeros for them); the input gradient still equals the reference's. Rows span two chunks."""
+    synaptic = kind in ("Synaptic", "RSynaptic")
+    B, features = 3, (701,)  # 2103 neurons per step: two chunks, the second one short
+    x = random_input(5, B, *features)
+    params, _ = make_params(kind, features, learn=False, with_states=False, B=B)
+    grads = {}
+    for backend in ("reference", "host"):
+        xb = x.detach().clone().requires_grad_()
+        outs = dict(zip(("spk", "syn", "mem") if synaptic else ("spk", "mem"),
+                        call_neuron(kind, xb, params, {}, backend)))
+        weight = random_input(*x.shape, scale=1.0) if not grads else grads["weight"]
+        grads["weight"] = weight
+        (grads[backend],) = torch.autograd.grad((outs[loss_on] * weight).sum(), xb)
+    torch.testing.assert_close(grads["host"], grads["reference"], rtol=1e-5, atol=1e-6)
