@@ -36,6 +36,11 @@ enum SurrogateCode : int {
 #endif
 #endif
 constexpr std::int64_t kChunk = FUSEDSNN_CHUNK;
+#ifndef FUSEDSNN_BLOCK
+#define FUSEDSNN_BLOCK 256
+#endif
+// The backward's inner block (see lif_backward_chunk): 1 KiB per float32 stream.
+constexpr std::int64_t kBlock = FUSEDSNN_BLOCK < FUSEDSNN_CHUNK ? FUSEDSNN_BLOCK : FUSEDSNN_CHUNK;
 
 // Host builds define FUSEDSNN_TARGET_CLONES (csrc/host): the chunk loops are then compiled for
 // AVX-512, AVX2 and the baseline ISA, and the loader picks the widest the CPU has (an ifunc).
@@ -348,24 +353,34 @@ FUSEDSNN_TARGET_CLONES void lif_backward_chunk(const BackwardArgs<IO, S>& a, std
     const std::int64_t prev_row = (t - 1) * a.stride + c0;
     // Previous-step states into local rows first (t = 0 reads the initial states), keeping
     // the main loop free of branches.
-    if (NEED_PREV) load_row(mem_prev, t > 0 ? a.mem_hist + prev_row : nullptr, a.mem0 ? a.mem0 + c0 : nullptr, n);
     if (want_alpha) load_row(syn_prev, t > 0 ? a.syn_hist + prev_row : nullptr, a.syn0 ? a.syn0 + c0 : nullptr, n);
     if (want_v) load_row(spk_prev, t > 0 ? a.spk_hist + prev_row : nullptr, a.spk0 ? a.spk0 + c0 : nullptr, n);
     const IO* __restrict__ g_mem_row = a.grad_mem ? a.grad_mem + t * a.grad_mem_step + c0 : zero_row;
     const IO* __restrict__ g_spk_row = a.grad_spk ? a.grad_spk + t * a.grad_spk_step + c0 : zero_row;
     const IO* __restrict__ g_syn_row =
         SYNAPTIC ? (a.grad_syn ? a.grad_syn + t * a.grad_syn_step + c0 : zero_row) : nullptr;
+    const S* __restrict__ pre = IMMEDIATE ? a.pre + row : nullptr;
+    IO* __restrict__ grad_x = a.grad_x + row;
+    const S* mem_prev_src = t > 0 ? a.mem_hist + prev_row : nullptr;
+    const S* mem0_src = a.mem0 ? a.mem0 + c0 : nullptr;
+    // The step in blocks of kBlock neurons, each block's passes (previous membrane, surrogate,
+    // main loop) back to back: every memory stream of the step (histories, upstream gradients,
+    // grad_x) then advances together, which keeps the prefetchers on all of them, instead of
+    // one whole-row pass per stream. Same operations per element: bit-identical.
+    for (std::int64_t j0 = 0; j0 < n; j0 += kBlock) {
+    const std::int64_t j1 = (n - j0) < kBlock ? n : j0 + kBlock;
+    if (NEED_PREV) {
+      load_row(mem_prev + j0, mem_prev_src ? mem_prev_src + j0 : nullptr, mem0_src ? mem0_src + j0 : nullptr, j1 - j0);
+    }
     const S* __restrict__ trace;
     if (a.trace) {
       trace = a.trace + row;
     } else {
-      for (std::int64_t j = 0; j < n; ++j) h_row[j] = m_pre_hist[row + j] - thr[j];
-      surrogate_row<S>(a.surrogate, h_row, surrogate_buf, n, a.c0, a.c1);
+      for (std::int64_t j = j0; j < j1; ++j) h_row[j] = m_pre_hist[row + j] - thr[j];
+      surrogate_row<S>(a.surrogate, h_row + j0, surrogate_buf + j0, j1 - j0, a.c0, a.c1);
       trace = surrogate_buf;
     }
-    const S* __restrict__ pre = IMMEDIATE ? a.pre + row : nullptr;
-    IO* __restrict__ grad_x = a.grad_x + row;
-    for (std::int64_t j = 0; j < n; ++j) {
+    for (std::int64_t j = j0; j < j1; ++j) {
       const S th = thr[j];
       const S g_mem = carry_mem[j] + static_cast<S>(g_mem_row[j]);
       S g_spk = carry_spk[j] + static_cast<S>(g_spk_row[j]);
@@ -419,6 +434,7 @@ FUSEDSNN_TARGET_CLONES void lif_backward_chunk(const BackwardArgs<IO, S>& a, std
         carry_spk[j] = v[j] * g_s;
       }
     }
+    }  // blocks
   }
   for (std::int64_t j = 0; j < n; ++j) {
     const std::int64_t i = c0 + j;
