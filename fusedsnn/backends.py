@@ -91,6 +91,7 @@ _register_triton()
 
 
 def _register_host() -> None:
+    global _host_reason, _host_module
     from .kernels import lif_host
 
     def reason(x: torch.Tensor) -> str | None:
@@ -98,11 +99,16 @@ def _register_host() -> None:
             return f"the host backend runs CPU tensors, got a {x.device.type} tensor"
         if x.dtype not in (torch.float32, torch.float64):
             return f"the host backend takes float32 or float64 input, got {x.dtype}"
-        if not lif_host.available():
+        # loaded(): skip the loader's lock and torch.compile wrapper once the library is in.
+        if not (lif_host.loaded() or lif_host.available()):
             return "the host library could not be built or loaded (see the warning above)"
         return None
 
+    _host_reason, _host_module = reason, lif_host
     register_backend(Backend("host", lif_host.lif_forward_host, lif_host.lif_backward_host, reason))
+
+
+_host_reason = _host_module = None
 
 
 _register_host()
@@ -110,6 +116,13 @@ _register_host()
 
 def resolve_backend(name: str, x: torch.Tensor) -> Backend:
     """Pick the backend for ``x``: ``"auto"`` means triton for CUDA tensors, else the CPU default."""
+    if name == "auto" and x.is_cpu and (x.dtype is torch.float32 or x.dtype is torch.float64):
+        # The per-call common case, decided without building device objects or reasons: the
+        # CPU default is the host backend once its library is loaded (cpu_default_backend).
+        host = _BACKENDS.get("host")
+        if host is not None and host.unsupported_reason is _host_reason and _host_module.loaded() \
+                and not torch.compiler.is_compiling():
+            return host
     if not isinstance(name, str):
         raise TypeError(f"backend must be a string, got {type(name).__name__}")
     if name == "auto":

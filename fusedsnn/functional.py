@@ -224,27 +224,36 @@ def lif(
         F *= d
     beta_f = _param("beta", beta, x, clamp=True)
     thr_f = _param("threshold", threshold, x, clamp=False)
-    alpha_f = _param("alpha", alpha, x, clamp=True) if spec.synaptic else _empty(beta_f)
-    V_f = _param("V", V, x, clamp=False) if spec.recurrence == RECURRENCE_ONE_TO_ONE else _empty(beta_f)
+    # Absent parameters and states are None (lif_apply's eager path takes None; an empty
+    # tensor per absent argument cost a microsecond each, for lif_apply to turn back into None).
+    alpha_f = _param("alpha", alpha, x, clamp=True) if spec.synaptic else None
+    V_f = _param("V", V, x, clamp=False) if spec.recurrence == RECURRENCE_ONE_TO_ONE else None
     grad_on = torch.is_grad_enabled()
     store_state = grad_on and needs_prev_mem(spec, beta_f.requires_grad, thr_f.requires_grad)
 
-    def flat_state(state: Optional[Tensor]) -> Tensor:
-        return _empty(x) if state is None else _reshaped(state, (B, F))
+    def flat_state(state: Optional[Tensor]) -> Optional[Tensor]:
+        return None if state is None else _reshaped(state, (B, F))
 
-    def call(x3: Tensor, mem_s: Tensor, syn_s: Tensor, spk_s: Tensor, rec3: Tensor):
+    def call(x3: Tensor, mem_s: Optional[Tensor], syn_s: Optional[Tensor], spk_s: Optional[Tensor],
+             rec3: Optional[Tensor]):
         return lif_apply(x3, mem_s, syn_s, spk_s, rec3, beta_f, thr_f, alpha_f, V_f, spec, store_state, chosen)
 
     if spec.recurrence != RECURRENCE_INPUT:
         out_spk, out_syn, out_mem = call(
-            _reshaped(x, (T, B, F)), flat_state(mem), flat_state(syn), flat_state(spk), _empty(x)
+            _reshaped(x, (T, B, F)), flat_state(mem), flat_state(syn), flat_state(spk), None
         )
     elif (dense := _fused_dense_weights(recurrent, x, chosen.name)) is not None:
-        # nn.Linear(F, F) on [T, B, F]: the whole sequence is one op (fusedsnn/ops_dense.py).
+        # nn.Linear(F, F) on [T, B, F]: the whole sequence is one op (fusedsnn/ops_dense.py),
+        # a custom op whose schema takes tensors: empty ones for what is absent.
         weight, bias = dense
+
+        def as_tensor(t: Optional[Tensor]) -> Tensor:
+            return _empty(x) if t is None else t
+
         out_spk, out_syn, out_mem, *_ = lif_dense_forward(
-            x.reshape(T, B, F), flat_state(mem), flat_state(syn), flat_state(spk), weight, bias,
-            beta_f, thr_f, alpha_f, spec.synaptic, spec.reset, spec.reset_delay, spec.surrogate.code,
+            x.reshape(T, B, F), as_tensor(flat_state(mem)), as_tensor(flat_state(syn)),
+            as_tensor(flat_state(spk)), weight, bias,
+            beta_f, thr_f, as_tensor(alpha_f), spec.synaptic, spec.reset, spec.reset_delay, spec.surrogate.code,
             float(spec.surrogate.p0), float(spec.surrogate.p1), float(spec.graded_spikes_factor), chosen.name,
         )
     else:
@@ -263,7 +272,7 @@ def lif(
                     f"got {tuple(rec_t.shape)}"
                 )
             s_t, y_t, m_t = call(
-                x[t].reshape(1, B, F), mem_s, syn_s, _empty(x), rec_t.reshape(1, B, F).to(x.dtype)
+                x[t].reshape(1, B, F), mem_s, syn_s, None, rec_t.reshape(1, B, F).to(x.dtype)
             )
             mem_s, syn_s = m_t[0], y_t[0] if spec.synaptic else syn_s
             spk_prev = s_t[0].reshape(x.shape[1:])
@@ -343,7 +352,48 @@ def make_spec(
     graded_spikes_factor: Union[float, Tensor],
     neuron: str,
 ) -> LIFSpec:
-    """Validate snnTorch-style keywords and build the kernel's :class:`LIFSpec`."""
+    """Validate snnTorch-style keywords and build the kernel's :class:`LIFSpec`.
+
+    With the default surrogate (``spike_grad=None``) and a number as ``graded_spikes_factor``
+    the spec is cached: the same keywords give the same spec object on every call, so the
+    per-call path neither re-validates nor rebuilds it (and the host backend finds its
+    descriptor template by identity).
+    """
+    # (never while torch.compile traces: dynamo cannot guard on the type checks; and never for
+    # RSynaptic without delay, which warns)
+    if not torch.compiler.is_compiling() and spike_grad is None \
+            and type(graded_spikes_factor) in (float, int) and type(reset_delay) is bool \
+            and not (neuron == "RSynaptic" and not reset_delay):
+        key = (synaptic, recurrence, reset_mechanism, reset_delay, bool(surrogate_disable),
+               float(graded_spikes_factor), neuron)
+        spec = _SPECS.get(key)
+        if spec is None:
+            spec = _make_spec(synaptic=synaptic, recurrence=recurrence, reset_mechanism=reset_mechanism,
+                              reset_delay=reset_delay, spike_grad=None, surrogate_disable=surrogate_disable,
+                              graded_spikes_factor=graded_spikes_factor, neuron=neuron)
+            if len(_SPECS) > 256:
+                _SPECS.clear()
+            _SPECS[key] = spec
+        return spec
+    return _make_spec(synaptic=synaptic, recurrence=recurrence, reset_mechanism=reset_mechanism,
+                      reset_delay=reset_delay, spike_grad=spike_grad, surrogate_disable=surrogate_disable,
+                      graded_spikes_factor=graded_spikes_factor, neuron=neuron)
+
+
+_SPECS: dict = {}
+
+
+def _make_spec(
+    *,
+    synaptic: bool,
+    recurrence: int,
+    reset_mechanism: str,
+    reset_delay: bool,
+    spike_grad: object,
+    surrogate_disable: bool,
+    graded_spikes_factor: Union[float, Tensor],
+    neuron: str,
+) -> LIFSpec:
     if reset_mechanism not in RESET_CODES:
         raise ValueError(
             f"reset_mechanism must be one of 'subtract', 'zero', 'none', got {reset_mechanism!r}"
@@ -366,7 +416,7 @@ def make_spec(
             "RSynaptic(reset_delay=False) has no effect in snnTorch 1.0.0 (the immediate reset is "
             "computed and discarded); fusedsnn reproduces snnTorch and behaves as reset_delay=True",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,  # the caller of leaky()/rsynaptic(): via make_spec and _make_spec
         )
         reset_delay = True
     return LIFSpec(synaptic, recurrence, RESET_CODES[reset_mechanism], reset_delay, surrogate,

@@ -50,9 +50,14 @@ def lif_forward(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """``x: [T, B, F]`` -> ``(spk, syn, mem, trace, mem_state, pre)``, each ``[T, B, F]`` or empty."""
     spec = _spec(synaptic, recurrence, reset, reset_delay, surrogate, p0, p1, gsf)
-    return get_backend(backend).forward(
+    outs = get_backend(backend).forward(
         x, _opt(mem0), _opt(syn0), _opt(spk0), _opt(rec), beta, threshold, alpha, V, spec, store_state
     )
+    # A backend may return None for an absent output (the host does, for the eager path); the
+    # op's outputs are tensors that must not alias one another: distinct empty ones.
+    sdt = torch.float64 if x.dtype == torch.float64 else torch.float32
+    return tuple(x.new_empty(0, dtype=x.dtype if i < 3 else sdt) if o is None else o
+                 for i, o in enumerate(outs))
 
 
 @lif_forward.register_fake
@@ -87,10 +92,19 @@ def lif_backward(
     ``mem_hist``): ``(grad_x, grad_mem0, grad_syn0, grad_spk0, grad_beta, grad_threshold,
     grad_alpha, grad_V)``; parameter gradients are ``[F]``, or empty when not requested."""
     spec = _spec(synaptic, recurrence, reset, reset_delay, surrogate, p0, p1, gsf)
-    return get_backend(backend).backward(
+    grads = get_backend(backend).backward(
         _opt(grad_spk), _opt(grad_syn), _opt(grad_mem), trace, mem_hist, syn_hist, spk_hist, pre,
         _opt(mem0), _opt(syn0), _opt(spk0), beta, threshold, alpha, V, spec, x_dtype,
         (need_beta, need_threshold, need_alpha, need_V),
+    )
+    # A backend may return None for a gradient nobody asked for (the host does for absent
+    # initial states and unrequested parameters); the schema has tensors: zeros / empty.
+    sdt = torch.float64 if x_dtype == torch.float64 else torch.float32
+    state_shape = mem_hist.shape[1:]
+    return (grads[0],) + tuple(
+        (mem_hist.new_zeros(state_shape, dtype=sdt) if i < 3 else mem_hist.new_empty(0, dtype=sdt))
+        if g is None else g
+        for i, g in enumerate(grads[1:])
     )
 
 
@@ -213,7 +227,10 @@ class FusedLIF(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         (x, mem0, syn0, spk0, rec, beta, threshold, alpha, V, spec, _store, save, backend) = inputs
         spk, syn, mem, trace, state, pre = output
-        ctx.mark_non_differentiable(trace, state, pre)
+        # Absent outputs are None (host) or empty tensors (the other backends).
+        non_differentiable = [t for t in (trace, state, pre) if t is not None]
+        if non_differentiable:
+            ctx.mark_non_differentiable(*non_differentiable)
         # Unused outputs' gradients arrive as None, not as zero-filled [T, B, F] tensors.
         ctx.set_materialize_grads(False)
         if not save:
@@ -223,7 +240,8 @@ class FusedLIF(torch.autograd.Function):
         ctx.x_dtype = x.dtype
         ctx.rec_dtype = None if rec is None else rec.dtype
         ctx.state_dtypes = tuple(None if t is None else t.dtype for t in (mem0, syn0, spk0))
-        mem_hist = state if state.numel() else mem
+        ctx.param_dtypes = tuple(None if t is None else t.dtype for t in (beta, threshold, alpha, V))
+        mem_hist = state if state is not None and state.numel() else mem
         ctx.save_for_backward(trace, mem_hist, syn, spk, pre, mem0, syn0, spk0, beta, threshold, alpha, V)
 
     @staticmethod
@@ -241,6 +259,8 @@ class FusedLIF(torch.autograd.Function):
         grad_x, grad_mem0, grad_syn0, grad_spk0, grad_beta, grad_thr, grad_alpha, grad_V = grads
         mem_dt, syn_dt, spk_dt = ctx.state_dtypes
 
+        beta_dt, thr_dt, alpha_dt, V_dt = ctx.param_dtypes
+
         def cast(needed: bool, grad: Tensor, dtype) -> Tensor | None:
             if not needed or dtype is None:
                 return None
@@ -252,10 +272,10 @@ class FusedLIF(torch.autograd.Function):
             cast(needs[2], grad_syn0, syn_dt),
             cast(needs[3], grad_spk0, spk_dt),
             cast(needs[4], grad_x, ctx.rec_dtype),
-            cast(needs[5], grad_beta, beta.dtype),
-            cast(needs[6], grad_thr, threshold.dtype),
-            cast(needs[7], grad_alpha, alpha.dtype),
-            cast(needs[8], grad_V, V.dtype),
+            cast(needs[5], grad_beta, beta_dt),
+            cast(needs[6], grad_thr, thr_dt),
+            cast(needs[7], grad_alpha, alpha_dt),
+            cast(needs[8], grad_V, V_dt),
             None, None, None, None,
         )
 
@@ -268,8 +288,9 @@ def lif_apply(x: Tensor, mem0: Tensor | None, syn0: Tensor | None, spk0: Tensor 
               rec: Tensor | None, beta: Tensor, threshold: Tensor, alpha: Tensor, V: Tensor,
               spec: LIFSpec, store_state: bool, backend: Backend) -> tuple[Tensor, Tensor, Tensor]:
     """Run the fused time loop: ``x: [T, B, F]`` -> ``(spk, syn, mem)``, each ``[T, B, F]``
-    (``syn`` empty unless synaptic). States are ``[B, F]`` (None or empty: zeros), ``rec`` the
-    all-to-all input ``[T, B, F]`` (None or empty: none), parameters ``[F]``."""
+    (``syn`` None or empty unless synaptic). States are ``[B, F]`` (None or empty: zeros),
+    ``rec`` the all-to-all input ``[T, B, F]`` (None or empty: none), parameters ``[F]``
+    (``alpha``/``V`` None or empty where the neuron has none)."""
     if torch.compiler.is_compiling():
         empty = x.new_empty(0)
 
@@ -277,16 +298,29 @@ def lif_apply(x: Tensor, mem0: Tensor | None, syn0: Tensor | None, spk0: Tensor 
             return empty if t is None else t
 
         out = lif_forward(
-            x, e(mem0), e(syn0), e(spk0), e(rec), beta, threshold, alpha, V,
+            x, e(mem0), e(syn0), e(spk0), e(rec), beta, threshold, e(alpha), e(V),
             spec.synaptic, spec.recurrence, spec.reset, spec.reset_delay, spec.surrogate.code,
             float(spec.surrogate.p0), float(spec.surrogate.p1), float(spec.graded_spikes_factor),
             store_state, backend.name,
         )
         return out[0], out[1], out[2]
-    mem0, syn0, spk0, rec = (None if t is None or t.numel() == 0 else t for t in (mem0, syn0, spk0, rec))
+    # Empty tensors mean "absent" as None does; normalise to None (the eager callers in
+    # fusedsnn.functional pass None already, so the check is all this costs them).
+    if mem0 is not None and mem0.numel() == 0:
+        mem0 = None
+    if syn0 is not None and syn0.numel() == 0:
+        syn0 = None
+    if spk0 is not None and spk0.numel() == 0:
+        spk0 = None
+    if rec is not None and rec.numel() == 0:
+        rec = None
+    if alpha is not None and alpha.numel() == 0:
+        alpha = None
+    if V is not None and V.numel() == 0:
+        V = None
     save = torch.is_grad_enabled() and (
-        x.requires_grad or beta.requires_grad or threshold.requires_grad or alpha.requires_grad
-        or V.requires_grad or any(t is not None and t.requires_grad for t in (mem0, syn0, spk0, rec))
+        x.requires_grad or beta.requires_grad or threshold.requires_grad
+        or any(t is not None and t.requires_grad for t in (alpha, V, mem0, syn0, spk0, rec))
     )
     if torch._C._are_functorch_transforms_active():
         # The launchers need real storage; a transform's wrapped tensors have none. Refuse

@@ -283,3 +283,21 @@ def test_state_dtype_message_says_each_choice_once(x_dtype, mem_dtype, message):
     with pytest.raises(ValueError) as err:
         F.leaky(x, 0.9, mem=torch.zeros(2, 3, dtype=mem_dtype))
     assert str(err.value) == message
+
+
+def test_make_spec_caches_default_surrogate_specs():
+    """With the default surrogate a layer's keywords map to one cached spec object (the eager
+    path does not rebuild it per call); it equals a freshly validated spec, other keywords give
+    other specs, and a custom surrogate is never served from the cache."""
+    kw = dict(synaptic=False, recurrence=0, reset_mechanism="zero", reset_delay=False, spike_grad=None,
+              surrogate_disable=False, graded_spikes_factor=1.0, neuron="Leaky")
+    first, second = F.make_spec(**kw), F.make_spec(**kw)
+    assert first is second and first == F._make_spec(**kw)
+    assert F.make_spec(**{**kw, "reset_mechanism": "subtract"}) != first
+    assert F.make_spec(**{**kw, "graded_spikes_factor": 2.0}).graded_spikes_factor == 2.0
+    fast = F.make_spec(**{**kw, "spike_grad": F.surrogate_mod.fast_sigmoid(slope=5)})
+    assert fast.surrogate.name == "fast_sigmoid"
+    with pytest.raises(ValueError, match="reset_mechanism"):
+        F.make_spec(**{**kw, "reset_mechanism": "bogus"})
+    with pytest.warns(UserWarning, match="RSynaptic"):
+        F.make_spec(**{**kw, "synaptic": True, "recurrence": 1, "neuron": "RSynaptic"})

@@ -234,8 +234,9 @@ extern "C" {
 
 // ABI version: bump when fusedsnn_lif_desc or its meaning changes, so a stale library is not
 // loaded (4: trace and pre may be null in the forward, for inference; 5: a null trace in the
-// backward means "recompute the surrogate from pre or mem_hist", which needs the surrogate fields).
-int fusedsnn_host_abi_version() { return 5; }
+// backward means "recompute the surrogate from pre or mem_hist", which needs the surrogate fields;
+// 6: grad_mem0 may be null in the backward, when no initial membrane was given).
+int fusedsnn_host_abi_version() { return 6; }
 
 int fusedsnn_lif_forward(const fusedsnn_lif_desc* d) {
   if (!d || d->dtype < 0 || d->dtype > 1 || d->features < 1 || d->neurons % d->features != 0) return 1;

@@ -36,6 +36,11 @@ enum SurrogateCode : int {
 #endif
 #endif
 constexpr std::int64_t kChunk = FUSEDSNN_CHUNK;
+#ifndef FUSEDSNN_BLOCK
+#define FUSEDSNN_BLOCK 256
+#endif
+// The backward's inner block (see lif_backward_chunk): 1 KiB per float32 stream.
+constexpr std::int64_t kBlock = FUSEDSNN_BLOCK < FUSEDSNN_CHUNK ? FUSEDSNN_BLOCK : FUSEDSNN_CHUNK;
 
 // Host builds define FUSEDSNN_TARGET_CLONES (csrc/host): the chunk loops are then compiled for
 // AVX-512, AVX2 and the baseline ISA, and the loader picks the widest the CPU has (an ifunc).
@@ -136,10 +141,14 @@ inline void surrogate_row(int code, const S* __restrict__ h, S* __restrict__ out
 template <typename S>
 inline void gather_params(S* __restrict__ dst, const S* __restrict__ src, std::int64_t c0, std::int64_t n,
                           std::int64_t features) {
+  // Contiguous runs of the feature vector, each a plain (vectorised) copy: a wrap-around test
+  // per element kept this loop scalar, and at T=1 it cost more than the time step itself.
   std::int64_t f = c0 % features;
-  for (std::int64_t j = 0; j < n; ++j) {
-    dst[j] = src[f];
-    if (++f == features) f = 0;
+  for (std::int64_t j = 0; j < n;) {
+    const std::int64_t run = (n - j) < (features - f) ? (n - j) : (features - f);
+    for (std::int64_t k = 0; k < run; ++k) dst[j + k] = src[f + k];
+    j += run;
+    f = 0;
   }
 }
 
@@ -277,7 +286,7 @@ struct BackwardArgs {
   const S* alpha = nullptr;
   const S* v = nullptr;
   IO* grad_x = nullptr;        // [T, stride]
-  S* grad_mem0 = nullptr;      // [stride]
+  S* grad_mem0 = nullptr;      // [stride], or null: not wanted
   S* grad_syn0 = nullptr;
   S* grad_spk0 = nullptr;
   S* part_beta = nullptr;      // [stride] per-neuron partial sums over time, or null
@@ -324,7 +333,15 @@ FUSEDSNN_TARGET_CLONES void lif_backward_chunk(const BackwardArgs<IO, S>& a, std
   S carry_mem[kChunk], carry_syn[kChunk], carry_spk[kChunk];
   S acc_beta[kChunk], acc_thr[kChunk], acc_alpha[kChunk], acc_v[kChunk];
   S mem_prev[kChunk], syn_prev[kChunk], spk_prev[kChunk];
-  S g_mem_row[kChunk], g_spk_row[kChunk], g_syn_row[kChunk];
+  // Upstream gradients are read in the main loop straight from their rows (with x, the
+  // histories and grad_x that is several memory streams in flight at once; copying each row
+  // into a local one first made them one stream at a time, and the backward ran at a third of
+  // copy bandwidth). An absent gradient reads this row of zeros instead.
+  IO zero_row[kChunk];
+  const bool any_absent = !a.grad_mem || !a.grad_spk || (SYNAPTIC && !a.grad_syn);
+  if (any_absent) {
+    for (std::int64_t j = 0; j < n; ++j) zero_row[j] = IO(0);
+  }
   S h_row[kChunk], surrogate_buf[kChunk];
   const S* __restrict__ m_pre_hist = IMMEDIATE ? a.pre : a.mem_hist;
   for (std::int64_t j = 0; j < n; ++j) {
@@ -334,29 +351,39 @@ FUSEDSNN_TARGET_CLONES void lif_backward_chunk(const BackwardArgs<IO, S>& a, std
   for (std::int64_t t = a.steps - 1; t >= 0; --t) {
     const std::int64_t row = t * a.stride + c0;
     const std::int64_t prev_row = (t - 1) * a.stride + c0;
-    // Previous-step states and upstream gradients into local rows first (t = 0 reads the
-    // initial states; an absent gradient is zero), keeping the main loop free of branches.
-    if (NEED_PREV) load_row(mem_prev, t > 0 ? a.mem_hist + prev_row : nullptr, a.mem0 ? a.mem0 + c0 : nullptr, n);
+    // Previous-step states into local rows first (t = 0 reads the initial states), keeping
+    // the main loop free of branches.
     if (want_alpha) load_row(syn_prev, t > 0 ? a.syn_hist + prev_row : nullptr, a.syn0 ? a.syn0 + c0 : nullptr, n);
     if (want_v) load_row(spk_prev, t > 0 ? a.spk_hist + prev_row : nullptr, a.spk0 ? a.spk0 + c0 : nullptr, n);
-    load_row(g_mem_row, a.grad_mem ? a.grad_mem + t * a.grad_mem_step + c0 : nullptr, static_cast<const S*>(nullptr), n);
-    load_row(g_spk_row, a.grad_spk ? a.grad_spk + t * a.grad_spk_step + c0 : nullptr, static_cast<const S*>(nullptr), n);
-    if (SYNAPTIC)
-      load_row(g_syn_row, a.grad_syn ? a.grad_syn + t * a.grad_syn_step + c0 : nullptr, static_cast<const S*>(nullptr), n);
+    const IO* __restrict__ g_mem_row = a.grad_mem ? a.grad_mem + t * a.grad_mem_step + c0 : zero_row;
+    const IO* __restrict__ g_spk_row = a.grad_spk ? a.grad_spk + t * a.grad_spk_step + c0 : zero_row;
+    const IO* __restrict__ g_syn_row =
+        SYNAPTIC ? (a.grad_syn ? a.grad_syn + t * a.grad_syn_step + c0 : zero_row) : nullptr;
+    const S* __restrict__ pre = IMMEDIATE ? a.pre + row : nullptr;
+    IO* __restrict__ grad_x = a.grad_x + row;
+    const S* mem_prev_src = t > 0 ? a.mem_hist + prev_row : nullptr;
+    const S* mem0_src = a.mem0 ? a.mem0 + c0 : nullptr;
+    // The step in blocks of kBlock neurons, each block's passes (previous membrane, surrogate,
+    // main loop) back to back: every memory stream of the step (histories, upstream gradients,
+    // grad_x) then advances together, which keeps the prefetchers on all of them, instead of
+    // one whole-row pass per stream. Same operations per element: bit-identical.
+    for (std::int64_t j0 = 0; j0 < n; j0 += kBlock) {
+    const std::int64_t j1 = (n - j0) < kBlock ? n : j0 + kBlock;
+    if (NEED_PREV) {
+      load_row(mem_prev + j0, mem_prev_src ? mem_prev_src + j0 : nullptr, mem0_src ? mem0_src + j0 : nullptr, j1 - j0);
+    }
     const S* __restrict__ trace;
     if (a.trace) {
       trace = a.trace + row;
     } else {
-      for (std::int64_t j = 0; j < n; ++j) h_row[j] = m_pre_hist[row + j] - thr[j];
-      surrogate_row<S>(a.surrogate, h_row, surrogate_buf, n, a.c0, a.c1);
+      for (std::int64_t j = j0; j < j1; ++j) h_row[j] = m_pre_hist[row + j] - thr[j];
+      surrogate_row<S>(a.surrogate, h_row + j0, surrogate_buf + j0, j1 - j0, a.c0, a.c1);
       trace = surrogate_buf;
     }
-    const S* __restrict__ pre = IMMEDIATE ? a.pre + row : nullptr;
-    IO* __restrict__ grad_x = a.grad_x + row;
-    for (std::int64_t j = 0; j < n; ++j) {
+    for (std::int64_t j = j0; j < j1; ++j) {
       const S th = thr[j];
-      const S g_mem = carry_mem[j] + g_mem_row[j];
-      S g_spk = carry_spk[j] + g_spk_row[j];
+      const S g_mem = carry_mem[j] + static_cast<S>(g_mem_row[j]);
+      S g_spk = carry_spk[j] + static_cast<S>(g_spk_row[j]);
       const S mp = NEED_PREV ? mem_prev[j] : S(0);
       const S r = NEED_PREV ? static_cast<S>(mp - th > S(0)) : S(0);
       S g_pre = g_mem;
@@ -387,7 +414,7 @@ FUSEDSNN_TARGET_CLONES void lif_backward_chunk(const BackwardArgs<IO, S>& a, std
       }
       S g_s = g_base;
       if (SYNAPTIC) {
-        g_s = g_base + carry_syn[j] + g_syn_row[j];
+        g_s = g_base + carry_syn[j] + static_cast<S>(g_syn_row[j]);
       }
       grad_x[j] = static_cast<IO>(g_s);
       if (kZeroBeforeDecay) {
@@ -407,10 +434,11 @@ FUSEDSNN_TARGET_CLONES void lif_backward_chunk(const BackwardArgs<IO, S>& a, std
         carry_spk[j] = v[j] * g_s;
       }
     }
+    }  // blocks
   }
   for (std::int64_t j = 0; j < n; ++j) {
     const std::int64_t i = c0 + j;
-    a.grad_mem0[i] = carry_mem[j];
+    if (a.grad_mem0) a.grad_mem0[i] = carry_mem[j];  // null: no initial membrane was given
     if (a.grad_syn0) a.grad_syn0[i] = carry_syn[j];
     if (a.grad_spk0) a.grad_spk0[i] = carry_spk[j];
     if (a.part_beta) a.part_beta[i] = acc_beta[j];

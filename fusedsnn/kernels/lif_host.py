@@ -27,13 +27,13 @@ from typing import Iterator, Optional
 
 import torch
 
-from .layout import forward_outputs, surrogate_constants, time_major_2d  # one contiguity policy
+from .layout import surrogate_constants, time_major_2d  # one contiguity policy
 from .spec import RECURRENCE_INPUT, RECURRENCE_ONE_TO_ONE, LIFSpec, needs_prev_mem
 
 Tensor = torch.Tensor
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
-_ABI_VERSION = 5
+_ABI_VERSION = 6
 _DTYPES = {torch.float32: 0, torch.float64: 1}
 
 _c_void_p = ctypes.c_void_p
@@ -210,6 +210,11 @@ def load_library() -> Optional[ctypes.CDLL]:
     return None
 
 
+def loaded() -> bool:
+    """Whether the host library is loaded already (a cheap check for the per-call path)."""
+    return _library is not None
+
+
 @torch.compiler.assume_constant_result
 def available() -> bool:
     """Whether the host library loads. A constant to torch.compile: the answer cannot change
@@ -293,8 +298,11 @@ _templates: dict = {}
 def _template(spec: LIFSpec, dtype: torch.dtype) -> _Desc:
     """A descriptor with the configuration fields of ``spec`` filled in, made once per (spec,
     dtype): a call copies it (one C-level copy) instead of setting a dozen fields from Python."""
-    key = (spec, dtype)
-    desc = _templates.get(key)
+    # Keyed by the spec object (a layer reuses its spec; functional calls reuse make_spec's
+    # cached ones): hashing the frozen dataclass and its surrogate cost a microsecond per call.
+    # The entry holds the spec, so its id cannot be reused while the entry exists.
+    entry = _templates.get((id(spec), dtype))
+    desc = entry[1] if entry is not None and entry[0] is spec else None
     if desc is None:
         desc = _Desc()
         desc.synaptic = int(spec.synaptic)
@@ -307,7 +315,7 @@ def _template(spec: LIFSpec, dtype: torch.dtype) -> _Desc:
         desc.gsf = spec.graded_spikes_factor
         if len(_templates) > 256:  # specs come from a handful of layers; bound it anyway
             _templates.clear()
-        _templates[key] = desc
+        _templates[(id(spec), dtype)] = (spec, desc)
     return _Desc.from_buffer_copy(desc)
 
 
@@ -318,100 +326,157 @@ def _config(spec: LIFSpec, T: int, M: int, F: int, dtype: torch.dtype) -> _Desc:
     return desc
 
 
+def _contiguous_steps(t: Tensor, T: int, M: int, dtype: torch.dtype) -> tuple[Optional[Tensor], int]:
+    """``t: [T, B, F]`` as kernel input: itself when it is already contiguous in ``dtype`` (the
+    common case, checked without building a view), else :func:`_time_major`."""
+    if t.dtype == dtype and t.is_contiguous():
+        return t, M
+    return _time_major(t, T, dtype)
+
+
+def _param_ptr(t: Optional[Tensor], dtype: torch.dtype, keep: list) -> Optional[int]:
+    """Address of ``t`` as a contiguous 1-D ``dtype`` array (converted copies go to ``keep`` so
+    they outlive the call), or None when absent."""
+    if t is None:
+        return None
+    if t.dtype != dtype or not t.is_contiguous():
+        t = _flat(t, dtype)
+        if t is None:
+            return None
+        keep.append(t)
+    elif t.numel() == 0:
+        return None
+    return t.data_ptr()
+
+
 def lif_forward_host(x, mem0, syn0, spk0, rec, beta, thr, alpha, V, spec: LIFSpec, store_state: bool,
                      for_backward: bool = True):
-    """Same contract as :func:`lif_reference.lif_forward_reference` (``x: [T, B, F]``)."""
+    """Same contract as :func:`lif_reference.lif_forward_reference` (``x: [T, B, F]``), except
+    that absent outputs are None: the host's state precision is the input's (float32/float64),
+    so there is never a membrane copy or a trace (the backward recomputes the surrogate), and
+    ``syn``/``pre`` exist only where the neuron has them. The ``torch.library`` op turns None
+    into distinct empty tensors (``ops._forward_outputs_or_empty``); the eager path does not
+    pay for them."""
     lib = _library if _library is not None else load_library()
-    T, B, F = x.shape
+    shape = x.shape
+    T, B, F = shape
     M = B * F
     dt = x.dtype
-    # Host state precision equals the input dtype (float32/float64): the membrane output is the
-    # state itself, so no separate copy is needed.
-    spk, syn, mem, trace, state, pre = forward_outputs(x, spec, dt, state_copy=False, for_backward=for_backward)
-    if T == 0 or M == 0:
-        return spk, syn, mem, trace, state, pre
     synaptic = spec.synaptic
+    immediate = spec.immediate_reset
+    # new_empty: x's dtype and device (also under torch.set_default_device), without kwargs parsing.
+    spk = x.new_empty(shape)
+    mem = x.new_empty(shape)
+    syn = x.new_empty(shape) if synaptic else None
+    pre = x.new_empty(shape) if immediate and for_backward else None
+    if T == 0 or M == 0:
+        return spk, syn, mem, None, None, pre
     one_to_one = spec.recurrence == RECURRENCE_ONE_TO_ONE
-    # Converted tensors are locals, so they stay alive until the call returns.
-    x2, x_step = _time_major(x, T, dt)
-    rec2, rec_step = _time_major(rec, T, dt) if spec.recurrence == RECURRENCE_INPUT else (None, 0)
-    mem0_f = _flat(mem0, dt)
-    syn0_f = _flat(syn0, dt) if synaptic else None
-    spk0_f = _flat(spk0, dt) if one_to_one else None
-    beta_f, thr_f = _flat(beta, dt), _flat(thr, dt)
-    alpha_f = _flat(alpha, dt) if synaptic else None
-    v_f = _flat(V, dt) if one_to_one else None
+    keep: list = []  # converted inputs stay alive until the call returns
+    x2, x_step = _contiguous_steps(x, T, M, dt)
     d = _config(spec, T, M, F, dt)
     d.x, d.x_step = x2.data_ptr(), x_step
-    d.rec, d.rec_step = _ptr(rec2), rec_step
-    d.mem0, d.syn0, d.spk0 = _ptr(mem0_f), _ptr(syn0_f), _ptr(spk0_f)
-    d.beta, d.thr, d.alpha, d.v = _ptr(beta_f), _ptr(thr_f), _ptr(alpha_f), _ptr(v_f)
+    if rec is not None and spec.recurrence == RECURRENCE_INPUT:
+        rec2, d.rec_step = _contiguous_steps(rec, T, M, dt)
+        d.rec = _ptr(rec2)
+    d.mem0 = _param_ptr(mem0, dt, keep)
+    d.beta, d.thr = _param_ptr(beta, dt, keep), _param_ptr(thr, dt, keep)
+    if synaptic:
+        d.syn0, d.alpha = _param_ptr(syn0, dt, keep), _param_ptr(alpha, dt, keep)
+        d.syn = syn.data_ptr()
+    if one_to_one:
+        d.spk0, d.v = _param_ptr(spk0, dt, keep), _param_ptr(V, dt, keep)
     d.spk, d.mem = spk.data_ptr(), mem.data_ptr()
-    d.syn = syn.data_ptr() if synaptic else None
-    # The membrane output is state precision, so the backward recomputes the surrogate
-    # (layout.forward_outputs leaves the trace empty): nothing to write here.
-    d.trace = trace.data_ptr() if trace.numel() else None
-    d.pre = pre.data_ptr() if spec.immediate_reset and for_backward else None
+    if pre is not None:
+        d.pre = pre.data_ptr()
     if lib.fusedsnn_lif_forward(ctypes.byref(d)) != 0:
         raise RuntimeError("fusedsnn host forward rejected its arguments")
-    return spk, syn, mem, trace, state, pre
+    return spk, syn, mem, None, None, pre
 
 
 def lif_backward_host(grad_spk, grad_syn, grad_mem, trace, mem_hist, syn_hist, spk_hist, pre,
                       mem0, syn0, spk0, beta, thr, alpha, V, spec: LIFSpec, x_dtype, need_param_grads):
     """Same contract as :func:`lif_reference.lif_backward_reference` (``mem_hist: [T, B, F]``;
-    ``trace`` empty: recomputed from ``pre`` or ``mem_hist``)."""
+    ``trace`` empty or None: recomputed from ``pre`` or ``mem_hist``), except that the gradient
+    of an absent initial state (``mem0``/``syn0``/``spk0`` None or empty) is None: nothing
+    asks for it, so it is neither allocated nor zero-filled. The ``torch.library`` op fills
+    zeros in for its schema (``ops.lif_backward``)."""
     lib = _library if _library is not None else load_library()
-    T, B, F = mem_hist.shape
+    shape = mem_hist.shape
+    T, B, F = shape
     M = B * F
     dt = mem_hist.dtype
-    dev = mem_hist.device
     need_beta, need_thr, need_alpha, need_V = need_param_grads
     synaptic = spec.synaptic
     one_to_one = spec.recurrence == RECURRENCE_ONE_TO_ONE
     need_alpha = need_alpha and synaptic
     need_V = need_V and one_to_one
-    grad_x = torch.empty((T, B, F), dtype=x_dtype, device=dev)
+    grad_x = mem_hist.new_empty(shape, dtype=x_dtype)
     launch = T > 0 and M > 0
+    state_shape = (B, F)
 
-    def state_grad(written: bool) -> Tensor:
+    def present(t: Optional[Tensor]) -> bool:
+        return t is not None and t.numel() > 0
+
+    def state_grad(wanted: bool) -> Optional[Tensor]:
         # The kernel writes every element of what it is given; zeros only where it is not run.
-        if launch and written:
-            return torch.empty((B, F), dtype=dt, device=dev)
-        return torch.zeros((B, F), dtype=dt, device=dev)
+        if not wanted:
+            return None
+        return mem_hist.new_empty(state_shape) if launch else mem_hist.new_zeros(state_shape)
 
-    grad_mem0 = state_grad(True)
-    grad_syn0 = state_grad(synaptic)
-    grad_spk0 = state_grad(one_to_one)
-    parts = [state_grad(True) if n else None for n in (need_beta, need_thr, need_alpha, need_V)]
+    grad_mem0 = state_grad(present(mem0))
+    grad_syn0 = state_grad(synaptic and present(syn0))
+    grad_spk0 = state_grad(one_to_one and present(spk0))
+    parts = [state_grad(n) for n in (need_beta, need_thr, need_alpha, need_V)]
     if launch:
+        keep: list = []
         d = _config(spec, T, M, F, dt)
-        gs, d.grad_spk_step = _time_major(grad_spk, T, dt)
-        gy, d.grad_syn_step = _time_major(grad_syn if synaptic else None, T, dt)
-        gm, d.grad_mem_step = _time_major(grad_mem, T, dt)
-        d.grad_spk, d.grad_syn, d.grad_mem = _ptr(gs), _ptr(gy), _ptr(gm)
-        hist = [t.contiguous() if t is not None and t.numel() else None
-                for t in (mem_hist, syn_hist, spk_hist, trace, pre)]
-        d.mem_hist, d.syn_hist, d.spk_hist, d.trace, d.pre = (_ptr(t) for t in hist)
-        mem0_f = _flat(mem0, dt)
-        syn0_f = _flat(syn0, dt) if synaptic else None
-        spk0_f = _flat(spk0, dt) if one_to_one else None
-        beta_f, thr_f = _flat(beta, dt), _flat(thr, dt)
-        alpha_f = _flat(alpha, dt) if synaptic else None
-        v_f = _flat(V, dt) if one_to_one else None
-        d.mem0, d.syn0, d.spk0 = _ptr(mem0_f), _ptr(syn0_f), _ptr(spk0_f)
-        d.beta, d.thr, d.alpha, d.v = _ptr(beta_f), _ptr(thr_f), _ptr(alpha_f), _ptr(v_f)
-        gx = grad_x if x_dtype == dt else torch.empty((T, B, F), dtype=dt, device=dev)
+        if grad_spk is not None:
+            gs, d.grad_spk_step = _contiguous_steps(grad_spk, T, M, dt)
+            d.grad_spk = _ptr(gs)
+        if grad_mem is not None:
+            gm, d.grad_mem_step = _contiguous_steps(grad_mem, T, M, dt)
+            d.grad_mem = _ptr(gm)
+        if synaptic and grad_syn is not None:
+            gy, d.grad_syn_step = _contiguous_steps(grad_syn, T, M, dt)
+            d.grad_syn = _ptr(gy)
+        # Histories are the forward's own (contiguous) outputs; the kernel reads syn/spk
+        # histories only for the alpha/V gradients, and a trace or pre only when present.
+        hist = mem_hist.contiguous()
+        d.mem_hist = hist.data_ptr()
+        if need_alpha and present(syn_hist):
+            syn_h = syn_hist.contiguous()
+            d.syn_hist = syn_h.data_ptr()
+        if need_V and present(spk_hist):
+            spk_h = spk_hist.contiguous()
+            d.spk_hist = spk_h.data_ptr()
+        if present(trace):
+            trace_c = trace.contiguous()
+            d.trace = trace_c.data_ptr()
+        if present(pre):
+            pre_c = pre.contiguous()
+            d.pre = pre_c.data_ptr()
+        d.mem0 = _param_ptr(mem0, dt, keep)
+        d.beta, d.thr = _param_ptr(beta, dt, keep), _param_ptr(thr, dt, keep)
+        if synaptic:
+            d.syn0, d.alpha = _param_ptr(syn0, dt, keep), _param_ptr(alpha, dt, keep)
+        if one_to_one:
+            d.spk0, d.v = _param_ptr(spk0, dt, keep), _param_ptr(V, dt, keep)
+        gx = grad_x if x_dtype == dt else mem_hist.new_empty(shape)
         d.grad_x = gx.data_ptr()
-        d.grad_mem0 = grad_mem0.data_ptr()
-        d.grad_syn0 = grad_syn0.data_ptr() if synaptic else None
-        d.grad_spk0 = grad_spk0.data_ptr() if one_to_one else None
-        d.part_beta, d.part_thr, d.part_alpha, d.part_v = (_ptr(p) for p in parts)
+        if grad_mem0 is not None:
+            d.grad_mem0 = grad_mem0.data_ptr()
+        if grad_syn0 is not None:
+            d.grad_syn0 = grad_syn0.data_ptr()
+        if grad_spk0 is not None:
+            d.grad_spk0 = grad_spk0.data_ptr()
+        if need_beta or need_thr or need_alpha or need_V:
+            d.part_beta, d.part_thr, d.part_alpha, d.part_v = (_ptr(p) for p in parts)
         d.need_prev_mem = int(needs_prev_mem(spec, need_beta, need_thr))
         if lib.fusedsnn_lif_backward(ctypes.byref(d)) != 0:
             raise RuntimeError("fusedsnn host backward rejected its arguments")
         if gx is not grad_x:
             grad_x.copy_(gx)
     # Partials are [B, F]; the sum over the batch is the per-feature gradient (B == 1: a view).
-    reduced = [mem_hist.new_empty(0) if p is None else (p[0] if B == 1 else p.sum(0)) for p in parts]
+    reduced = [None if p is None else (p[0] if B == 1 else p.sum(0)) for p in parts]
     return (grad_x, grad_mem0, grad_syn0, grad_spk0, *reduced)

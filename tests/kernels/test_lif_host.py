@@ -223,3 +223,82 @@ def test_allocator_tuning_respects_opt_out_and_glibc_variables():
     assert run(MALLOC_TRIM_THRESHOLD_="1000") == "False"
     if platform.libc_ver()[0] == "glibc":
         assert run() == "True"
+
+
+@pytest.mark.parametrize("T", [1, 4])
+@pytest.mark.parametrize("kind", NEURONS)
+def test_host_parameter_runs_across_chunks(kind, T):
+    """Per-feature parameters are copied into each chunk of neurons in contiguous runs of the
+    feature vector: a chunk (2048 neurons) that starts mid-vector (F=7: 2048 % 7 = 4) and
+    vectors that wrap many times per chunk give the reference's numbers, bit for bit."""
+    B, features = 301, (7,)  # 2107 neurons per step: a second chunk starting at feature 4
+    x = random_input(T, B, *features)
+    params, states = make_params(kind, features, learn=True, with_states=True, B=B)
+    compare_backends("host", kind, x, params, states, torch.float32, exact=True)
+
+
+@pytest.mark.parametrize("kind", NEURONS)
+def test_host_returns_none_for_what_nobody_needs(kind):
+    """The eager launchers allocate no empty placeholder outputs and no gradients for absent
+    initial states or unrequested parameters (None instead); with states given, the state
+    gradients are there and match the reference."""
+    from fusedsnn.backends import get_backend
+    from fusedsnn.kernels.spec import RECURRENCE_ONE_TO_ONE
+
+    spec = F.make_spec(synaptic=kind in ("Synaptic", "RSynaptic"),
+                       recurrence=RECURRENCE_ONE_TO_ONE if kind.startswith("R") else 0,
+                       reset_mechanism="subtract", reset_delay=True, spike_grad=None,
+                       surrogate_disable=False, graded_spikes_factor=1.0, neuron=kind)
+    T, B, N = 5, 3, 9
+    x = random_input(T, B, N)
+    beta, thr, alpha, V = torch.rand(N) * 0.5 + 0.4, torch.rand(N) + 0.5, torch.rand(N) * 0.5, torch.rand(N)
+    alpha = alpha if spec.synaptic else None
+    V = V if spec.recurrence == RECURRENCE_ONE_TO_ONE else None
+    spk, syn, mem, trace, state, pre = lif_host.lif_forward_host(
+        x, None, None, None, None, beta, thr, alpha, V, spec, False)
+    assert trace is None and state is None and pre is None
+    assert (syn is None) == (not spec.synaptic)
+    grads = [random_input(T, B, N) for _ in range(3)]
+    out = lif_host.lif_backward_host(grads[0], grads[1] if spec.synaptic else None, grads[2], None, mem, syn, spk,
+                                     None, None, None, None, beta, thr, alpha, V, spec, x.dtype, (False,) * 4)
+    assert out[0].shape == x.shape and all(g is None for g in out[1:])
+    # With initial states given, their gradients are computed and equal the reference's.
+    mem0, syn0, spk0 = (random_input(B, N) for _ in range(3))
+    syn0 = syn0 if spec.synaptic else None
+    spk0 = spk0 if spec.recurrence == RECURRENCE_ONE_TO_ONE else None
+    ref = get_backend("reference")
+    host_fwd = lif_host.lif_forward_host(x, mem0, syn0, spk0, None, beta, thr, alpha, V, spec, False)
+    ref_fwd = ref.forward(x, mem0, syn0, spk0, None, beta, thr, alpha, V, spec, False)
+    for h, r in zip(host_fwd[:3], ref_fwd[:3]):
+        assert (h is None and r.numel() == 0) or torch.equal(h, r)
+    empty = torch.empty(0)  # no trace, no pre-reset membrane (reset_delay): as the forward gave
+    args = (empty, ref_fwd[2], ref_fwd[1], ref_fwd[0], empty, mem0, syn0, spk0, beta, thr, alpha, V, spec,
+            x.dtype, (False,) * 4)
+    gsyn = grads[1] if spec.synaptic else None
+    host_grads = lif_host.lif_backward_host(grads[0], gsyn, grads[2], *args)
+    ref_grads = ref.backward(grads[0], gsyn, grads[2], *args)
+    for i, source in ((0, x), (1, mem0), (2, syn0), (3, spk0)):
+        if source is None:
+            assert host_grads[i] is None
+        else:
+            torch.testing.assert_close(host_grads[i], ref_grads[i], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind, loss_on", [(k, o) for k in NEURONS for o in ("spk", "mem", "syn")
+                                            if o != "syn" or k in ("Synaptic", "RSynaptic")])
+def test_host_backward_with_absent_upstream_gradients(kind, loss_on):
+    """A loss on one output leaves the others' gradients absent (None: the kernel reads a row
+    of zeros for them); the input gradient still equals the reference's. Rows span two chunks."""
+    synaptic = kind in ("Synaptic", "RSynaptic")
+    B, features = 3, (701,)  # 2103 neurons per step: two chunks, the second one short
+    x = random_input(5, B, *features)
+    params, _ = make_params(kind, features, learn=False, with_states=False, B=B)
+    grads = {}
+    for backend in ("reference", "host"):
+        xb = x.detach().clone().requires_grad_()
+        outs = dict(zip(("spk", "syn", "mem") if synaptic else ("spk", "mem"),
+                        call_neuron(kind, xb, params, {}, backend)))
+        weight = random_input(*x.shape, scale=1.0) if not grads else grads["weight"]
+        grads["weight"] = weight
+        (grads[backend],) = torch.autograd.grad((outs[loss_on] * weight).sum(), xb)
+    torch.testing.assert_close(grads["host"], grads["reference"], rtol=1e-5, atol=1e-6)
