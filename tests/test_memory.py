@@ -571,3 +571,59 @@ def test_time_chunked_refuses_outputs_that_are_not_time_first():
     model = memory.memory_lean(LastStep(), time_chunk=2)
     with pytest.raises(ValueError, match="time first"):
         model(random_input(6, 3, 4).requires_grad_())
+
+
+# ---------------------------------------------------------------------------------------------
+# what the default fused op keeps
+# ---------------------------------------------------------------------------------------------
+
+def _saved_storages(fn):
+    """Data pointers of every tensor autograd saves while ``fn()`` runs, and ``fn()``'s result."""
+    saved = []
+
+    def pack(t):
+        saved.append(t.untyped_storage().data_ptr())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return set(saved), out
+
+
+@pytest.mark.parametrize(
+    "make, keeps_spk, keeps_syn",
+    [
+        (lambda: fs.Leaky(beta=0.9), False, False),
+        (lambda: fs.Synaptic(alpha=0.8, beta=0.9), False, False),
+        (lambda: fs.Synaptic(alpha=0.8, beta=0.9, learn_alpha=True), False, True),
+        (lambda: fs.RLeaky(beta=0.9, V=0.5, all_to_all=False, learn_recurrent=False), False, False),
+        (lambda: fs.RLeaky(beta=0.9, V=0.5, all_to_all=False, learn_recurrent=True), True, False),
+        (lambda: fs.RSynaptic(alpha=0.8, beta=0.9, V=0.5, all_to_all=False, learn_alpha=True,
+                              learn_recurrent=True), True, True),
+    ],
+    ids=["leaky", "synaptic", "synaptic-learn-alpha", "rleaky", "rleaky-learn-V", "rsynaptic-learn-both"],
+)
+@pytest.mark.parametrize("backend", ["host", "reference"])
+def test_fused_op_keeps_spikes_and_current_only_for_their_parameter(make, keeps_spk, keeps_syn, backend):
+    layer = make()
+    layer.backend = backend
+    x = random_input(9, 3, 7).requires_grad_()
+    saved, out = _saved_storages(lambda: layer(x))
+    assert (out[0].untyped_storage().data_ptr() in saved) == keeps_spk
+    if len(out) == 3:
+        assert (out[1].untyped_storage().data_ptr() in saved) == keeps_syn
+    assert out[-1].untyped_storage().data_ptr() in saved  # the membrane history always
+
+
+def test_lean_default_neurons_keep_no_float_spikes():
+    # Neurons "default" + SpikeLinear: the float spikes are kept by nobody, only their bits.
+    model = memory.memory_lean(fs.DSNN(30, [24, 17], 10, num_steps=8, static_input_once=False),
+                               saved_state="default")
+    x = torch.rand(4, 30) * 2
+    hidden = []
+    hooks = [lif.register_forward_hook(lambda m, i, o: hidden.append(o[0].untyped_storage().data_ptr()))
+             for lif in model.neurons[:-1]]
+    saved, _ = _saved_storages(lambda: model(x))
+    for h in hooks:
+        h.remove()
+    assert len(hidden) == 2 and not saved.intersection(hidden)
