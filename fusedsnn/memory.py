@@ -607,7 +607,9 @@ def memory_lean(model: nn.Module, saved_state: str = "recompute", time_chunk: Op
     (inside a chunk the layers keep their default saves: bits or neuron recompute would only
     shrink what is dropped anyway). Weight gradients are then summed chunk by chunk, so they
     equal the default's to float rounding, not bit for bit; the per-chunk matrix products may
-    also round the currents differently in the last bit. The model's forward must take the
+    also round the currents differently in the last bit. With 16-bit inputs the state carried
+    across a chunk boundary is the layer's 16-bit output, not the kernel's float32 state, so
+    results move by that rounding at every boundary. The model's forward must take the
     sequence time-first (or be a fusedsnn model with a static input) and return time-first
     tensors.
 

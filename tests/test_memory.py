@@ -3,7 +3,9 @@
 The lean paths change what is kept for the backward, never the arithmetic, so outputs and
 gradients are compared bit for bit with the default paths (torch.equal); the one documented
 exception, a learnable neuron parameter summed chunk by chunk in recompute mode, is compared
-bitwise with one chunk and to rounding with several.
+bitwise with one chunk and to rounding with several. The time-chunked whole-network mode
+(``time_chunk``) changes the products' row blocking and the weight gradients' summation order,
+so it is compared in float64 to rounding (spikes exactly).
 """
 
 from __future__ import annotations
