@@ -40,7 +40,8 @@ Tensor = torch.Tensor
 NETWORKS = ("DSNN", "MLP3")
 PROVIDERS = ("fused-chunked", "fused-lean", "fused", "snntorch")
 #: Time steps per chunk of the "fused-chunked" provider: memory is set by the chunk, not by T
-#: (measured at T=500: 25-64 steps keep 0.1-0.2 of fused default's peak; see docs/design.md).
+#: (3-layer network, T=500, exact bytes: 32 steps keep 0.11 of fused default's peak, 64 steps
+#: 0.18, at the same speed within this VM's noise; see docs/design.md).
 CHUNK_STEPS = 32
 MIB = 2.0 ** 20
 
