@@ -629,3 +629,21 @@ def test_lean_default_neurons_keep_no_float_spikes():
     for h in hooks:
         h.remove()
     assert len(hidden) == 2 and not saved.intersection(hidden)
+
+
+def test_time_chunked_fused_sequential():
+    snn = pytest.importorskip("snntorch")
+    net = nn.Sequential(nn.Linear(12, 16), snn.Leaky(beta=0.9, init_hidden=True), nn.Linear(16, 5),
+                        snn.Leaky(beta=0.8, init_hidden=True, output=True))
+    fused = fs.fuse(net).double()
+    chunked = memory.memory_lean(copy.deepcopy(fused), time_chunk=4)
+    x = random_input(11, 3, 12, dtype=torch.float64)
+    outs = []
+    for model in (fused, chunked):
+        spk, mem = model(x)
+        (spk.sum() + (mem ** 2).sum()).backward()
+        outs.append((spk, mem, [p.grad for p in model.parameters()]))
+    assert torch.equal(outs[0][0], outs[1][0])
+    torch.testing.assert_close(outs[1][1], outs[0][1], rtol=1e-12, atol=1e-12)
+    for a, b in zip(outs[1][2], outs[0][2]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
