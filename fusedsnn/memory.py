@@ -13,7 +13,9 @@ or ``nn.Conv2d`` after a neuron saves its input spikes for the weight gradient, 
   the same gradients as the default autograd formulas, bit for bit.
 * ``saved_state="recompute"`` on the fused neuron layers (:func:`lif`): the layer keeps only
   its input and initial states and re-runs the fused forward inside its backward.
-* :func:`memory_lean`: converts a model in place to all of the above.
+* :func:`memory_lean`: converts a model in place to all of the above, and optionally
+  (``time_chunk=n``) runs the whole network ``n`` time steps at a time under checkpointing
+  (:class:`ChunkedForward`), so that training memory no longer grows with ``T``.
 
 Bytes saved per neuron-step for each mode are tabulated in docs/design.md ("Memory-lean
 training").
@@ -21,6 +23,7 @@ training").
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Optional
 
@@ -40,6 +43,7 @@ __all__ = [
     "SAVED_STATES",
     "memory_lean",
     "lif",
+    "ChunkedForward",
 ]
 
 #: Per-layer choice of what a fused neuron layer keeps for its backward.
@@ -183,9 +187,11 @@ class _SpikeLinearFunction(torch.autograd.Function):
 
 def _lean_applies(x: Tensor, weight: Tensor) -> bool:
     """Whether the bit-saving path runs: autograd needs the weight gradient, no autocast (whose
-    casts the plain path handles), and the input is floating point like the weight."""
+    casts the plain path handles), the input is floating point like the weight, and no time
+    chunk of :func:`memory_lean`'s ``time_chunk`` mode is running (whatever a chunk keeps is
+    dropped and recomputed by the checkpoint anyway; bits would only cost time)."""
     return (torch.is_grad_enabled() and weight.requires_grad and x.dtype == weight.dtype
-            and not torch.is_autocast_enabled(x.device.type))
+            and not torch.is_autocast_enabled(x.device.type) and _active_chunk() is None)
 
 
 def spike_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
@@ -402,6 +408,14 @@ def lif(saved_state: str, x: Tensor, spec, beta, threshold=1.0, alpha=None, V=No
 
     if saved_state not in SAVED_STATES:
         raise ValueError(f"saved_state must be one of {SAVED_STATES}, got {saved_state!r}")
+    chunk = _active_chunk()
+    if chunk is not None:
+        # Inside a time chunk the checkpoint drops what the op saves and recomputes it; the
+        # layer starts from the state the previous chunk ended in.
+        mem, syn, spk = chunk.initial_states(mem, syn, spk)
+        out = Fn.lif(x, spec, beta, threshold, alpha, V, recurrent, mem, syn, spk, backend)
+        chunk.record_final_states(out, spec)
+        return out
     states = {"mem": mem, "syn": syn, "spk": spk}
     params = {"beta": beta, "threshold": threshold, "alpha": alpha, "V": V}
     param_names = [k for k, v in params.items() if isinstance(v, torch.Tensor)]
@@ -427,10 +441,154 @@ def lif(saved_state: str, x: Tensor, spec, beta, threshold=1.0, alpha=None, V=No
 
 
 # ---------------------------------------------------------------------------------------------
+# whole models run in time chunks
+# ---------------------------------------------------------------------------------------------
+
+_chunk_local = threading.local()
+
+
+def _active_chunk() -> Optional["_Chunk"]:
+    return getattr(_chunk_local, "chunk", None)
+
+
+class _Chunk:
+    """The fused neuron calls of one time chunk of a model's forward, in call order: call ``k``
+    starts from the states call ``k`` of the previous chunk ended in (``carried[k]``, None in the
+    first chunk: the caller's own initial states) and records the states it ends in."""
+
+    def __init__(self, carried: Optional[list[tuple]]) -> None:
+        self.carried = carried
+        self.final: list[tuple] = []
+
+    def initial_states(self, mem, syn, spk):
+        k = len(self.final)
+        if self.carried is None:
+            return mem, syn, spk
+        if k >= len(self.carried):
+            raise RuntimeError(
+                "memory_lean(time_chunk=...): the model called more fused neuron layers in this time chunk "
+                f"({k + 1}) than in the first ({len(self.carried)}); chunked execution needs the same calls in "
+                "every chunk")
+        return self.carried[k]
+
+    def record_final_states(self, out: tuple, spec) -> None:
+        from .kernels.spec import RECURRENCE_NONE
+
+        if out[0].shape[0] == 0:
+            raise ValueError("memory_lean(time_chunk=...) needs at least one time step per chunk")
+        # The last step's states, cloned: a view would keep the whole chunk's output alive.
+        mem = out[-1][-1].clone()
+        syn = out[1][-1].clone() if spec.synaptic else None
+        spk = out[0][-1].clone() if spec.recurrence != RECURRENCE_NONE else None
+        self.final.append((mem, syn, spk))
+
+
+class _Steps:
+    """Temporarily sets a fusedsnn sequence model's ``num_steps`` (static input, one chunk)."""
+
+    def __init__(self, model: nn.Module, steps: Optional[int]) -> None:
+        self.model, self.steps = model, steps
+
+    def __enter__(self):
+        if self.steps is not None:
+            self.saved, self.model.num_steps = self.model.num_steps, self.steps
+
+    def __exit__(self, *exc):
+        if self.steps is not None:
+            self.model.num_steps = self.saved
+        return False
+
+
+def _time_major_outputs(out, name: str, steps: int) -> list:
+    flat = list(out) if isinstance(out, (tuple, list)) else [out]
+    for i, t in enumerate(flat):
+        if not isinstance(t, torch.Tensor) or t.dim() == 0 or t.shape[0] != steps:
+            raise ValueError(
+                f"memory_lean(time_chunk=...) needs every output of {name}.forward to be a tensor with time first "
+                f"([T, ...]); output {i} of a {steps}-step chunk is "
+                f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
+    return flat
+
+
+class ChunkedForward:
+    """``model.forward`` replaced by :func:`memory_lean` (``time_chunk=n``): the whole network
+    runs ``n`` time steps at a time, each chunk under ``torch.utils.checkpoint`` (non-reentrant),
+    so its forward keeps only each chunk's input and boundary states and the chunk's outputs; the
+    backward re-runs one chunk at a time (last to first) and differentiates it. Every fused
+    neuron call starts a chunk from the state the same call ended the previous chunk in (call
+    order within the forward, so a layer called twice is two calls).
+
+    The model's first argument is the sequence ``[T, B, ...]`` (sliced per chunk; other arguments
+    are passed to every chunk unchanged), or a fusedsnn model's static ``[B, ...]`` input with
+    ``num_steps`` steps. Every output must be time-first (``[T, ...]``); they are concatenated.
+    The layers between the neurons must treat time steps independently (Linear, Conv2d, pooling,
+    dropout: checkpoint replays its random state).
+    """
+
+    def __init__(self, model: nn.Module, time_chunk: int) -> None:
+        self.model = model
+        self.time_chunk = time_chunk
+
+    def __call__(self, x: Tensor, *args, **kwargs):
+        from torch.utils.checkpoint import checkpoint
+
+        model = self.model
+        forward = type(model).forward
+        static = False
+        if hasattr(model, "_time_major") and hasattr(model, "num_steps"):  # fusedsnn.models
+            x, static = model._time_major(x)
+        if not isinstance(x, torch.Tensor) or x.dim() < 1:
+            raise ValueError(f"memory_lean(time_chunk=...) needs a time-first tensor input [T, B, ...], got "
+                             f"{type(x).__name__ if not isinstance(x, torch.Tensor) else tuple(x.shape)}")
+        T = model.num_steps if static else x.shape[0]
+        if not torch.is_grad_enabled() or T <= self.time_chunk:
+            return forward(model, x, *args, **kwargs)
+        spans = [(t, min(T, t + self.time_chunk)) for t in range(0, T, self.time_chunk)]
+        name = type(model).__name__
+        pieces: list[list[Tensor]] = []
+        carried: Optional[list[tuple]] = None
+        structure = None
+
+        def run(t0: int, t1: int, x_part: Tensor, *flat_states):
+            states = None if t0 == 0 else [tuple(flat_states[i:i + 3]) for i in range(0, len(flat_states), 3)]
+            chunk = _Chunk(states)
+            previous, _chunk_local.chunk = _active_chunk(), chunk
+            try:
+                with _Steps(model, t1 - t0 if static else None):
+                    out = forward(model, x_part, *args, **kwargs)
+            finally:
+                _chunk_local.chunk = previous
+            if states is not None and len(chunk.final) != len(states):
+                raise RuntimeError(
+                    f"memory_lean(time_chunk=...): the model called {len(chunk.final)} fused neuron layers in one "
+                    f"time chunk and {len(states)} in the first; chunked execution needs the same calls in every "
+                    "chunk")
+            return out, [s for final in chunk.final for s in final]
+
+        for k, (t0, t1) in enumerate(spans):
+            x_part = x if static else x[t0:t1]
+            flat = [] if carried is None else [s for final in carried for s in final]
+            if k == len(spans) - 1:
+                # The last chunk is the first the backward needs: it keeps what it saves, which
+                # spares recomputing it.
+                out, final = run(t0, t1, x_part, *flat)
+            else:
+                out, final = checkpoint(run, t0, t1, x_part, *flat, use_reentrant=False)
+            if structure is None:
+                structure = type(out) if isinstance(out, (tuple, list)) else None
+            pieces.append(_time_major_outputs(out, name, t1 - t0))
+            carried = [tuple(final[i:i + 3]) for i in range(0, len(final), 3)]
+        outs = [torch.cat(parts) for parts in zip(*pieces)]
+        if structure is None:
+            return outs[0]
+        return structure(*outs) if hasattr(structure, "_fields") else structure(outs)
+
+
+# ---------------------------------------------------------------------------------------------
 # whole models
 # ---------------------------------------------------------------------------------------------
 
-def memory_lean(model: nn.Module, saved_state: str = "recompute") -> nn.Module:
+def memory_lean(model: nn.Module, saved_state: str = "recompute", time_chunk: Optional[int] = None) -> nn.Module:
     """Convert ``model`` in place for memory-lean training and return it.
 
     Every ``nn.Linear`` and ``nn.Conv2d`` (exact types; subclasses may override ``forward`` and
@@ -439,7 +597,24 @@ def memory_lean(model: nn.Module, saved_state: str = "recompute") -> nn.Module:
     save them 1 bit per neuron-step; layers that receive anything else (images, currents) check
     it once per call and keep it as before. Every fused neuron layer gets
     ``saved_state=saved_state``. Forward outputs are unchanged and gradients are those of the
-    unconverted model bit for bit. Converting twice changes nothing.
+    unconverted model bit for bit.
+
+    ``time_chunk``: None (default) runs the model over the whole sequence as before. An int
+    ``n`` runs the whole network ``n`` steps at a time under checkpointing (see
+    :class:`ChunkedForward`): what the forward keeps no longer grows with ``T`` beyond the
+    outputs, the chunks' inputs and one set of boundary states per chunk, and the backward's
+    transients are one chunk in size, for one more forward of the network in the backward
+    (inside a chunk the layers keep their default saves: bits or neuron recompute would only
+    shrink what is dropped anyway). Weight gradients are then summed chunk by chunk, so they
+    equal the default's to float rounding, not bit for bit; the per-chunk matrix products may
+    also round the currents differently in the last bit. With 16-bit inputs the state carried
+    across a chunk boundary is the layer's 16-bit output, not the kernel's float32 state, so
+    results move by that rounding at every boundary. The model's forward must take the
+    sequence time-first (or be a fusedsnn model with a static input) and return time-first
+    tensors.
+
+    Converting twice with the same arguments changes nothing; ``time_chunk=None`` removes an
+    earlier chunking.
     """
     from .layers import _FusedLIF
 
@@ -447,6 +622,8 @@ def memory_lean(model: nn.Module, saved_state: str = "recompute") -> nn.Module:
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if saved_state not in SAVED_STATES:
         raise ValueError(f"saved_state must be one of {SAVED_STATES}, got {saved_state!r}")
+    if time_chunk is not None and (isinstance(time_chunk, bool) or not isinstance(time_chunk, int) or time_chunk < 1):
+        raise ValueError(f"time_chunk must be None or a positive int (time steps per chunk), got {time_chunk!r}")
     for module in model.modules():
         if type(module) is nn.Linear:
             module.__class__ = SpikeLinear
@@ -454,4 +631,14 @@ def memory_lean(model: nn.Module, saved_state: str = "recompute") -> nn.Module:
             module.__class__ = SpikeConv2d
         elif isinstance(module, _FusedLIF):
             module.saved_state = saved_state
+    chunked = model.__dict__.get("forward")
+    if isinstance(chunked, ChunkedForward):
+        if time_chunk is None:
+            del model.__dict__["forward"]
+        else:
+            chunked.time_chunk = time_chunk
+    elif time_chunk is not None:
+        # An instance attribute: nn.Module.__call__ finds it before the class's forward, and
+        # state_dict, parameters and the class stay as they were.
+        model.__dict__["forward"] = ChunkedForward(model, time_chunk)
     return model

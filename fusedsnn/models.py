@@ -149,10 +149,16 @@ class DSNN(_SequenceModel):
         """``x: [B, num_inputs]``, ``[T, B, num_inputs]``, ``[B, C, H, W]`` or ``[T, B, C, H, W]``
         -> ``(spk, mem)`` of the output layer, each ``[T, B, num_outputs]``."""
         x = self._flatten_images(x)
-        spk, mem = _spikes_and_mem(self.neurons[0](self._first_layer_over_time(self.fcs[0], x)))
+        out = self.neurons[0](self._first_layer_over_time(self.fcs[0], x))
         for fc, lif in zip(self.fcs[1:], self.neurons[1:]):
-            spk, mem = _spikes_and_mem(lif(fc(spk)))  # Linear on [T, B, F] covers all T * B at once
-        return spk, mem
+            # Linear on [T, B, F] covers all T * B at once. Only the spikes are held while the
+            # next layer runs: a hidden membrane nobody needs is freed before its successor's
+            # outputs are allocated (with memory_lean nothing else keeps it).
+            spk = out[0]
+            out = None
+            out = lif(fc(spk))
+            del spk
+        return _spikes_and_mem(out)
 
 
 class CSNN(_SequenceModel):
@@ -204,7 +210,8 @@ class CSNN(_SequenceModel):
         """``x: [B, C, H, W]`` (static) or ``[T, B, C, H, W]`` -> ``(spk, mem)`` of the output
         layer, each ``[T, B, num_outputs]``."""
         first = nn.Sequential(self.convs[0], self.pool)
-        spk, _ = _spikes_and_mem(self.conv_neurons[0](self._first_layer_over_time(first, x)))
+        spk = self.conv_neurons[0](self._first_layer_over_time(first, x))[0]
         for conv, lif in zip(self.convs[1:], self.conv_neurons[1:]):
-            spk, _ = _spikes_and_mem(lif(_over_time(lambda s, conv=conv: self.pool(conv(s)), spk)))
+            # [0]: the hidden membrane is dropped at once (see DSNN.forward).
+            spk = lif(_over_time(lambda s, conv=conv: self.pool(conv(s)), spk))[0]
         return _spikes_and_mem(self.out_neuron(self.fc(spk.flatten(2))))

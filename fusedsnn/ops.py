@@ -242,6 +242,14 @@ class FusedLIF(torch.autograd.Function):
         ctx.state_dtypes = tuple(None if t is None else t.dtype for t in (mem0, syn0, spk0))
         ctx.param_dtypes = tuple(None if t is None else t.dtype for t in (beta, threshold, alpha, V))
         mem_hist = state if state is not None and state.numel() else mem
+        # The backward reads syn[t-1] only for alpha's gradient and spk[t-1] only for V's; keeping
+        # them otherwise holds a [T, B, F] output alive that the next layer may not keep (a
+        # SpikeLinear keeps bits). The membrane history stands in: same shape and dtype, never
+        # read (host and Triton skip the load, the reference drops the sum).
+        needs = ctx.needs_input_grad
+        if mem_hist.dtype == x.dtype:
+            syn = syn if needs[7] else mem_hist
+            spk = spk if needs[8] else mem_hist
         ctx.save_for_backward(trace, mem_hist, syn, spk, pre, mem0, syn0, spk0, beta, threshold, alpha, V)
 
     @staticmethod

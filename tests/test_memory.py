@@ -3,7 +3,9 @@
 The lean paths change what is kept for the backward, never the arithmetic, so outputs and
 gradients are compared bit for bit with the default paths (torch.equal); the one documented
 exception, a learnable neuron parameter summed chunk by chunk in recompute mode, is compared
-bitwise with one chunk and to rounding with several.
+bitwise with one chunk and to rounding with several. The time-chunked whole-network mode
+(``time_chunk``) changes the products' row blocking and the weight gradients' summation order,
+so it is compared in float64 to rounding (spikes exactly).
 """
 
 from __future__ import annotations
@@ -403,3 +405,245 @@ def test_memory_bench_peak_counts_a_known_allocation():
         del t
 
     assert bench_memory.peak_bytes(step, torch.device("cpu")) >= 3 * 2 ** 20
+
+
+# ---------------------------------------------------------------------------------------------
+# memory_lean(time_chunk=n): the whole network in time chunks under checkpointing
+# ---------------------------------------------------------------------------------------------
+
+class _TwoLayer(nn.Module):
+    """Linear -> neuron -> Linear -> neuron over ``x: [T, B, 12]``; the first neuron may start
+    from caller-given states (``states``), so chunk 0 must use them and later chunks the carry."""
+
+    def __init__(self, make_neuron, states: dict | None = None) -> None:
+        super().__init__()
+        self.fc1, self.lif1 = nn.Linear(12, 12), make_neuron()
+        self.fc2, self.lif2 = nn.Linear(12, 12), make_neuron()
+        self.states = states or {}
+
+    def forward(self, x):
+        out1 = self.lif1(self.fc1(x), **self.states)
+        out2 = self.lif2(self.fc2(out1[0]))
+        return out2[0], out2[-1], out1[-1]  # spikes, membrane, and a hidden membrane (time-first)
+
+
+def _chunked_grads(model, x, grads_out):
+    for p in model.parameters():
+        p.grad = None
+    x = x.detach().requires_grad_()
+    states = list(model.states.values())
+    for s in states:
+        s.grad = None
+    outs = model(x)
+    torch.autograd.backward(outs, grads_out)
+    return outs, [x.grad, *(s.grad for s in states)], {n: p.grad for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("backend", ["host", "reference"])
+@pytest.mark.parametrize("learn", [False, True], ids=["fixed", "learnable"])
+@pytest.mark.parametrize("reset_delay", [True, False], ids=["delay", "immediate"])
+@pytest.mark.parametrize("reset", RESETS)
+@pytest.mark.parametrize("kind", NEURONS)
+def test_time_chunked_matches_default(kind, reset, reset_delay, learn, backend):
+    # float64: the per-chunk products and the weight gradients summed chunk by chunk differ
+    # from the whole-sequence ones by rounding only, far below any spike decision.
+    T, B = 23, 3
+    torch.manual_seed(1)
+    x = random_input(T, B, 12, dtype=torch.float64)
+    states = {name: (torch.randn(B, 12, dtype=torch.float64) * 0.5).requires_grad_() for name in _STATE_NAMES[kind]}
+    with pytest.warns(UserWarning) if kind == "RSynaptic" and not reset_delay else _nothing():
+        default = _TwoLayer(lambda: _make_layer(kind, reset, reset_delay, learn, backend, gsf=0.5), states).double()
+    chunked = memory.memory_lean(copy.deepcopy(default), time_chunk=5)  # chunks 5,5,5,5,3
+    chunked.states = states
+    grads_out = [torch.randn(T, B, 12, dtype=torch.float64) for _ in range(3)]
+    ref = _chunked_grads(default, x, grads_out)
+    got = _chunked_grads(chunked, x, grads_out)
+    assert torch.equal(got[0][0], ref[0][0])  # spikes (graded 0.5)
+    for a, b in zip([*got[0][1:], *got[1]], [*ref[0][1:], *ref[1]]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert got[2].keys() == ref[2].keys()
+    for name in ref[2]:
+        torch.testing.assert_close(got[2][name], ref[2][name], rtol=1e-10, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("kind", NEURONS)
+def test_time_chunked_matches_default_on_triton_interpreter(interpret, kind):
+    T, B = 7, 2
+    x = random_input(T, B, 12)
+    default = _TwoLayer(lambda: _make_layer(kind, "subtract", True, True, "triton"))
+    chunked = memory.memory_lean(copy.deepcopy(default), time_chunk=3)
+    grads_out = [torch.randn(T, B, 12) for _ in range(3)]
+    ref = _chunked_grads(default, x, grads_out)
+    got = _chunked_grads(chunked, x, grads_out)
+    for a, b in zip([*got[0], got[1][0], *got[2].values()], [*ref[0], ref[1][0], *ref[2].values()]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "make, shape",
+    [
+        (lambda: fs.DSNN(30, [24, 17], 10, num_steps=21), (5, 30)),
+        (lambda: fs.DSNN(30, 24, 10, num_steps=9, neuron="synaptic",
+                         neuron_kwargs=dict(graded_spikes_factor=0.5)), (9, 4, 30)),
+        (lambda: fs.DSNN(30, 24, 10, num_steps=10, neuron="rleaky_all_to_all"), (3, 30)),
+        (lambda: fs.CSNN((1, 14, 14), (4, 6), kernel_size=3, num_steps=7, neuron="rsynaptic"), (2, 1, 14, 14)),
+    ],
+    ids=["dsnn-static", "dsnn-graded-sequence", "dsnn-all-to-all", "csnn"],
+)
+def test_time_chunked_models(make, shape):
+    torch.manual_seed(2)
+    model = make().double()
+    chunked = memory.memory_lean(copy.deepcopy(model), time_chunk=4)
+    x = torch.rand(shape, dtype=torch.float64) * 2
+    y = torch.randint(0, 10, (shape[1] if len(shape) == 3 else shape[0],))
+    ref = _model_grads(model, x, y)
+    got = _model_grads(chunked, x, y)
+    assert got[0].shape == ref[0].shape == (model.num_steps, y.numel(), 10)
+    assert torch.equal(got[0], ref[0])
+    torch.testing.assert_close(got[1], ref[1], rtol=1e-10, atol=1e-12)
+    assert model.num_steps == chunked.num_steps  # restored after every chunk
+    for name in ref[2]:
+        torch.testing.assert_close(got[2][name], ref[2][name], rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_time_chunked_memory_does_not_grow_with_T():
+    # The peak of a training step grows with T by the outputs only (10 wide) when chunked, by
+    # several [T, B, 512] tensors when not.
+    def step_peak(T, chunk):
+        torch.manual_seed(0)
+        model = memory.memory_lean(bench_memory.MLP3(), saved_state="default", time_chunk=chunk)
+        x = torch.rand(T, 4, 256) * 2
+        y = torch.zeros(4, dtype=torch.long)
+
+        def step():
+            spk, _ = model(x)
+            fs.population.ce_rate_loss(spk, y, 10, 1).backward()
+
+        return bench_memory.peak_bytes(step, torch.device("cpu"))
+
+    chunked_growth = step_peak(400, 10) - step_peak(40, 10)
+    whole_growth = step_peak(400, None) - step_peak(40, None)
+    assert whole_growth > 360 * 4 * 512 * 4 * 3  # at least three [T, B, 512] float tensors
+    assert chunked_growth < whole_growth / 10
+
+
+def test_time_chunked_leaves_no_grad_and_short_sequences_alone():
+    model = memory.memory_lean(_TwoLayer(lambda: fs.Leaky(beta=0.9)), time_chunk=8)
+    x = random_input(5, 2, 12)
+    with torch.no_grad():
+        a = model(x)
+        b = type(model).forward(model, x)
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+    spk, _, _ = model(x)  # T <= time_chunk: one plain call
+    assert type(spk.grad_fn).__name__ != "CatBackward0"
+
+
+def test_time_chunked_conversion_twice_and_removal():
+    model = fs.DSNN(30, 24, 10, num_steps=12)
+    plain_keys = model.state_dict().keys()
+    memory.memory_lean(model, time_chunk=5)
+    forward = model.forward
+    assert isinstance(forward, memory.ChunkedForward) and forward.time_chunk == 5
+    assert memory.memory_lean(model, time_chunk=5) is model and model.forward is forward
+    memory.memory_lean(model, time_chunk=3)
+    assert model.forward is forward and forward.time_chunk == 3
+    assert model.state_dict().keys() == plain_keys
+    copied = copy.deepcopy(model)
+    assert copied.forward.model is copied
+    memory.memory_lean(model)
+    assert "forward" not in model.__dict__
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "8"])
+def test_time_chunk_is_validated(bad):
+    with pytest.raises(ValueError, match="time_chunk must be None or a positive int"):
+        memory.memory_lean(nn.Sequential(), time_chunk=bad)
+
+
+def test_time_chunked_refuses_outputs_that_are_not_time_first():
+    class LastStep(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lif = fs.Leaky(beta=0.9)
+
+        def forward(self, x):
+            spk, mem = self.lif(x)
+            return mem[-1]  # [B, F]: cannot be concatenated over chunks
+
+    model = memory.memory_lean(LastStep(), time_chunk=2)
+    with pytest.raises(ValueError, match="time first"):
+        model(random_input(6, 3, 4).requires_grad_())
+
+
+# ---------------------------------------------------------------------------------------------
+# what the default fused op keeps
+# ---------------------------------------------------------------------------------------------
+
+def _saved_storages(fn):
+    """Data pointers of every tensor autograd saves while ``fn()`` runs, and ``fn()``'s result."""
+    saved = []
+
+    def pack(t):
+        saved.append(t.untyped_storage().data_ptr())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return set(saved), out
+
+
+@pytest.mark.parametrize(
+    "make, keeps_spk, keeps_syn",
+    [
+        (lambda: fs.Leaky(beta=0.9), False, False),
+        (lambda: fs.Synaptic(alpha=0.8, beta=0.9), False, False),
+        (lambda: fs.Synaptic(alpha=0.8, beta=0.9, learn_alpha=True), False, True),
+        (lambda: fs.RLeaky(beta=0.9, V=0.5, all_to_all=False, learn_recurrent=False), False, False),
+        (lambda: fs.RLeaky(beta=0.9, V=0.5, all_to_all=False, learn_recurrent=True), True, False),
+        (lambda: fs.RSynaptic(alpha=0.8, beta=0.9, V=0.5, all_to_all=False, learn_alpha=True,
+                              learn_recurrent=True), True, True),
+    ],
+    ids=["leaky", "synaptic", "synaptic-learn-alpha", "rleaky", "rleaky-learn-V", "rsynaptic-learn-both"],
+)
+@pytest.mark.parametrize("backend", ["host", "reference"])
+def test_fused_op_keeps_spikes_and_current_only_for_their_parameter(make, keeps_spk, keeps_syn, backend):
+    layer = make()
+    layer.backend = backend
+    x = random_input(9, 3, 7).requires_grad_()
+    saved, out = _saved_storages(lambda: layer(x))
+    assert (out[0].untyped_storage().data_ptr() in saved) == keeps_spk
+    if len(out) == 3:
+        assert (out[1].untyped_storage().data_ptr() in saved) == keeps_syn
+    assert out[-1].untyped_storage().data_ptr() in saved  # the membrane history always
+
+
+def test_lean_default_neurons_keep_no_float_spikes():
+    # Neurons "default" + SpikeLinear: the float spikes are kept by nobody, only their bits.
+    model = memory.memory_lean(fs.DSNN(30, [24, 17], 10, num_steps=8, static_input_once=False),
+                               saved_state="default")
+    x = torch.rand(4, 30) * 2
+    hidden = []
+    hooks = [lif.register_forward_hook(lambda m, i, o: hidden.append(o[0].untyped_storage().data_ptr()))
+             for lif in model.neurons[:-1]]
+    saved, _ = _saved_storages(lambda: model(x))
+    for h in hooks:
+        h.remove()
+    assert len(hidden) == 2 and not saved.intersection(hidden)
+
+
+def test_time_chunked_fused_sequential():
+    snn = pytest.importorskip("snntorch")
+    net = nn.Sequential(nn.Linear(12, 16), snn.Leaky(beta=0.9, init_hidden=True), nn.Linear(16, 5),
+                        snn.Leaky(beta=0.8, init_hidden=True, output=True))
+    fused = fs.fuse(net).double()
+    chunked = memory.memory_lean(copy.deepcopy(fused), time_chunk=4)
+    x = random_input(11, 3, 12, dtype=torch.float64)
+    outs = []
+    for model in (fused, chunked):
+        spk, mem = model(x)
+        (spk.sum() + (mem ** 2).sum()).backward()
+        outs.append((spk, mem, [p.grad for p in model.parameters()]))
+    assert torch.equal(outs[0][0], outs[1][0])
+    torch.testing.assert_close(outs[1][1], outs[0][1], rtol=1e-12, atol=1e-12)
+    for a, b in zip(outs[1][2], outs[0][2]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

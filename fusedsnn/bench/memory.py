@@ -1,16 +1,20 @@
 """``memory`` section of ``fusedsnn bench``: peak training memory and time against sequence length.
 
 Networks: the study's DSNN (784-1000-10, Leaky, static image input) and a 3-layer Linear+Leaky
-network (256-512-512-10, a fresh input every step). Providers: "fused-lean" (the fused model
-after :func:`fusedsnn.memory_lean`), "fused" (as built) and "snntorch" (the same layers stepped
-with snnTorch neurons). One measured step = forward, rate-coded cross-entropy, backward
+network (256-512-512-10, a fresh input every step). Providers: "fused-chunked" (the fused model
+after ``memory_lean(model, time_chunk=CHUNK_STEPS)``: the whole network runs CHUNK_STEPS steps
+at a time under checkpointing), "fused-lean" (after ``memory_lean(model)``: spikes kept as bits,
+neurons recompute), "fused" (as built) and "snntorch" (the same layers stepped with snnTorch
+neurons). One measured step = forward, rate-coded cross-entropy, backward
 (gradients allocated inside the step; no optimizer, whose state does not grow with T).
 
-Peak memory is the most memory held by tensors at any moment of the step above what was held
-when it started (the model, the input): on CUDA ``max_memory_allocated``, on CPU the same
-quantity from the profiler's memory view (every allocation and free, summed in order). In the
-full run, the CPU also reports the peak resident set size of a fresh process above its
-baseline (``peak_rss_mib``), which includes the allocator's fragmentation.
+Peak memory (``peak_mib``) is the most memory held by tensors at any moment of the step above
+what was held when it started (the model, the input): exact byte counts, on CUDA
+``max_memory_allocated``, on CPU the same quantity from the profiler's memory view (every
+allocation and free, summed in order), so it does not depend on other processes. In the full
+run, the CPU also reports the peak resident set size of a fresh process above its baseline
+(``peak_rss_mib``), which includes the allocator's fragmentation and cached blocks and varies
+with the allocator and the machine; the ratios the targets name are taken from the exact bytes.
 """
 
 from __future__ import annotations
@@ -34,7 +38,11 @@ from ..models import DSNN
 Tensor = torch.Tensor
 
 NETWORKS = ("DSNN", "MLP3")
-PROVIDERS = ("fused-lean", "fused", "snntorch")
+PROVIDERS = ("fused-chunked", "fused-lean", "fused", "snntorch")
+#: Time steps per chunk of the "fused-chunked" provider: memory is set by the chunk, not by T
+#: (3-layer network, T=500, exact bytes: 32 steps keep 0.11 of fused default's peak, 64 steps
+#: 0.18, at the same speed within this VM's noise; see docs/design.md).
+CHUNK_STEPS = 32
 MIB = 2.0 ** 20
 
 
@@ -88,8 +96,10 @@ class _SnnTorchStepped(nn.Module):
         return torch.stack(spikes), torch.stack(mems)
 
 
-def make_case(network: str, provider: str, num_steps: int, batch: int, device: torch.device) -> Callable[[], None]:
-    """A closure running one measured step (forward, loss, backward) of ``network`` via ``provider``."""
+def make_case(network: str, provider: str, num_steps: int, batch: int, device: torch.device,
+              chunk_steps: int = CHUNK_STEPS) -> Callable[[], None]:
+    """A closure running one measured step (forward, loss, backward) of ``network`` via ``provider``
+    (``chunk_steps``: time steps per chunk of "fused-chunked")."""
     if network not in NETWORKS:
         raise ValueError(f"network must be one of {NETWORKS}, got {network!r}")
     if provider not in PROVIDERS:
@@ -104,6 +114,8 @@ def make_case(network: str, provider: str, num_steps: int, batch: int, device: t
     y = torch.randint(0, 10, (batch,), device=device)
     if provider == "fused-lean":
         memory_lean(model)
+    elif provider == "fused-chunked":
+        memory_lean(model, time_chunk=chunk_steps)
     forward = _SnnTorchStepped(model, num_steps) if provider == "snntorch" else model
     params = list(model.parameters())
 
@@ -159,10 +171,10 @@ def _rss_kib() -> tuple[int, int]:
     return values["VmRSS"], values["VmHWM"]
 
 
-def rss_worker(network: str, provider: str, num_steps: int, batch: int) -> dict:
+def rss_worker(network: str, provider: str, num_steps: int, batch: int, chunk_steps: int = CHUNK_STEPS) -> dict:
     """In a fresh process: one warm-up step, then peak RSS of one step above the RSS before it."""
     torch.set_num_threads(torch.get_num_threads())
-    step = make_case(network, provider, num_steps, batch, torch.device("cpu"))
+    step = make_case(network, provider, num_steps, batch, torch.device("cpu"), chunk_steps)
     step()
     import ctypes
     import gc
@@ -180,10 +192,11 @@ def rss_worker(network: str, provider: str, num_steps: int, batch: int) -> dict:
     return {"peak_rss_mib": (peak - before) / 1024}
 
 
-def _rss_in_subprocess(network: str, provider: str, num_steps: int, batch: int) -> float | None:
+def _rss_in_subprocess(network: str, provider: str, num_steps: int, batch: int, chunk_steps: int) -> float | None:
     if not sys.platform.startswith("linux"):
         return None
-    cmd = [sys.executable, "-m", "fusedsnn.bench.memory", network, provider, str(num_steps), str(batch)]
+    cmd = [sys.executable, "-m", "fusedsnn.bench.memory", network, provider, str(num_steps), str(batch),
+           str(chunk_steps)]
     out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ), check=False)
     if out.returncode != 0:
         return None
@@ -192,7 +205,7 @@ def _rss_in_subprocess(network: str, provider: str, num_steps: int, batch: int) 
 
 def run_memory(device: torch.device, steps: tuple[int, ...], batch: int, repeats: int, rss: bool,
                networks: tuple[str, ...] = NETWORKS, progress: Callable[[str], None] = lambda m: None,
-               snntorch_max_steps: int | None = None) -> list[dict]:
+               snntorch_max_steps: int | None = None, chunk_steps: int = CHUNK_STEPS) -> list[dict]:
     """Rows of peak memory and median time per (network, T, provider); providers interleaved in
     each timing round so load from other processes hits them alike."""
     rows = []
@@ -204,7 +217,7 @@ def run_memory(device: torch.device, steps: tuple[int, ...], batch: int, repeats
                 progress(f"memory {network} T={T} {provider}")
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    step = make_case(network, provider, T, batch, device)
+                    step = make_case(network, provider, T, batch, device, chunk_steps)
                     step()  # warm-up (kernel build, allocator)
                     cases[provider] = (step, peak_bytes(step, device))
             samples: dict[str, list[float]] = {p: [] for p in providers}
@@ -218,10 +231,11 @@ def run_memory(device: torch.device, steps: tuple[int, ...], batch: int, repeats
             for provider in providers:
                 row = {"network": network, "provider": provider, "num_steps": T, "batch": batch,
                        "device": str(device), "peak_mib": cases[provider][1] / MIB,
+                       "chunk_steps": chunk_steps if provider == "fused-chunked" else None,
                        "median_s": statistics.median(samples[provider]), "repeats": reps}
                 if rss and device.type == "cpu":
                     progress(f"memory rss {network} T={T} {provider}")
-                    row["peak_rss_mib"] = _rss_in_subprocess(network, provider, T, batch)
+                    row["peak_rss_mib"] = _rss_in_subprocess(network, provider, T, batch, chunk_steps)
                 rows.append(row)
             _add_ratios(rows)
     return rows
@@ -243,10 +257,14 @@ def _add_ratios(rows: list[dict]) -> None:
 
 
 def section_memory(args, device: torch.device, progress: Callable[[str], None]) -> list[dict]:
-    """Peak training memory and time, fused-lean vs fused vs snnTorch, T in {25, 500, 2000}."""
-    if args.quick:
-        return run_memory(device, (10,), 4, repeats=1, rss=False, progress=progress)
+    """Peak training memory and time, fused-chunked and fused-lean vs fused vs snnTorch, T in
+    {25, 500, 2000}."""
+    if args.quick:  # 10 steps in chunks of 4: the chunked path runs, in a few milliseconds
+        return run_memory(device, (10,), 4, repeats=1, rss=False, progress=progress, chunk_steps=4)
     return run_memory(device, (25, 500, 2000), 32, repeats=args.repeats, rss=True, progress=progress)
+
+
+_LOCAL_COLOURS = {"fused-chunked": "tab:brown"}
 
 
 def plot_memory(rows: list[dict], out) -> None:
@@ -267,8 +285,11 @@ def plot_memory(rows: list[dict], out) -> None:
             if not pts:
                 continue
             T, mib, sec = zip(*pts)
-            axes[i][0].plot(T, mib, marker="o", label=provider, color=_colour(provider))
-            axes[i][1].plot(T, sec, marker="o", label=provider, color=_colour(provider))
+            colour = _LOCAL_COLOURS.get(provider) or _colour(provider)
+            label = f"{provider} ({chunk} steps)" if (chunk := next(
+                (r.get("chunk_steps") for r in rows if r["provider"] == provider and r.get("chunk_steps")), None)) else provider
+            axes[i][0].plot(T, mib, marker="o", label=label, color=colour)
+            axes[i][1].plot(T, sec, marker="o", label=label, color=colour)
         batch = next(r["batch"] for r in rows if r["network"] == net)
         axes[i][0].set_title(f"{net}, batch {batch}: peak training memory", fontsize=9)
         axes[i][1].set_title(f"{net}, batch {batch}: forward+backward time", fontsize=9)
@@ -286,6 +307,7 @@ def plot_memory(rows: list[dict], out) -> None:
 
 if __name__ == "__main__":  # the fresh process of one peak-RSS measurement
     network, provider, steps, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    chunk = int(sys.argv[5]) if len(sys.argv) > 5 else CHUNK_STEPS
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        print(json.dumps(rss_worker(network, provider, steps, batch)))
+        print(json.dumps(rss_worker(network, provider, steps, batch, chunk)))
