@@ -13,11 +13,17 @@
 // Backward: the elementwise adjoint is O(B * N) per step and runs on the calling thread; the
 // O(B * N * N) spike-gradient product G_t @ W goes to BLAS's gemm when the host passes one (torch's
 // own sgemm_/dgemm_, which threads itself), else to the axpy loop below.
+#include <pthread.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <thread>
 #include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "../kernels/lif_dense.hpp"
 
@@ -97,6 +103,47 @@ class Barrier {
   std::atomic<int> waiting_;
   std::atomic<bool> sense_;
 };
+
+std::atomic<bool> g_forked_child{false};
+void mark_forked_child() { g_forked_child.store(true); }
+const bool g_fork_handler_registered = (pthread_atfork(nullptr, nullptr, mark_forked_child) == 0);
+
+#ifdef _OPENMP
+void team_barrier() {
+#pragma omp barrier
+}
+#endif
+
+// fn(w, team, sync) on a team of up to `workers` threads, w in [0, team); sync() waits until
+// every member has reached it. Built with -fopenmp (as the elementwise host library is) the team
+// is torch's own OpenMP pool: libgomp.so.1 resolves to the copy torch loaded, whose workers spin
+// for a while after each torch op; a team of separate std::threads then competed with those
+// spinning workers for the same two cores (measured: two threads slower than one). The team may
+// be smaller than asked (OpenMP may grant fewer threads), so callers split work by `team`.
+// Without OpenMP, or in a child forked after the parent used it (libgomp cannot start a region
+// there), a team of std::threads with a spinning barrier.
+template <typename Fn>
+void run_team(std::int64_t workers, Fn&& fn) {
+  if (workers <= 1) {
+    fn(std::int64_t(0), std::int64_t(1), [] {});
+    return;
+  }
+#ifdef _OPENMP
+  if (!g_forked_child.load(std::memory_order_relaxed)) {
+#pragma omp parallel num_threads(static_cast<int>(workers))
+    fn(static_cast<std::int64_t>(omp_get_thread_num()), static_cast<std::int64_t>(omp_get_num_threads()),
+       [] { team_barrier(); });
+    return;
+  }
+#endif
+  Barrier barrier(static_cast<int>(workers));
+  auto member = [&](std::int64_t w) { fn(w, workers, [&] { barrier.wait(); }); };
+  std::vector<std::thread> team;
+  team.reserve(workers - 1);
+  for (std::int64_t w = 1; w < workers; ++w) team.emplace_back(member, w);
+  member(0);
+  for (auto& th : team) th.join();
+}
 
 // Below this many multiply-adds per step (a dense upper bound, B * N * N) one thread does it all:
 // a barrier per step costs more than the work.
@@ -193,12 +240,11 @@ void forward_loop(const ForwardArgs<S>& a, int threads) {
   const std::int64_t work = a.batch * a.n * a.n;
   std::int64_t workers = work < kThreadedWork ? 1 : std::min<std::int64_t>(threads, a.n / kMinNeuronsPerWorker);
   workers = std::max<std::int64_t>(1, workers);
-  Barrier barrier(static_cast<int>(workers));
   const Isa isa = host_isa();
-  auto tile = [&](std::int64_t w) {
+  run_team(workers, [&](std::int64_t w, std::int64_t team, auto&& sync) {
     // whole vectors of neurons per tile, so each tile's columns start 64-byte aligned
     std::int64_t u0, u1;
-    fusedsnn::worker_range((a.n + kTileUnit - 1) / kTileUnit, static_cast<unsigned>(w), static_cast<unsigned>(workers),
+    fusedsnn::worker_range((a.n + kTileUnit - 1) / kTileUnit, static_cast<unsigned>(w), static_cast<unsigned>(team),
                            &u0, &u1);
     const std::int64_t i0 = std::min(a.n, u0 * kTileUnit), i1 = std::min(a.n, u1 * kTileUnit);
     // Each tile indexes last step's spikes itself (B * N compares, against B * N * width
@@ -210,18 +256,9 @@ void forward_loop(const ForwardArgs<S>& a, int threads) {
       // the forward's own spikes are 0 or gsf: with gsf == 1 the product needs no multiply
       recurrent_input<S>(isa, a, t, i0, i1, words.data(), t > 0 && a.gsf == S(1));
       neuron_step<S, SYNAPTIC, RESET, IMMEDIATE>(isa, a, t, i0, i1);
-      if (workers > 1) barrier.wait();  // step t's spikes of every tile are written before any tile reads them
+      if (team > 1) sync();  // step t's spikes of every tile are written before any tile reads them
     }
-  };
-  if (workers == 1) {
-    tile(0);
-    return;
-  }
-  std::vector<std::thread> team;
-  team.reserve(workers - 1);
-  for (std::int64_t w = 1; w < workers; ++w) team.emplace_back(tile, w);
-  tile(0);
-  for (auto& th : team) th.join();
+  });
 }
 
 // Batch rows are independent (the recurrence mixes neurons, not rows): with at least as many rows
@@ -238,9 +275,9 @@ void forward_batches(const ForwardArgs<S>& a, int threads) {
     return;
   }
   const std::int64_t M = a.batch * a.n;
-  auto share = [&](std::int64_t w) {
+  run_team(workers, [&](std::int64_t w, std::int64_t team, auto&&) {
     std::int64_t b0, b1;
-    fusedsnn::worker_range(a.batch, static_cast<unsigned>(w), static_cast<unsigned>(workers), &b0, &b1);
+    fusedsnn::worker_range(a.batch, static_cast<unsigned>(w), static_cast<unsigned>(team), &b0, &b1);
     const std::int64_t off = b0 * a.n;
     auto at = [off](auto* p) { return p ? p + off : p; };
     ForwardArgs<S> s = a;
@@ -251,11 +288,7 @@ void forward_batches(const ForwardArgs<S>& a, int threads) {
     s.batch = b1 - b0;
     s.stride = M;
     forward_loop<S, SYNAPTIC, RESET, IMMEDIATE>(s, 1);
-  };
-  std::vector<std::thread> team;
-  for (std::int64_t w = 1; w < workers; ++w) team.emplace_back(share, w);
-  share(0);
-  for (auto& th : team) th.join();
+  });
 }
 
 inline void gemm_call(void* fn, const int* m, const int* n, const int* k, const float* w, const float* g, float* c) {
@@ -401,25 +434,20 @@ void weight_gradient(const S* g, const S* spikes, std::int64_t rows, std::int64_
   const std::int64_t units = (n + kTileUnit - 1) / kTileUnit;
   std::int64_t workers = rows * n * n < kThreadedWork ? 1 : std::min<std::int64_t>(threads, units);
   workers = std::max<std::int64_t>(1, workers);
-  Barrier barrier(static_cast<int>(workers));
   const Isa isa = host_isa();
-  auto share = [&](std::int64_t w) {
+  run_team(workers, [&](std::int64_t w, std::int64_t team, auto&& sync) {
     std::int64_t k0, k1, u0, u1;
-    fusedsnn::worker_range(chunks, static_cast<unsigned>(w), static_cast<unsigned>(workers), &k0, &k1);
+    fusedsnn::worker_range(chunks, static_cast<unsigned>(w), static_cast<unsigned>(team), &k0, &k1);
     fusedsnn::dense::spike_masks(spikes, rows, n, k0, k1, masks.data());
-    fusedsnn::worker_range(units, static_cast<unsigned>(w), static_cast<unsigned>(workers), &u0, &u1);
+    fusedsnn::worker_range(units, static_cast<unsigned>(w), static_cast<unsigned>(team), &u0, &u1);
     const std::int64_t i0 = std::min(n, u0 * kTileUnit), i1 = std::min(n, u1 * kTileUnit);
     // this worker's copy of a row chunk: 64 rows of its columns padded to 16, 64-byte aligned
     std::vector<S> chunk(static_cast<std::size_t>(64 * ((i1 - i0 + 15) / 16 * 16) + 64 / sizeof(S)));
     S* buf = chunk.data();
     while (reinterpret_cast<std::uintptr_t>(buf) % 64 != 0) ++buf;
-    if (workers > 1) barrier.wait();  // every chunk's masks are written before any worker reads them
+    if (team > 1) sync();  // every chunk's masks are written before any worker reads them
     spike_weight_gradient<S>(isa, g, masks.data(), rows, n, dwt, ldd, i0, i1, buf);
-  };
-  std::vector<std::thread> team;
-  for (std::int64_t w = 1; w < workers; ++w) team.emplace_back(share, w);
-  share(0);
-  for (auto& th : team) th.join();
+  });
 }
 
 bool valid(const fusedsnn_dense_desc* d) {

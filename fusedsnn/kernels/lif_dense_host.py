@@ -91,9 +91,9 @@ def load_library() -> Optional[ctypes.CDLL]:
             except OSError as err:
                 errors.append(str(err))
         try:
-            # the same cache build as the elementwise library, without OpenMP (setup.py builds
-            # this one with -pthread only: its threads are a team of its own, see the C++)
-            _library = _open(lif_host._compile_into_cache(SOURCES, "libfusedsnn_dense", ([],)))
+            # the same cache build as the elementwise library: with OpenMP (its teams run on
+            # torch's OpenMP workers, see run_team in the C++), else without
+            _library = _open(lif_host._compile_into_cache(SOURCES, "libfusedsnn_dense"))
             return _library
         except OSError as err:
             errors.append(str(err))
