@@ -319,8 +319,36 @@ void spike_gradient(const BackwardArgs<S>& a, const S* g, S* carry, void* gemm) 
   }
 }
 
+// The backward's elementwise adjoint per ISA, as neuron_step: vectorised clones with the same
+// operations in the same order (no contraction, IEEE division), so the same bits.
+template <typename S, bool SYNAPTIC, int RESET, bool IMMEDIATE, bool PARTS>
+__attribute__((target("avx512f"), flatten)) void neuron_step_backward_avx512(const BackwardArgs<S>& a, std::int64_t t,
+                                                                             const S* zeros, std::int64_t b0,
+                                                                             std::int64_t b1) {
+  fusedsnn::dense::neuron_step_backward<S, SYNAPTIC, RESET, IMMEDIATE, PARTS>(a, t, zeros, b0, b1);
+}
+
+template <typename S, bool SYNAPTIC, int RESET, bool IMMEDIATE, bool PARTS>
+__attribute__((target("avx2"), flatten)) void neuron_step_backward_avx2(const BackwardArgs<S>& a, std::int64_t t,
+                                                                       const S* zeros, std::int64_t b0,
+                                                                       std::int64_t b1) {
+  fusedsnn::dense::neuron_step_backward<S, SYNAPTIC, RESET, IMMEDIATE, PARTS>(a, t, zeros, b0, b1);
+}
+
+template <typename S, bool SYNAPTIC, int RESET, bool IMMEDIATE, bool PARTS>
+void neuron_step_backward(Isa isa, const BackwardArgs<S>& a, std::int64_t t, const S* zeros, std::int64_t b0,
+                          std::int64_t b1) {
+  if (isa == Isa::kAvx512) neuron_step_backward_avx512<S, SYNAPTIC, RESET, IMMEDIATE, PARTS>(a, t, zeros, b0, b1);
+  else if (isa == Isa::kAvx2) neuron_step_backward_avx2<S, SYNAPTIC, RESET, IMMEDIATE, PARTS>(a, t, zeros, b0, b1);
+  else fusedsnn::dense::neuron_step_backward<S, SYNAPTIC, RESET, IMMEDIATE, PARTS>(a, t, zeros, b0, b1);
+}
+
+// Below this many elements per step the backward's elementwise adjoint runs on the calling
+// thread: a parallel region per step costs more than it saves.
+constexpr std::int64_t kParallelAdjoint = std::int64_t(1) << 15;
+
 template <typename S, bool SYNAPTIC, int RESET, bool IMMEDIATE>
-void backward_loop(const BackwardArgs<S>& a, void* gemm) {
+void backward_loop(const BackwardArgs<S>& a, void* gemm, int threads) {
   const std::int64_t M = a.batch * a.n;
   std::fill(a.grad_mem0, a.grad_mem0 + M, S(0));
   std::fill(a.grad_syn0, a.grad_syn0 + M, S(0));
@@ -344,9 +372,16 @@ void backward_loop(const BackwardArgs<S>& a, void* gemm) {
       }
     }
   }
+  const Isa isa = host_isa();
+  // batch rows are independent in the adjoint (carries and parameter partial sums are per row)
+  const std::int64_t workers = M < kParallelAdjoint ? 1 : std::min<std::int64_t>(std::max(threads, 1), a.batch);
   for (std::int64_t t = a.steps - 1; t >= 0; --t) {
-    if (parts) fusedsnn::dense::neuron_step_backward<S, SYNAPTIC, RESET, IMMEDIATE, true>(b, t, zeros.data());
-    else fusedsnn::dense::neuron_step_backward<S, SYNAPTIC, RESET, IMMEDIATE, false>(b, t, zeros.data());
+    run_team(workers, [&](std::int64_t w, std::int64_t team, auto&&) {
+      std::int64_t b0, b1;
+      fusedsnn::worker_range(a.batch, static_cast<unsigned>(w), static_cast<unsigned>(team), &b0, &b1);
+      if (parts) neuron_step_backward<S, SYNAPTIC, RESET, IMMEDIATE, true>(isa, b, t, zeros.data(), b0, b1);
+      else neuron_step_backward<S, SYNAPTIC, RESET, IMMEDIATE, false>(isa, b, t, zeros.data(), b0, b1);
+    });
     spike_gradient<S>(a, a.grad_x + t * M, a.grad_spk0, gemm);
   }
 }
@@ -417,7 +452,7 @@ void backward(const fusedsnn_dense_desc& d) {
   a.reset = d.reset; a.immediate = d.immediate != 0;
   a.gsf = static_cast<S>(d.gsf);
   with_variant(d.synaptic != 0, d.reset, a.immediate, [&](auto syn, auto reset, auto immediate) {
-    backward_loop<S, decltype(syn)::value, decltype(reset)::value, decltype(immediate)::value>(a, d.gemm);
+    backward_loop<S, decltype(syn)::value, decltype(reset)::value, decltype(immediate)::value>(a, d.gemm, d.threads);
   });
 }
 

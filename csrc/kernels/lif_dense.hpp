@@ -483,13 +483,14 @@ inline void neuron_row_backward(const S* __restrict__ g_spk_up, const S* __restr
   }
 }
 
-// The elementwise adjoint of step t over all B * N neurons: reads the carries for step t + 1,
+// The elementwise adjoint of step t over the batch rows [b0, b1) (all N neurons each): reads the carries for step t + 1,
 // writes G_t = grad_x[t] and the carries for step t - 1 (all but the spike carry, which the
 // product forms from G_t afterwards). zeros: [B * N] of zeros, read for absent inputs. PARTS:
 // part_beta, part_thr and part_alpha are all non-null (the caller points unneeded ones at
 // scratch), else none is used.
 template <typename S, bool SYNAPTIC, int RESET, bool IMMEDIATE, bool PARTS>
-void neuron_step_backward(const BackwardArgs<S>& a, std::int64_t t, const S* zeros) {
+void neuron_step_backward(const BackwardArgs<S>& a, std::int64_t t, const S* zeros, std::int64_t b0,
+                          std::int64_t b1) {
   const std::int64_t N = a.n, M = a.batch * a.n;
   const S* mem_prev = t > 0 ? a.mem_hist + (t - 1) * M : (a.mem0 ? a.mem0 : zeros);
   const S* syn_prev = SYNAPTIC ? (t > 0 ? a.syn_hist + (t - 1) * M : (a.syn0 ? a.syn0 : zeros)) : zeros;
@@ -499,7 +500,7 @@ void neuron_step_backward(const BackwardArgs<S>& a, std::int64_t t, const S* zer
   const S* trace = a.trace + t * M;
   const S* pre = IMMEDIATE ? a.pre + t * M : zeros;
   S* grad_x = a.grad_x + t * M;
-  for (std::int64_t b = 0; b < a.batch; ++b) {
+  for (std::int64_t b = b0; b < b1; ++b) {
     const std::int64_t e = b * N;
     neuron_row_backward<S, SYNAPTIC, RESET, IMMEDIATE, PARTS>(
         g_spk_up + e, g_mem_up + e, g_syn_up + e, mem_prev + e, syn_prev + e, trace + e, pre + e, a.thr, a.beta,
