@@ -191,20 +191,20 @@ void neuron_step(Isa isa, const ForwardArgs<S>& a, std::int64_t t, std::int64_t 
 template <typename S>
 __attribute__((target("avx512f"), flatten)) void recurrent_input_avx512(const ForwardArgs<S>& a, std::int64_t t,
                                                                         std::int64_t i0, std::int64_t i1,
-                                                                        const std::uint64_t* words, bool unit) {
+                                                                        std::uint64_t* words, bool unit) {
   fusedsnn::dense::recurrent_input<S, 64>(a, t, i0, i1, words, unit);
 }
 
 template <typename S>
 __attribute__((target("avx2"), flatten)) void recurrent_input_avx2(const ForwardArgs<S>& a, std::int64_t t,
                                                                   std::int64_t i0, std::int64_t i1,
-                                                                  const std::uint64_t* words, bool unit) {
+                                                                  std::uint64_t* words, bool unit) {
   fusedsnn::dense::recurrent_input<S, 32>(a, t, i0, i1, words, unit);
 }
 
 template <typename S>
 void recurrent_input(Isa isa, const ForwardArgs<S>& a, std::int64_t t, std::int64_t i0, std::int64_t i1,
-                     const std::uint64_t* words, bool unit) {
+                     std::uint64_t* words, bool unit) {
   if (isa == Isa::kAvx512) recurrent_input_avx512<S>(a, t, i0, i1, words, unit);
   else if (isa == Isa::kAvx2) recurrent_input_avx2<S>(a, t, i0, i1, words, unit);
   else fusedsnn::dense::recurrent_input<S, 16>(a, t, i0, i1, words, unit);
@@ -251,8 +251,6 @@ void forward_loop(const ForwardArgs<S>& a, int threads) {
     // adds): the "exchange" is every tile reading the shared spike row.
     std::vector<std::uint64_t> words(a.batch * ((a.n + 63) / 64));
     for (std::int64_t t = 0; t < a.steps; ++t) {
-      const S* prev = t > 0 ? a.spk + (t - 1) * (a.stride ? a.stride : a.batch * a.n) : a.spk0;
-      if (prev) fusedsnn::dense::spike_words(prev, a.batch, a.n, words.data());
       // the forward's own spikes are 0 or gsf: with gsf == 1 the product needs no multiply
       recurrent_input<S>(isa, a, t, i0, i1, words.data(), t > 0 && a.gsf == S(1));
       neuron_step<S, SYNAPTIC, RESET, IMMEDIATE>(isa, a, t, i0, i1);

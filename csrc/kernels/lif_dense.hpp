@@ -194,14 +194,16 @@ inline void recurrent_columns(const S* __restrict__ wt, std::int64_t ldw, const 
 
 // rec[b, i0:i1] for every b at step t: the columns [i0, i1) of W @ spk[t-1] + bias, summed bias
 // first, then the spiking inputs j in ascending order (so rec is the same, bit for bit, however
-// the columns and rows are blocked or split between workers). words: spike_words of spk[t-1]
-// (ignored without previous spikes). unit: every non-zero previous spike is exactly 1.
+// the columns and rows are blocked or split between workers). words: scratch of batch *
+// ceil(N / 64), filled here with spike_words of spk[t-1] (in the caller's ISA: vectorised
+// compares). unit: every non-zero previous spike is exactly 1.
 template <typename S, int BYTES>
 void recurrent_input(const ForwardArgs<S>& a, std::int64_t t, std::int64_t i0, std::int64_t i1,
-                     const std::uint64_t* words, bool unit) {
+                     std::uint64_t* words, bool unit) {
   const std::int64_t N = a.n, M = a.stride ? a.stride : a.batch * a.n;
   const std::int64_t ldw = a.wt_stride ? a.wt_stride : N, ldr = a.rec_stride ? a.rec_stride : N;
   const S* prev = t > 0 ? a.spk + (t - 1) * M : a.spk0;
+  if (prev) spike_words(prev, a.batch, N, words);
   if (!prev) {
     for (std::int64_t b = 0; b < a.batch; ++b) {
       for (std::int64_t i = i0; i < i1; ++i) a.rec[b * ldr + i] = a.bias ? a.bias[i] : S(0);
