@@ -341,12 +341,8 @@ void neuron_step_backward(Isa isa, const BackwardArgs<S>& a, std::int64_t t, con
   else fusedsnn::dense::neuron_step_backward<S, SYNAPTIC, RESET, IMMEDIATE, PARTS>(a, t, zeros, b0, b1);
 }
 
-// Below this many elements per step the backward's elementwise adjoint runs on the calling
-// thread: a parallel region per step costs more than it saves.
-constexpr std::int64_t kParallelAdjoint = std::int64_t(1) << 15;
-
 template <typename S, bool SYNAPTIC, int RESET, bool IMMEDIATE>
-void backward_loop(const BackwardArgs<S>& a, void* gemm, int threads) {
+void backward_loop(const BackwardArgs<S>& a, void* gemm) {
   const std::int64_t M = a.batch * a.n;
   std::fill(a.grad_mem0, a.grad_mem0 + M, S(0));
   std::fill(a.grad_syn0, a.grad_syn0 + M, S(0));
@@ -371,15 +367,13 @@ void backward_loop(const BackwardArgs<S>& a, void* gemm, int threads) {
     }
   }
   const Isa isa = host_isa();
-  // batch rows are independent in the adjoint (carries and parameter partial sums are per row)
-  const std::int64_t workers = M < kParallelAdjoint ? 1 : std::min<std::int64_t>(std::max(threads, 1), a.batch);
+  // The adjoint (O(B * N) per step) stays on the calling thread: splitting it by batch rows
+  // added a second parallel region per step beside BLAS's, a sync point that costs a scheduler
+  // time slice whenever the cores are shared with other work, for at most a millisecond or two
+  // per call saved on a quiet machine at T=25, B=128, N=1000.
   for (std::int64_t t = a.steps - 1; t >= 0; --t) {
-    run_team(workers, [&](std::int64_t w, std::int64_t team, auto&&) {
-      std::int64_t b0, b1;
-      fusedsnn::worker_range(a.batch, static_cast<unsigned>(w), static_cast<unsigned>(team), &b0, &b1);
-      if (parts) neuron_step_backward<S, SYNAPTIC, RESET, IMMEDIATE, true>(isa, b, t, zeros.data(), b0, b1);
-      else neuron_step_backward<S, SYNAPTIC, RESET, IMMEDIATE, false>(isa, b, t, zeros.data(), b0, b1);
-    });
+    if (parts) neuron_step_backward<S, SYNAPTIC, RESET, IMMEDIATE, true>(isa, b, t, zeros.data(), 0, a.batch);
+    else neuron_step_backward<S, SYNAPTIC, RESET, IMMEDIATE, false>(isa, b, t, zeros.data(), 0, a.batch);
     spike_gradient<S>(a, a.grad_x + t * M, a.grad_spk0, gemm);
   }
 }
@@ -450,7 +444,7 @@ void backward(const fusedsnn_dense_desc& d) {
   a.reset = d.reset; a.immediate = d.immediate != 0;
   a.gsf = static_cast<S>(d.gsf);
   with_variant(d.synaptic != 0, d.reset, a.immediate, [&](auto syn, auto reset, auto immediate) {
-    backward_loop<S, decltype(syn)::value, decltype(reset)::value, decltype(immediate)::value>(a, d.gemm, d.threads);
+    backward_loop<S, decltype(syn)::value, decltype(reset)::value, decltype(immediate)::value>(a, d.gemm);
   });
 }
 
