@@ -6,13 +6,15 @@
 // neurons, i.e. their rows of W (columns of wt), for every batch row and the whole sequence. Per
 // step it computes its neurons' recurrent input from all of last step's spikes and updates them
 // (compute), then waits at a barrier until every worker has written this step's spikes (the
-// exchange + sync). One team of threads per call; a single thread when the work is small. That
-// mapping is used when there are fewer batch rows than threads; otherwise each thread owns a share
-// of the (independent) batch rows for all neurons and needs no barrier (forward_batches).
+// exchange + sync). One team of threads per call (torch's OpenMP workers, see run_team); a single
+// thread when the work is small. That mapping is used when there are fewer batch rows than
+// threads; otherwise each thread owns a share of the (independent) batch rows for all neurons and
+// needs no barrier (forward_batches).
 //
 // Backward: the elementwise adjoint is O(B * N) per step and runs on the calling thread; the
 // O(B * N * N) spike-gradient product G_t @ W goes to BLAS's gemm when the host passes one (torch's
-// own sgemm_/dgemm_, which threads itself), else to the axpy loop below.
+// own sgemm_/dgemm_, which threads itself), else to the axpy loop below. The weight gradient is
+// a call of its own (fusedsnn_dense_weight_gradient), made by the host after the backward.
 #include <pthread.h>
 
 #include <algorithm>

@@ -8,14 +8,15 @@
 //
 // Forward: spikes are 0 or gsf, so the product skips silent inputs and adds whole rows of the
 // transposed weight (wt[j, :] = W[:, j]) for each spiking j: cost B * (spiking j) * N, unit
-// stride over i. The sum runs bias first, then j ascending; nn.Linear's BLAS sums in an order of
-// its own, so float32 rec (and what follows) can differ from snnTorch in the last bits.
+// stride over i, register-blocked (recurrent_input below). The sum runs bias first, then j
+// ascending, however it is blocked or split; nn.Linear's BLAS sums in an order of its own, so
+// float32 rec (and what follows) can differ from snnTorch in the last bits.
 //
 // Backward (reverse loop): the elementwise adjoint gives G_t = dL/drec_t (= dL/dx_t); the spike
 // gradient reaching step t-1 through the recurrence is G_t @ W (dense: surrogate gradients are
 // not sparse). That product goes through BLAS (a gemm pointer from the host) when it is large.
-// dW = sum_t G_t^T spk_{t-1} and dbias = sum_t G_t are formed after the loop by the caller, as
-// one product over all steps.
+// After the loop dW = sum_t G_t^T spk_{t-1} again uses the spikes being 0/gsf: for each input j,
+// the rows of G where j spiked (spike_weight_gradient); dbias = sum_t G_t is the caller's.
 //
 // Layout: per-step arrays are [T, B * N] row-major (element (t, b, i) at t * B * N + b * N + i);
 // states [B * N]; parameters [N]. Compile with -ffp-contract=off (see lif.hpp).

@@ -5,8 +5,10 @@ A shared library of its own (csrc/host/fusedsnn_dense.cpp), built by setup.py as
 the elementwise host library. Same launcher contract as :mod:`.lif_dense_reference`.
 
 The forward's partition follows ``torch.get_num_threads()`` (a share of the batch rows per
-thread, no barrier; with fewer rows than threads one tile of neurons per thread, a barrier per step); the backward's dense spike-gradient product is handed to the BLAS
-gemm torch itself exports (``sgemm_``/``dgemm_`` of libtorch_cpu), when it does.
+thread, no barrier; with fewer rows than threads one tile of neurons per thread, a barrier per
+step); the backward's dense spike-gradient product is handed to the BLAS gemm torch itself
+exports (``sgemm_``/``dgemm_`` of libtorch_cpu), when it does; ``dW`` is summed from the spikes'
+bit masks in C++ (:func:`spike_weight_gradient`).
 """
 
 from __future__ import annotations
