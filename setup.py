@@ -34,8 +34,9 @@ setup(
             sources=["csrc/host/fusedsnn_dense.cpp"],
             depends=["csrc/kernels/lif_dense.hpp", "csrc/kernels/lif.hpp"],
             language="c++",
-            extra_compile_args=["-O3", "-std=c++17", "-ffp-contract=off", "-fno-trapping-math", "-pthread"],
-            extra_link_args=["-pthread"],
+            # -fopenmp: its thread teams run on torch's OpenMP workers, as fusedsnn._host's loops do.
+            extra_compile_args=["-O3", "-std=c++17", "-ffp-contract=off", "-fno-trapping-math", "-pthread", "-fopenmp"],
+            extra_link_args=["-pthread", "-fopenmp"],
             optional=True,
         ),
     ]

@@ -6,18 +6,26 @@
 // neurons, i.e. their rows of W (columns of wt), for every batch row and the whole sequence. Per
 // step it computes its neurons' recurrent input from all of last step's spikes and updates them
 // (compute), then waits at a barrier until every worker has written this step's spikes (the
-// exchange + sync). One team of threads per call; a single thread when the work is small. That
-// mapping is used when there are fewer batch rows than threads; otherwise each thread owns a share
-// of the (independent) batch rows for all neurons and needs no barrier (forward_batches).
+// exchange + sync). One team of threads per call (torch's OpenMP workers, see run_team); a single
+// thread when the work is small. That mapping is used when there are fewer batch rows than
+// threads; otherwise each thread owns a share of the (independent) batch rows for all neurons and
+// needs no barrier (forward_batches).
 //
 // Backward: the elementwise adjoint is O(B * N) per step and runs on the calling thread; the
 // O(B * N * N) spike-gradient product G_t @ W goes to BLAS's gemm when the host passes one (torch's
-// own sgemm_/dgemm_, which threads itself), else to the axpy loop below.
+// own sgemm_/dgemm_, which threads itself), else to the axpy loop below. The weight gradient is
+// a call of its own (fusedsnn_dense_weight_gradient), made by the host after the backward.
+#include <pthread.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <thread>
 #include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "../kernels/lif_dense.hpp"
 
@@ -36,7 +44,8 @@ struct fusedsnn_dense_desc {
   const void* x; const void* wt; const void* w; const void* bias;
   const void* mem0; const void* syn0; const void* spk0;
   const void* beta; const void* thr; const void* alpha;
-  void* spk; void* syn; void* mem; void* trace; void* pre; void* scratch;  // scratch: 2 * B * N
+  void* spk; void* syn; void* mem; void* trace; void* pre;
+  void* scratch;  // B * rec_stride + B * N elements, 64-byte aligned
   const void* grad_spk; const void* grad_syn; const void* grad_mem;
   void* grad_x; void* grad_mem0; void* grad_syn0; void* grad_spk0;
   void* part_beta; void* part_thr; void* part_alpha;
@@ -48,6 +57,9 @@ struct fusedsnn_dense_desc {
   double c0; double c1; double gsf;
   // elements per step of grad_spk / grad_syn / grad_mem: B * N, or 0 for one row broadcast over time
   std::int64_t grad_spk_step; std::int64_t grad_syn_step; std::int64_t grad_mem_step;
+  // elements per row of wt and of the scratch's recurrent input (>= n; 0 means n); bias_padded:
+  // bias (when given) has wt_stride elements, zero past n
+  std::int64_t wt_stride; std::int64_t rec_stride; std::int32_t bias_padded;
 };
 
 }  // extern "C"
@@ -57,7 +69,8 @@ namespace {
 using fusedsnn::dense::BackwardArgs;
 using fusedsnn::dense::ForwardArgs;
 
-// The two product loops, cloned per ISA (AVX-512, AVX2, baseline) and picked at load time.
+// The backward's fallback product loop (no BLAS), cloned per ISA (AVX-512, AVX2, baseline) and
+// picked at load time.
 __attribute__((target_clones("avx512f", "avx2", "default")))
 void axpy_f32(float* __restrict__ y, float a, const float* __restrict__ x, std::int64_t n) {
   fusedsnn::dense::axpy<float>(y, a, x, n);
@@ -66,29 +79,6 @@ void axpy_f32(float* __restrict__ y, float a, const float* __restrict__ x, std::
 __attribute__((target_clones("avx512f", "avx2", "default")))
 void axpy_f64(double* __restrict__ y, double a, const double* __restrict__ x, std::int64_t n) {
   fusedsnn::dense::axpy<double>(y, a, x, n);
-}
-
-__attribute__((target_clones("avx512f", "avx2", "default")))
-void axpy4_f32(float* __restrict__ y, float a0, float a1, float a2, float a3, const float* __restrict__ x0,
-               const float* __restrict__ x1, const float* __restrict__ x2, const float* __restrict__ x3,
-               std::int64_t n) {
-  fusedsnn::dense::axpy4<float>(y, a0, a1, a2, a3, x0, x1, x2, x3, n);
-}
-
-__attribute__((target_clones("avx512f", "avx2", "default")))
-void axpy4_f64(double* __restrict__ y, double a0, double a1, double a2, double a3, const double* __restrict__ x0,
-               const double* __restrict__ x1, const double* __restrict__ x2, const double* __restrict__ x3,
-               std::int64_t n) {
-  fusedsnn::dense::axpy4<double>(y, a0, a1, a2, a3, x0, x1, x2, x3, n);
-}
-
-inline void axpy4(float* y, float a0, float a1, float a2, float a3, const float* x0, const float* x1,
-                  const float* x2, const float* x3, std::int64_t n) {
-  axpy4_f32(y, a0, a1, a2, a3, x0, x1, x2, x3, n);
-}
-inline void axpy4(double* y, double a0, double a1, double a2, double a3, const double* x0, const double* x1,
-                  const double* x2, const double* x3, std::int64_t n) {
-  axpy4_f64(y, a0, a1, a2, a3, x0, x1, x2, x3, n);
 }
 
 inline void axpy(float* y, float a, const float* x, std::int64_t n) { axpy_f32(y, a, x, n); }
@@ -116,11 +106,54 @@ class Barrier {
   std::atomic<bool> sense_;
 };
 
+std::atomic<bool> g_forked_child{false};
+void mark_forked_child() { g_forked_child.store(true); }
+const bool g_fork_handler_registered = (pthread_atfork(nullptr, nullptr, mark_forked_child) == 0);
+
+#ifdef _OPENMP
+void team_barrier() {
+#pragma omp barrier
+}
+#endif
+
+// fn(w, team, sync) on a team of up to `workers` threads, w in [0, team); sync() waits until
+// every member has reached it. Built with -fopenmp (as the elementwise host library is) the team
+// is torch's own OpenMP pool: libgomp.so.1 resolves to the copy torch loaded, whose workers spin
+// for a while after each torch op; a team of separate std::threads then competed with those
+// spinning workers for the same two cores (measured: two threads slower than one). The team may
+// be smaller than asked (OpenMP may grant fewer threads), so callers split work by `team`.
+// Without OpenMP, or in a child forked after the parent used it (libgomp cannot start a region
+// there), a team of std::threads with a spinning barrier.
+template <typename Fn>
+void run_team(std::int64_t workers, Fn&& fn) {
+  if (workers <= 1) {
+    fn(std::int64_t(0), std::int64_t(1), [] {});
+    return;
+  }
+#ifdef _OPENMP
+  if (!g_forked_child.load(std::memory_order_relaxed)) {
+#pragma omp parallel num_threads(static_cast<int>(workers))
+    fn(static_cast<std::int64_t>(omp_get_thread_num()), static_cast<std::int64_t>(omp_get_num_threads()),
+       [] { team_barrier(); });
+    return;
+  }
+#endif
+  Barrier barrier(static_cast<int>(workers));
+  auto member = [&](std::int64_t w) { fn(w, workers, [&] { barrier.wait(); }); };
+  std::vector<std::thread> team;
+  team.reserve(workers - 1);
+  for (std::int64_t w = 1; w < workers; ++w) team.emplace_back(member, w);
+  member(0);
+  for (auto& th : team) th.join();
+}
+
 // Below this many multiply-adds per step (a dense upper bound, B * N * N) one thread does it all:
 // a barrier per step costs more than the work.
 constexpr std::int64_t kThreadedWork = std::int64_t(1) << 16;
 // Neurons per worker at least: a narrower slice of wt rows wastes the vector width.
 constexpr std::int64_t kMinNeuronsPerWorker = 32;
+// Columns per share when workers split neurons: one AVX-512 float vector.
+constexpr std::int64_t kTileUnit = 16;
 // Below this many multiply-adds per step the axpy loop beats a BLAS call.
 constexpr std::int64_t kGemmWork = std::int64_t(1) << 14;
 
@@ -156,39 +189,76 @@ void neuron_step(Isa isa, const ForwardArgs<S>& a, std::int64_t t, std::int64_t 
   else fusedsnn::dense::neuron_step<S, SYNAPTIC, RESET, IMMEDIATE>(a, t, i0, i1);
 }
 
+// The forward's product per ISA, each with the vector width of its registers (Pack<S, BYTES>).
+template <typename S>
+__attribute__((target("avx512f"), flatten)) void recurrent_input_avx512(const ForwardArgs<S>& a, std::int64_t t,
+                                                                        std::int64_t i0, std::int64_t i1,
+                                                                        std::uint64_t* words, bool unit) {
+  fusedsnn::dense::recurrent_input<S, 64>(a, t, i0, i1, words, unit);
+}
+
+template <typename S>
+__attribute__((target("avx2"), flatten)) void recurrent_input_avx2(const ForwardArgs<S>& a, std::int64_t t,
+                                                                  std::int64_t i0, std::int64_t i1,
+                                                                  std::uint64_t* words, bool unit) {
+  fusedsnn::dense::recurrent_input<S, 32>(a, t, i0, i1, words, unit);
+}
+
+template <typename S>
+void recurrent_input(Isa isa, const ForwardArgs<S>& a, std::int64_t t, std::int64_t i0, std::int64_t i1,
+                     std::uint64_t* words, bool unit) {
+  if (isa == Isa::kAvx512) recurrent_input_avx512<S>(a, t, i0, i1, words, unit);
+  else if (isa == Isa::kAvx2) recurrent_input_avx2<S>(a, t, i0, i1, words, unit);
+  else fusedsnn::dense::recurrent_input<S, 16>(a, t, i0, i1, words, unit);
+}
+
+// The weight gradient's product per ISA.
+template <typename S>
+__attribute__((target("avx512f"), flatten)) void spike_weight_gradient_avx512(const S* g, const std::uint64_t* masks,
+                                                                               std::int64_t rows, std::int64_t n,
+                                                                               S* dwt, std::int64_t ldd, std::int64_t i0,
+                                                                               std::int64_t i1, S* buf) {
+  fusedsnn::dense::spike_weight_gradient<S, 64>(g, masks, rows, n, dwt, ldd, i0, i1, buf);
+}
+
+template <typename S>
+__attribute__((target("avx2"), flatten)) void spike_weight_gradient_avx2(const S* g, const std::uint64_t* masks,
+                                                                         std::int64_t rows, std::int64_t n, S* dwt,
+                                                                         std::int64_t ldd, std::int64_t i0, std::int64_t i1,
+                                                                         S* buf) {
+  fusedsnn::dense::spike_weight_gradient<S, 32>(g, masks, rows, n, dwt, ldd, i0, i1, buf);
+}
+
+template <typename S>
+void spike_weight_gradient(Isa isa, const S* g, const std::uint64_t* masks, std::int64_t rows, std::int64_t n,
+                           S* dwt, std::int64_t ldd, std::int64_t i0, std::int64_t i1, S* buf) {
+  if (isa == Isa::kAvx512) spike_weight_gradient_avx512<S>(g, masks, rows, n, dwt, ldd, i0, i1, buf);
+  else if (isa == Isa::kAvx2) spike_weight_gradient_avx2<S>(g, masks, rows, n, dwt, ldd, i0, i1, buf);
+  else fusedsnn::dense::spike_weight_gradient<S, 16>(g, masks, rows, n, dwt, ldd, i0, i1, buf);
+}
+
 template <typename S, bool SYNAPTIC, int RESET, bool IMMEDIATE>
 void forward_loop(const ForwardArgs<S>& a, int threads) {
-  auto add = [](S* y, S s, const S* x, std::int64_t n) { axpy(y, s, x, n); };
-  auto add4 = [](S* y, S s0, S s1, S s2, S s3, const S* x0, const S* x1, const S* x2, const S* x3,
-                 std::int64_t n) { axpy4(y, s0, s1, s2, s3, x0, x1, x2, x3, n); };
   const std::int64_t work = a.batch * a.n * a.n;
   std::int64_t workers = work < kThreadedWork ? 1 : std::min<std::int64_t>(threads, a.n / kMinNeuronsPerWorker);
   workers = std::max<std::int64_t>(1, workers);
-  Barrier barrier(static_cast<int>(workers));
   const Isa isa = host_isa();
-  auto tile = [&](std::int64_t w) {
-    std::int64_t i0, i1;
-    fusedsnn::worker_range(a.n, static_cast<unsigned>(w), static_cast<unsigned>(workers), &i0, &i1);
+  run_team(workers, [&](std::int64_t w, std::int64_t team, auto&& sync) {
+    // whole vectors of neurons per tile, so each tile's columns start 64-byte aligned
+    std::int64_t u0, u1;
+    fusedsnn::worker_range((a.n + kTileUnit - 1) / kTileUnit, static_cast<unsigned>(w), static_cast<unsigned>(team),
+                           &u0, &u1);
+    const std::int64_t i0 = std::min(a.n, u0 * kTileUnit), i1 = std::min(a.n, u1 * kTileUnit);
     // Each tile indexes last step's spikes itself (B * N compares, against B * N * width
-    // multiply-adds): the "exchange" is every tile reading the shared spike row.
-    std::vector<std::int32_t> list(a.batch * a.n), count(a.batch);
+    // adds): the "exchange" is every tile reading the shared spike row.
+    std::vector<std::uint64_t> words(a.batch * ((a.n + 63) / 64));
     for (std::int64_t t = 0; t < a.steps; ++t) {
-      const S* prev = t > 0 ? a.spk + (t - 1) * (a.stride ? a.stride : a.batch * a.n) : a.spk0;
-      if (prev) fusedsnn::dense::spiking_inputs(prev, a.batch, a.n, list.data(), count.data());
-      fusedsnn::dense::recurrent_input<S>(a, t, i0, i1, list.data(), count.data(), add, add4);
+      // the forward's own spikes are 0 or gsf: with gsf == 1 the product needs no multiply
+      recurrent_input<S>(isa, a, t, i0, i1, words.data(), t > 0 && a.gsf == S(1));
       neuron_step<S, SYNAPTIC, RESET, IMMEDIATE>(isa, a, t, i0, i1);
-      if (workers > 1) barrier.wait();  // step t's spikes of every tile are written before any tile reads them
+      if (team > 1) sync();  // step t's spikes of every tile are written before any tile reads them
     }
-  };
-  if (workers == 1) {
-    tile(0);
-    return;
-  }
-  std::vector<std::thread> team;
-  team.reserve(workers - 1);
-  for (std::int64_t w = 1; w < workers; ++w) team.emplace_back(tile, w);
-  tile(0);
-  for (auto& th : team) th.join();
+  });
 }
 
 // Batch rows are independent (the recurrence mixes neurons, not rows): with at least as many rows
@@ -205,23 +275,20 @@ void forward_batches(const ForwardArgs<S>& a, int threads) {
     return;
   }
   const std::int64_t M = a.batch * a.n;
-  auto share = [&](std::int64_t w) {
+  run_team(workers, [&](std::int64_t w, std::int64_t team, auto&&) {
     std::int64_t b0, b1;
-    fusedsnn::worker_range(a.batch, static_cast<unsigned>(w), static_cast<unsigned>(workers), &b0, &b1);
+    fusedsnn::worker_range(a.batch, static_cast<unsigned>(w), static_cast<unsigned>(team), &b0, &b1);
     const std::int64_t off = b0 * a.n;
     auto at = [off](auto* p) { return p ? p + off : p; };
     ForwardArgs<S> s = a;
     s.x = at(a.x); s.mem0 = at(a.mem0); s.syn0 = at(a.syn0); s.spk0 = at(a.spk0);
     s.spk = at(a.spk); s.syn = at(a.syn); s.mem = at(a.mem); s.trace = at(a.trace); s.pre = at(a.pre);
-    s.rec = at(a.rec); s.h = at(a.h);
+    s.rec = a.rec + b0 * (a.rec_stride ? a.rec_stride : a.n);
+    s.h = at(a.h);
     s.batch = b1 - b0;
     s.stride = M;
     forward_loop<S, SYNAPTIC, RESET, IMMEDIATE>(s, 1);
-  };
-  std::vector<std::thread> team;
-  for (std::int64_t w = 1; w < workers; ++w) team.emplace_back(share, w);
-  share(0);
-  for (auto& th : team) th.join();
+  });
 }
 
 inline void gemm_call(void* fn, const int* m, const int* n, const int* k, const float* w, const float* g, float* c) {
@@ -252,6 +319,30 @@ void spike_gradient(const BackwardArgs<S>& a, const S* g, S* carry, void* gemm) 
   }
 }
 
+// The backward's elementwise adjoint per ISA, as neuron_step: vectorised clones with the same
+// operations in the same order (no contraction, IEEE division), so the same bits.
+template <typename S, bool SYNAPTIC, int RESET, bool IMMEDIATE, bool PARTS>
+__attribute__((target("avx512f"), flatten)) void neuron_step_backward_avx512(const BackwardArgs<S>& a, std::int64_t t,
+                                                                             const S* zeros, std::int64_t b0,
+                                                                             std::int64_t b1) {
+  fusedsnn::dense::neuron_step_backward<S, SYNAPTIC, RESET, IMMEDIATE, PARTS>(a, t, zeros, b0, b1);
+}
+
+template <typename S, bool SYNAPTIC, int RESET, bool IMMEDIATE, bool PARTS>
+__attribute__((target("avx2"), flatten)) void neuron_step_backward_avx2(const BackwardArgs<S>& a, std::int64_t t,
+                                                                       const S* zeros, std::int64_t b0,
+                                                                       std::int64_t b1) {
+  fusedsnn::dense::neuron_step_backward<S, SYNAPTIC, RESET, IMMEDIATE, PARTS>(a, t, zeros, b0, b1);
+}
+
+template <typename S, bool SYNAPTIC, int RESET, bool IMMEDIATE, bool PARTS>
+void neuron_step_backward(Isa isa, const BackwardArgs<S>& a, std::int64_t t, const S* zeros, std::int64_t b0,
+                          std::int64_t b1) {
+  if (isa == Isa::kAvx512) neuron_step_backward_avx512<S, SYNAPTIC, RESET, IMMEDIATE, PARTS>(a, t, zeros, b0, b1);
+  else if (isa == Isa::kAvx2) neuron_step_backward_avx2<S, SYNAPTIC, RESET, IMMEDIATE, PARTS>(a, t, zeros, b0, b1);
+  else fusedsnn::dense::neuron_step_backward<S, SYNAPTIC, RESET, IMMEDIATE, PARTS>(a, t, zeros, b0, b1);
+}
+
 template <typename S, bool SYNAPTIC, int RESET, bool IMMEDIATE>
 void backward_loop(const BackwardArgs<S>& a, void* gemm) {
   const std::int64_t M = a.batch * a.n;
@@ -277,9 +368,14 @@ void backward_loop(const BackwardArgs<S>& a, void* gemm) {
       }
     }
   }
+  const Isa isa = host_isa();
+  // The adjoint (O(B * N) per step) stays on the calling thread: splitting it by batch rows
+  // added a second parallel region per step beside BLAS's, a sync point that costs a scheduler
+  // time slice whenever the cores are shared with other work, for at most a millisecond or two
+  // per call saved on a quiet machine at T=25, B=128, N=1000.
   for (std::int64_t t = a.steps - 1; t >= 0; --t) {
-    if (parts) fusedsnn::dense::neuron_step_backward<S, SYNAPTIC, RESET, IMMEDIATE, true>(b, t, zeros.data());
-    else fusedsnn::dense::neuron_step_backward<S, SYNAPTIC, RESET, IMMEDIATE, false>(b, t, zeros.data());
+    if (parts) neuron_step_backward<S, SYNAPTIC, RESET, IMMEDIATE, true>(isa, b, t, zeros.data(), 0, a.batch);
+    else neuron_step_backward<S, SYNAPTIC, RESET, IMMEDIATE, false>(isa, b, t, zeros.data(), 0, a.batch);
     spike_gradient<S>(a, a.grad_x + t * M, a.grad_spk0, gemm);
   }
 }
@@ -316,7 +412,10 @@ void forward(const fusedsnn_dense_desc& d) {
   a.alpha = static_cast<const S*>(d.alpha);
   a.spk = static_cast<S*>(d.spk); a.syn = static_cast<S*>(d.syn); a.mem = static_cast<S*>(d.mem);
   a.trace = static_cast<S*>(d.trace); a.pre = static_cast<S*>(d.pre);
-  a.rec = static_cast<S*>(d.scratch); a.h = a.rec + d.batch * d.n;
+  a.wt_stride = d.wt_stride ? d.wt_stride : d.n;
+  a.rec_stride = d.rec_stride ? d.rec_stride : d.n;
+  a.bias_padded = d.bias_padded != 0 || !d.bias;
+  a.rec = static_cast<S*>(d.scratch); a.h = a.rec + d.batch * a.rec_stride;
   a.steps = d.steps; a.batch = d.batch; a.n = d.n;
   a.reset = d.reset; a.immediate = d.immediate != 0; a.surrogate = d.surrogate;
   a.c0 = static_cast<S>(d.c0); a.c1 = static_cast<S>(d.c1); a.gsf = static_cast<S>(d.gsf);
@@ -351,9 +450,39 @@ void backward(const fusedsnn_dense_desc& d) {
   });
 }
 
+// dwt[j, i] = sum_r g[r, i] * (spikes[r, j] != 0), r < rows: the weight gradient dW^T for 0/1
+// spikes (see spike_weight_gradient), rows of dwt ldd elements apart. Each worker first builds
+// the masks of a share of the row chunks, then (after a barrier) sums a share of the columns i
+// (whole vectors) for every j, so no two workers write the same element and the sum's order
+// does not depend on the split.
+template <typename S>
+void weight_gradient(const S* g, const S* spikes, std::int64_t rows, std::int64_t n, S* dwt, std::int64_t ldd,
+                     int threads) {
+  const std::int64_t chunks = (rows + 63) / 64;
+  std::vector<std::uint64_t> masks(static_cast<std::size_t>(std::max<std::int64_t>(chunks, 1) * n));
+  const std::int64_t units = (n + kTileUnit - 1) / kTileUnit;
+  std::int64_t workers = rows * n * n < kThreadedWork ? 1 : std::min<std::int64_t>(threads, units);
+  workers = std::max<std::int64_t>(1, workers);
+  const Isa isa = host_isa();
+  run_team(workers, [&](std::int64_t w, std::int64_t team, auto&& sync) {
+    std::int64_t k0, k1, u0, u1;
+    fusedsnn::worker_range(chunks, static_cast<unsigned>(w), static_cast<unsigned>(team), &k0, &k1);
+    fusedsnn::dense::spike_masks(spikes, rows, n, k0, k1, masks.data());
+    fusedsnn::worker_range(units, static_cast<unsigned>(w), static_cast<unsigned>(team), &u0, &u1);
+    const std::int64_t i0 = std::min(n, u0 * kTileUnit), i1 = std::min(n, u1 * kTileUnit);
+    // this worker's copy of a row chunk: 64 rows of its columns padded to 16, 64-byte aligned
+    std::vector<S> chunk(static_cast<std::size_t>(64 * ((i1 - i0 + 15) / 16 * 16) + 64 / sizeof(S)));
+    S* buf = chunk.data();
+    while (reinterpret_cast<std::uintptr_t>(buf) % 64 != 0) ++buf;
+    if (team > 1) sync();  // every chunk's masks are written before any worker reads them
+    spike_weight_gradient<S>(isa, g, masks.data(), rows, n, dwt, ldd, i0, i1, buf);
+  });
+}
+
 bool valid(const fusedsnn_dense_desc* d) {
   return d && d->dtype >= 0 && d->dtype <= 1 && d->n >= 1 && d->batch >= 1 && d->steps >= 1 &&
-         d->n <= 2147483647 && d->batch <= 2147483647;
+         d->n <= 2147483647 && d->batch <= 2147483647 && (d->wt_stride == 0 || d->wt_stride >= d->n) &&
+         (d->rec_stride == 0 || d->rec_stride >= d->n);
 }
 
 }  // namespace
@@ -361,7 +490,7 @@ bool valid(const fusedsnn_dense_desc* d) {
 extern "C" {
 
 // ABI version: bump when fusedsnn_dense_desc changes, so a stale library is not loaded.
-int fusedsnn_dense_abi_version() { return 3; }
+int fusedsnn_dense_abi_version() { return 4; }
 
 int fusedsnn_dense_forward(const fusedsnn_dense_desc* d) {
   if (!valid(d)) return 1;
@@ -376,6 +505,23 @@ int fusedsnn_dense_backward(const fusedsnn_dense_desc* d) {
     if (step != 0 && step != M) return 1;
   }
   if (d->dtype == 0) backward<float>(*d); else backward<double>(*d);
+  return 0;
+}
+
+// dwt [n, ldd] = dW^T of the all-to-all weight for spikes [rows, n] that are 0 or 1 and the
+// recurrent-input gradient g [rows, n] (row-major, both): dwt[j, i] = sum_r g[r, i] * spikes[r, j]
+// for i < n (the padding columns are not written). dtype: 0 = float32, 1 = float64. Returns 0, or
+// 1 for invalid arguments.
+int fusedsnn_dense_weight_gradient(const void* g, const void* spikes, std::int64_t rows, std::int64_t n, void* dwt,
+                                   std::int64_t ldd, std::int32_t dtype, std::int32_t threads) {
+  if (!g || !spikes || !dwt || rows < 0 || n < 1 || ldd < n || dtype < 0 || dtype > 1) return 1;
+  if (dtype == 0) {
+    weight_gradient<float>(static_cast<const float*>(g), static_cast<const float*>(spikes), rows, n,
+                           static_cast<float*>(dwt), ldd, threads);
+  } else {
+    weight_gradient<double>(static_cast<const double*>(g), static_cast<const double*>(spikes), rows, n,
+                            static_cast<double*>(dwt), ldd, threads);
+  }
   return 0;
 }
 

@@ -8,20 +8,23 @@
 //
 // Forward: spikes are 0 or gsf, so the product skips silent inputs and adds whole rows of the
 // transposed weight (wt[j, :] = W[:, j]) for each spiking j: cost B * (spiking j) * N, unit
-// stride over i. The sum runs bias first, then j ascending; nn.Linear's BLAS sums in an order of
-// its own, so float32 rec (and what follows) can differ from snnTorch in the last bits.
+// stride over i, register-blocked (recurrent_input below). The sum runs bias first, then j
+// ascending, however it is blocked or split; nn.Linear's BLAS sums in an order of its own, so
+// float32 rec (and what follows) can differ from snnTorch in the last bits.
 //
 // Backward (reverse loop): the elementwise adjoint gives G_t = dL/drec_t (= dL/dx_t); the spike
 // gradient reaching step t-1 through the recurrence is G_t @ W (dense: surrogate gradients are
 // not sparse). That product goes through BLAS (a gemm pointer from the host) when it is large.
-// dW = sum_t G_t^T spk_{t-1} and dbias = sum_t G_t are formed after the loop by the caller, as
-// one product over all steps.
+// After the loop dW = sum_t G_t^T spk_{t-1} again uses the spikes being 0/gsf: for each input j,
+// the rows of G where j spiked (spike_weight_gradient); dbias = sum_t G_t is the caller's.
 //
 // Layout: per-step arrays are [T, B * N] row-major (element (t, b, i) at t * B * N + b * N + i);
 // states [B * N]; parameters [N]. Compile with -ffp-contract=off (see lif.hpp).
 #pragma once
 
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 
 #include "lif.hpp"
 
@@ -36,25 +39,11 @@ inline void axpy(S* __restrict__ y, S a, const S* __restrict__ x, std::int64_t n
   for (std::int64_t k = 0; k < n; ++k) y[k] = y[k] + a * x[k];
 }
 
-// Four spiking rows in one pass: y[k] = (((y[k] + a0 * x0[k]) + a1 * x1[k]) + a2 * x2[k]) + a3 * x3[k],
-// the same operations in the same order as four axpy calls (so the same bits), with the
-// accumulator loaded and stored once instead of four times.
-template <typename S>
-inline void axpy4(S* __restrict__ y, S a0, S a1, S a2, S a3, const S* __restrict__ x0, const S* __restrict__ x1,
-                  const S* __restrict__ x2, const S* __restrict__ x3, std::int64_t n) {
-  for (std::int64_t k = 0; k < n; ++k) {
-    S v = y[k] + a0 * x0[k];
-    v = v + a1 * x1[k];
-    v = v + a2 * x2[k];
-    y[k] = v + a3 * x3[k];
-  }
-}
-
 template <typename S>
 struct ForwardArgs {
   const S* x = nullptr;      // [T, B * N]
-  const S* wt = nullptr;     // [N, N], wt[j * N + i] = W[i, j]
-  const S* bias = nullptr;   // [N] or null
+  const S* wt = nullptr;     // [N, wt_stride], wt[j * wt_stride + i] = W[i, j]
+  const S* bias = nullptr;   // [N] or null; [wt_stride] (zero-padded) where bias_padded
   const S* mem0 = nullptr;   // [B * N] or null (zeros)
   const S* syn0 = nullptr;
   const S* spk0 = nullptr;
@@ -66,10 +55,14 @@ struct ForwardArgs {
   S* mem = nullptr;
   S* trace = nullptr;        // surrogate derivative
   S* pre = nullptr;          // pre-reset membrane, immediate reset only
-  S* rec = nullptr;          // scratch [B * N]: this step's recurrent input
+  S* rec = nullptr;          // scratch [B, rec_stride]: this step's recurrent input
   S* h = nullptr;            // scratch [B * N]: m_pre - thr, for the surrogate row
   const S* zeros = nullptr;  // [N] of zeros: the previous state where none is given
   std::int64_t steps = 0, batch = 0, n = 0;
+  // elements per row of wt and of rec (>= n): a multiple of the vector width keeps every row
+  // of both 64-byte aligned (measured: split loads made the product up to twice as slow)
+  std::int64_t wt_stride = 0, rec_stride = 0;
+  bool bias_padded = false;  // bias (when given) has wt_stride elements: vectors may read past N
   std::int64_t stride = 0;   // elements per step of the [T, ...] arrays; 0: batch * n (a worker
                              // owning some batch rows has the whole batch's stride)
   int reset = kSubtract;
@@ -78,51 +71,259 @@ struct ForwardArgs {
   S c0 = 0, c1 = 0, gsf = 1;
 };
 
-// Columns of W^T per pass: a [N, kColumnBlock] slice of wt (512 KB at N = 1000) stays in L2 while
-// every batch row adds its spiking rows of it, instead of streaming all of wt from L3 per row.
-constexpr std::int64_t kColumnBlock = 128;
+// ---------------------------------------------------------------------------------------------
+// The two products with 0/1 (or graded) spikes, register-blocked
+// ---------------------------------------------------------------------------------------------
+//
+// Both products add rows of a dense matrix selected by which spikes are non-zero: the forward's
+// rec[b, :] = bias + sum_{j: spk[b, j] != 0} spk[b, j] * wt[j, :], and the weight gradient's
+// dW^T[j, :] = sum_{r: spk[r, j] != 0} G[r, :]. The selection is a bit mask (64 inputs or rows per
+// word, visited with count-trailing-zeros), and a block of columns of the accumulator is held in
+// vector registers while its selected rows stream in, so each added element costs one load and
+// one add: no accumulator traffic per row (the first version loaded and stored it per four rows
+// and ran at about a third of this rate). Pack<S, BYTES> is one vector of BYTES bytes (a GCC/Clang
+// vector extension, lowered to the widest registers of the calling function's ISA); each lane
+// does the same scalar operations in the same order, so every ISA gives the same bits.
 
-// Indices of the non-zero entries of each batch row of spikes: list[b * n + k] for k < count[b].
-template <typename S>
-void spiking_inputs(const S* spikes, std::int64_t batch, std::int64_t n, std::int32_t* list, std::int32_t* count) {
-  for (std::int64_t b = 0; b < batch; ++b) {
-    const S* row = spikes + b * n;
-    std::int32_t c = 0;
-    std::int32_t* out = list + b * n;
-    // Branch-free compaction (write every index, advance past the spiking ones): a branch per
-    // input mispredicts at spike rates near a quarter.
-    for (std::int64_t j = 0; j < n; ++j) {
-      out[c] = static_cast<std::int32_t>(j);
-      c += row[j] != S(0);
+template <typename S, int BYTES>
+struct Pack {
+  typedef S vec __attribute__((vector_size(BYTES)));
+  static constexpr std::int64_t kLanes = BYTES / static_cast<int>(sizeof(S));
+  static inline vec load(const S* p) {
+    vec v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  }
+  static inline void store(S* p, vec v) { std::memcpy(p, &v, sizeof v); }
+};
+
+// Vectors per register block: 8 accumulators plus the streamed operand fit 16 or 32 registers.
+constexpr int kBlockVectors = 8;
+// Spiking inputs per pass of the forward (one mask word): the [64, block] slice of wt it adds
+// from stays in L1 while every batch row of the worker visits it.
+constexpr std::int64_t kInputsPerPass = 64;
+
+// fn(std::integral_constant<int, v>{}) for a run-time v in [1, MAX] (the pass over the last
+// columns gets exactly the registers it needs); false, calling nothing, for any other v.
+template <int MAX, typename Fn>
+inline bool with_vectors(std::int64_t v, Fn&& fn) {
+  if constexpr (MAX >= 1) {
+    if (v == MAX) {
+      fn(std::integral_constant<int, MAX>{});
+      return true;
     }
-    count[b] = c;
+    return with_vectors<MAX - 1>(v, fn);
+  } else {
+    return false;
   }
 }
 
-// rec[b, i0:i1] for every b at step t: the columns [i0, i1) of W @ spk[t-1], summed bias first,
-// then the spiking inputs j in ascending order. list/count: spiking_inputs of spk[t-1].
-template <typename S, typename Axpy, typename Axpy4>
-void recurrent_input(const ForwardArgs<S>& a, std::int64_t t, std::int64_t i0, std::int64_t i1,
-                     const std::int32_t* list, const std::int32_t* count, Axpy&& add, Axpy4&& add4) {
-  const std::int64_t N = a.n, M = a.stride ? a.stride : a.batch * a.n;
-  const S* prev_all = t > 0 ? a.spk + (t - 1) * M : a.spk0;
-  for (std::int64_t c0 = i0; c0 < i1; c0 += kColumnBlock) {
-    const std::int64_t width = (i1 - c0) < kColumnBlock ? (i1 - c0) : kColumnBlock;
-    for (std::int64_t b = 0; b < a.batch; ++b) {
-      S* __restrict__ acc = a.rec + b * N + c0;
-      for (std::int64_t i = 0; i < width; ++i) acc[i] = a.bias ? a.bias[c0 + i] : S(0);
-      if (!prev_all) continue;
-      const S* prev = prev_all + b * N;
-      const std::int32_t* idx = list + b * N;
-      std::int32_t k = 0;
-      for (; k + 4 <= count[b]; k += 4) {
-        const std::int64_t j0 = idx[k], j1 = idx[k + 1], j2 = idx[k + 2], j3 = idx[k + 3];
-        add4(acc, prev[j0], prev[j1], prev[j2], prev[j3], a.wt + j0 * N + c0, a.wt + j1 * N + c0,
-             a.wt + j2 * N + c0, a.wt + j3 * N + c0, width);
+// words[b * nw + w], nw = ceil(n / 64): bit k set when spikes[b * n + 64 w + k] != 0.
+template <typename S>
+void spike_words(const S* spikes, std::int64_t batch, std::int64_t n, std::uint64_t* words) {
+  const std::int64_t nw = (n + 63) / 64;
+  for (std::int64_t b = 0; b < batch; ++b) {
+    const S* row = spikes + b * n;
+    for (std::int64_t w = 0; w < nw; ++w) {
+      const std::int64_t k1 = (n - 64 * w) < 64 ? (n - 64 * w) : 64;
+      std::uint64_t m = 0;
+      for (std::int64_t k = 0; k < k1; ++k) m |= static_cast<std::uint64_t>(row[64 * w + k] != S(0)) << k;
+      words[b * nw + w] = m;
+    }
+  }
+}
+
+// rec[b, c0 : c0 + V * lanes] for every row b, adding the spiking inputs of words [w0, w1) to
+// what rec holds (or, for w0 == 0, to the bias or zero). UNIT: every spike is exactly 1, so
+// a * x is x and the multiply is skipped (the same bits: 1 * x == x).
+template <typename S, int BYTES, int V, bool UNIT>
+inline void recurrent_block(const S* __restrict__ wt, std::int64_t ldw, const S* bias, const S* prev,
+                            const std::uint64_t* words, std::int64_t batch, std::int64_t n, S* rec,
+                            std::int64_t ldr, std::int64_t c0, std::int64_t w0, std::int64_t w1) {
+  using P = Pack<S, BYTES>;
+  using vec = typename P::vec;
+  constexpr std::int64_t L = P::kLanes;
+  const std::int64_t nw = (n + 63) / 64;
+  for (std::int64_t b = 0; b < batch; ++b) {
+    S* out = rec + b * ldr + c0;
+    vec acc[V];
+    if (w0 == 0) {
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) acc[v] = bias ? P::load(bias + c0 + v * L) : vec{};
+    } else {
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) acc[v] = P::load(out + v * L);
+    }
+    for (std::int64_t w = w0; w < w1; ++w) {
+      for (std::uint64_t m = words[b * nw + w]; m; m &= m - 1) {
+        const std::int64_t j = 64 * w + __builtin_ctzll(m);
+        const S* __restrict__ row = wt + j * ldw + c0;
+        if (UNIT) {
+#pragma GCC unroll 8
+          for (int v = 0; v < V; ++v) acc[v] = acc[v] + P::load(row + v * L);
+        } else {
+          const S a = prev[b * n + j];
+#pragma GCC unroll 8
+          for (int v = 0; v < V; ++v) acc[v] = acc[v] + a * P::load(row + v * L);
+        }
       }
-      for (; k < count[b]; ++k) {
-        const std::int64_t j = idx[k];
-        add(acc, prev[j], a.wt + j * N + c0, width);
+    }
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) P::store(out + v * L, acc[v]);
+  }
+}
+
+// The same for columns [c0, c1) narrower than a vector, one scalar at a time.
+template <typename S, bool UNIT>
+inline void recurrent_columns(const S* __restrict__ wt, std::int64_t ldw, const S* bias, const S* prev,
+                              const std::uint64_t* words, std::int64_t batch, std::int64_t n, S* rec,
+                              std::int64_t ldr, std::int64_t c0, std::int64_t c1) {
+  const std::int64_t nw = (n + 63) / 64;
+  for (std::int64_t b = 0; b < batch; ++b) {
+    for (std::int64_t i = c0; i < c1; ++i) {
+      S acc = bias ? bias[i] : S(0);
+      for (std::int64_t w = 0; w < nw; ++w) {
+        for (std::uint64_t m = words[b * nw + w]; m; m &= m - 1) {
+          const std::int64_t j = 64 * w + __builtin_ctzll(m);
+          acc = UNIT ? acc + wt[j * ldw + i] : acc + prev[b * n + j] * wt[j * ldw + i];
+        }
+      }
+      rec[b * ldr + i] = acc;
+    }
+  }
+}
+
+// rec[b, i0:i1] for every b at step t: the columns [i0, i1) of W @ spk[t-1] + bias, summed bias
+// first, then the spiking inputs j in ascending order (so rec is the same, bit for bit, however
+// the columns and rows are blocked or split between workers). words: scratch of batch *
+// ceil(N / 64), filled here with spike_words of spk[t-1] (in the caller's ISA: vectorised
+// compares). unit: every non-zero previous spike is exactly 1.
+template <typename S, int BYTES>
+void recurrent_input(const ForwardArgs<S>& a, std::int64_t t, std::int64_t i0, std::int64_t i1,
+                     std::uint64_t* words, bool unit) {
+  const std::int64_t N = a.n, M = a.stride ? a.stride : a.batch * a.n;
+  const std::int64_t ldw = a.wt_stride ? a.wt_stride : N, ldr = a.rec_stride ? a.rec_stride : N;
+  const S* prev = t > 0 ? a.spk + (t - 1) * M : a.spk0;
+  if (prev) spike_words(prev, a.batch, N, words);
+  if (!prev) {
+    for (std::int64_t b = 0; b < a.batch; ++b) {
+      for (std::int64_t i = i0; i < i1; ++i) a.rec[b * ldr + i] = a.bias ? a.bias[i] : S(0);
+    }
+    return;
+  }
+  constexpr std::int64_t L = Pack<S, BYTES>::kLanes, CB = kBlockVectors * L;
+  const std::int64_t nw = (N + 63) / 64, words_per_pass = kInputsPerPass / 64;
+  std::int64_t c = i0;
+  auto pass = [&](auto vectors) {
+    constexpr int V = decltype(vectors)::value;
+    for (std::int64_t w0 = 0; w0 < nw; w0 += words_per_pass) {
+      const std::int64_t w1 = (w0 + words_per_pass) < nw ? (w0 + words_per_pass) : nw;
+      if (unit) recurrent_block<S, BYTES, V, true>(a.wt, ldw, a.bias, prev, words, a.batch, N, a.rec, ldr, c, w0, w1);
+      else recurrent_block<S, BYTES, V, false>(a.wt, ldw, a.bias, prev, words, a.batch, N, a.rec, ldr, c, w0, w1);
+    }
+  };
+  for (; c + CB <= i1; c += CB) pass(std::integral_constant<int, kBlockVectors>{});
+  // The last columns in one pass of as many vectors as they need (a pass of one vector is one
+  // dependent chain of adds, latency-bound): possible where the rows of wt, rec and the bias are
+  // padded that far (the padding lanes compute values nobody reads).
+  const std::int64_t vectors = (i1 - c + L - 1) / L;
+  if (c < i1 && c + vectors * L <= (ldw < ldr ? ldw : ldr) && a.bias_padded) {
+    if (with_vectors<kBlockVectors>(vectors, pass)) c = i1;
+  }
+  for (; c + L <= i1; c += L) pass(std::integral_constant<int, 1>{});
+  if (c < i1) {
+    if (unit) recurrent_columns<S, true>(a.wt, ldw, a.bias, prev, words, a.batch, N, a.rec, ldr, c, i1);
+    else recurrent_columns<S, false>(a.wt, ldw, a.bias, prev, words, a.batch, N, a.rec, ldr, c, i1);
+  }
+}
+
+// masks[k * n + j], k = row chunk of 64: bit q set when spikes[(64 k + q) * n + j] != 0, for the
+// chunks [k0, k1) of rows [0, rows).
+template <typename S>
+void spike_masks(const S* spikes, std::int64_t rows, std::int64_t n, std::int64_t k0, std::int64_t k1,
+                 std::uint64_t* masks) {
+  for (std::int64_t k = k0; k < k1; ++k) {
+    std::uint64_t* __restrict__ m = masks + k * n;
+    for (std::int64_t j = 0; j < n; ++j) m[j] = 0;
+    const std::int64_t q1 = (rows - 64 * k) < 64 ? (rows - 64 * k) : 64;
+    for (std::int64_t q = 0; q < q1; ++q) {
+      const S* __restrict__ row = spikes + (64 * k + q) * n;
+      for (std::int64_t j = 0; j < n; ++j) m[j] |= static_cast<std::uint64_t>(row[j] != S(0)) << q;
+    }
+  }
+}
+
+// dwt[j, c0 : c0 + V * lanes] for every j, adding the rows q of chunk (row q at chunk + q * ldc,
+// for each set bit q of masks[j]); the first chunk (first) starts from zero.
+template <typename S, int BYTES, int V>
+inline void weight_gradient_block(const S* __restrict__ chunk, std::int64_t ldc, const std::uint64_t* masks,
+                                  std::int64_t n, bool first, S* dwt, std::int64_t ldd, std::int64_t c0,
+                                  std::int64_t cc) {
+  using P = Pack<S, BYTES>;
+  using vec = typename P::vec;
+  constexpr std::int64_t L = P::kLanes;
+  for (std::int64_t j = 0; j < n; ++j) {
+    std::uint64_t m = masks[j];
+    S* out = dwt + j * ldd + c0;
+    vec acc[V];
+    if (first) {
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) acc[v] = vec{};
+    } else {
+      if (!m) continue;
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) acc[v] = P::load(out + v * L);
+    }
+    for (; m; m &= m - 1) {
+      const S* __restrict__ row = chunk + __builtin_ctzll(m) * ldc + cc;
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) acc[v] = acc[v] + P::load(row + v * L);
+    }
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) P::store(out + v * L, acc[v]);
+  }
+}
+
+// dwt[j, i] = sum over rows r with spikes[r, j] != 0 of g[r, i], for i in [i0, i1) and every j:
+// the weight gradient dW = G^T spk as dW^T (row stride ldd), for spikes that are 0 or 1 (the
+// caller scales by a graded factor). The rows are summed in ascending order, one chunk of 64 at
+// a time: the chunk's columns [i0, i1) are first copied into buf (64 rows of round_up(i1 - i0,
+// 16) elements, 64-byte aligned) so every vector load is aligned and the [64, block] slice stays
+// in L1 while every j visits it. masks: spike_masks of all chunks.
+template <typename S, int BYTES>
+void spike_weight_gradient(const S* g, const std::uint64_t* masks, std::int64_t rows, std::int64_t n, S* dwt,
+                           std::int64_t ldd, std::int64_t i0, std::int64_t i1, S* buf) {
+  if (rows == 0) {
+    for (std::int64_t j = 0; j < n; ++j) {
+      for (std::int64_t i = i0; i < i1; ++i) dwt[j * ldd + i] = S(0);
+    }
+    return;
+  }
+  constexpr std::int64_t L = Pack<S, BYTES>::kLanes, CB = kBlockVectors * L;
+  const std::int64_t chunks = (rows + 63) / 64, width = i1 - i0, ldc = (width + 15) / 16 * 16;
+  for (std::int64_t k = 0; k < chunks; ++k) {
+    const std::int64_t q1 = (rows - 64 * k) < 64 ? (rows - 64 * k) : 64;
+    for (std::int64_t q = 0; q < q1; ++q) std::memcpy(buf + q * ldc, g + (64 * k + q) * n + i0, width * sizeof(S));
+    const std::uint64_t* chunk_masks = masks + k * n;
+    std::int64_t c = i0;
+    for (; c + CB <= i1; c += CB) {
+      weight_gradient_block<S, BYTES, kBlockVectors>(buf, ldc, chunk_masks, n, k == 0, dwt, ldd, c, c - i0);
+    }
+    // the last columns in one pass, as in recurrent_input (buf's rows are ldc long, dwt's ldd)
+    const std::int64_t vectors = (i1 - c + L - 1) / L;
+    if (c < i1 && (c - i0) + vectors * L <= ldc && c + vectors * L <= ldd) {
+      const bool done = with_vectors<kBlockVectors>(vectors, [&](auto v) {
+        weight_gradient_block<S, BYTES, decltype(v)::value>(buf, ldc, chunk_masks, n, k == 0, dwt, ldd, c, c - i0);
+      });
+      if (done) c = i1;
+    }
+    for (; c + L <= i1; c += L) weight_gradient_block<S, BYTES, 1>(buf, ldc, chunk_masks, n, k == 0, dwt, ldd, c, c - i0);
+    for (std::int64_t j = 0; j < n; ++j) {
+      const std::uint64_t m0 = chunk_masks[j];
+      for (std::int64_t i = c; i < i1; ++i) {
+        S acc = k == 0 ? S(0) : dwt[j * ldd + i];
+        for (std::uint64_t m = m0; m; m &= m - 1) acc = acc + buf[__builtin_ctzll(m) * ldc + (i - i0)];
+        dwt[j * ldd + i] = acc;
       }
     }
   }
@@ -180,7 +381,7 @@ void neuron_step(const ForwardArgs<S>& a, std::int64_t t, std::int64_t i0, std::
     const S* __restrict__ syn_prev =
         SYNAPTIC ? (t > 0 ? a.syn + (t - 1) * M + e0 : (a.syn0 ? a.syn0 + e0 : a.zeros)) : nullptr;
     const S* __restrict__ xt = a.x + t * M + e0;
-    const S* __restrict__ rt = a.rec + e0;
+    const S* __restrict__ rt = a.rec + b * (a.rec_stride ? a.rec_stride : N) + i0;
     S* __restrict__ spk_out = a.spk + t * M + e0;
     S* __restrict__ mem_out = a.mem + t * M + e0;
     S* __restrict__ syn_out = SYNAPTIC ? a.syn + t * M + e0 : nullptr;
@@ -285,13 +486,14 @@ inline void neuron_row_backward(const S* __restrict__ g_spk_up, const S* __restr
   }
 }
 
-// The elementwise adjoint of step t over all B * N neurons: reads the carries for step t + 1,
+// The elementwise adjoint of step t over the batch rows [b0, b1) (all N neurons each): reads the carries for step t + 1,
 // writes G_t = grad_x[t] and the carries for step t - 1 (all but the spike carry, which the
 // product forms from G_t afterwards). zeros: [B * N] of zeros, read for absent inputs. PARTS:
 // part_beta, part_thr and part_alpha are all non-null (the caller points unneeded ones at
 // scratch), else none is used.
 template <typename S, bool SYNAPTIC, int RESET, bool IMMEDIATE, bool PARTS>
-void neuron_step_backward(const BackwardArgs<S>& a, std::int64_t t, const S* zeros) {
+void neuron_step_backward(const BackwardArgs<S>& a, std::int64_t t, const S* zeros, std::int64_t b0,
+                          std::int64_t b1) {
   const std::int64_t N = a.n, M = a.batch * a.n;
   const S* mem_prev = t > 0 ? a.mem_hist + (t - 1) * M : (a.mem0 ? a.mem0 : zeros);
   const S* syn_prev = SYNAPTIC ? (t > 0 ? a.syn_hist + (t - 1) * M : (a.syn0 ? a.syn0 : zeros)) : zeros;
@@ -301,7 +503,7 @@ void neuron_step_backward(const BackwardArgs<S>& a, std::int64_t t, const S* zer
   const S* trace = a.trace + t * M;
   const S* pre = IMMEDIATE ? a.pre + t * M : zeros;
   S* grad_x = a.grad_x + t * M;
-  for (std::int64_t b = 0; b < a.batch; ++b) {
+  for (std::int64_t b = b0; b < b1; ++b) {
     const std::int64_t e = b * N;
     neuron_row_backward<S, SYNAPTIC, RESET, IMMEDIATE, PARTS>(
         g_spk_up + e, g_mem_up + e, g_syn_up + e, mem_prev + e, syn_prev + e, trace + e, pre + e, a.thr, a.beta,

@@ -5,8 +5,10 @@ A shared library of its own (csrc/host/fusedsnn_dense.cpp), built by setup.py as
 the elementwise host library. Same launcher contract as :mod:`.lif_dense_reference`.
 
 The forward's partition follows ``torch.get_num_threads()`` (a share of the batch rows per
-thread, no barrier; with fewer rows than threads one tile of neurons per thread, a barrier per step); the backward's dense spike-gradient product is handed to the BLAS
-gemm torch itself exports (``sgemm_``/``dgemm_`` of libtorch_cpu), when it does.
+thread, no barrier; with fewer rows than threads one tile of neurons per thread, a barrier per
+step); the backward's dense spike-gradient product is handed to the BLAS gemm torch itself
+exports (``sgemm_``/``dgemm_`` of libtorch_cpu), when it does; ``dW`` is summed from the spikes'
+bit masks in C++ (:func:`spike_weight_gradient`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from .spec import LIFSpec
 
 Tensor = torch.Tensor
 
-_ABI_VERSION = 3
+_ABI_VERSION = 4
 _DTYPES = {torch.float32: 0, torch.float64: 1}
 SOURCES = ("csrc/host/fusedsnn_dense.cpp", "csrc/kernels/lif_dense.hpp", "csrc/kernels/lif.hpp")
 
@@ -54,6 +56,7 @@ class _Desc(ctypes.Structure):
         ("dtype", _i32), ("threads", _i32),
         ("c0", ctypes.c_double), ("c1", ctypes.c_double), ("gsf", ctypes.c_double),
         ("grad_spk_step", _i64), ("grad_syn_step", _i64), ("grad_mem_step", _i64),
+        ("wt_stride", _i64), ("rec_stride", _i64), ("bias_padded", _i32),
     ]
 
 
@@ -70,6 +73,8 @@ def _open(path: Path) -> ctypes.CDLL:
         fn = getattr(lib, name)
         fn.argtypes = [ctypes.POINTER(_Desc)]
         fn.restype = ctypes.c_int
+    lib.fusedsnn_dense_weight_gradient.argtypes = [_vp, _vp, _i64, _i64, _vp, _i64, _i32, _i32]
+    lib.fusedsnn_dense_weight_gradient.restype = ctypes.c_int
     return lib
 
 
@@ -88,9 +93,9 @@ def load_library() -> Optional[ctypes.CDLL]:
             except OSError as err:
                 errors.append(str(err))
         try:
-            # the same cache build as the elementwise library, without OpenMP (setup.py builds
-            # this one with -pthread only: its threads are a team of its own, see the C++)
-            _library = _open(lif_host._compile_into_cache(SOURCES, "libfusedsnn_dense", ([],)))
+            # the same cache build as the elementwise library: with OpenMP (its teams run on
+            # torch's OpenMP workers, see run_team in the C++), else without
+            _library = _open(lif_host._compile_into_cache(SOURCES, "libfusedsnn_dense"))
             return _library
         except OSError as err:
             errors.append(str(err))
@@ -190,6 +195,44 @@ def _per_step(t: Optional[Tensor], dtype: torch.dtype) -> tuple[Optional[Tensor]
     return t.to(dtype).contiguous(), t.shape[1] * t.shape[2]
 
 
+def padded_row(n: int) -> int:
+    """Elements per row of the C++'s row-blocked matrices (W^T, the recurrent input, dW^T): ``n``
+    rounded up to 16, so that with a 64-byte aligned base (torch's CPU allocator) every row
+    starts 64-byte aligned and no vector load splits across cache lines."""
+    return (n + 15) // 16 * 16
+
+
+def _sparse_weight_gradient() -> bool:
+    """Whether ``dW`` is summed from the spikes' bit masks in C++ (default) rather than taken as
+    one dense BLAS product (``FUSEDSNN_DENSE_SPARSE_DW=0``, kept for comparison)."""
+    return os.environ.get("FUSEDSNN_DENSE_SPARSE_DW", "1") != "0"
+
+
+def spike_weight_gradient(grad_rec: Tensor, spk: Tensor, spk0: Optional[Tensor], gsf: float) -> Tensor:
+    """``dW = sum_t G_t^T spk[t-1]`` (+ ``G_0^T spk0``) for the op's own spikes ``spk: [T, B, N]``,
+    which are 0 or ``gsf``: the C++ adds, for each input j, the rows of ``G`` where j spiked (about
+    a quarter of the dense product's work at typical spike rates) and scales by ``gsf`` once.
+    ``spk0`` (any values) is added as a dense product. ``grad_rec: [T, B, N]`` contiguous;
+    returns ``[N, N]``. The rows are summed in ascending (t, b) order, not BLAS's order, so float32
+    results differ from :func:`dense_parameter_gradients` in the last bits."""
+    T, B, N = grad_rec.shape
+    dt = grad_rec.dtype
+    dwt = grad_rec.new_empty(N, padded_row(N))
+    rows = max(T - 1, 0) * B
+    g = grad_rec[1:] if T > 1 else grad_rec
+    status = load_library().fusedsnn_dense_weight_gradient(
+        g.data_ptr(), spk.data_ptr(), rows, N, dwt.data_ptr(), dwt.shape[1], _DTYPES[dt],
+        max(1, torch.get_num_threads()))
+    if status != 0:
+        raise RuntimeError("fusedsnn dense host weight gradient rejected its arguments")
+    grad_w = dwt[:, :N].t()
+    if gsf != 1.0:
+        grad_w = grad_w * gsf
+    if spk0 is not None and T > 0:
+        return torch.addmm(grad_w, grad_rec[0].t(), spk0.to(dt))
+    return grad_w.contiguous()
+
+
 def _config(d: _Desc, spec: LIFSpec, T: int, B: int, N: int, dtype: torch.dtype) -> None:
     d.steps, d.batch, d.n = T, B, N
     d.synaptic = int(spec.synaptic)
@@ -210,14 +253,24 @@ def lif_dense_forward_host(x, mem0, syn0, spk0, weight, bias, beta, thr, alpha, 
     pre = torch.empty_like(x) if spec.immediate_reset else x.new_empty(0)
     if T == 0 or B == 0:
         return spk, syn, mem, trace, pre
-    keep = [_contig(t, dt) for t in (x, weight.t(), bias, mem0, syn0, spk0, beta, thr, alpha)]
-    scratch = x.new_empty(2 * B * N)
+    # W^T and the bias padded to whole vectors: the product's last vector per row reads the
+    # (zero) padding instead of finishing column by column
+    ld = padded_row(N)
+    wt = x.new_empty(N, ld)
+    wt[:, :N] = weight.t()
+    wt[:, N:] = 0
+    if bias is not None:
+        bias = torch.cat([bias.to(dt), bias.new_zeros(ld - N, dtype=dt)])
+    keep = [_contig(t, dt) for t in (x, wt, bias, mem0, syn0, spk0, beta, thr, alpha)]
+    scratch = x.new_empty(B * ld + B * N)
     d = _Desc()
     (d.x, d.wt, d.bias, d.mem0, d.syn0, d.spk0, d.beta, d.thr, d.alpha) = (_ptr(t) for t in keep)
     if not spec.synaptic:
         d.syn0 = d.alpha = None
     d.spk, d.syn, d.mem, d.trace, d.pre = (_ptr(t) for t in (spk, syn, mem, trace, pre))
     d.scratch = _ptr(scratch)
+    d.wt_stride = d.rec_stride = ld
+    d.bias_padded = 1
     _config(d, spec, T, B, N, dt)
     if load_library().fusedsnn_dense_forward(ctypes.byref(d)) != 0:
         raise RuntimeError("fusedsnn dense host forward rejected its arguments")
@@ -254,8 +307,10 @@ def lif_dense_backward_host(grad_spk, grad_syn, grad_mem, trace, mem_hist, syn_h
             raise RuntimeError("fusedsnn dense host backward rejected its arguments")
     if not spec.synaptic:
         grad_syn0.zero_()
-    # dW and db as one BLAS product over all steps. (A C++ pass adding only spiking inputs was
-    # tried: at a spike rate of 0.23 it was slower than BLAS's dense FMA product.)
-    grad_w, grad_b = dense_parameter_gradients(grad_x, spk_hist, spk0, need_w, need_b)
+    if need_w and T > 0 and B > 0 and _sparse_weight_gradient():
+        grad_w = spike_weight_gradient(grad_x, _contig(spk_hist, dt), spk0, spec.graded_spikes_factor)
+        grad_b = grad_x.reshape(-1, N).sum(0) if need_b else grad_x.new_empty(0)
+    else:
+        grad_w, grad_b = dense_parameter_gradients(grad_x, spk_hist, spk0, need_w, need_b)
     reduced = [p.sum(0) if p.numel() else p for p in parts]
     return (grad_x, grad_mem0, grad_syn0, grad_spk0, grad_w, grad_b, *reduced)

@@ -1,0 +1,128 @@
+"""The all-to-all host backend's two sparse products (fusedsnn/kernels/lif_dense_host.py,
+csrc/kernels/lif_dense.hpp) against oracles of their stated arithmetic.
+
+Forward: ``rec = bias + sum_j spk[j] * W[:, j]`` summed bias first, then the spiking inputs in
+ascending j, one multiply and one add each (the multiply skipped when the spike is exactly 1,
+which gives the same bits). A reference run whose ``F.linear`` is replaced by that loop in
+PyTorch must give the host's float32 spikes and states bit for bit, for every register block,
+padded last vector, thread split and graded factor. Weight gradient: ``dW^T[j] = sum of the rows
+of G where input j spiked``, against the dense product (float64 to 1e-12, float32 within the
+rounding of a sum of a few hundred terms), for row counts that are not multiples of 64 and
+widths that are not multiples of 16.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fusedsnn.kernels import lif_dense_host
+from fusedsnn.kernels.lif_dense_reference import dense_parameter_gradients
+from fusedsnn.ops_dense import lif_dense_forward
+
+from ..conftest import dtype_id, random_input, weighted_loss
+
+pytestmark = pytest.mark.skipif(not lif_dense_host.available(), reason="the all-to-all host library did not build")
+
+
+@pytest.fixture
+def threads(request):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(previous)
+
+
+def _ordered_linear(spk: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``F.linear`` in the host's order: bias (or zero), then ``+ spk[:, j] * W[:, j]`` for each
+    input j in ascending order, skipped where ``spk[:, j]`` is zero."""
+    acc = torch.zeros(spk.shape[0], weight.shape[0], dtype=spk.dtype) if bias is None else bias.expand(
+        spk.shape[0], -1).clone()
+    for j in range(weight.shape[1]):
+        s = spk[:, j : j + 1]
+        acc = torch.where(s != 0, acc + s * weight[:, j][None, :], acc)
+    return acc
+
+
+# (T, B, N): one vector and a tail; two register blocks and a padded last vector; B below the
+# thread count (neuron tiles); rows of spikes that span several 64-bit words.
+SHAPES = [(4, 3, 7), (3, 5, 300), (3, 1, 263), (2, 9, 131)]
+
+
+@pytest.mark.parametrize("threads", [1, 2], indirect=True, ids=["1thread", "2threads"])
+@pytest.mark.parametrize("gsf", [1.0, 2.5], ids=["unit", "graded"])
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}-B{}-N{}".format(*s))
+def test_forward_product_order_is_bit_exact(monkeypatch, shape, with_bias, gsf, threads):
+    T, B, N = shape
+    x = random_input(T, B, N)
+    weight = torch.randn(N, N) * 3 / N**0.5
+    bias = torch.randn(N) if with_bias else x.new_empty(0)
+    spk0 = (torch.rand(B, N) > 0.6).float() * torch.rand(B, N) * 2  # any values, not only 0/gsf
+    beta, thr = torch.full((N,), 0.9), torch.rand(N) + 0.5
+    empty = x.new_empty(0)
+    args = (x, torch.randn(B, N), empty, spk0, weight, bias, beta, thr, empty, False, 0, True, 0, 2.0, 1.0, gsf)
+    host = lif_dense_forward(*args, "host")
+    with monkeypatch.context() as m:
+        m.setattr(torch.nn.functional, "linear", _ordered_linear)
+        oracle = lif_dense_forward(*args, "reference")
+    assert 0 < host[0].count_nonzero() < host[0].numel()
+    for name, a, e in zip(["spk", "syn", "mem", "trace"], host[:4], oracle[:4]):
+        assert torch.equal(a, e), name
+
+
+@pytest.mark.parametrize("threads", [1, 2], indirect=True, ids=["1thread", "2threads"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=dtype_id)
+@pytest.mark.parametrize("gsf", [1.0, 2.5], ids=["unit", "graded"])
+@pytest.mark.parametrize("with_spk0", [False, True], ids=["no-spk0", "spk0"])
+@pytest.mark.parametrize("shape", [(1, 3, 5), (2, 7, 19), (3, 40, 131), (9, 25, 300)],
+                         ids=lambda s: "T{}-B{}-N{}".format(*s))
+def test_spike_weight_gradient_matches_dense_product(shape, with_spk0, gsf, dtype, threads):
+    T, B, N = shape
+    grad_rec = torch.randn(T, B, N, dtype=dtype)
+    spk = (torch.rand(T, B, N) < 0.3).to(dtype) * gsf
+    spk0 = torch.randn(B, N, dtype=dtype) if with_spk0 else None
+    actual = lif_dense_host.spike_weight_gradient(grad_rec, spk, spk0, gsf)
+    expected, _ = dense_parameter_gradients(grad_rec, spk, spk0, True, False)
+    assert actual.shape == (N, N) and actual.is_contiguous()
+    if dtype == torch.float64:
+        torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
+    else:
+        # a float32 sum of up to T * B terms of O(1) in two different orders
+        torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5 * (T * B) ** 0.5)
+
+
+@pytest.mark.parametrize("threads", [1, 2], indirect=True, ids=["1thread", "2threads"])
+@pytest.mark.parametrize("kind", ["RLeaky", "RSynaptic"])
+def test_sparse_and_blas_weight_gradients_agree_through_the_op(monkeypatch, kind, threads):
+    """The op's gradients with dW from spike masks (default) and from one BLAS product
+    (FUSEDSNN_DENSE_SPARSE_DW=0): every other gradient bit-identical, dW within float32 rounding."""
+    from fusedsnn import functional as F
+
+    T, B, N = 6, 11, 150
+    x = random_input(T, B, N).requires_grad_()
+    linear = torch.nn.Linear(N, N)
+    with torch.no_grad():
+        linear.weight.mul_(3)
+    runs = []
+    for sparse in ("1", "0"):
+        monkeypatch.setenv("FUSEDSNN_DENSE_SPARSE_DW", sparse)
+        if kind == "RLeaky":
+            outs = F.rleaky(x, 0.9, threshold=1.0, recurrent=linear, backend="host")
+        else:
+            outs = F.rsynaptic(x, 0.8, 0.9, threshold=1.0, recurrent=linear, backend="host")
+        runs.append(torch.autograd.grad(weighted_loss(outs), [x, linear.weight, linear.bias]))
+    (gx, gw, gb), (gx_blas, gw_blas, gb_blas) = runs
+    assert torch.equal(gx, gx_blas)
+    torch.testing.assert_close(gb, gb_blas, rtol=1e-5, atol=1e-4)
+    assert gw.abs().max() > 0
+    torch.testing.assert_close(gw, gw_blas, rtol=1e-5, atol=1e-4 * gw_blas.abs().max().item())
+
+
+def test_weight_gradient_rejects_bad_arguments():
+    lib = lif_dense_host.load_library()
+    g = torch.randn(4, 8)
+    out = torch.empty(8, 16)
+    assert lib.fusedsnn_dense_weight_gradient(g.data_ptr(), g.data_ptr(), 4, 8, out.data_ptr(), 7, 0, 1) == 1  # ldd < n
+    assert lib.fusedsnn_dense_weight_gradient(g.data_ptr(), g.data_ptr(), 4, 8, out.data_ptr(), 16, 2, 1) == 1  # dtype
+    assert lib.fusedsnn_dense_weight_gradient(None, g.data_ptr(), 4, 8, out.data_ptr(), 16, 0, 1) == 1
