@@ -123,26 +123,31 @@ def lif_poptorch(
         example.append(f32)
     if x.dtype == torch.float16:
         example.append(f32)  # float32 membrane state for the backward
-    c0, c1 = surrogate_constants(spec)
     outputs = poptorch.custom_op(
         inputs,
         OP_NAMES[(spec.synaptic, 1 if recurrent else 0)],
         DOMAIN,
         1,
         example_outputs=example,
-        attributes={
-            "reset": int(spec.reset),
-            "immediate_reset": int(spec.immediate_reset),
-            "surrogate": int(spec.surrogate.code),
-            "c0": float(c0),
-            "c1": float(c1),
-            "gsf": float(spec.graded_spikes_factor),
-        },
+        attributes=_op_attributes(spec),
     )
     spk_out, mem_out = outputs[0], outputs[1]
     if spec.synaptic:
         return spk_out, outputs[3], mem_out
     return spk_out, mem_out
+
+
+def _op_attributes(spec) -> dict:
+    """The attributes both PopART ops (one-to-one and all-to-all) read: reset, surrogate, factor."""
+    c0, c1 = surrogate_constants(spec)
+    return {
+        "reset": int(spec.reset),
+        "immediate_reset": int(spec.immediate_reset),
+        "surrogate": int(spec.surrogate.code),
+        "c0": float(c0),
+        "c1": float(c1),
+        "gsf": float(spec.graded_spikes_factor),
+    }
 
 
 def dense_op_applies(recurrent: object, x: Tensor) -> bool:
@@ -190,21 +195,13 @@ def lif_dense_poptorch(
         example.append(x)
     if spec.immediate_reset:
         example.append(x)
-    c0, c1 = surrogate_constants(spec)
     outputs = poptorch.custom_op(
         inputs,
         DENSE_OP_NAMES[spec.synaptic],
         DOMAIN,
         1,
         example_outputs=example,
-        attributes={
-            "reset": int(spec.reset),
-            "immediate_reset": int(spec.immediate_reset),
-            "surrogate": int(spec.surrogate.code),
-            "c0": float(c0),
-            "c1": float(c1),
-            "gsf": float(spec.graded_spikes_factor),
-        },
+        attributes=_op_attributes(spec),
     )
     spk_out, mem_out = outputs[0], outputs[1]
     if spec.synaptic:

@@ -80,6 +80,24 @@ def snntorch_steps(neuron: torch.nn.Module, x: torch.Tensor, states: dict) -> tu
     return tuple(torch.stack(parts) for parts in zip(*outs))
 
 
+def dense_inputs(T: int, B: int, N: int, synaptic: bool) -> tuple[torch.Tensor, dict]:
+    """``x: [T, B, N]`` and the all-to-all op's other inputs (states ``[B, N]``, ``weight: [N, N]``,
+    bias and per-neuron parameters ``[N]``), every one a leaf that requires grad (absent syn0 and
+    alpha are empty for RLeaky), in the order ``lif_dense_forward`` takes them."""
+    x = random_input(T, B, N).requires_grad_()
+    tensors = dict(
+        mem0=torch.randn(B, N).requires_grad_(),
+        syn0=torch.randn(B, N).requires_grad_() if synaptic else x.new_empty(0),
+        spk0=(torch.rand(B, N) > 0.5).float().requires_grad_(),
+        weight=(torch.randn(N, N) * 2 / N**0.5).requires_grad_(),
+        bias=(torch.randn(N) * 0.3).requires_grad_(),
+        beta=torch.rand(N).requires_grad_(),
+        threshold=(torch.rand(N) + 0.5).requires_grad_(),
+        alpha=torch.rand(N).requires_grad_() if synaptic else x.new_empty(0),
+    )
+    return x, tensors
+
+
 def weighted_loss(outputs) -> torch.Tensor:
     """A loss that gives every output element a different random weight (fixed by the seed)."""
     gen = torch.Generator().manual_seed(1234)

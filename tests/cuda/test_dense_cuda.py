@@ -16,7 +16,7 @@ import torch
 from fusedsnn.kernels.spec import RESET_CODES
 from fusedsnn.ops_dense import lif_dense_forward
 
-from ..conftest import assert_close_scaled, random_input
+from ..conftest import assert_close_scaled, dense_inputs
 from .conftest import TARGETS, to_target
 
 pytest.importorskip("triton")
@@ -36,17 +36,7 @@ VARIANTS = [(k, r) for k in ("RLeaky", "RSynaptic") for r in ("subtract", "zero"
 def test_all_to_all_triton_matches_cpu_reference(target, kind, reset):
     T, B, N = target.pick((5, 7, 13), (16, 67, 64))  # N=64: the widest the persistent kernel serves
     synaptic = kind == "RSynaptic"
-    x = random_input(T, B, N).requires_grad_()
-    tensors = dict(
-        mem0=torch.randn(B, N).requires_grad_(),
-        syn0=torch.randn(B, N).requires_grad_() if synaptic else x.new_empty(0),
-        spk0=(torch.rand(B, N) > 0.5).float().requires_grad_(),
-        weight=(torch.randn(N, N) * 2 / N**0.5).requires_grad_(),
-        bias=(torch.randn(N) * 0.3).requires_grad_(),
-        beta=torch.rand(N).requires_grad_(),
-        threshold=(torch.rand(N) + 0.5).requires_grad_(),
-        alpha=torch.rand(N).requires_grad_() if synaptic else x.new_empty(0),
-    )
+    x, tensors = dense_inputs(T, B, N, synaptic)
     flags = (synaptic, RESET_CODES[reset], True, 0, 2.0, 1.0, 1.0)
 
     def run(inputs: dict, backend: str):

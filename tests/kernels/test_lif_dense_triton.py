@@ -20,24 +20,11 @@ from fusedsnn import functional as F
 from fusedsnn.kernels.spec import RESET_CODES
 from fusedsnn.ops_dense import lif_dense_forward
 
-from ..conftest import RESETS, assert_close_scaled, random_input, weighted_loss
+from ..conftest import RESETS, assert_close_scaled, dense_inputs, random_input, weighted_loss
 
 pytest.importorskip("triton")
 
 
-def _inputs(T, B, N, synaptic):
-    x = random_input(T, B, N).requires_grad_()
-    tensors = dict(
-        mem0=torch.randn(B, N).requires_grad_(),
-        syn0=torch.randn(B, N).requires_grad_() if synaptic else x.new_empty(0),
-        spk0=(torch.rand(B, N) > 0.5).float().requires_grad_(),
-        weight=(torch.randn(N, N) * 2 / N**0.5).requires_grad_(),
-        bias=(torch.randn(N) * 0.3).requires_grad_(),
-        beta=torch.rand(N).requires_grad_(),
-        threshold=(torch.rand(N) + 0.5).requires_grad_(),
-        alpha=torch.rand(N).requires_grad_() if synaptic else x.new_empty(0),
-    )
-    return x, tensors
 
 
 # RSynaptic(reset_delay=False) is reset_delay=True in snnTorch 1.0.0 (make_spec maps it), so its
@@ -52,7 +39,7 @@ VARIANTS = [(k, r, d) for k in ("RLeaky", "RSynaptic") for r in RESETS for d in 
 def test_triton_matches_reference(interpret, shape, kind, reset, reset_delay):
     T, B, N = shape
     synaptic = kind == "RSynaptic"
-    x, tensors = _inputs(T, B, N, synaptic)
+    x, tensors = dense_inputs(T, B, N, synaptic)
     flags = (synaptic, RESET_CODES[reset], reset_delay, 0, 2.0, 1.0, 1.0)
     leaves = [x] + [t for t in tensors.values() if t.requires_grad]
     results = {}
