@@ -25,8 +25,6 @@ from ..conftest import RESETS, assert_close_scaled, dense_inputs, random_input, 
 pytest.importorskip("triton")
 
 
-
-
 # RSynaptic(reset_delay=False) is reset_delay=True in snnTorch 1.0.0 (make_spec maps it), so its
 # immediate-reset variant does not exist.
 VARIANTS = [(k, r, d) for k in ("RLeaky", "RSynaptic") for r in RESETS for d in (True, False)
