@@ -361,23 +361,23 @@ def make_spec(
     """
     # (never while torch.compile traces: dynamo cannot guard on the type checks; and never for
     # RSynaptic without delay, which warns)
+    key = None
     if not torch.compiler.is_compiling() and spike_grad is None \
             and type(graded_spikes_factor) in (float, int) and type(reset_delay) is bool \
             and not (neuron == "RSynaptic" and not reset_delay):
         key = (synaptic, recurrence, reset_mechanism, reset_delay, bool(surrogate_disable),
                float(graded_spikes_factor), neuron)
         spec = _SPECS.get(key)
-        if spec is None:
-            spec = _make_spec(synaptic=synaptic, recurrence=recurrence, reset_mechanism=reset_mechanism,
-                              reset_delay=reset_delay, spike_grad=None, surrogate_disable=surrogate_disable,
-                              graded_spikes_factor=graded_spikes_factor, neuron=neuron)
-            if len(_SPECS) > 256:
-                _SPECS.clear()
-            _SPECS[key] = spec
-        return spec
-    return _make_spec(synaptic=synaptic, recurrence=recurrence, reset_mechanism=reset_mechanism,
+        if spec is not None:
+            return spec
+    spec = _make_spec(synaptic=synaptic, recurrence=recurrence, reset_mechanism=reset_mechanism,
                       reset_delay=reset_delay, spike_grad=spike_grad, surrogate_disable=surrogate_disable,
                       graded_spikes_factor=graded_spikes_factor, neuron=neuron)
+    if key is not None:
+        if len(_SPECS) > 256:
+            _SPECS.clear()
+        _SPECS[key] = spec
+    return spec
 
 
 _SPECS: dict = {}
