@@ -214,27 +214,73 @@ void recurrent_input(Isa isa, const ForwardArgs<S>& a, std::int64_t t, std::int6
 
 // The weight gradient's product per ISA.
 template <typename S>
-__attribute__((target("avx512f"), flatten)) void spike_weight_gradient_avx512(const S* g, const std::uint64_t* masks,
-                                                                               std::int64_t rows, std::int64_t n,
-                                                                               S* dwt, std::int64_t ldd, std::int64_t i0,
-                                                                               std::int64_t i1, S* buf) {
-  fusedsnn::dense::spike_weight_gradient<S, 64>(g, masks, rows, n, dwt, ldd, i0, i1, buf);
+__attribute__((target("avx512f"), flatten)) void spike_weight_gradient_avx512(
+    const S* g, std::int64_t ldg, const std::uint64_t* masks, std::int64_t rows, std::int64_t n, S* dwt,
+    std::int64_t ldd, std::int64_t i0, std::int64_t i1, S* buf) {
+  fusedsnn::dense::spike_weight_gradient<S, 64>(g, ldg, masks, rows, n, dwt, ldd, i0, i1, buf);
 }
 
 template <typename S>
-__attribute__((target("avx2"), flatten)) void spike_weight_gradient_avx2(const S* g, const std::uint64_t* masks,
-                                                                         std::int64_t rows, std::int64_t n, S* dwt,
-                                                                         std::int64_t ldd, std::int64_t i0, std::int64_t i1,
-                                                                         S* buf) {
-  fusedsnn::dense::spike_weight_gradient<S, 32>(g, masks, rows, n, dwt, ldd, i0, i1, buf);
+__attribute__((target("avx2"), flatten)) void spike_weight_gradient_avx2(
+    const S* g, std::int64_t ldg, const std::uint64_t* masks, std::int64_t rows, std::int64_t n, S* dwt,
+    std::int64_t ldd, std::int64_t i0, std::int64_t i1, S* buf) {
+  fusedsnn::dense::spike_weight_gradient<S, 32>(g, ldg, masks, rows, n, dwt, ldd, i0, i1, buf);
 }
 
 template <typename S>
-void spike_weight_gradient(Isa isa, const S* g, const std::uint64_t* masks, std::int64_t rows, std::int64_t n,
-                           S* dwt, std::int64_t ldd, std::int64_t i0, std::int64_t i1, S* buf) {
-  if (isa == Isa::kAvx512) spike_weight_gradient_avx512<S>(g, masks, rows, n, dwt, ldd, i0, i1, buf);
-  else if (isa == Isa::kAvx2) spike_weight_gradient_avx2<S>(g, masks, rows, n, dwt, ldd, i0, i1, buf);
-  else fusedsnn::dense::spike_weight_gradient<S, 16>(g, masks, rows, n, dwt, ldd, i0, i1, buf);
+void spike_weight_gradient(Isa isa, const S* g, std::int64_t ldg, const std::uint64_t* masks, std::int64_t rows,
+                           std::int64_t n, S* dwt, std::int64_t ldd, std::int64_t i0, std::int64_t i1, S* buf) {
+  if (isa == Isa::kAvx512) spike_weight_gradient_avx512<S>(g, ldg, masks, rows, n, dwt, ldd, i0, i1, buf);
+  else if (isa == Isa::kAvx2) spike_weight_gradient_avx2<S>(g, ldg, masks, rows, n, dwt, ldd, i0, i1, buf);
+  else fusedsnn::dense::spike_weight_gradient<S, 16>(g, ldg, masks, rows, n, dwt, ldd, i0, i1, buf);
+}
+
+// The spike-matrix product of a Linear layer fed by spikes, per ISA.
+template <typename S>
+__attribute__((target("avx512f"), flatten)) void spike_product_avx512(
+    const S* wt, std::int64_t ldw, const S* bias, bool padded, const S* spikes, const std::uint64_t* words,
+    std::int64_t rows, std::int64_t n, S* out, std::int64_t ldo, std::int64_t i1, bool unit) {
+  fusedsnn::dense::spike_product<S, 64>(wt, ldw, bias, padded, spikes, words, rows, n, out, ldo, 0, i1, unit);
+}
+
+template <typename S>
+__attribute__((target("avx2"), flatten)) void spike_product_avx2(
+    const S* wt, std::int64_t ldw, const S* bias, bool padded, const S* spikes, const std::uint64_t* words,
+    std::int64_t rows, std::int64_t n, S* out, std::int64_t ldo, std::int64_t i1, bool unit) {
+  fusedsnn::dense::spike_product<S, 32>(wt, ldw, bias, padded, spikes, words, rows, n, out, ldo, 0, i1, unit);
+}
+
+// out = bias + spikes @ wt, words: spike_words of spikes.
+template <typename S>
+void spike_product(Isa isa, const S* wt, std::int64_t ldw, const S* bias, bool padded, const S* spikes,
+                   const std::uint64_t* words, std::int64_t rows, std::int64_t n, S* out, std::int64_t ldo,
+                   std::int64_t i1, bool unit) {
+  if (isa == Isa::kAvx512) spike_product_avx512<S>(wt, ldw, bias, padded, spikes, words, rows, n, out, ldo, i1, unit);
+  else if (isa == Isa::kAvx2) spike_product_avx2<S>(wt, ldw, bias, padded, spikes, words, rows, n, out, ldo, i1, unit);
+  else fusedsnn::dense::spike_product<S, 16>(wt, ldw, bias, padded, spikes, words, rows, n, out, ldo, 0, i1, unit);
+}
+
+// spike_words_checked per ISA (vectorised compares).
+template <typename S, typename Bits>
+__attribute__((target("avx512f"), flatten)) std::int64_t spike_words_checked_avx512(const S* x, std::int64_t rows,
+                                                                                    std::int64_t n, Bits c_bits,
+                                                                                    std::uint64_t* words) {
+  return fusedsnn::dense::spike_words_checked<S>(x, rows, n, c_bits, words);
+}
+
+template <typename S, typename Bits>
+__attribute__((target("avx2"), flatten)) std::int64_t spike_words_checked_avx2(const S* x, std::int64_t rows,
+                                                                              std::int64_t n, Bits c_bits,
+                                                                              std::uint64_t* words) {
+  return fusedsnn::dense::spike_words_checked<S>(x, rows, n, c_bits, words);
+}
+
+template <typename S, typename Bits>
+std::int64_t spike_words_checked(Isa isa, const S* x, std::int64_t rows, std::int64_t n, Bits c_bits,
+                                 std::uint64_t* words) {
+  if (isa == Isa::kAvx512) return spike_words_checked_avx512<S, Bits>(x, rows, n, c_bits, words);
+  if (isa == Isa::kAvx2) return spike_words_checked_avx2<S, Bits>(x, rows, n, c_bits, words);
+  return fusedsnn::dense::spike_words_checked<S>(x, rows, n, c_bits, words);
 }
 
 template <typename S, bool SYNAPTIC, int RESET, bool IMMEDIATE>
@@ -450,18 +496,18 @@ void backward(const fusedsnn_dense_desc& d) {
   });
 }
 
-// dwt[j, i] = sum_r g[r, i] * (spikes[r, j] != 0), r < rows: the weight gradient dW^T for 0/1
-// spikes (see spike_weight_gradient), rows of dwt ldd elements apart. Each worker first builds
-// the masks of a share of the row chunks, then (after a barrier) sums a share of the columns i
-// (whole vectors) for every j, so no two workers write the same element and the sum's order
-// does not depend on the split.
+// dwt[j, i] = sum_r g[r, i] * (spikes[r, j] != 0), r < rows, j < n, i < n_out: the weight gradient
+// dW^T for 0/1 spikes [rows, n] and g [rows, ldg] (see spike_weight_gradient), rows of dwt ldd
+// elements apart. Each worker first builds the masks of a share of the row chunks, then (after a
+// barrier) sums a share of the columns i (whole vectors) for every j, so no two workers write the
+// same element and the sum's order does not depend on the split.
 template <typename S>
-void weight_gradient(const S* g, const S* spikes, std::int64_t rows, std::int64_t n, S* dwt, std::int64_t ldd,
-                     int threads) {
+void weight_gradient(const S* g, std::int64_t ldg, const S* spikes, std::int64_t rows, std::int64_t n,
+                     std::int64_t n_out, S* dwt, std::int64_t ldd, int threads) {
   const std::int64_t chunks = (rows + 63) / 64;
   std::vector<std::uint64_t> masks(static_cast<std::size_t>(std::max<std::int64_t>(chunks, 1) * n));
-  const std::int64_t units = (n + kTileUnit - 1) / kTileUnit;
-  std::int64_t workers = rows * n * n < kThreadedWork ? 1 : std::min<std::int64_t>(threads, units);
+  const std::int64_t units = (n_out + kTileUnit - 1) / kTileUnit;
+  std::int64_t workers = rows * n * n_out < kThreadedWork ? 1 : std::min<std::int64_t>(threads, units);
   workers = std::max<std::int64_t>(1, workers);
   const Isa isa = host_isa();
   run_team(workers, [&](std::int64_t w, std::int64_t team, auto&& sync) {
@@ -469,14 +515,60 @@ void weight_gradient(const S* g, const S* spikes, std::int64_t rows, std::int64_
     fusedsnn::worker_range(chunks, static_cast<unsigned>(w), static_cast<unsigned>(team), &k0, &k1);
     fusedsnn::dense::spike_masks(spikes, rows, n, k0, k1, masks.data());
     fusedsnn::worker_range(units, static_cast<unsigned>(w), static_cast<unsigned>(team), &u0, &u1);
-    const std::int64_t i0 = std::min(n, u0 * kTileUnit), i1 = std::min(n, u1 * kTileUnit);
-    // this worker's copy of a row chunk: 64 rows of its columns padded to 16, 64-byte aligned
-    std::vector<S> chunk(static_cast<std::size_t>(64 * ((i1 - i0 + 15) / 16 * 16) + 64 / sizeof(S)));
+    const std::int64_t i0 = std::min(n_out, u0 * kTileUnit), i1 = std::min(n_out, u1 * kTileUnit);
+    // this worker's copy of a row chunk: 64 rows of chunk_row(its columns), 64-byte aligned
+    std::vector<S> chunk(static_cast<std::size_t>(64 * fusedsnn::dense::chunk_row<S>(i1 - i0) + 64 / sizeof(S)));
     S* buf = chunk.data();
     while (reinterpret_cast<std::uintptr_t>(buf) % 64 != 0) ++buf;
     if (team > 1) sync();  // every chunk's masks are written before any worker reads them
-    spike_weight_gradient<S>(isa, g, masks.data(), rows, n, dwt, ldd, i0, i1, buf);
+    spike_weight_gradient<S>(isa, g, ldg, masks.data(), rows, n, dwt, ldd, i0, i1, buf);
   });
+}
+
+// out [rows, ldo] = bias + spikes [rows, n] @ wt [n, ldw] (columns < n_out) for spikes whose
+// elements are all +0.0 or one finite non-zero value c (bitwise; written to *value, 0 when every
+// element is +0.0). Each worker builds the spike words of a share of the rows, checking every
+// element; after one barrier (the count decides) it multiplies the same rows: no two workers
+// write the same element and the result does not depend on the split. Returns 0 (done), 2
+// (not spikes: a third value, -0.0, NaN or infinity; or more than max_rate of the elements
+// non-zero, where the dense product is faster); out is written only for 0.
+template <typename S>
+int spike_linear(const S* spikes, std::int64_t rows, std::int64_t n, const S* wt, std::int64_t ldw, const S* bias,
+                 bool padded, S* out, std::int64_t ldo, std::int64_t n_out, double max_rate, int threads, S* value) {
+  using Bits = typename std::conditional<sizeof(S) == 4, std::uint32_t, std::uint64_t>::type;
+  const std::int64_t count = rows * n;
+  Bits c_bits = 0;
+  for (std::int64_t e = 0; e < count && c_bits == 0; ++e) std::memcpy(&c_bits, spikes + e, sizeof c_bits);
+  S c;
+  std::memcpy(&c, &c_bits, sizeof c);
+  if (c_bits != 0 && (!(c == c) || c == S(0) || c - c != S(0))) return 2;  // NaN, -0.0, infinity
+  *value = c;
+  const std::int64_t nw = (n + 63) / 64;
+  std::vector<std::uint64_t> words(static_cast<std::size_t>(std::max<std::int64_t>(rows * nw, 1)));
+  const std::int64_t workers =
+      rows * n * n_out < kThreadedWork ? 1 : std::max<std::int64_t>(1, std::min<std::int64_t>(threads, rows));
+  const Isa isa = host_isa();
+  const bool unit = c == S(1);
+  std::vector<std::int64_t> ones(static_cast<std::size_t>(workers), 0);
+  std::atomic<int> status{0};
+  run_team(workers, [&](std::int64_t w, std::int64_t team, auto&& sync) {
+    std::int64_t r0, r1;
+    fusedsnn::worker_range(rows, static_cast<unsigned>(w), static_cast<unsigned>(team), &r0, &r1);
+    ones[w] = spike_words_checked<S, Bits>(isa, spikes + r0 * n, r1 - r0, n, c_bits, words.data() + r0 * nw);
+    if (team > 1) sync();  // every share is checked and counted before any product
+    std::int64_t total = 0;
+    for (std::int64_t k = 0; k < team; ++k) {
+      if (ones[k] < 0) total = count + 1;
+      else if (total <= count) total += ones[k];
+    }
+    if (total > count || static_cast<double>(total) > max_rate * static_cast<double>(count)) {
+      status.store(2, std::memory_order_relaxed);
+      return;
+    }
+    spike_product<S>(isa, wt, ldw, bias, padded, spikes + r0 * n, words.data() + r0 * nw, r1 - r0, n, out + r0 * ldo,
+                     ldo, n_out, unit);
+  });
+  return status.load();
 }
 
 bool valid(const fusedsnn_dense_desc* d) {
@@ -490,7 +582,7 @@ bool valid(const fusedsnn_dense_desc* d) {
 extern "C" {
 
 // ABI version: bump when fusedsnn_dense_desc changes, so a stale library is not loaded.
-int fusedsnn_dense_abi_version() { return 4; }
+int fusedsnn_dense_abi_version() { return 5; }
 
 int fusedsnn_dense_forward(const fusedsnn_dense_desc* d) {
   if (!valid(d)) return 1;
@@ -516,10 +608,50 @@ int fusedsnn_dense_weight_gradient(const void* g, const void* spikes, std::int64
                                    std::int64_t ldd, std::int32_t dtype, std::int32_t threads) {
   if (!g || !spikes || !dwt || rows < 0 || n < 1 || ldd < n || dtype < 0 || dtype > 1) return 1;
   if (dtype == 0) {
-    weight_gradient<float>(static_cast<const float*>(g), static_cast<const float*>(spikes), rows, n,
+    weight_gradient<float>(static_cast<const float*>(g), n, static_cast<const float*>(spikes), rows, n, n,
                            static_cast<float*>(dwt), ldd, threads);
   } else {
-    weight_gradient<double>(static_cast<const double*>(g), static_cast<const double*>(spikes), rows, n,
+    weight_gradient<double>(static_cast<const double*>(g), n, static_cast<const double*>(spikes), rows, n, n,
+                            static_cast<double*>(dwt), ldd, threads);
+  }
+  return 0;
+}
+
+// A Linear layer fed by spikes x [rows, n_in] (row-major): out [rows, n_out] = bias + x @ wt,
+// wt [n_in, ldw] = W^T, summed bias first, then the spiking inputs in ascending order. Only when
+// every element of x is +0.0 or one finite non-zero value c (written to *value; 0 when x is all
+// zeros) and at most max_rate of them are non-zero; else out is not written. bias: null, or
+// [ldw] zero-padded past n_out when padded != 0 (else [n_out]). Returns 0 (done), 2 (x is not
+// spikes, or denser than max_rate: use a dense product) or 1 (invalid arguments).
+int fusedsnn_spike_linear(const void* x, std::int64_t rows, std::int64_t n_in, const void* wt, std::int64_t ldw,
+                          const void* bias, std::int32_t padded, void* out, std::int64_t n_out, double max_rate,
+                          std::int32_t dtype, std::int32_t threads, void* value) {
+  if (!x || !wt || !out || !value || rows < 0 || n_in < 1 || n_out < 1 || ldw < n_out || dtype < 0 || dtype > 1) {
+    return 1;
+  }
+  if (rows == 0) return 0;
+  if (dtype == 0) {
+    return spike_linear<float>(static_cast<const float*>(x), rows, n_in, static_cast<const float*>(wt), ldw,
+                               static_cast<const float*>(bias), padded != 0, static_cast<float*>(out), n_out, n_out,
+                               max_rate, threads, static_cast<float*>(value));
+  }
+  return spike_linear<double>(static_cast<const double*>(x), rows, n_in, static_cast<const double*>(wt), ldw,
+                                static_cast<const double*>(bias), padded != 0, static_cast<double*>(out), n_out,
+                                n_out, max_rate, threads, static_cast<double*>(value));
+}
+
+// dwt [n_in, ldd] = sum_r g[r, :n_out]^T (x[r, :] != 0) for a Linear layer's input x [rows, n_in]
+// (0 or one value; the caller scales by it) and output gradient g [rows, n_out]: dW^T, rows
+// summed in ascending order. Returns 0, or 1 for invalid arguments.
+int fusedsnn_spike_linear_weight_gradient(const void* g, const void* x, std::int64_t rows, std::int64_t n_in,
+                                          std::int64_t n_out, void* dwt, std::int64_t ldd, std::int32_t dtype,
+                                          std::int32_t threads) {
+  if (!g || !x || !dwt || rows < 0 || n_in < 1 || n_out < 1 || ldd < n_out || dtype < 0 || dtype > 1) return 1;
+  if (dtype == 0) {
+    weight_gradient<float>(static_cast<const float*>(g), n_out, static_cast<const float*>(x), rows, n_in, n_out,
+                           static_cast<float*>(dwt), ldd, threads);
+  } else {
+    weight_gradient<double>(static_cast<const double*>(g), n_out, static_cast<const double*>(x), rows, n_in, n_out,
                             static_cast<double*>(dwt), ldd, threads);
   }
   return 0;

@@ -133,6 +133,35 @@ void spike_words(const S* spikes, std::int64_t batch, std::int64_t n, std::uint6
   }
 }
 
+// spike_words for spikes that must be +0.0 or exactly the value whose bits are c_bits: the words
+// as above, and the number of set bits; -1 (words incomplete) when any element is neither.
+template <typename S>
+std::int64_t spike_words_checked(const S* spikes, std::int64_t rows, std::int64_t n,
+                                 typename std::conditional<sizeof(S) == 4, std::uint32_t, std::uint64_t>::type c_bits,
+                                 std::uint64_t* words) {
+  using Bits = typename std::conditional<sizeof(S) == 4, std::uint32_t, std::uint64_t>::type;
+  const std::int64_t nw = (n + 63) / 64;
+  std::int64_t ones = 0;
+  for (std::int64_t b = 0; b < rows; ++b) {
+    const S* row = spikes + b * n;
+    Bits bad = 0;
+    for (std::int64_t w = 0; w < nw; ++w) {
+      const std::int64_t k1 = (n - 64 * w) < 64 ? (n - 64 * w) : 64;
+      std::uint64_t m = 0;
+      for (std::int64_t k = 0; k < k1; ++k) {
+        Bits e;
+        std::memcpy(&e, row + 64 * w + k, sizeof e);
+        m |= static_cast<std::uint64_t>(e != 0) << k;
+        bad |= static_cast<Bits>(e != 0 && e != c_bits);
+      }
+      words[b * nw + w] = m;
+      ones += __builtin_popcountll(m);
+    }
+    if (bad) return -1;
+  }
+  return ones;
+}
+
 // rec[b, c0 : c0 + V * lanes] for every row b, adding the spiking inputs of words [w0, w1) to
 // what rec holds (or, for w0 == 0, to the bias or zero). UNIT: every spike is exactly 1, so
 // a * x is x and the multiply is skipped (the same bits: 1 * x == x).
@@ -193,48 +222,71 @@ inline void recurrent_columns(const S* __restrict__ wt, std::int64_t ldw, const 
   }
 }
 
-// rec[b, i0:i1] for every b at step t: the columns [i0, i1) of W @ spk[t-1] + bias, summed bias
-// first, then the spiking inputs j in ascending order (so rec is the same, bit for bit, however
-// the columns and rows are blocked or split between workers). words: scratch of batch *
-// ceil(N / 64), filled here with spike_words of spk[t-1] (in the caller's ISA: vectorised
-// compares). unit: every non-zero previous spike is exactly 1.
+// out[b, i0:i1] = bias[i0:i1] + sum_{j: spikes[b, j] != 0} spikes[b, j] * wt[j, i0:i1] for
+// every row b < rows: the product of a spike matrix [rows, n] with a dense [n, ldw] one, summed
+// bias first, then the spiking inputs j in ascending order (so out is the same, bit for bit,
+// however the columns and rows are blocked or split between workers). words: spike_words of
+// spikes (rows * ceil(n / 64)). unit: every non-zero spike is exactly 1. bias_padded: bias (when
+// given) and every row of wt and out are readable/writable up to min(ldw, ldo) elements, so the
+// last columns may run as whole vectors (the padding lanes compute values nobody reads). Rows
+// go in tiles of kRowsPerTile, so a tile's outputs stay in cache across the passes over inputs.
+// Used by the all-to-all recurrence (rows = batch, one step) and by a Linear layer fed by spikes
+// (fusedsnn.memory, rows = steps * batch).
+constexpr std::int64_t kRowsPerTile = 32;
+
+template <typename S, int BYTES>
+void spike_product(const S* wt, std::int64_t ldw, const S* bias, bool bias_padded, const S* spikes,
+                   const std::uint64_t* words, std::int64_t rows, std::int64_t n, S* out, std::int64_t ldo,
+                   std::int64_t i0, std::int64_t i1, bool unit) {
+  constexpr std::int64_t L = Pack<S, BYTES>::kLanes, CB = kBlockVectors * L;
+  const std::int64_t nw = (n + 63) / 64, words_per_pass = kInputsPerPass / 64;
+  for (std::int64_t r0 = 0; r0 < rows; r0 += kRowsPerTile) {
+    const std::int64_t tile = (rows - r0) < kRowsPerTile ? (rows - r0) : kRowsPerTile;
+    const S* prev = spikes + r0 * n;
+    const std::uint64_t* tile_words = words + r0 * nw;
+    S* rec = out + r0 * ldo;
+    std::int64_t c = i0;
+    auto pass = [&](auto vectors) {
+      constexpr int V = decltype(vectors)::value;
+      for (std::int64_t w0 = 0; w0 < nw; w0 += words_per_pass) {
+        const std::int64_t w1 = (w0 + words_per_pass) < nw ? (w0 + words_per_pass) : nw;
+        if (unit) recurrent_block<S, BYTES, V, true>(wt, ldw, bias, prev, tile_words, tile, n, rec, ldo, c, w0, w1);
+        else recurrent_block<S, BYTES, V, false>(wt, ldw, bias, prev, tile_words, tile, n, rec, ldo, c, w0, w1);
+      }
+    };
+    for (; c + CB <= i1; c += CB) pass(std::integral_constant<int, kBlockVectors>{});
+    // The last columns in one pass of as many vectors as they need (a pass of one vector is one
+    // dependent chain of adds, latency-bound), where the padding allows it.
+    const std::int64_t vectors = (i1 - c + L - 1) / L;
+    if (c < i1 && c + vectors * L <= (ldw < ldo ? ldw : ldo) && bias_padded) {
+      if (with_vectors<kBlockVectors>(vectors, pass)) c = i1;
+    }
+    for (; c + L <= i1; c += L) pass(std::integral_constant<int, 1>{});
+    if (c < i1) {
+      if (unit) recurrent_columns<S, true>(wt, ldw, bias, prev, tile_words, tile, n, rec, ldo, c, i1);
+      else recurrent_columns<S, false>(wt, ldw, bias, prev, tile_words, tile, n, rec, ldo, c, i1);
+    }
+  }
+}
+
+// rec[b, i0:i1] for every b at step t: the columns [i0, i1) of W @ spk[t-1] + bias (see
+// spike_product). words: scratch of batch * ceil(N / 64), filled here with spike_words of
+// spk[t-1] (in the caller's ISA: vectorised compares). unit: every non-zero previous spike is
+// exactly 1.
 template <typename S, int BYTES>
 void recurrent_input(const ForwardArgs<S>& a, std::int64_t t, std::int64_t i0, std::int64_t i1,
                      std::uint64_t* words, bool unit) {
   const std::int64_t N = a.n, M = a.stride ? a.stride : a.batch * a.n;
   const std::int64_t ldw = a.wt_stride ? a.wt_stride : N, ldr = a.rec_stride ? a.rec_stride : N;
   const S* prev = t > 0 ? a.spk + (t - 1) * M : a.spk0;
-  if (prev) spike_words(prev, a.batch, N, words);
   if (!prev) {
     for (std::int64_t b = 0; b < a.batch; ++b) {
       for (std::int64_t i = i0; i < i1; ++i) a.rec[b * ldr + i] = a.bias ? a.bias[i] : S(0);
     }
     return;
   }
-  constexpr std::int64_t L = Pack<S, BYTES>::kLanes, CB = kBlockVectors * L;
-  const std::int64_t nw = (N + 63) / 64, words_per_pass = kInputsPerPass / 64;
-  std::int64_t c = i0;
-  auto pass = [&](auto vectors) {
-    constexpr int V = decltype(vectors)::value;
-    for (std::int64_t w0 = 0; w0 < nw; w0 += words_per_pass) {
-      const std::int64_t w1 = (w0 + words_per_pass) < nw ? (w0 + words_per_pass) : nw;
-      if (unit) recurrent_block<S, BYTES, V, true>(a.wt, ldw, a.bias, prev, words, a.batch, N, a.rec, ldr, c, w0, w1);
-      else recurrent_block<S, BYTES, V, false>(a.wt, ldw, a.bias, prev, words, a.batch, N, a.rec, ldr, c, w0, w1);
-    }
-  };
-  for (; c + CB <= i1; c += CB) pass(std::integral_constant<int, kBlockVectors>{});
-  // The last columns in one pass of as many vectors as they need (a pass of one vector is one
-  // dependent chain of adds, latency-bound): possible where the rows of wt, rec and the bias are
-  // padded that far (the padding lanes compute values nobody reads).
-  const std::int64_t vectors = (i1 - c + L - 1) / L;
-  if (c < i1 && c + vectors * L <= (ldw < ldr ? ldw : ldr) && a.bias_padded) {
-    if (with_vectors<kBlockVectors>(vectors, pass)) c = i1;
-  }
-  for (; c + L <= i1; c += L) pass(std::integral_constant<int, 1>{});
-  if (c < i1) {
-    if (unit) recurrent_columns<S, true>(a.wt, ldw, a.bias, prev, words, a.batch, N, a.rec, ldr, c, i1);
-    else recurrent_columns<S, false>(a.wt, ldw, a.bias, prev, words, a.batch, N, a.rec, ldr, c, i1);
-  }
+  spike_words(prev, a.batch, N, words);
+  spike_product<S, BYTES>(a.wt, ldw, a.bias, a.bias_padded, prev, words, a.batch, N, a.rec, ldr, i0, i1, unit);
 }
 
 // masks[k * n + j], k = row chunk of 64: bit q set when spikes[(64 k + q) * n + j] != 0, for the
@@ -284,15 +336,25 @@ inline void weight_gradient_block(const S* __restrict__ chunk, std::int64_t ldc,
   }
 }
 
-// dwt[j, i] = sum over rows r with spikes[r, j] != 0 of g[r, i], for i in [i0, i1) and every j:
+// dwt[j, i] = sum over rows r with spikes[r, j] != 0 of g[r, i], for i in [i0, i1) and every j < n
+// (g's rows ldg elements apart):
 // the weight gradient dW = G^T spk as dW^T (row stride ldd), for spikes that are 0 or 1 (the
 // caller scales by a graded factor). The rows are summed in ascending order, one chunk of 64 at
-// a time: the chunk's columns [i0, i1) are first copied into buf (64 rows of round_up(i1 - i0,
-// 16) elements, 64-byte aligned) so every vector load is aligned and the [64, block] slice stays
+// a time: the chunk's columns [i0, i1) are first copied into buf (64 rows of chunk_row(i1 - i0)
+// elements, 64-byte aligned) so every vector load is aligned and the [64, block] slice stays
 // in L1 while every j visits it. masks: spike_masks of all chunks.
+// Elements per row of spike_weight_gradient's copy of a row chunk (buf): whole 16-element
+// vectors, and not a multiple of 512 bytes, so the chunk's 64 rows spread over the L1 sets (rows
+// 1 or 2 KiB apart fall into a quarter of them and evict each other: measured 1.3x slower).
+template <typename S>
+inline std::int64_t chunk_row(std::int64_t width) {
+  const std::int64_t row = (width + 15) / 16 * 16;
+  return (row * static_cast<std::int64_t>(sizeof(S))) % 512 == 0 ? row + 16 : row;
+}
+
 template <typename S, int BYTES>
-void spike_weight_gradient(const S* g, const std::uint64_t* masks, std::int64_t rows, std::int64_t n, S* dwt,
-                           std::int64_t ldd, std::int64_t i0, std::int64_t i1, S* buf) {
+void spike_weight_gradient(const S* g, std::int64_t ldg, const std::uint64_t* masks, std::int64_t rows,
+                           std::int64_t n, S* dwt, std::int64_t ldd, std::int64_t i0, std::int64_t i1, S* buf) {
   if (rows == 0) {
     for (std::int64_t j = 0; j < n; ++j) {
       for (std::int64_t i = i0; i < i1; ++i) dwt[j * ldd + i] = S(0);
@@ -300,10 +362,10 @@ void spike_weight_gradient(const S* g, const std::uint64_t* masks, std::int64_t 
     return;
   }
   constexpr std::int64_t L = Pack<S, BYTES>::kLanes, CB = kBlockVectors * L;
-  const std::int64_t chunks = (rows + 63) / 64, width = i1 - i0, ldc = (width + 15) / 16 * 16;
+  const std::int64_t chunks = (rows + 63) / 64, width = i1 - i0, ldc = chunk_row<S>(width);
   for (std::int64_t k = 0; k < chunks; ++k) {
     const std::int64_t q1 = (rows - 64 * k) < 64 ? (rows - 64 * k) : 64;
-    for (std::int64_t q = 0; q < q1; ++q) std::memcpy(buf + q * ldc, g + (64 * k + q) * n + i0, width * sizeof(S));
+    for (std::int64_t q = 0; q < q1; ++q) std::memcpy(buf + q * ldc, g + (64 * k + q) * ldg + i0, width * sizeof(S));
     const std::uint64_t* chunk_masks = masks + k * n;
     std::int64_t c = i0;
     for (; c + CB <= i1; c += CB) {

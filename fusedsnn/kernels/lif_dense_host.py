@@ -30,7 +30,7 @@ from .spec import LIFSpec
 
 Tensor = torch.Tensor
 
-_ABI_VERSION = 4
+_ABI_VERSION = 5
 _DTYPES = {torch.float32: 0, torch.float64: 1}
 SOURCES = ("csrc/host/fusedsnn_dense.cpp", "csrc/kernels/lif_dense.hpp", "csrc/kernels/lif.hpp")
 
@@ -75,6 +75,11 @@ def _open(path: Path) -> ctypes.CDLL:
         fn.restype = ctypes.c_int
     lib.fusedsnn_dense_weight_gradient.argtypes = [_vp, _vp, _i64, _i64, _vp, _i64, _i32, _i32]
     lib.fusedsnn_dense_weight_gradient.restype = ctypes.c_int
+    lib.fusedsnn_spike_linear.argtypes = [_vp, _i64, _i64, _vp, _i64, _vp, _i32, _vp, _i64, ctypes.c_double, _i32,
+                                          _i32, _vp]
+    lib.fusedsnn_spike_linear.restype = ctypes.c_int
+    lib.fusedsnn_spike_linear_weight_gradient.argtypes = [_vp, _vp, _i64, _i64, _i64, _vp, _i64, _i32, _i32]
+    lib.fusedsnn_spike_linear_weight_gradient.restype = ctypes.c_int
     return lib
 
 
@@ -202,6 +207,15 @@ def padded_row(n: int) -> int:
     return (n + 15) // 16 * 16
 
 
+def spike_product_row(n: int, dtype: torch.dtype) -> int:
+    """Elements per row of a Linear layer's ``W^T`` for :func:`spike_linear_forward`:
+    :func:`padded_row`, plus one 64-byte line when the row would be a multiple of 512 bytes
+    (rows 1 or 2 KiB apart map onto a quarter of the L1 sets and evict each other while a
+    pass of 64 inputs is being added)."""
+    row = padded_row(n)
+    return row + 16 if row * torch.empty((), dtype=dtype).element_size() % 512 == 0 else row
+
+
 def _sparse_weight_gradient() -> bool:
     """Whether ``dW`` is summed from the spikes' bit masks in C++ (default) rather than taken as
     one dense BLAS product (``FUSEDSNN_DENSE_SPARSE_DW=0``, kept for comparison)."""
@@ -230,6 +244,55 @@ def spike_weight_gradient(grad_rec: Tensor, spk: Tensor, spk0: Optional[Tensor],
         grad_w = grad_w * gsf
     if spk0 is not None and T > 0:
         return torch.addmm(grad_w, grad_rec[0].t(), spk0.to(dt))
+    return grad_w.contiguous()
+
+
+#: Above this fraction of non-zero inputs a Linear layer's spike product is left to the dense
+#: BLAS product, which is then faster (see docs/design.md, "Spike products").
+SPIKE_PRODUCT_MAX_RATE = 0.5
+
+
+def spike_linear_forward(x: Tensor, wt: Tensor, bias: Optional[Tensor], out_features: int,
+                         max_rate: float = SPIKE_PRODUCT_MAX_RATE) -> Optional[tuple[Tensor, float]]:
+    """``bias + x @ wt[:, :out_features]`` for a Linear layer fed by spikes, adding for each row
+    the rows of ``wt`` whose input spiked (bias first, then the inputs in ascending order).
+
+    ``x: [rows, in_features]`` contiguous, float32/float64, every element ``+0.0`` or one finite
+    non-zero value ``c``; ``wt: [in_features, ldw]`` = ``W^T`` with rows padded to
+    :func:`spike_product_row`; ``bias``: ``[ldw]`` zero-padded, or None. Returns ``(out, c)`` with
+    ``out: [rows, out_features]`` (``c = 0.0`` for an all-zero ``x``), or None when ``x`` is not
+    spikes or more than ``max_rate`` of it is non-zero (the caller's dense product is then
+    faster, or the only one that applies). Float results differ from BLAS's in the last bits
+    (another summation order)."""
+    rows, n_in = x.shape
+    out = x.new_empty(rows, out_features)
+    value = x.new_zeros(())
+    status = load_library().fusedsnn_spike_linear(
+        x.data_ptr(), rows, n_in, wt.data_ptr(), wt.shape[1], _ptr(bias), int(bias is not None), out.data_ptr(),
+        out_features, float(max_rate), _DTYPES[x.dtype], max(1, torch.get_num_threads()), value.data_ptr())
+    if status == 1:
+        raise RuntimeError("fusedsnn spike product rejected its arguments")
+    if status == 2:
+        return None
+    return out, value.item()
+
+
+def spike_linear_weight_gradient(grad_out: Tensor, x: Tensor, value: float) -> Tensor:
+    """``dW = grad_out^T x`` for spikes ``x: [rows, in_features]`` that are 0 or ``value``:
+    for each input j the rows of ``grad_out: [rows, out_features]`` where j spiked are added
+    (ascending rows), then scaled by ``value`` once. Both contiguous; returns
+    ``[out_features, in_features]`` contiguous."""
+    rows, n_in = x.shape
+    n_out = grad_out.shape[1]
+    dwt = grad_out.new_empty(n_in, padded_row(n_out))
+    status = load_library().fusedsnn_spike_linear_weight_gradient(
+        grad_out.data_ptr(), x.data_ptr(), rows, n_in, n_out, dwt.data_ptr(), dwt.shape[1], _DTYPES[x.dtype],
+        max(1, torch.get_num_threads()))
+    if status != 0:
+        raise RuntimeError("fusedsnn spike weight gradient rejected its arguments")
+    grad_w = dwt[:, :n_out].t()
+    if value != 1.0:
+        grad_w = grad_w * value
     return grad_w.contiguous()
 
 
