@@ -157,13 +157,23 @@ class _Saved:
 
 class _SpikeLinearFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
-        out = F.linear(x, weight, bias)
-        saved = _Saved(x, ctx.needs_input_grad[1])
-        ctx.packed = saved.packed
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], operands) -> Tensor:
+        out, value = None, None
+        if operands is not None:
+            out, value = _spike_product(x, weight, operands)
+        if out is None:
+            out = F.linear(x, weight, bias)
+        # Inside a time chunk the checkpoint drops whatever is saved here and recomputes it: the
+        # float input is kept as it is (a reference, no pass over it); bits would only cost time.
+        if _active_chunk() is not None:
+            ctx.packed, x_kept = None, (x if ctx.needs_input_grad[1] else None)
+        else:
+            saved = _Saved(x, ctx.needs_input_grad[1])
+            ctx.packed, x_kept = saved.packed, saved.tensor
+        ctx.value = value
         ctx.x_shape = x.shape
         ctx.has_bias = bias is not None
-        ctx.save_for_backward(weight, saved.tensor)
+        ctx.save_for_backward(weight, x_kept)
         return out
 
     @staticmethod
@@ -171,18 +181,90 @@ class _SpikeLinearFunction(torch.autograd.Function):
         weight, x_float = ctx.saved_tensors
         needs = ctx.needs_input_grad
         # The formulas of autograd's addmm/mm backward on the flattened [rows, features] view,
-        # in the same orientation, so the gradients are the default's bit for bit.
+        # in the same orientation, so the gradients are the default's bit for bit (after a spike
+        # product, the weight gradient is the same sum in another order).
         g2 = grad_out.reshape(-1, weight.shape[0])
         grad_x = grad_w = grad_b = None
         if needs[1]:  # first, so the unpacked input is freed before grad_x is allocated
             x = ctx.packed.unpack() if ctx.packed is not None else x_float
-            grad_w = g2.t().mm(x.reshape(-1, weight.shape[1]))
-            del x
+            x2 = x.reshape(-1, weight.shape[1])
+            if ctx.value is not None:
+                from .kernels import lif_dense_host
+
+                grad_w = lif_dense_host.spike_linear_weight_gradient(g2.contiguous(), x2.contiguous(), ctx.value)
+            else:
+                grad_w = g2.t().mm(x2)
+            del x, x2
         if needs[0]:
             grad_x = g2.mm(weight).reshape(ctx.x_shape)
         if ctx.has_bias and needs[2]:
             grad_b = g2.sum(0)
-        return grad_x, grad_w, grad_b
+        return grad_x, grad_w, grad_b, None
+
+
+#: A Linear layer's spike product runs only with at least this many outputs: narrower layers
+#: (a 10-class readout) leave the vector registers mostly idle and BLAS is faster there.
+SPIKE_PRODUCT_MIN_OUT = 64
+
+# W^T padded for the spike product, per weight tensor, rebuilt when the weight or the bias
+# changes (an optimizer step bumps their version counters).
+_transposed_weights = None
+
+
+def _product_operands(weight: Tensor, bias: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
+    """``(W^T with rows padded to spike_product_row, bias zero-padded to the same length)``,
+    cached per weight."""
+    global _transposed_weights
+    from torch.utils.weak import WeakIdKeyDictionary
+
+    from .kernels import lif_dense_host
+
+    if _transposed_weights is None:
+        _transposed_weights = WeakIdKeyDictionary()
+    key = (weight._version, weight.data_ptr(),
+           None if bias is None else (id(bias), bias._version, bias.data_ptr()))
+    hit = _transposed_weights.get(weight)
+    if hit is not None and hit[0] == key:
+        return hit[1], hit[2]
+    n_out, n_in = weight.shape
+    ld = lif_dense_host.spike_product_row(n_out, weight.dtype)
+    with torch.no_grad():
+        wt = weight.new_zeros(n_in, ld)
+        wt[:, :n_out] = weight.t()
+        bp = None
+        if bias is not None:
+            bp = bias.new_zeros(ld)
+            bp[:n_out] = bias
+    _transposed_weights[weight] = (key, wt, bp)
+    return wt, bp
+
+
+def _spike_product_applies(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> bool:
+    if not (isinstance(x, torch.Tensor) and x.device.type == "cpu" and weight.device.type == "cpu"
+            and x.dtype in (torch.float32, torch.float64) and weight.dtype == x.dtype and weight.dim() == 2
+            and weight.shape[0] >= SPIKE_PRODUCT_MIN_OUT and x.dim() >= 1 and x.shape[-1] == weight.shape[1]
+            and x.numel() > 0 and (bias is None or (bias.dtype == x.dtype and bias.device.type == "cpu"))
+            and not torch.is_autocast_enabled("cpu")):
+        return False
+    from .kernels import lif_dense_host
+
+    return lif_dense_host.available()
+
+
+def _spike_product(x: Tensor, weight: Tensor, operands) -> tuple[Optional[Tensor], Optional[float]]:
+    """``(x @ W^T + b, c)`` by the spike product when ``x`` is spikes (0 or one value ``c``) and
+    sparse enough, else ``(None, None)``."""
+    from .kernels import lif_dense_host
+
+    wt, bp = operands
+    x2 = x.detach().reshape(-1, weight.shape[1])
+    if not x2.is_contiguous():
+        x2 = x2.contiguous()
+    done = lif_dense_host.spike_linear_forward(x2, wt, bp, weight.shape[0])
+    if done is None:
+        return None, None
+    out, value = done
+    return out.reshape(*x.shape[:-1], weight.shape[0]), value
 
 
 def _lean_applies(x: Tensor, weight: Tensor) -> bool:
@@ -194,16 +276,30 @@ def _lean_applies(x: Tensor, weight: Tensor) -> bool:
             and not torch.is_autocast_enabled(x.device.type) and _active_chunk() is None)
 
 
-def spike_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+def spike_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, spike_product: bool = False) -> Tensor:
     """``F.linear`` that saves ``x`` for the weight gradient 1 bit per element when ``x`` is
     spikes (see :func:`pack_spikes`), else as ``F.linear`` does.
 
     ``x: [*, in_features]``, ``weight: [out_features, in_features]`` -> ``[*, out_features]``;
     output and gradients equal ``F.linear``'s bit for bit.
+
+    ``spike_product=True`` (CPU, float32/float64, at least :data:`SPIKE_PRODUCT_MIN_OUT`
+    outputs): when ``x`` is spikes with at most half of them non-zero, the product and the
+    weight gradient add, for each row, the weight columns of the inputs that spiked instead of
+    multiplying by every zero (the host library's spike product, see docs/design.md). The same
+    values in exact arithmetic in another float summation order than BLAS's, so the output and
+    the weight gradient equal ``F.linear``'s to rounding only; the input gradient is the dense
+    formula's. With or without a graph, the same input gives the same output bits.
     """
-    if not _lean_applies(x, weight):
+    operands = None
+    if spike_product and _spike_product_applies(x, weight, bias):
+        operands = _product_operands(weight, bias)
+        if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))):
+            out, _ = _spike_product(x, weight, operands)
+            return F.linear(x, weight, bias) if out is None else out
+    elif not _lean_applies(x, weight):
         return F.linear(x, weight, bias)
-    return _SpikeLinearFunction.apply(x, weight, bias)
+    return _SpikeLinearFunction.apply(x, weight, bias, operands)
 
 
 class _SpikeConv2dFunction(torch.autograd.Function):
@@ -248,10 +344,15 @@ def spike_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, strid
 class SpikeLinear(nn.Linear):
     """``nn.Linear`` (same parameters, ``state_dict`` and outputs) that saves its input for the
     backward 1 bit per element when the input is spikes (0 or one value c), falling back to
-    the float input otherwise. ``forward(x: [*, in_features]) -> [*, out_features]``."""
+    the float input otherwise. ``forward(x: [*, in_features]) -> [*, out_features]``.
+
+    ``spike_product`` (attribute, default False; :func:`memory_lean` sets it): compute the
+    product and the weight gradient from which inputs spiked (see :func:`spike_linear`)."""
+
+    spike_product: bool = False
 
     def forward(self, x: Tensor) -> Tensor:
-        return spike_linear(x, self.weight, self.bias)
+        return spike_linear(x, self.weight, self.bias, self.spike_product)
 
 
 class SpikeConv2d(nn.Conv2d):
@@ -588,7 +689,8 @@ class ChunkedForward:
 # whole models
 # ---------------------------------------------------------------------------------------------
 
-def memory_lean(model: nn.Module, saved_state: str = "recompute", time_chunk: Optional[int] = None) -> nn.Module:
+def memory_lean(model: nn.Module, saved_state: str = "recompute", time_chunk: Optional[int] = None,
+                spike_products: Optional[bool] = None) -> nn.Module:
     """Convert ``model`` in place for memory-lean training and return it.
 
     Every ``nn.Linear`` and ``nn.Conv2d`` (exact types; subclasses may override ``forward`` and
@@ -613,6 +715,13 @@ def memory_lean(model: nn.Module, saved_state: str = "recompute", time_chunk: Op
     sequence time-first (or be a fusedsnn model with a static input) and return time-first
     tensors.
 
+    ``spike_products``: whether the converted ``Linear`` layers compute their product and weight
+    gradient from which inputs spiked (:func:`spike_linear`'s ``spike_product``: CPU only, at
+    least :data:`SPIKE_PRODUCT_MIN_OUT` outputs, inputs that are spikes at most half non-zero;
+    results equal the dense product's to rounding). None (default): on with ``time_chunk``, whose
+    results already equal the default's only to rounding, and where it pays for the recomputed
+    forward; off without, which keeps the default's bits.
+
     Converting twice with the same arguments changes nothing; ``time_chunk=None`` removes an
     earlier chunking.
     """
@@ -624,9 +733,14 @@ def memory_lean(model: nn.Module, saved_state: str = "recompute", time_chunk: Op
         raise ValueError(f"saved_state must be one of {SAVED_STATES}, got {saved_state!r}")
     if time_chunk is not None and (isinstance(time_chunk, bool) or not isinstance(time_chunk, int) or time_chunk < 1):
         raise ValueError(f"time_chunk must be None or a positive int (time steps per chunk), got {time_chunk!r}")
+    if spike_products is not None and not isinstance(spike_products, bool):
+        raise ValueError(f"spike_products must be None, True or False, got {spike_products!r}")
+    product = time_chunk is not None if spike_products is None else spike_products
     for module in model.modules():
         if type(module) is nn.Linear:
             module.__class__ = SpikeLinear
+        if type(module) is SpikeLinear:
+            module.spike_product = product
         elif type(module) is nn.Conv2d:
             module.__class__ = SpikeConv2d
         elif isinstance(module, _FusedLIF):
