@@ -147,6 +147,85 @@ def test_spike_linear_under_no_grad_and_frozen_weight_is_plain():
     assert not hasattr(out.grad_fn, "packed")
 
 
+def _ordered_linear(x, weight, bias):
+    """The spike product's order: bias (or zero), then the spiking inputs' weight columns in
+    ascending order, each times the spike value."""
+    x2 = x.reshape(-1, x.shape[-1])
+    acc = x2.new_zeros(x2.shape[0], weight.shape[0]) if bias is None else bias.expand(x2.shape[0], -1).clone()
+    for j in range(weight.shape[1]):
+        s = x2[:, j : j + 1]
+        acc = torch.where(s != 0, acc + s * weight[:, j][None, :], acc)
+    return acc.reshape(*x.shape[:-1], weight.shape[0])
+
+
+needs_host_dense = pytest.mark.skipif(not memory._spike_product_applies(torch.zeros(1, 1), torch.zeros(64, 1), None),
+                                      reason="the host library with the spike product did not build")
+
+
+@needs_host_dense
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=lambda d: str(d).removeprefix("torch."))
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("value", [1.0, 0.75], ids=["spikes", "graded"])
+def test_spike_product_linear(value, bias, dtype):
+    x = _spikes(6, 5, 70, value=value, dtype=dtype).requires_grad_()
+    weight = torch.randn(65, 70, dtype=dtype, requires_grad=True)
+    b = torch.randn(65, dtype=dtype, requires_grad=True) if bias else None
+    out, grads = _grads_of(lambda *t: memory.spike_linear(*t, spike_product=True), (x, weight, b))
+    out_ref, grads_ref = _grads_of(F.linear, (x, weight, b))
+    assert out.grad_fn.value == value  # the spike product ran
+    with torch.no_grad():
+        assert torch.equal(out, _ordered_linear(x, weight, b))
+        assert torch.equal(memory.spike_linear(x, weight, b, spike_product=True), out)  # no graph: same bits
+    assert torch.equal(grads[0], grads_ref[0])  # the input gradient is the dense formula's
+    if bias:
+        assert torch.equal(grads[2], grads_ref[2])
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grads[1], grads_ref[1], **tol)
+    torch.testing.assert_close(out, out_ref, **tol)
+
+
+@needs_host_dense
+def test_spike_product_falls_back_to_linear_bitwise():
+    weight = torch.randn(64, 30, requires_grad=True)
+    for x in (torch.randn(4, 30), _spikes(4, 30, rate=0.9), _spikes(4, 30, dtype=torch.float64).float()):
+        out = memory.spike_linear(x, weight, None, spike_product=True)
+        assert torch.equal(out, F.linear(x, weight))  # floats; too dense; (spikes, sparse: product)
+        if x.unique().numel() <= 2 and (x != 0).float().mean() < 0.5:
+            assert out.grad_fn.value == 1.0
+        else:
+            assert out.grad_fn.value is None
+    narrow = torch.randn(10, 30, requires_grad=True)  # fewer than SPIKE_PRODUCT_MIN_OUT outputs
+    x = _spikes(4, 30)
+    assert torch.equal(memory.spike_linear(x, narrow, None, spike_product=True), F.linear(x, narrow))
+
+
+@needs_host_dense
+def test_spike_product_follows_weight_updates():
+    layer = memory.memory_lean(nn.Linear(40, 80), spike_products=True)
+    x = _spikes(7, 40)
+    before = layer(x)
+    with torch.no_grad():
+        layer.weight.mul_(-2)
+        layer.bias.add_(1)
+    after = layer(x)
+    assert torch.equal(after, _ordered_linear(x, layer.weight.detach(), layer.bias.detach()))
+    assert not torch.equal(before, after)
+
+
+def test_memory_lean_spike_products_setting():
+    def linears(model):
+        return [m.spike_product for m in model.modules() if isinstance(m, memory.SpikeLinear)]
+
+    assert linears(memory.memory_lean(fs.DSNN(30, 24, 10, num_steps=6))) == [False, False]
+    chunked = memory.memory_lean(fs.DSNN(30, 24, 10, num_steps=6), time_chunk=3)
+    assert linears(chunked) == [True, True]
+    assert linears(memory.memory_lean(chunked, time_chunk=3)) == [True, True]  # twice: unchanged
+    assert linears(memory.memory_lean(chunked, time_chunk=3, spike_products=False)) == [False, False]
+    assert linears(memory.memory_lean(fs.DSNN(30, 24, 10, num_steps=6), spike_products=True)) == [True, True]
+    with pytest.raises(ValueError, match="spike_products must be None, True or False"):
+        memory.memory_lean(nn.Sequential(), spike_products="yes")
+
+
 # ---------------------------------------------------------------------------------------------
 # neuron layers: saved_state="recompute"
 # ---------------------------------------------------------------------------------------------
@@ -502,6 +581,41 @@ def test_time_chunked_models(make, shape):
     assert torch.equal(got[0], ref[0])
     torch.testing.assert_close(got[1], ref[1], rtol=1e-10, atol=1e-12)
     assert model.num_steps == chunked.num_steps  # restored after every chunk
+    for name in ref[2]:
+        torch.testing.assert_close(got[2][name], ref[2][name], rtol=1e-10, atol=1e-12, msg=name)
+
+
+@needs_host_dense
+@pytest.mark.parametrize("threads", [1, 2], ids=["1thread", "2threads"])
+def test_time_chunked_spike_products_match_default(threads, monkeypatch):
+    # The 3-layer network (512-wide layers take the spike product), in float64: the products and
+    # weight gradients differ from BLAS's by rounding only; the spikes are the default's.
+    from fusedsnn.kernels import lif_dense_host
+
+    ran = []
+    real = lif_dense_host.spike_linear_forward
+    monkeypatch.setattr(lif_dense_host, "spike_linear_forward", lambda *a, **k: ran.append(real(*a, **k)) or ran[-1])
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(3)
+        model = bench_memory.MLP3().double()  # 256-512-512-10, the issue's network
+        chunked = memory.memory_lean(copy.deepcopy(model), time_chunk=7)
+        x = torch.rand(30, 3, 256, dtype=torch.float64) * 2
+        g = torch.randn(30, 3, 10, dtype=torch.float64)
+
+        def run(m):
+            xx = x.clone().requires_grad_()
+            spk = m(xx)[0]
+            spk.backward(g)
+            return spk, xx.grad, {n: p.grad for n, p in m.named_parameters()}
+
+        ref, got = run(model), run(chunked)
+    finally:
+        torch.set_num_threads(previous)
+    assert any(r is not None for r in ran)  # the 512 -> 512 layer took the spike product
+    assert torch.equal(got[0], ref[0]) and got[0].count_nonzero() > 0
+    torch.testing.assert_close(got[1], ref[1], rtol=1e-10, atol=1e-12)
     for name in ref[2]:
         torch.testing.assert_close(got[2][name], ref[2][name], rtol=1e-10, atol=1e-12, msg=name)
 

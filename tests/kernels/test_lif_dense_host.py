@@ -126,3 +126,108 @@ def test_weight_gradient_rejects_bad_arguments():
     assert lib.fusedsnn_dense_weight_gradient(g.data_ptr(), g.data_ptr(), 4, 8, out.data_ptr(), 7, 0, 1) == 1  # ldd < n
     assert lib.fusedsnn_dense_weight_gradient(g.data_ptr(), g.data_ptr(), 4, 8, out.data_ptr(), 16, 2, 1) == 1  # dtype
     assert lib.fusedsnn_dense_weight_gradient(None, g.data_ptr(), 4, 8, out.data_ptr(), 16, 0, 1) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# The same products for a Linear layer fed by spikes (fusedsnn.memory's spike_product)
+# ---------------------------------------------------------------------------------------------
+
+def _linear_operands(weight: torch.Tensor, bias: torch.Tensor | None):
+    """W^T and the bias padded as spike_linear_forward takes them."""
+    n_out, n_in = weight.shape
+    ld = lif_dense_host.spike_product_row(n_out, weight.dtype)
+    wt = weight.new_zeros(n_in, ld)
+    wt[:, :n_out] = weight.t()
+    padded = None
+    if bias is not None:
+        padded = bias.new_zeros(ld)
+        padded[:n_out] = bias
+    return wt, padded
+
+
+def _linear_spikes(rows, n_in, value, dtype, rate=0.3):
+    x = torch.zeros(rows, n_in, dtype=dtype)
+    x[torch.rand(rows, n_in) < rate] = value
+    return x
+
+
+# (rows, in, out): scalar columns only; a vector and a scalar tail with rows past a 32-row tile
+# and inputs past a 64-bit word; several register blocks, threaded; an out width whose W^T row
+# is padded off a 512-byte multiple.
+LINEAR_SHAPES = [(5, 7, 3), (70, 130, 37), (97, 131, 300), (40, 64, 128)]
+
+
+@pytest.mark.parametrize("threads", [1, 2], indirect=True, ids=["1thread", "2threads"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=dtype_id)
+@pytest.mark.parametrize("value", [1.0, 2.5, -0.5], ids=["unit", "graded", "negative"])
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("shape", LINEAR_SHAPES, ids=lambda s: "rows{}-in{}-out{}".format(*s))
+def test_spike_linear_forward_order_is_bit_exact(shape, with_bias, value, dtype, threads):
+    rows, n_in, n_out = shape
+    x = _linear_spikes(rows, n_in, value, dtype)
+    weight = torch.randn(n_out, n_in, dtype=dtype)
+    bias = torch.randn(n_out, dtype=dtype) if with_bias else None
+    out, c = lif_dense_host.spike_linear_forward(x, *_linear_operands(weight, bias), n_out, max_rate=1.0)
+    assert c == value and out.shape == (rows, n_out)
+    assert torch.equal(out, _ordered_linear(x, weight, bias))
+
+
+def test_spike_linear_forward_all_zero_input_gives_the_bias():
+    weight, bias = torch.randn(20, 9), torch.randn(20)
+    out, c = lif_dense_host.spike_linear_forward(torch.zeros(6, 9), *_linear_operands(weight, bias), 20)
+    assert c == 0.0 and torch.equal(out, bias.expand(6, -1))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda x: x.add_(torch.rand_like(x)),                      # continuous values
+        lambda x: x.index_put_((torch.tensor([3]), torch.tensor([4])), torch.tensor(0.5)),  # a third value
+        lambda x: x.index_put_((torch.tensor([0]), torch.tensor([0])), torch.tensor(-0.0)),  # -0.0 beside 1
+        lambda x: x.index_put_((torch.tensor([5]), torch.tensor([2])), torch.tensor(float("nan"))),
+        lambda x: x.mul_(float("inf")),                            # spikes of infinity
+        lambda x: x.fill_(1.0),                                    # spikes, but denser than max_rate
+    ],
+    ids=["floats", "third-value", "negative-zero", "nan", "infinite", "too-dense"],
+)
+def test_spike_linear_forward_declines_what_it_cannot_do(make):
+    x = make(_linear_spikes(8, 70, 1.0, torch.float32))
+    weight = torch.randn(40, 70)
+    assert lif_dense_host.spike_linear_forward(x, *_linear_operands(weight, None), 40, max_rate=0.5) is None
+
+
+def _ordered_weight_gradient(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``dW^T[j] = sum of the rows of g where x[:, j] != 0``, rows added in ascending order."""
+    acc = torch.zeros(x.shape[1], g.shape[1], dtype=g.dtype)
+    for r in range(x.shape[0]):
+        acc = torch.where((x[r] != 0)[:, None], acc + g[r][None, :], acc)
+    return acc.t()
+
+
+@pytest.mark.parametrize("threads", [1, 2], indirect=True, ids=["1thread", "2threads"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=dtype_id)
+@pytest.mark.parametrize("shape", LINEAR_SHAPES + [(150, 33, 80)], ids=lambda s: "rows{}-in{}-out{}".format(*s))
+def test_spike_linear_weight_gradient_order_is_bit_exact(shape, dtype, threads):
+    rows, n_in, n_out = shape
+    x = _linear_spikes(rows, n_in, 1.0, dtype)
+    g = torch.randn(rows, n_out, dtype=dtype)
+    got = lif_dense_host.spike_linear_weight_gradient(g, x, 1.0)
+    assert got.shape == (n_out, n_in) and got.is_contiguous()
+    assert torch.equal(got, _ordered_weight_gradient(g, x))
+    # graded spikes: the 0/1 sum scaled once
+    graded = lif_dense_host.spike_linear_weight_gradient(g, x * 2.5, 2.5)
+    assert torch.equal(graded, _ordered_weight_gradient(g, x) * 2.5)
+
+
+def test_spike_linear_entries_reject_bad_arguments():
+    lib = lif_dense_host.load_library()
+    x, wt, out, value = torch.zeros(4, 8), torch.zeros(8, 16), torch.empty(4, 16), torch.zeros(())
+    ok = (x.data_ptr(), 4, 8, wt.data_ptr(), 16, None, 0, out.data_ptr(), 16, 1.0, 0, 1, value.data_ptr())
+    assert lib.fusedsnn_spike_linear(*ok) == 0
+    assert lib.fusedsnn_spike_linear(*ok[:4], 15, *ok[5:]) == 1  # ldw < n_out
+    assert lib.fusedsnn_spike_linear(*ok[:10], 2, *ok[11:]) == 1  # dtype
+    assert lib.fusedsnn_spike_linear(None, *ok[1:]) == 1
+    g, dwt = torch.randn(4, 16), torch.empty(8, 16)
+    assert lib.fusedsnn_spike_linear_weight_gradient(g.data_ptr(), x.data_ptr(), 4, 8, 16, dwt.data_ptr(), 16, 0, 1) == 0
+    assert lib.fusedsnn_spike_linear_weight_gradient(g.data_ptr(), x.data_ptr(), 4, 8, 16, dwt.data_ptr(), 15, 0, 1) == 1
+    assert lib.fusedsnn_spike_linear_weight_gradient(g.data_ptr(), None, 4, 8, 16, dwt.data_ptr(), 16, 0, 1) == 1
