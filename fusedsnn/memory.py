@@ -284,7 +284,7 @@ def spike_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, spike
     output and gradients equal ``F.linear``'s bit for bit.
 
     ``spike_product=True`` (CPU, float32/float64, at least :data:`SPIKE_PRODUCT_MIN_OUT`
-    outputs): when ``x`` is spikes with at most half of them non-zero, the product and the
+    outputs): when ``x`` is spikes with at most 3/4 of them non-zero, the product and the
     weight gradient add, for each row, the weight columns of the inputs that spiked instead of
     multiplying by every zero (the host library's spike product, see docs/design.md). The same
     values in exact arithmetic in another float summation order than BLAS's, so the output and
@@ -717,7 +717,7 @@ def memory_lean(model: nn.Module, saved_state: str = "recompute", time_chunk: Op
 
     ``spike_products``: whether the converted ``Linear`` layers compute their product and weight
     gradient from which inputs spiked (:func:`spike_linear`'s ``spike_product``: CPU only, at
-    least :data:`SPIKE_PRODUCT_MIN_OUT` outputs, inputs that are spikes at most half non-zero;
+    least :data:`SPIKE_PRODUCT_MIN_OUT` outputs, inputs that are spikes at most 3/4 non-zero;
     results equal the dense product's to rounding). None (default): on with ``time_chunk``, whose
     results already equal the default's only to rounding, and where it pays for the recomputed
     forward; off without, which keeps the default's bits.
