@@ -84,7 +84,6 @@ PRODUCT_CASES = [(16000, 512, 512, (0.05, 0.22, 0.5, 0.7, 0.9)), (1024, 512, 512
 
 
 def products(repeats: int) -> list[dict]:
-    from fusedsnn import memory
     from fusedsnn.kernels import lif_dense_host
 
     def median_ms(fn) -> float:
@@ -99,7 +98,7 @@ def products(repeats: int) -> list[dict]:
     torch.manual_seed(0)
     for n_rows, n_in, n_out, rates in PRODUCT_CASES:
         weight, bias = torch.randn(n_out, n_in), torch.randn(n_out)
-        wt, padded = memory._product_operands(weight, bias)
+        wt, padded = lif_dense_host.spike_linear_operands(weight, bias)
         g = torch.randn(n_rows, n_out)
         for rate in rates:
             x = (torch.rand(n_rows, n_in) < rate).float()

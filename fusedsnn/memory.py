@@ -212,8 +212,7 @@ _transposed_weights = None
 
 
 def _product_operands(weight: Tensor, bias: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
-    """``(W^T with rows padded to spike_product_row, bias zero-padded to the same length)``,
-    cached per weight."""
+    """:func:`~fusedsnn.kernels.lif_dense_host.spike_linear_operands`, cached per weight."""
     global _transposed_weights
     from torch.utils.weak import WeakIdKeyDictionary
 
@@ -226,15 +225,7 @@ def _product_operands(weight: Tensor, bias: Optional[Tensor]) -> tuple[Tensor, O
     hit = _transposed_weights.get(weight)
     if hit is not None and hit[0] == key:
         return hit[1], hit[2]
-    n_out, n_in = weight.shape
-    ld = lif_dense_host.spike_product_row(n_out, weight.dtype)
-    with torch.no_grad():
-        wt = weight.new_zeros(n_in, ld)
-        wt[:, :n_out] = weight.t()
-        bp = None
-        if bias is not None:
-            bp = bias.new_zeros(ld)
-            bp[:n_out] = bias
+    wt, bp = lif_dense_host.spike_linear_operands(weight, bias)
     _transposed_weights[weight] = (key, wt, bp)
     return wt, bp
 

@@ -98,6 +98,18 @@ def dense_inputs(T: int, B: int, N: int, synaptic: bool) -> tuple[torch.Tensor, 
     return x, tensors
 
 
+def ordered_spike_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``F.linear`` in the host spike product's order: bias (or zero), then ``+ x[..., j] *
+    W[:, j]`` for each input j in ascending order, skipped where ``x[..., j]`` is zero. ``x: [*,
+    in]`` -> ``[*, out]``."""
+    x2 = x.reshape(-1, x.shape[-1])
+    acc = x2.new_zeros(x2.shape[0], weight.shape[0]) if bias is None else bias.expand(x2.shape[0], -1).clone()
+    for j in range(weight.shape[1]):
+        s = x2[:, j : j + 1]
+        acc = torch.where(s != 0, acc + s * weight[:, j][None, :], acc)
+    return acc.reshape(*x.shape[:-1], weight.shape[0])
+
+
 def weighted_loss(outputs) -> torch.Tensor:
     """A loss that gives every output element a different random weight (fixed by the seed)."""
     gen = torch.Generator().manual_seed(1234)

@@ -21,7 +21,7 @@ import fusedsnn as fs
 from fusedsnn import memory
 from fusedsnn.bench import memory as bench_memory
 
-from .conftest import NEURONS, RESETS, random_input
+from .conftest import NEURONS, RESETS, ordered_spike_linear, random_input
 
 FLOAT_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 
@@ -147,17 +147,6 @@ def test_spike_linear_under_no_grad_and_frozen_weight_is_plain():
     assert not hasattr(out.grad_fn, "packed")
 
 
-def _ordered_linear(x, weight, bias):
-    """The spike product's order: bias (or zero), then the spiking inputs' weight columns in
-    ascending order, each times the spike value."""
-    x2 = x.reshape(-1, x.shape[-1])
-    acc = x2.new_zeros(x2.shape[0], weight.shape[0]) if bias is None else bias.expand(x2.shape[0], -1).clone()
-    for j in range(weight.shape[1]):
-        s = x2[:, j : j + 1]
-        acc = torch.where(s != 0, acc + s * weight[:, j][None, :], acc)
-    return acc.reshape(*x.shape[:-1], weight.shape[0])
-
-
 needs_host_dense = pytest.mark.skipif(not memory._spike_product_applies(torch.zeros(1, 1), torch.zeros(64, 1), None),
                                       reason="the host library with the spike product did not build")
 
@@ -174,7 +163,7 @@ def test_spike_product_linear(value, bias, dtype):
     out_ref, grads_ref = _grads_of(F.linear, (x, weight, b))
     assert out.grad_fn.value == value  # the spike product ran
     with torch.no_grad():
-        assert torch.equal(out, _ordered_linear(x, weight, b))
+        assert torch.equal(out, ordered_spike_linear(x, weight, b))
         assert torch.equal(memory.spike_linear(x, weight, b, spike_product=True), out)  # no graph: same bits
     assert torch.equal(grads[0], grads_ref[0])  # the input gradient is the dense formula's
     if bias:
@@ -208,7 +197,7 @@ def test_spike_product_follows_weight_updates():
         layer.weight.mul_(-2)
         layer.bias.add_(1)
     after = layer(x)
-    assert torch.equal(after, _ordered_linear(x, layer.weight.detach(), layer.bias.detach()))
+    assert torch.equal(after, ordered_spike_linear(x, layer.weight.detach(), layer.bias.detach()))
     assert not torch.equal(before, after)
 
 

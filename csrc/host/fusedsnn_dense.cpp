@@ -15,6 +15,10 @@
 // O(B * N * N) spike-gradient product G_t @ W goes to BLAS's gemm when the host passes one (torch's
 // own sgemm_/dgemm_, which threads itself), else to the axpy loop below. The weight gradient is
 // a call of its own (fusedsnn_dense_weight_gradient), made by the host after the backward.
+//
+// The same spike products for a Linear layer fed by spikes (fusedsnn.memory's spike_product):
+// fusedsnn_spike_linear (out = bias + spikes @ W^T, after checking the input is spikes) and
+// fusedsnn_spike_linear_weight_gradient (dW^T from the spikes' bit masks).
 #include <pthread.h>
 
 #include <algorithm>

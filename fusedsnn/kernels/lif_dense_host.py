@@ -9,6 +9,9 @@ thread, no barrier; with fewer rows than threads one tile of neurons per thread,
 step); the backward's dense spike-gradient product is handed to the BLAS gemm torch itself
 exports (``sgemm_``/``dgemm_`` of libtorch_cpu), when it does; ``dW`` is summed from the spikes'
 bit masks in C++ (:func:`spike_weight_gradient`).
+
+The same two products serve a ``Linear`` layer fed by spikes (:func:`spike_linear_forward`,
+:func:`spike_linear_weight_gradient`; used by ``fusedsnn.memory.SpikeLinear.spike_product``).
 """
 
 from __future__ import annotations
@@ -251,6 +254,22 @@ def spike_weight_gradient(grad_rec: Tensor, spk: Tensor, spk0: Optional[Tensor],
 #: BLAS product, which catches up there (measured on this project's 2-core CPU, 16000 x 512 x 512:
 #: 0.30x of BLAS's time at rate 0.22, 0.74x at 0.7, even at 0.9; docs/design.md "Spike products").
 SPIKE_PRODUCT_MAX_RATE = 0.75
+
+
+def spike_linear_operands(weight: Tensor, bias: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
+    """The layout :func:`spike_linear_forward` takes for ``weight: [out, in]`` and ``bias: [out]``:
+    ``W^T`` as ``[in, spike_product_row(out)]`` and the bias zero-padded to the same length (None
+    without one). A copy, made without a graph."""
+    n_out, n_in = weight.shape
+    row = spike_product_row(n_out, weight.dtype)
+    with torch.no_grad():
+        wt = weight.new_zeros(n_in, row)
+        wt[:, :n_out] = weight.t()
+        padded = None
+        if bias is not None:
+            padded = bias.new_zeros(row)
+            padded[:n_out] = bias
+    return wt, padded
 
 
 def spike_linear_forward(x: Tensor, wt: Tensor, bias: Optional[Tensor], out_features: int,

@@ -20,7 +20,7 @@ from fusedsnn.kernels import lif_dense_host
 from fusedsnn.kernels.lif_dense_reference import dense_parameter_gradients
 from fusedsnn.ops_dense import lif_dense_forward
 
-from ..conftest import dtype_id, random_input, weighted_loss
+from ..conftest import dtype_id, ordered_spike_linear, random_input, weighted_loss
 
 pytestmark = pytest.mark.skipif(not lif_dense_host.available(), reason="the all-to-all host library did not build")
 
@@ -31,17 +31,6 @@ def threads(request):
     torch.set_num_threads(request.param)
     yield request.param
     torch.set_num_threads(previous)
-
-
-def _ordered_linear(spk: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``F.linear`` in the host's order: bias (or zero), then ``+ spk[:, j] * W[:, j]`` for each
-    input j in ascending order, skipped where ``spk[:, j]`` is zero."""
-    acc = torch.zeros(spk.shape[0], weight.shape[0], dtype=spk.dtype) if bias is None else bias.expand(
-        spk.shape[0], -1).clone()
-    for j in range(weight.shape[1]):
-        s = spk[:, j : j + 1]
-        acc = torch.where(s != 0, acc + s * weight[:, j][None, :], acc)
-    return acc
 
 
 # (T, B, N): one vector and a tail; two register blocks and a padded last vector; B below the
@@ -64,7 +53,7 @@ def test_forward_product_order_is_bit_exact(monkeypatch, shape, with_bias, gsf, 
     args = (x, torch.randn(B, N), empty, spk0, weight, bias, beta, thr, empty, False, 0, True, 0, 2.0, 1.0, gsf)
     host = lif_dense_forward(*args, "host")
     with monkeypatch.context() as m:
-        m.setattr(torch.nn.functional, "linear", _ordered_linear)
+        m.setattr(torch.nn.functional, "linear", ordered_spike_linear)
         oracle = lif_dense_forward(*args, "reference")
     assert 0 < host[0].count_nonzero() < host[0].numel()
     for name, a, e in zip(["spk", "syn", "mem", "trace"], host[:4], oracle[:4]):
@@ -132,19 +121,6 @@ def test_weight_gradient_rejects_bad_arguments():
 # The same products for a Linear layer fed by spikes (fusedsnn.memory's spike_product)
 # ---------------------------------------------------------------------------------------------
 
-def _linear_operands(weight: torch.Tensor, bias: torch.Tensor | None):
-    """W^T and the bias padded as spike_linear_forward takes them."""
-    n_out, n_in = weight.shape
-    ld = lif_dense_host.spike_product_row(n_out, weight.dtype)
-    wt = weight.new_zeros(n_in, ld)
-    wt[:, :n_out] = weight.t()
-    padded = None
-    if bias is not None:
-        padded = bias.new_zeros(ld)
-        padded[:n_out] = bias
-    return wt, padded
-
-
 def _linear_spikes(rows, n_in, value, dtype, rate=0.3):
     x = torch.zeros(rows, n_in, dtype=dtype)
     x[torch.rand(rows, n_in) < rate] = value
@@ -167,14 +143,16 @@ def test_spike_linear_forward_order_is_bit_exact(shape, with_bias, value, dtype,
     x = _linear_spikes(rows, n_in, value, dtype)
     weight = torch.randn(n_out, n_in, dtype=dtype)
     bias = torch.randn(n_out, dtype=dtype) if with_bias else None
-    out, c = lif_dense_host.spike_linear_forward(x, *_linear_operands(weight, bias), n_out, max_rate=1.0)
+    operands = lif_dense_host.spike_linear_operands(weight, bias)
+    out, c = lif_dense_host.spike_linear_forward(x, *operands, n_out, max_rate=1.0)
     assert c == value and out.shape == (rows, n_out)
-    assert torch.equal(out, _ordered_linear(x, weight, bias))
+    assert torch.equal(out, ordered_spike_linear(x, weight, bias))
 
 
 def test_spike_linear_forward_all_zero_input_gives_the_bias():
     weight, bias = torch.randn(20, 9), torch.randn(20)
-    out, c = lif_dense_host.spike_linear_forward(torch.zeros(6, 9), *_linear_operands(weight, bias), 20)
+    operands = lif_dense_host.spike_linear_operands(weight, bias)
+    out, c = lif_dense_host.spike_linear_forward(torch.zeros(6, 9), *operands, 20)
     assert c == 0.0 and torch.equal(out, bias.expand(6, -1))
 
 
@@ -193,7 +171,8 @@ def test_spike_linear_forward_all_zero_input_gives_the_bias():
 def test_spike_linear_forward_declines_what_it_cannot_do(make):
     x = make(_linear_spikes(8, 70, 1.0, torch.float32))
     weight = torch.randn(40, 70)
-    assert lif_dense_host.spike_linear_forward(x, *_linear_operands(weight, None), 40, max_rate=0.5) is None
+    operands = lif_dense_host.spike_linear_operands(weight, None)
+    assert lif_dense_host.spike_linear_forward(x, *operands, 40, max_rate=0.5) is None
 
 
 def _ordered_weight_gradient(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
