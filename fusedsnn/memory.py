@@ -44,6 +44,7 @@ __all__ = [
     "memory_lean",
     "lif",
     "ChunkedForward",
+    "once_per_sequence",
 ]
 
 #: Per-layer choice of what a fused neuron layer keeps for its backward.
@@ -548,9 +549,10 @@ class _Chunk:
     starts from the states call ``k`` of the previous chunk ended in (``carried[k]``, None in the
     first chunk: the caller's own initial states) and records the states it ends in."""
 
-    def __init__(self, carried: Optional[list[tuple]]) -> None:
+    def __init__(self, carried: Optional[list[tuple]], shared: dict) -> None:
         self.carried = carried
         self.final: list[tuple] = []
+        self.shared = shared  # one per ChunkedForward call: see once_per_sequence
 
     def initial_states(self, mem, syn, spk):
         k = len(self.final)
@@ -573,6 +575,30 @@ class _Chunk:
         syn = out[1][-1].clone() if spec.synaptic else None
         spk = out[0][-1].clone() if spec.recurrence != RECURRENCE_NONE else None
         self.final.append((mem, syn, spk))
+
+
+def once_per_sequence(key: tuple, compute):
+    """``compute()``, evaluated once per call of a :class:`ChunkedForward` model and shared by all
+    of its time chunks and their recomputes; outside one, simply ``compute()``.
+
+    For values that do not depend on the time chunk, such as the first layer's output for a
+    static input (``fusedsnn.models``): without this every chunk would compute it again, and
+    again in its recompute. ``key`` names the value within the call (include what it depends
+    on). The value keeps its own graph (its saved tensors are not the chunk's to drop), so its
+    backward runs once, after every chunk has added its gradient.
+    """
+    chunk = _active_chunk()
+    if chunk is None:
+        return compute()
+    value = chunk.shared.get(key)
+    if value is None:
+        # Innermost saved-tensor hooks win: these keep what compute() saves as autograd would,
+        # instead of the chunk's checkpoint dropping it (the recompute finds the value cached
+        # and must save what the first run's checkpoint counted: nothing from here).
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):
+            value = compute()
+        chunk.shared[key] = value
+    return value
 
 
 class _Steps:
@@ -614,7 +640,9 @@ class ChunkedForward:
     are passed to every chunk unchanged), or a fusedsnn model's static ``[B, ...]`` input with
     ``num_steps`` steps. Every output must be time-first (``[T, ...]``); they are concatenated.
     The layers between the neurons must treat time steps independently (Linear, Conv2d, pooling,
-    dropout: checkpoint replays its random state).
+    dropout: checkpoint replays its random state). A value that is the same for every chunk can
+    be computed once per call with :func:`once_per_sequence` (the fusedsnn models do so for a
+    static input's first layer).
     """
 
     def __init__(self, model: nn.Module, time_chunk: int) -> None:
@@ -638,12 +666,13 @@ class ChunkedForward:
         spans = [(t, min(T, t + self.time_chunk)) for t in range(0, T, self.time_chunk)]
         name = type(model).__name__
         pieces: list[list[Tensor]] = []
+        shared: dict = {}
         carried: Optional[list[tuple]] = None
         structure = None
 
         def run(t0: int, t1: int, x_part: Tensor, *flat_states):
             states = None if t0 == 0 else [tuple(flat_states[i:i + 3]) for i in range(0, len(flat_states), 3)]
-            chunk = _Chunk(states)
+            chunk = _Chunk(states, shared)
             previous, _chunk_local.chunk = _active_chunk(), chunk
             try:
                 with _Steps(model, t1 - t0 if static else None):

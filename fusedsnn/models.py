@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from . import layers
+from .memory import once_per_sequence
 
 Tensor = torch.Tensor
 
@@ -80,7 +81,11 @@ class _SequenceModel(nn.Module):
         """Apply ``first`` to every step: once and expanded (static input) or over T * B samples."""
         x, static = self._time_major(x)
         if static and self.static_input_once:
-            out = first(x)
+            # memory_lean(time_chunk=...) runs this per chunk: once per sequence is enough. The
+            # key names the layers (a container built per call, as CSNN's, by its children).
+            layers_ = tuple(id(m) for m in (list(first.children()) or [first]))
+            key = ("static input", layers_, x.data_ptr(), tuple(x.shape), x.stride(), x.dtype)
+            out = once_per_sequence(key, lambda: first(x))
             return out.unsqueeze(0).expand(self.num_steps, *out.shape)
         if static:
             x = x.unsqueeze(0).expand(self.num_steps, *x.shape)

@@ -609,6 +609,29 @@ def test_time_chunked_spike_products_match_default(threads, monkeypatch):
         torch.testing.assert_close(got[2][name], ref[2][name], rtol=1e-10, atol=1e-12, msg=name)
 
 
+@pytest.mark.parametrize("make, shape", [
+    (lambda: fs.DSNN(30, 24, 10, num_steps=13), (5, 30)),
+    (lambda: fs.CSNN((1, 14, 14), (4, 6), kernel_size=3, num_steps=9), (2, 1, 14, 14)),
+], ids=["dsnn", "csnn"])
+def test_time_chunked_static_input_first_layer_runs_once(make, shape):
+    # A static input's first layer is the same in every chunk: computed once per forward (not
+    # once per chunk and again in each recompute), with the gradients of the unchunked model.
+    torch.manual_seed(4)
+    model = make().double()
+    chunked = memory.memory_lean(copy.deepcopy(model), time_chunk=4)  # chunks 4, 4, 4, 1 (or 4, 4, 1)
+    first = chunked.fcs[0] if isinstance(chunked, fs.DSNN) else chunked.convs[0]
+    calls = []
+    first.register_forward_hook(lambda *_: calls.append(1))
+    x = torch.rand(shape, dtype=torch.float64) * 2
+    y = torch.randint(0, 10, (shape[0],))
+    ref = _model_grads(model, x, y)
+    got = _model_grads(chunked, x, y)
+    assert len(calls) == 1
+    assert torch.equal(got[0], ref[0])
+    for name in ref[2]:
+        torch.testing.assert_close(got[2][name], ref[2][name], rtol=1e-10, atol=1e-12, msg=name)
+
+
 def test_time_chunked_memory_does_not_grow_with_T():
     # The peak of a training step grows with T by the outputs only (10 wide) when chunked, by
     # several [T, B, 512] tensors when not.
