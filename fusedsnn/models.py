@@ -12,6 +12,7 @@ and gradients are those of computing it ``T`` times; set ``static_input_once=Fal
 
 from __future__ import annotations
 
+from itertools import islice
 from typing import Optional, Sequence
 
 import torch
@@ -155,7 +156,8 @@ class DSNN(_SequenceModel):
         -> ``(spk, mem)`` of the output layer, each ``[T, B, num_outputs]``."""
         x = self._flatten_images(x)
         out = self.neurons[0](self._first_layer_over_time(self.fcs[0], x))
-        for fc, lif in zip(self.fcs[1:], self.neurons[1:]):
+        # islice, not self.fcs[1:]: slicing a ModuleList builds a new module on every call.
+        for fc, lif in islice(zip(self.fcs, self.neurons), 1, None):
             # Linear on [T, B, F] covers all T * B at once. Only the spikes are held while the
             # next layer runs: a hidden membrane nobody needs is freed before its successor's
             # outputs are allocated (with memory_lean nothing else keeps it).
@@ -216,7 +218,7 @@ class CSNN(_SequenceModel):
         layer, each ``[T, B, num_outputs]``."""
         first = nn.Sequential(self.convs[0], self.pool)
         spk = self.conv_neurons[0](self._first_layer_over_time(first, x))[0]
-        for conv, lif in zip(self.convs[1:], self.conv_neurons[1:]):
+        for conv, lif in islice(zip(self.convs, self.conv_neurons), 1, None):
             # [0]: the hidden membrane is dropped at once (see DSNN.forward).
             spk = lif(_over_time(lambda s, conv=conv: self.pool(conv(s)), spk))[0]
         return _spikes_and_mem(self.out_neuron(self.fc(spk.flatten(2))))
