@@ -221,7 +221,9 @@ def run_memory(device: torch.device, steps: tuple[int, ...], batch: int, repeats
                     step()  # warm-up (kernel build, allocator)
                     cases[provider] = (step, peak_bytes(step, device))
             samples: dict[str, list[float]] = {p: [] for p in providers}
-            reps = repeats if T <= 500 else max(1, repeats // 3)
+            # Long sequences take seconds a step: fewer rounds, but never a single sample (one
+            # noisy step once put the fused default behind the chunked mode in the plot).
+            reps = repeats if T <= 500 else max(min(repeats, 3), repeats // 3)
             for _ in range(reps):
                 for provider in providers:
                     start = time.perf_counter()
