@@ -82,12 +82,13 @@ def test_time_chunked_training_matches_default(target):
 
 @pytest.mark.parametrize("target", TARGETS, indirect=True)
 def test_time_chunked_peak_does_not_grow_with_T(target):
-    # What a chunked step holds at its peak grows with T by its outputs only ([T, B, 10]), not by
-    # the [T, B, hidden] tensors of the default step.
+    # What a chunked step holds at its peak grows with T by its outputs ([T, B, 10], a few
+    # copies) and one [B, hidden] state per layer and chunk: less than one [T, B, hidden] tensor,
+    # where the default step's grows by several.
     from fusedsnn.bench.memory import peak_bytes
 
-    hidden, B, chunk = target.pick((160, 4, 8), (512, 32, 32))
-    short, long = target.pick((24, 120), (200, 800))
+    hidden, B, chunk = target.pick((160, 4, 16), (512, 32, 32))
+    short, long = target.pick((32, 128), (200, 800))
 
     def peak(T, time_chunk):
         torch.manual_seed(0)
@@ -100,10 +101,11 @@ def test_time_chunked_peak_does_not_grow_with_T(target):
         step()  # warm-up: kernels compiled, cached operands built
         return peak_bytes(step, target.device)
 
+    one_tensor = (long - short) * B * hidden * 4  # the growth of one [T, B, hidden] float32 tensor
     chunked_growth = peak(long, chunk) - peak(short, chunk)
     default_growth = peak(long, None) - peak(short, None)
-    assert default_growth > (long - short) * B * hidden * 4 * 2  # at least two [T, B, hidden] float32
-    assert chunked_growth < default_growth / 8
+    assert default_growth > 3 * one_tensor
+    assert chunked_growth < one_tensor
 
 
 @pytest.mark.parametrize("target", TARGETS, indirect=True)
