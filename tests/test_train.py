@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -52,12 +51,10 @@ def test_ddp_two_processes_match_one_process(tmp_path):
     the whole batch (DDP averages, the loss is a batch mean)."""
     out = tmp_path / "ddp_grads.pt"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    # A port free now, not a fixed one: another test session on the same machine may hold that.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(port), str(ROOT / "tests" / "ddp_worker.py"), str(out)]
+    # --standalone: the launcher binds a free port itself (a port probed here and handed over
+    # could be taken in between; one CI run hung for the whole timeout, cause unverified).
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(ROOT / "tests" / "ddp_worker.py"), str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ddp = torch.load(out)
