@@ -1,6 +1,8 @@
 """Run under torchrun by tests/test_train.py: one DDP training step through fusedsnn.train's own
 distributed helpers, on this rank's share of a fixed global batch; rank 0 saves the gradients."""
 
+import faulthandler
+import os
 import sys
 
 import torch
@@ -9,6 +11,10 @@ from fusedsnn import train
 
 
 def main(out_path: str) -> None:
+    # A worker that hangs prints every thread's stack to stderr and exits (the test reads them).
+    after = float(os.environ.get("DDP_WORKER_STACKS_AFTER_S", "0"))
+    if after > 0:
+        faulthandler.dump_traceback_later(after, exit=True)
     device = torch.device("cpu")
     rank, world = train.init_distributed(device)
     torch.manual_seed(0)

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -50,13 +51,26 @@ def test_ddp_two_processes_match_one_process(tmp_path):
     """Two gloo processes, each on half of a global batch, give the gradients of one process on
     the whole batch (DDP averages, the loss is a batch mean)."""
     out = tmp_path / "ddp_grads.pt"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "DDP_WORKER_STACKS_AFTER_S": "90"}
     # --standalone: the launcher binds a free port itself (a port probed here and handed over
-    # could be taken in between; one CI run hung for the whole timeout, cause unverified).
+    # could be taken in between).
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(ROOT / "tests" / "ddp_worker.py"), str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # The launch hung twice in about thirty runs on this 2-core VM (a step takes 7 s); a hung
+    # worker prints every thread's stack and exits after 90 s (ddp_worker.py). One hang is
+    # reported as a warning with those stacks and the launch tried once more; two fail.
+    for attempt in (1, 2):
+        try:
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+            hung, stderr = "Timeout (0:01:30)!" in proc.stderr, proc.stderr
+        except subprocess.TimeoutExpired as err:  # the launcher itself hung: no worker stacks
+            if attempt == 2:
+                raise
+            hung, stderr = True, str(err.stderr or "")
+        if not hung or attempt == 2:
+            break
+        warnings.warn(f"the DDP launch hung and was retried; its stderr:\n{stderr[-6000:]}", stacklevel=1)
+    assert proc.returncode == 0, proc.stderr[-6000:]
     ddp = torch.load(out)
 
     torch.manual_seed(0)
