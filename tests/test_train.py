@@ -56,9 +56,10 @@ def test_ddp_two_processes_match_one_process(tmp_path):
     # could be taken in between).
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(ROOT / "tests" / "ddp_worker.py"), str(out)]
-    # The launch hung twice in about thirty runs on this 2-core VM (a step takes 7 s); a hung
-    # worker prints every thread's stack and exits after 90 s (ddp_worker.py). One hang is
-    # reported as a warning with those stacks and the launch tried once more; two fail.
+    # The launch hung now and then on this 2-core VM (a run takes 7 s): in the workers' teardown,
+    # which ddp_worker.py now skips. Should a worker hang anyway, it prints every thread's stack
+    # and exits after 90 s; one hang is reported as a warning with those stacks and the launch
+    # tried once more; two fail.
     for attempt in (1, 2):
         try:
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
