@@ -14,7 +14,8 @@
 // Backward: the elementwise adjoint is O(B * N) per step and runs on the calling thread; the
 // O(B * N * N) spike-gradient product G_t @ W goes to BLAS's gemm when the host passes one (torch's
 // own sgemm_/dgemm_, which threads itself), else to the axpy loop below. The weight gradient is
-// a call of its own (fusedsnn_dense_weight_gradient), made by the host after the backward.
+// a call of its own (fusedsnn_spike_linear_weight_gradient below, with as many outputs as inputs),
+// made by the host after the backward.
 //
 // The same spike products for a Linear layer fed by spikes (fusedsnn.memory's spike_product):
 // fusedsnn_spike_linear (out = bias + spikes @ W^T, after checking the input is spikes) and
@@ -601,23 +602,6 @@ int fusedsnn_dense_backward(const fusedsnn_dense_desc* d) {
     if (step != 0 && step != M) return 1;
   }
   if (d->dtype == 0) backward<float>(*d); else backward<double>(*d);
-  return 0;
-}
-
-// dwt [n, ldd] = dW^T of the all-to-all weight for spikes [rows, n] that are 0 or 1 and the
-// recurrent-input gradient g [rows, n] (row-major, both): dwt[j, i] = sum_r g[r, i] * spikes[r, j]
-// for i < n (the padding columns are not written). dtype: 0 = float32, 1 = float64. Returns 0, or
-// 1 for invalid arguments.
-int fusedsnn_dense_weight_gradient(const void* g, const void* spikes, std::int64_t rows, std::int64_t n, void* dwt,
-                                   std::int64_t ldd, std::int32_t dtype, std::int32_t threads) {
-  if (!g || !spikes || !dwt || rows < 0 || n < 1 || ldd < n || dtype < 0 || dtype > 1) return 1;
-  if (dtype == 0) {
-    weight_gradient<float>(static_cast<const float*>(g), n, static_cast<const float*>(spikes), rows, n, n,
-                           static_cast<float*>(dwt), ldd, threads);
-  } else {
-    weight_gradient<double>(static_cast<const double*>(g), n, static_cast<const double*>(spikes), rows, n, n,
-                            static_cast<double*>(dwt), ldd, threads);
-  }
   return 0;
 }
 

@@ -76,8 +76,6 @@ def _open(path: Path) -> ctypes.CDLL:
         fn = getattr(lib, name)
         fn.argtypes = [ctypes.POINTER(_Desc)]
         fn.restype = ctypes.c_int
-    lib.fusedsnn_dense_weight_gradient.argtypes = [_vp, _vp, _i64, _i64, _vp, _i64, _i32, _i32]
-    lib.fusedsnn_dense_weight_gradient.restype = ctypes.c_int
     lib.fusedsnn_spike_linear.argtypes = [_vp, _i64, _i64, _vp, _i64, _vp, _i32, _vp, _i64, ctypes.c_double, _i32,
                                           _i32, _vp]
     lib.fusedsnn_spike_linear.restype = ctypes.c_int
@@ -233,21 +231,12 @@ def spike_weight_gradient(grad_rec: Tensor, spk: Tensor, spk0: Optional[Tensor],
     returns ``[N, N]``. The rows are summed in ascending (t, b) order, not BLAS's order, so float32
     results differ from :func:`dense_parameter_gradients` in the last bits."""
     T, B, N = grad_rec.shape
-    dt = grad_rec.dtype
-    dwt = grad_rec.new_empty(N, padded_row(N))
     rows = max(T - 1, 0) * B
-    g = grad_rec[1:] if T > 1 else grad_rec
-    status = load_library().fusedsnn_dense_weight_gradient(
-        g.data_ptr(), spk.data_ptr(), rows, N, dwt.data_ptr(), dwt.shape[1], _DTYPES[dt],
-        max(1, torch.get_num_threads()))
-    if status != 0:
-        raise RuntimeError("fusedsnn dense host weight gradient rejected its arguments")
-    grad_w = dwt[:, :N].t()
-    if gsf != 1.0:
-        grad_w = grad_w * gsf
+    # step t's input is spk[t-1]: a Linear layer's weight gradient over the (t >= 1) rows
+    grad_w = spike_linear_weight_gradient(grad_rec[1:].reshape(rows, N), spk[: max(T - 1, 0)].reshape(rows, N), gsf)
     if spk0 is not None and T > 0:
-        return torch.addmm(grad_w, grad_rec[0].t(), spk0.to(dt))
-    return grad_w.contiguous()
+        return torch.addmm(grad_w, grad_rec[0].t(), spk0.to(grad_rec.dtype))
+    return grad_w
 
 
 #: Above this fraction of non-zero inputs a Linear layer's spike product is left to the dense
@@ -304,6 +293,8 @@ def spike_linear_weight_gradient(grad_out: Tensor, x: Tensor, value: float) -> T
     ``[out_features, in_features]`` contiguous."""
     rows, n_in = x.shape
     n_out = grad_out.shape[1]
+    if rows == 0:  # an empty tensor may have no data pointer for the C++ to take
+        return grad_out.new_zeros(n_out, n_in)
     dwt = grad_out.new_empty(n_in, padded_row(n_out))
     status = load_library().fusedsnn_spike_linear_weight_gradient(
         grad_out.data_ptr(), x.data_ptr(), rows, n_in, n_out, dwt.data_ptr(), dwt.shape[1], _DTYPES[x.dtype],

@@ -108,15 +108,6 @@ def test_sparse_and_blas_weight_gradients_agree_through_the_op(monkeypatch, kind
     torch.testing.assert_close(gw, gw_blas, rtol=1e-5, atol=1e-4 * gw_blas.abs().max().item())
 
 
-def test_weight_gradient_rejects_bad_arguments():
-    lib = lif_dense_host.load_library()
-    g = torch.randn(4, 8)
-    out = torch.empty(8, 16)
-    assert lib.fusedsnn_dense_weight_gradient(g.data_ptr(), g.data_ptr(), 4, 8, out.data_ptr(), 7, 0, 1) == 1  # ldd < n
-    assert lib.fusedsnn_dense_weight_gradient(g.data_ptr(), g.data_ptr(), 4, 8, out.data_ptr(), 16, 2, 1) == 1  # dtype
-    assert lib.fusedsnn_dense_weight_gradient(None, g.data_ptr(), 4, 8, out.data_ptr(), 16, 0, 1) == 1
-
-
 # ---------------------------------------------------------------------------------------------
 # The same products for a Linear layer fed by spikes (fusedsnn.memory's spike_product)
 # ---------------------------------------------------------------------------------------------
@@ -210,3 +201,4 @@ def test_spike_linear_entries_reject_bad_arguments():
     assert lib.fusedsnn_spike_linear_weight_gradient(g.data_ptr(), x.data_ptr(), 4, 8, 16, dwt.data_ptr(), 16, 0, 1) == 0
     assert lib.fusedsnn_spike_linear_weight_gradient(g.data_ptr(), x.data_ptr(), 4, 8, 16, dwt.data_ptr(), 15, 0, 1) == 1
     assert lib.fusedsnn_spike_linear_weight_gradient(g.data_ptr(), None, 4, 8, 16, dwt.data_ptr(), 16, 0, 1) == 1
+    assert lib.fusedsnn_spike_linear_weight_gradient(g.data_ptr(), x.data_ptr(), 4, 8, 16, dwt.data_ptr(), 16, 2, 1) == 1
