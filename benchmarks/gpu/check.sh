@@ -5,8 +5,9 @@
 #   benchmarks/gpu/check.sh --dry-run  the same steps on CPU at tiny sizes through Triton's
 #                                      interpreter (CI runs this; under 2 minutes)
 #
-# Phases, each under `timeout` (real run: 30 s + 60 s + 195 s + 195 s + 60 s, 9 minutes at most,
-# so a second run still fits a 15-minute lease; the first H200 run took 2.5 minutes in all):
+# Phases, each under `timeout` (real run: 20 s + 40 s + 150 s + 80 s + 130 s + 40 s, 7.7 minutes
+# at most, so that with a machine's start a second run still fits a 15-minute lease; the first
+# H200 run took 3.3 minutes in all, without the memory phase):
 #   1. environment: GPU, driver, Python, torch, triton versions
 #   2. install: the project into a throwaway folder with no network (no build isolation, no
 #      dependency resolution), and snnTorch 1.0.0 from a wheel in .wheels/ (git-ignored) unless
@@ -17,11 +18,13 @@
 #   3. tests: `pytest -m cuda` (every test marked cuda; in the dry run their interpreter twins,
 #      `pytest tests/cuda -m "not cuda"`)
 #   4. bench: `fusedsnn bench --sections gpu_targets,throughput,step_modes` (dry run: tiny sizes)
-#   5. profile: benchmarks/gpu/where_time_goes.py (kernel tables, host cost per call, variants)
+#   5. memory: `fusedsnn bench --sections memory` at its full sizes (T in {25, 500, 2000}, batch
+#      32: peak max_memory_allocated and time of fused-chunked, fused-lean, fused, snnTorch)
+#   6. profile: benchmarks/gpu/where_time_goes.py (kernel tables, host cost per call, variants)
 #
-# Results go to $OUT (default: ./gpu-check-out), at most 5 small files:
+# Results go to $OUT (default: ./gpu-check-out), at most 6 small files:
 #   check.log  summary.json  pytest.xml  bench.tar.gz (the bench's JSON, CSV, plots, environment)
-#   profile.json
+#   memory.tar.gz (the same for the memory section)  profile.json
 # A phase that fails is recorded in summary.json and the next phase still runs; the exit status
 # is that of the first failed phase (0 when all passed).
 set -uo pipefail
@@ -42,17 +45,20 @@ PYTHON=${PYTHON:-python3}
 if [[ $DRY_RUN == 1 ]]; then
   export TRITON_INTERPRET=1
   DEVICE=cpu
-  T_INSTALL=120 T_TESTS=120 T_BENCH=120 T_PROFILE=60
+  T_ENV=30 T_INSTALL=120 T_TESTS=120 T_BENCH=120 T_MEMORY=60 T_PROFILE=60
   TEST_ARGS=(tests/cuda -m "not cuda")
   PROFILE_ARGS=(--device cpu --sections leaky,host)
   BENCH_ARGS=(--device cpu --quick --repeats 1 --sections gpu_targets,step_modes)
+  MEMORY_ARGS=(--device cpu --quick --repeats 1 --sections memory)
 else
   unset TRITON_INTERPRET
   DEVICE=cuda
-  T_INSTALL=60 T_TESTS=195 T_BENCH=195 T_PROFILE=60  # with 30 s for the environment: 9 minutes at most
+  T_ENV=20 T_INSTALL=40 T_TESTS=150 T_BENCH=80 T_MEMORY=130 T_PROFILE=40  # 7.7 minutes at most
   TEST_ARGS=(tests -m cuda)
   PROFILE_ARGS=(--device cuda)
   BENCH_ARGS=(--device cuda --quick --repeats 20 --sections gpu_targets,throughput,step_modes)
+  # Full sizes, 10 repeats (3 at T=2000): snnTorch's step loop at T=2000 is the long pole.
+  MEMORY_ARGS=(--device cuda --repeats 10 --sections memory)
 fi
 export PYTHONUNBUFFERED=1
 
@@ -137,6 +143,13 @@ bench() {
   return $rc
 }
 
+memory() {
+  (cd "$WORK" && PYTHONPATH=$SITE "$PYTHON" -m fusedsnn.cli bench "${MEMORY_ARGS[@]}" --out "$WORK/memory")
+  local rc=$?
+  [[ -d $WORK/memory ]] && tar -czf "$OUT/memory.tar.gz" -C "$WORK" memory
+  return $rc
+}
+
 profile() {  # where the time goes: kernel tables, host cost per call (benchmarks/gpu/where_time_goes.py)
   (cd "$WORK" && PYTHONPATH=$SITE "$PYTHON" "$REPO/benchmarks/gpu/where_time_goes.py" "${PROFILE_ARGS[@]}" \
     --out "$OUT") 2>&1 | grep -v "USDT\|UserWarning\|warn("
@@ -159,10 +172,11 @@ exec > >(tee "$OUT/check.log") 2>&1
 TEE_PID=$!
 
 echo "fusedsnn GPU check$([[ $DRY_RUN == 1 ]] && echo ' (dry run: CPU, interpreter, tiny sizes)') -> $OUT"
-phase environment 30
+phase environment "$T_ENV"
 if phase install "$T_INSTALL"; then
   phase tests "$T_TESTS"
   phase bench "$T_BENCH"
+  phase memory "$T_MEMORY"
   phase profile "$T_PROFILE"
 else
   echo "install failed: tests and bench not run"
