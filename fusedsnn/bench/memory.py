@@ -116,7 +116,8 @@ def make_case(network: str, provider: str, num_steps: int, batch: int, device: t
         memory_lean(model)
     elif provider == "fused-chunked":
         memory_lean(model, time_chunk=chunk_steps)
-    forward = _SnnTorchStepped(model, num_steps) if provider == "snntorch" else model
+    # The snnTorch neurons are built after model.to(device): move their buffers too.
+    forward = _SnnTorchStepped(model, num_steps).to(device) if provider == "snntorch" else model
     params = list(model.parameters())
 
     def step() -> None:
