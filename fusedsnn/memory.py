@@ -86,14 +86,46 @@ class PackedSpikes:
 
     def unpack(self) -> Tensor:
         """The original tensor, contiguous, bit for bit (``+0.0`` and ``value``)."""
-        bits_of_byte = torch.tensor(
-            [[(byte >> k) & 1 for k in range(8)] for byte in range(256)], dtype=torch.bool,
-            device=self.bits.device,
-        )
+        n = self.numel
+        if _uses_triton(self.bits):
+            from .kernels import spike_bits_triton
+
+            int_dtype = _INT_VIEW[self.dtype]
+            ints = spike_bits_triton.unpack_spike_bits(self.bits, _bit_pattern(self.value), n, int_dtype)
+            return ints.view(self.dtype).reshape(self.shape)
         # One gather of 8 values per stored byte: the table holds the 8 elements of every byte.
-        table = torch.where(bits_of_byte, self.value, torch.zeros((), dtype=self.dtype, device=self.bits.device))
+        table = torch.where(_bits_of_byte(self.bits.device), self.value,
+                            torch.zeros((), dtype=self.dtype, device=self.bits.device))
         flat = F.embedding(self.bits.to(torch.int32), table).reshape(-1)
-        return flat[: self.numel].reshape(self.shape)
+        return flat[:n].reshape(self.shape)
+
+
+_BITS_OF_BYTE: dict = {}
+
+
+def _bits_of_byte(device: torch.device) -> Tensor:
+    """``bool [256, 8]``: bit k of each byte value, built once per device (it used to be a
+    Python list of 2048 entries per unpack)."""
+    table = _BITS_OF_BYTE.get(device)
+    if table is None:
+        byte = torch.arange(256, dtype=torch.int32)
+        table = ((byte[:, None] >> torch.arange(8, dtype=torch.int32)) & 1).bool().to(device)
+        _BITS_OF_BYTE[device] = table
+    return table
+
+
+def _uses_triton(t: Tensor) -> bool:
+    """Pack and unpack on a CUDA device through the Triton kernels (one pass, no temporaries)."""
+    if t.device.type != "cuda":
+        return False
+    from .kernels import spike_bits_triton
+
+    return spike_bits_triton.HAS_TRITON
+
+
+def _bit_pattern(value: Tensor) -> int:
+    """The bits of a 0-dim float tensor as a signed Python int of its width."""
+    return int(value.detach().reshape(1).view(_INT_VIEW[value.dtype]).item())
 
 
 def _pack_bool(mask: Tensor, use_numpy: Optional[bool] = None) -> Tensor:
@@ -123,7 +155,8 @@ def pack_spikes(x: Tensor) -> Optional[PackedSpikes]:
     """
     if not isinstance(x, torch.Tensor) or x.dtype not in _INT_VIEW or x.numel() == 0:
         return None
-    lo, hi = (v.item() for v in torch.aminmax(x.detach()))
+    # One synchronisation with the device for both extremes.
+    lo, hi = torch.stack(torch.aminmax(x.detach().reshape(-1))).tolist()
     if lo == 0.0:
         c = hi
     elif hi == 0.0 or lo == hi:
@@ -136,10 +169,18 @@ def pack_spikes(x: Tensor) -> Optional[PackedSpikes]:
     ints = flat.view(_INT_VIEW[x.dtype])
     value = torch.tensor(c, dtype=x.dtype, device=x.device)
     value_bits = value.view(_INT_VIEW[x.dtype])
+    if _uses_triton(ints):
+        from .kernels import spike_bits_triton
+
+        bits, not_spikes = spike_bits_triton.pack_spike_bits(ints, _bit_pattern(value))
+        return None if not_spikes.item() else PackedSpikes(bits, value, x.shape, x.dtype)
+    c_bits = _bit_pattern(value)
     is_c = ints == value_bits
-    # Every element is +0.0 (all bits zero) or c exactly, bitwise: c's count equals the count of
-    # elements whose bits are not all zero (-0.0 counts there, so it is refused).
-    if value_bits.item() != 0 and int(torch.count_nonzero(is_c)) != int(torch.count_nonzero(ints)):
+    # Every element is +0.0 (all bits zero) or c exactly, bitwise: the elements whose bits are
+    # not all zero are exactly the c's (-0.0 counts among them, so it is refused; when c is
+    # itself +0.0 there must be none).
+    nonzero = int(torch.count_nonzero(ints))
+    if nonzero != (int(torch.count_nonzero(is_c)) if c_bits != 0 else 0):
         return None
     return PackedSpikes(_pack_bool(is_c), value, x.shape, x.dtype)
 
