@@ -103,8 +103,9 @@ class _FusedLIF(nn.Module):
         self.register_buffer("reset_mechanism_val", torch.as_tensor(RESET_CODES[reset_mechanism]))
 
     #: What the layer keeps for its backward, one of ``fusedsnn.memory.SAVED_STATES``:
-    #: "default" (the fused op's saved trace/states) or "recompute" (only the input and the
-    #: initial states; the forward runs again in the backward). Set by ``fusedsnn.memory_lean``.
+    #: "default" (the fused op's saved trace/states), "recompute" (only the input and the
+    #: initial states; the forward runs again in the backward) or "auto" ("recompute" for a
+    #: static input, else "default"). Set by ``fusedsnn.memory_lean``.
     @property
     def saved_state(self) -> str:
         return self.__dict__.get("_saved_state", "default")

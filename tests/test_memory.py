@@ -368,10 +368,11 @@ def _model_grads(model, x, y):
     ],
     ids=["dsnn-static", "dsnn-graded-sequence", "dsnn-expanded", "csnn"],
 )
-def test_memory_lean_model_gradients_bitwise(make, shape, monkeypatch):
+@pytest.mark.parametrize("saved_state", ["auto", "recompute"])
+def test_memory_lean_model_gradients_bitwise(make, shape, saved_state, monkeypatch):
     monkeypatch.setattr(memory, "RECOMPUTE_MIN_STEPS", 2)
     model = make()
-    lean = memory.memory_lean(copy.deepcopy(model))
+    lean = memory.memory_lean(copy.deepcopy(model), saved_state=saved_state)
     x = torch.rand(shape) * 2
     y = torch.randint(0, 10, (shape[-2] if len(shape) == 3 and "CSNN" not in type(model).__name__ else shape[0],))
     if isinstance(model, fs.DSNN) and len(shape) == 3:
@@ -386,6 +387,21 @@ def test_memory_lean_model_gradients_bitwise(make, shape, monkeypatch):
             torch.testing.assert_close(got[2][name], ref[2][name], rtol=1e-5, atol=1e-6)
         else:  # every synaptic weight and bias: bit for bit
             assert torch.equal(got[2][name], ref[2][name]), name
+
+
+@pytest.mark.parametrize("saved_state, recomputed", [("auto", [True]), ("recompute", [True, False, False]),
+                                                     ("default", [])])
+def test_auto_recomputes_only_a_static_inputs_layer(saved_state, recomputed, monkeypatch):
+    # DSNN's first layer sees the image's current expanded over time (stride 0): recomputing it
+    # keeps one [B, F] slice instead of a [T, B, F] membrane. The others see a fresh current per
+    # step, as large as the membrane, so "auto" keeps the default's saves there.
+    model = memory.memory_lean(fs.DSNN(30, [24, 17], 10, num_steps=8), saved_state=saved_state)
+    calls = []  # per recomputing layer: whether its input is static
+    original = memory._RecomputeLIF.apply
+    monkeypatch.setattr(memory._RecomputeLIF, "apply", lambda run, layout, x, *rest: (
+        calls.append(x.stride(0) == 0), original(run, layout, x, *rest))[1])
+    model(torch.rand(3, 30) * 2)[0].sum().backward()
+    assert calls == recomputed
 
 
 def test_memory_lean_packs_the_spikes_the_models_pass_on():
@@ -774,3 +790,15 @@ def test_time_chunked_fused_sequential():
     torch.testing.assert_close(outs[1][1], outs[0][1], rtol=1e-12, atol=1e-12)
     for a, b in zip(outs[1][2], outs[0][2]):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_recompute_chunks_off_the_cpu_hold_enough_work():
+    # On the CPU: up to RECOMPUTE_CHUNKS chunks of at least RECOMPUTE_MIN_STEPS steps; off it,
+    # a chunk also holds at least RECOMPUTE_MIN_CHUNK_ELEMENTS_GPU neuron-steps (host cost).
+    per_step = 32 * 512  # B x F
+    assert len(memory._chunks(2000, 16, per_step, on_cpu=True)) == 16
+    gpu = memory._chunks(2000, 16, per_step, on_cpu=False)
+    assert [b - a for a, b in gpu[:-1]] == [memory.RECOMPUTE_MIN_CHUNK_ELEMENTS_GPU // per_step] * 7  # 256 steps
+    assert gpu[0] == (0, gpu[0][1]) and gpu[-1][1] == 2000
+    assert all(a[1] == b[0] for a, b in zip(gpu, gpu[1:]))
+    assert memory._chunks(40, 16, 4, on_cpu=False) == [(0, 40)]

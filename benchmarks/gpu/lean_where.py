@@ -101,32 +101,45 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--steps", type=int, default=None, help="time steps (default 500 on CUDA, 24 on CPU)")
+    p.add_argument("--chunks", default=None, help="time chunks of fused-chunked, comma-separated (default: the bench's "
+                   "CHUNK_STEPS and 4x that on CUDA, 8 on CPU)")
     p.add_argument("--out", default=None)
     args = p.parse_args()
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     T = args.steps or (500 if cuda else 24)
     batch = 32 if cuda else 4
-    chunk = bench_memory.CHUNK_STEPS if cuda else 8
+    default_chunks = (bench_memory.CHUNK_STEPS, 4 * bench_memory.CHUNK_STEPS) if cuda else (8,)
+    chunks = tuple(int(c) for c in args.chunks.split(",")) if args.chunks else default_chunks
     result = {"device": torch.cuda.get_device_name(device) if cuda else "cpu", "num_steps": T, "batch": batch,
-              "chunk_steps": chunk, "torch": torch.__version__, "cases": []}
+              "torch": torch.__version__, "cases": []}
+    cases = [(p, None) for p in PROVIDERS if p != "fused-chunked"] + [("fused-chunked", c) for c in chunks]
     for network in bench_memory.NETWORKS:
-        for provider in PROVIDERS:
+        for provider, chunk in cases:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                step = bench_memory.make_case(network, provider, T, batch, device, chunk)
+                step = bench_memory.make_case(network, provider, T, batch, device, chunk or bench_memory.CHUNK_STEPS)
                 step()
                 step()
-                case = {"network": network, "provider": provider, **timing(step, device, 10 if cuda else 2),
-                        **host_profile(step, device)}
+                case = {"network": network, "provider": provider, "chunk_steps": chunk,
+                        **timing(step, device, 10 if cuda else 2), **host_profile(step, device)}
                 if cuda:
-                    case.update(peak_owners(step, device))
+                    try:
+                        case.update(peak_owners(step, device))
+                    except Exception as error:  # noqa: BLE001 - a diagnostic reports and goes on
+                        # The first H100 run: SystemError from autograd.Function.apply inside a
+                        # checkpoint's recompute while the allocator history recorded stacks.
+                        torch.cuda.memory._record_memory_history(enabled=None)
+                        case["peak_owners_error"] = f"{type(error).__name__}: {error}"
             result["cases"].append(case)
-            print(f"\n== {network} {provider} T={T} B={batch}: {case['median_ms']:.2f} ms "
+            label = provider + (f" ({chunk} steps)" if chunk else "")
+            print(f"\n== {network} {label} T={T} B={batch}: {case['median_ms']:.2f} ms "
                   f"(issue {case['issue_ms']:.2f} ms), {case['host_syncs']} host syncs")
             for key, count, ms in case["top_self_cpu"]:
                 print(f"   {ms:9.3f} ms  x{count:<5d} {key}")
-            if cuda:
+            if "peak_owners_error" in case:
+                print(f"   peak owners not recorded: {case['peak_owners_error']}")
+            elif cuda:
                 print(f"   peak {case['peak_mib_in_step']:.1f} MiB in the step; alive at the peak:")
                 for site, mib in case["owners_mib"]:
                     print(f"   {mib:9.2f} MiB  {site}")

@@ -123,3 +123,26 @@ def test_time_chunked_dsnn_static_input(target):
     for name in ref[2]:
         torch.testing.assert_close(got[2][name], ref[2][name], rtol=1e-4, atol=1e-4 * ref[2][name].abs().max().item(),
                                    msg=name)
+
+
+@pytest.mark.parametrize("target", TARGETS, indirect=True)
+def test_lean_packs_the_hidden_spikes_and_matches_default(target, monkeypatch):
+    # memory_lean(model) without chunks: the two spike-fed Linear layers keep their input as
+    # bits (on CUDA through the Triton pack and unpack kernels), and the outputs and gradients
+    # are the default's bit for bit. How much that saves at the peak is the memory bench's
+    # to measure (benchmarks/gpu/check.sh runs it on CUDA).
+    hidden, B, T = target.pick((70, 3, 11), (512, 32, 500))
+    torch.manual_seed(7)
+    model = _ThreeLayer((64, hidden, hidden, 10)).to(target.device)
+    lean = memory.memory_lean(copy.deepcopy(model))
+    packed = []
+    original = memory.pack_spikes
+    monkeypatch.setattr(memory, "pack_spikes", lambda x: packed.append(original(x)) or packed[-1])
+    x = torch.rand(T, B, 64, device=target.device) * 2
+    y = torch.randint(0, 10, (B,), device=target.device)
+    ref, got = _step(model, x, y), _step(lean, x, y)
+    assert [p is not None for p in packed] == [False, True, True]  # the input current, then spikes
+    assert all(p.bits.device == x.device and p.bits.numel() == (T * B * hidden + 7) // 8 for p in packed[1:])
+    assert torch.equal(got[0], ref[0]) and got[0].count_nonzero() > 0 and torch.equal(got[1], ref[1])
+    for name in ref[2]:
+        assert torch.equal(got[2][name], ref[2][name]), name
