@@ -1,0 +1,68 @@
+"""The neuron layers' saved state under memory_lean, side by side on this machine: fused default,
+memory_lean with saved_state "auto" (the default), "recompute" and "default" (bits only), for the
+memory section's networks. Peak tensor bytes above the step's start (exact: the profiler's
+memory view on CPU, max_memory_allocated on CUDA) and step time, the contenders interleaved in
+each round; median and q20/q80 of the rounds.
+
+    PYTHONPATH=$PWD python benchmarks/lean_modes.py [--steps 500] [--batch 32] [--rounds 7] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+
+import torch
+
+from fusedsnn import memory
+from fusedsnn.bench import memory as bench_memory
+
+MODES = ("fused", "auto", "recompute", "default+bits")
+
+
+def _case(network: str, mode: str, T: int, batch: int, device: torch.device):
+    provider = "fused" if mode == "fused" else "fused-lean"
+    step = bench_memory.make_case(network, provider, T, batch, device)
+    if mode != "fused":
+        model = next(c.cell_contents for c in step.__closure__ if isinstance(c.cell_contents, torch.nn.Module))
+        memory.memory_lean(model, saved_state={"default+bits": "default"}.get(mode, mode))
+    return step
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=500)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    print(f"T={args.steps} B={args.batch} rounds={args.rounds} device={device} torch={torch.__version__} "
+          f"threads={torch.get_num_threads()}")
+    for network in bench_memory.NETWORKS:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            steps = {m: _case(network, m, args.steps, args.batch, device) for m in MODES}
+            peaks = {}
+            for m, step in steps.items():
+                step()
+                peaks[m] = bench_memory.peak_bytes(step, device) / 2 ** 20
+            times = {m: [] for m in MODES}
+            for _ in range(args.rounds):
+                for m, step in steps.items():
+                    bench_memory._sync(device)
+                    start = time.perf_counter()
+                    step()
+                    bench_memory._sync(device)
+                    times[m].append(time.perf_counter() - start)
+        for m in MODES:
+            q = statistics.quantiles(times[m], n=5, method="inclusive")
+            print(f"{network:5} {m:13} peak {peaks[m]:7.1f} MiB ({peaks[m] / peaks['fused']:.2f}x)  "
+                  f"{statistics.median(times[m]) * 1e3:8.1f} ms (q20-q80 {q[0] * 1e3:.1f}-{q[3] * 1e3:.1f})  "
+                  f"speed {statistics.median(times['fused']) / statistics.median(times[m]):.2f}x")
+
+
+if __name__ == "__main__":
+    main()
