@@ -12,7 +12,8 @@ or ``nn.Conv2d`` after a neuron saves its input spikes for the weight gradient, 
   parameters and ``state_dict``) that save their input packed when it is spikes and compute
   the same gradients as the default autograd formulas, bit for bit.
 * ``saved_state="recompute"`` on the fused neuron layers (:func:`lif`): the layer keeps only
-  its input and initial states and re-runs the fused forward inside its backward.
+  its input and initial states and re-runs the fused forward inside its backward; "auto" does
+  so only where the input is static over time (there it saves the membrane for free).
 * :func:`memory_lean`: converts a model in place to all of the above, and optionally
   (``time_chunk=n``) runs the whole network ``n`` time steps at a time under checkpointing
   (:class:`ChunkedForward`), so that training memory no longer grows with ``T``.
