@@ -40,7 +40,7 @@ def _plt():
 
 def _save(fig, path: Path) -> None:
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # long titles (the source citation) are not cut off
     _plt().close(fig)
 
 
