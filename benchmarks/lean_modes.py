@@ -18,6 +18,7 @@ import torch
 
 from fusedsnn import memory
 from fusedsnn.bench import memory as bench_memory
+from fusedsnn.cli import device_name, positive_int
 
 MODES = ("fused", "auto", "recompute", "default+bits")
 
@@ -33,10 +34,10 @@ def _case(network: str, mode: str, T: int, batch: int, device: torch.device):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=500)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--steps", type=positive_int, default=500)
+    p.add_argument("--batch", type=positive_int, default=32)
+    p.add_argument("--rounds", type=positive_int, default=7)
+    p.add_argument("--device", type=device_name, default="cpu")
     args = p.parse_args()
     device = torch.device(args.device)
     print(f"T={args.steps} B={args.batch} rounds={args.rounds} device={device} torch={torch.__version__} "

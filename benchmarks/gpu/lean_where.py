@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from fusedsnn.bench import memory as bench_memory
+from fusedsnn.cli import device_name, positive_int
 
 PROVIDERS = ("fused", "fused-lean", "fused-chunked")
 
@@ -99,9 +100,9 @@ def peak_owners(step, device, top: int = 10) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--steps", type=int, default=None, help="time steps (default 500 on CUDA, 24 on CPU)")
-    p.add_argument("--chunks", default=None, help="time chunks of fused-chunked, comma-separated (default: the bench's "
+    p.add_argument("--device", type=device_name, default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--steps", type=positive_int, default=None, help="time steps (default 500 on CUDA, 24 on CPU)")
+    p.add_argument("--chunks", type=lambda text: tuple(positive_int(c) for c in text.split(",")), default=None, help="time chunks of fused-chunked, comma-separated (default: the bench's "
                    "CHUNK_STEPS and 4x that on CUDA, 8 on CPU)")
     p.add_argument("--out", default=None)
     args = p.parse_args()
@@ -110,7 +111,7 @@ def main() -> None:
     T = args.steps or (500 if cuda else 24)
     batch = 32 if cuda else 4
     default_chunks = (bench_memory.CHUNK_STEPS, 4 * bench_memory.CHUNK_STEPS) if cuda else (8,)
-    chunks = tuple(int(c) for c in args.chunks.split(",")) if args.chunks else default_chunks
+    chunks = args.chunks or default_chunks
     result = {"device": torch.cuda.get_device_name(device) if cuda else "cpu", "num_steps": T, "batch": batch,
               "torch": torch.__version__, "cases": []}
     cases = [(p, None) for p in PROVIDERS if p != "fused-chunked"] + [("fused-chunked", c) for c in chunks]
