@@ -58,3 +58,24 @@ def test_gpu_sections_run_by_default_only_on_cuda(tmp_path, monkeypatch):
     args = SimpleNamespace(device="cpu", quick=True, repeats=1, sections=None, out=str(tmp_path))
     assert study.run(args) == 0
     assert ran and not set(gpu.SECTIONS) & set(ran)
+
+
+def test_lean_where_runs_on_cpu_and_writes_its_json(tmp_path):
+    # benchmarks/gpu/lean_where.py is not in check.sh: its CPU run (tiny sizes) keeps it working.
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    proc = subprocess.run([sys.executable, str(root / "benchmarks/gpu/lean_where.py"), "--device", "cpu",
+                           "--steps", "12", "--chunks", "4", "--out", str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cases = json.loads((tmp_path / "lean_where.json").read_text())["cases"]
+    assert [(c["network"], c["provider"]) for c in cases] == [
+        (n, p) for n in ("DSNN", "MLP3") for p in ("fused", "fused-lean", "fused-chunked")]
+    assert all(c["median_ms"] > 0 for c in cases)
+    assert next(c for c in cases if c["provider"] == "fused")["host_syncs"] == 0
