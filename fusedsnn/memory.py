@@ -52,8 +52,9 @@ __all__ = [
 #: "default": what the fused op saves (see docs/design.md); "recompute": only the input and the
 #: initial states, the forward is run again inside the backward (one more neuron forward);
 #: "auto": "recompute" when the input is static (stride 0 over time: then the input costs
-#: nothing per step while the membrane would cost 4 B), else "default" (an input is as large as
-#: the membrane it would replace, so recomputing would only cost time: 3-layer network, T=500,
+#: nothing per step while the membrane would cost 4 B) and the sequence splits into at least
+#: :data:`AUTO_MIN_CHUNKS` recompute chunks, else "default" (an input is as large as the
+#: membrane it would replace, so recomputing would only cost time: 3-layer network, T=500,
 #: CPU, exact bytes: 142 MiB recomputing against 128 MiB with the default saves, 1.25x the time).
 SAVED_STATES = ("default", "recompute", "auto")
 
@@ -423,6 +424,13 @@ RECOMPUTE_MIN_STEPS = 32
 #: the kernels of a whole T=500, B=32, 1000-neuron layer take a fraction of that (H100: 16
 #: chunks made memory_lean's DSNN step 20x slower than the default's).
 RECOMPUTE_MIN_CHUNK_ELEMENTS_GPU = 1 << 22
+#: "auto" recomputes a static input's layer only in at least this many chunks. The backward of
+#: one chunk holds about four chunk-sized tensors (its recomputed spikes and membrane, its input
+#: gradient, the carried gradient's buffer), so with n chunks it saves the membrane's
+#: 4 B per neuron-step but spends about 16 / n B of transients: break-even near n = 4 (H100,
+#: DSNN T=500 in 4 chunks: 190 MiB against the default's 185, at 0.38x its speed), half the
+#: membrane saved at 8 (CPU emulation of the GPU's chunking: 159 MiB).
+AUTO_MIN_CHUNKS = 8
 
 
 def _chunks(T: int, n: int, per_step: int = 1, on_cpu: bool = True) -> list[tuple[int, int]]:
@@ -541,6 +549,10 @@ class _RecomputeLIF(torch.autograd.Function):
                 g = got.get(4 + j)
                 if g is not None:
                     grad_params[j] = g if grad_params[j] is None else grad_params[j] + g
+            # Drop this chunk's recomputed outputs and gradients now: held until the next
+            # iteration reassigns them, they would coexist with the next chunk's (H100, DSNN
+            # T=500 in 4 chunks: 82 MiB of recompute tensors at the peak instead of ~45).
+            outs = outputs = out_grads = found = got = o = g = g_k = buf = None
         return (None, None, grad_x, *(g if n else None for g, n in zip(grad_states0, needs[1:4])),
                 *(g if n else None for g, n in zip(grad_params, needs[4:])))
 
@@ -554,7 +566,8 @@ def lif(saved_state: str, x: Tensor, spec, beta, threshold=1.0, alpha=None, V=No
     input stays one ``[B, *features]`` slice), the initial states, the tensor parameters and
     the states at up to :data:`RECOMPUTE_CHUNKS` chunk boundaries (fewer off the CPU, see
     :data:`RECOMPUTE_MIN_CHUNK_ELEMENTS_GPU`), and re-runs the forward chunk by chunk in the
-    backward. "auto" recomputes only a static input's layer. All-to-all recurrence
+    backward. "auto" recomputes only a static input's layer, and only when it splits into at
+    least :data:`AUTO_MIN_CHUNKS` chunks. All-to-all recurrence
     (``recurrent``) runs its own per-step graph, so it always uses "default".
     """
     from . import functional as Fn
@@ -577,7 +590,9 @@ def lif(saved_state: str, x: Tensor, spec, beta, threshold=1.0, alpha=None, V=No
         isinstance(t, torch.Tensor) and t.requires_grad for t in (x, mem, syn, spk, *params.values()))
     if saved_state == "auto":
         static = isinstance(x, torch.Tensor) and x.dim() >= 2 and x.shape[0] > 1 and x.stride(0) == 0
-        saved_state = "recompute" if static else "default"
+        saved_state = "recompute" if static and len(
+            _chunks(x.shape[0], RECOMPUTE_CHUNKS, x[0].numel(), x.device.type == "cpu")) >= AUTO_MIN_CHUNKS \
+            else "default"
     if (saved_state == "default" or recurrent is not None or not needs_graph
             or not isinstance(x, torch.Tensor) or x.dim() < 2):
         return Fn.lif(x, spec, beta, threshold, alpha, V, recurrent, mem, syn, spk, backend)

@@ -395,6 +395,7 @@ def test_auto_recomputes_only_a_static_inputs_layer(saved_state, recomputed, mon
     # DSNN's first layer sees the image's current expanded over time (stride 0): recomputing it
     # keeps one [B, F] slice instead of a [T, B, F] membrane. The others see a fresh current per
     # step, as large as the membrane, so "auto" keeps the default's saves there.
+    monkeypatch.setattr(memory, "RECOMPUTE_MIN_STEPS", 1)  # 8 chunks of one step: enough for "auto"
     model = memory.memory_lean(fs.DSNN(30, [24, 17], 10, num_steps=8), saved_state=saved_state)
     calls = []  # per recomputing layer: whether its input is static
     original = memory._RecomputeLIF.apply
@@ -802,3 +803,18 @@ def test_recompute_chunks_off_the_cpu_hold_enough_work():
     assert gpu[0] == (0, gpu[0][1]) and gpu[-1][1] == 2000
     assert all(a[1] == b[0] for a, b in zip(gpu, gpu[1:]))
     assert memory._chunks(40, 16, 4, on_cpu=False) == [(0, 40)]
+
+
+@pytest.mark.parametrize("num_steps, min_steps, recomputes", [(8, 1, True), (7, 1, False), (8, 2, False),
+                                                               (225, 32, True), (224, 32, False)])
+def test_auto_recomputes_only_in_enough_chunks(num_steps, min_steps, recomputes, monkeypatch):
+    # Fewer than AUTO_MIN_CHUNKS chunks: the recompute's chunk-sized transients would eat what it
+    # saves, so "auto" keeps the default's saves even for a static input.
+    monkeypatch.setattr(memory, "RECOMPUTE_MIN_STEPS", min_steps)
+    calls = []
+    original = memory._RecomputeLIF.apply
+    monkeypatch.setattr(memory._RecomputeLIF, "apply", lambda *a: (calls.append(1), original(*a))[1])
+    layer = memory.memory_lean(fs.Leaky(beta=0.9))
+    x = (torch.rand(3, 5) * 2).expand(num_steps, 3, 5).requires_grad_()
+    layer(x)[0].sum().backward()
+    assert bool(calls) == recomputes
