@@ -427,9 +427,9 @@ RECOMPUTE_MIN_CHUNK_ELEMENTS_GPU = 1 << 22
 #: "auto" recomputes a static input's layer only in at least this many chunks. The backward of
 #: one chunk holds about four chunk-sized tensors (its recomputed spikes and membrane, its input
 #: gradient, the carried gradient's buffer), so with n chunks it saves the membrane's
-#: 4 B per neuron-step but spends about 16 / n B of transients: break-even near n = 4 (H100,
-#: DSNN T=500 in 4 chunks: 190 MiB against the default's 185, at 0.38x its speed), half the
-#: membrane saved at 8 (CPU emulation of the GPU's chunking: 159 MiB).
+#: 4 B per neuron-step but spends about 16 / n B of transients: break-even near n = 4 (DSNN,
+#: T=500, 4 chunks: 190 MiB against the default's 185; the H100 ran it at 0.38x the default's
+#: speed), half the membrane saved at 8 (8 chunks: 159 MiB; both exact bytes on the CPU).
 AUTO_MIN_CHUNKS = 8
 
 
@@ -438,6 +438,17 @@ def _chunks(T: int, n: int, per_step: int = 1, on_cpu: bool = True) -> list[tupl
     if not on_cpu:
         size = max(size, -(-RECOMPUTE_MIN_CHUNK_ELEMENTS_GPU // max(per_step, 1)))
     return [(t, min(T, t + size)) for t in range(0, T, size)]
+
+
+def _recompute_spans(x: Tensor, n_chunks: int) -> list[tuple[int, int]]:
+    """The time spans the recompute of ``x: [T, ...]`` runs in: one when its dtype is 16-bit
+    (carrying a state between chunks is exact only when the outputs hold the float state)."""
+    T = x.shape[0]
+    if not T:
+        return [(0, 0)]
+    if x.dtype not in (torch.float32, torch.float64):
+        n_chunks = 1
+    return _chunks(T, n_chunks, x[0].numel(), x.device.type == "cpu")
 
 
 class _RecomputeLIF(torch.autograd.Function):
@@ -455,11 +466,7 @@ class _RecomputeLIF(torch.autograd.Function):
     def forward(ctx, run, layout, x, *tensors):
         synaptic, recurrent, n_chunks = layout
         T = x.shape[0]
-        # Carrying a state between chunks is exact only when the outputs hold the float state.
-        if x.dtype not in (torch.float32, torch.float64):
-            n_chunks = 1
-        per_step = x[0].numel() if T else 0
-        spans = _chunks(T, n_chunks, per_step, x.device.type == "cpu") if T else [(0, 0)]
+        spans = _recompute_spans(x, n_chunks)
         states0 = list(tensors[:3])
         with torch.no_grad():
             if len(spans) == 1:
@@ -590,9 +597,8 @@ def lif(saved_state: str, x: Tensor, spec, beta, threshold=1.0, alpha=None, V=No
         isinstance(t, torch.Tensor) and t.requires_grad for t in (x, mem, syn, spk, *params.values()))
     if saved_state == "auto":
         static = isinstance(x, torch.Tensor) and x.dim() >= 2 and x.shape[0] > 1 and x.stride(0) == 0
-        saved_state = "recompute" if static and len(
-            _chunks(x.shape[0], RECOMPUTE_CHUNKS, x[0].numel(), x.device.type == "cpu")) >= AUTO_MIN_CHUNKS \
-            else "default"
+        enough = static and len(_recompute_spans(x, RECOMPUTE_CHUNKS)) >= AUTO_MIN_CHUNKS
+        saved_state = "recompute" if enough else "default"
     if (saved_state == "default" or recurrent is not None or not needs_graph
             or not isinstance(x, torch.Tensor) or x.dim() < 2):
         return Fn.lif(x, spec, beta, threshold, alpha, V, recurrent, mem, syn, spk, backend)

@@ -818,3 +818,11 @@ def test_auto_recomputes_only_in_enough_chunks(num_steps, min_steps, recomputes,
     x = (torch.rand(3, 5) * 2).expand(num_steps, 3, 5).requires_grad_()
     layer(x)[0].sum().backward()
     assert bool(calls) == recomputes
+
+
+def test_recompute_runs_16_bit_inputs_in_one_span_so_auto_keeps_the_default():
+    x = torch.rand(3, 5).expand(400, 3, 5)
+    assert len(memory._recompute_spans(x, memory.RECOMPUTE_CHUNKS)) == 13  # 400 / 32 steps
+    for dtype in (torch.float16, torch.bfloat16):
+        assert memory._recompute_spans(x.to(dtype), memory.RECOMPUTE_CHUNKS) == [(0, 400)]
+    assert memory._recompute_spans(x[:0], memory.RECOMPUTE_CHUNKS) == [(0, 0)]
