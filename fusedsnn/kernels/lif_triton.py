@@ -535,7 +535,9 @@ def lif_backward_triton(
     need_param_grads: tuple[bool, bool, bool, bool],
     block_size: Optional[int] = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Same contract as :func:`lif_reference.lif_backward_reference`."""
+    """Same contract as :func:`lif_reference.lif_backward_reference`, except that the gradient
+    of a state the neuron lacks (``syn0`` unless synaptic, ``spk0`` unless one-to-one
+    recurrent) is None, as from the host backend."""
     T, B, F = mem_hist.shape
     M = B * F
     dev = mem_hist.device
@@ -546,9 +548,13 @@ def lif_backward_triton(
     grad_x = _new_output((T, B, F), x_dtype, dev)
     launch = T > 0 and M > 0
 
-    def state_grad(written: bool) -> Tensor:
-        # Written by the kernel when it runs; zero for T == 0 or a state this neuron lacks.
-        if launch and written:
+    def state_grad(has_state: bool) -> Optional[Tensor]:
+        # Written by the kernel when it runs; zero for T == 0. A state this neuron lacks gets
+        # None, as from the host backend (the op fills its schema's zeros where one is needed):
+        # zero-filling it cost two allocations and two fill launches per Leaky backward.
+        if not has_state:
+            return None
+        if launch:
             return _new_output((B, F), torch.float32, dev)
         return torch.zeros((B, F), dtype=torch.float32, device=dev)
 
@@ -579,7 +585,8 @@ def lif_backward_triton(
             mem0_f, syn0_f, spk0_f,
             beta.contiguous(), thr.contiguous(), alpha.contiguous() if spec.synaptic else dummy,
             V.contiguous() if spec.recurrence == RECURRENCE_ONE_TO_ONE else dummy,
-            grad_x, grad_mem0, grad_syn0, grad_spk0,
+            grad_x, grad_mem0, grad_syn0 if grad_syn0 is not None else dummy,
+            grad_spk0 if grad_spk0 is not None else dummy,
             *[p if p.numel() else dummy for p in parts],
             T, M, F, s_gspk, s_gsyn, s_gmem,
             float(spec.graded_spikes_factor), float(c0), float(c1),
