@@ -5,7 +5,7 @@
 #   benchmarks/gpu/check.sh --dry-run  the same steps on CPU at tiny sizes through Triton's
 #                                      interpreter (CI runs this; under 2 minutes)
 #
-# Phases, each under `timeout` (real run: 20 s + 40 s + 150 s + 80 s + 130 s + 40 s, 7.7 minutes
+# Phases, each under `timeout` (real run: 20 s + 40 s + 180 s + 70 s + 110 s + 30 s, 7.5 minutes
 # at most, so that with a machine's start a second run still fits a 15-minute lease; the first
 # H200 run took 3.3 minutes in all, without the memory phase):
 #   1. environment: GPU, driver, Python, torch, triton versions
@@ -53,7 +53,8 @@ if [[ $DRY_RUN == 1 ]]; then
 else
   unset TRITON_INTERPRET
   DEVICE=cuda
-  T_ENV=20 T_INSTALL=40 T_TESTS=150 T_BENCH=80 T_MEMORY=130 T_PROFILE=40  # 7.7 minutes at most
+  # H100 run with the memory phase: tests 137 s, bench 37 s, memory 68 s, profile 15 s.
+  T_ENV=20 T_INSTALL=40 T_TESTS=180 T_BENCH=70 T_MEMORY=110 T_PROFILE=30  # 7.5 minutes at most
   TEST_ARGS=(tests -m cuda)
   PROFILE_ARGS=(--device cuda)
   BENCH_ARGS=(--device cuda --quick --repeats 20 --sections gpu_targets,throughput,step_modes)
