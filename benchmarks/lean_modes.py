@@ -30,12 +30,10 @@ MODES = ("fused", "auto", "recompute", "default+bits")
 
 
 def _case(network: str, mode: str, T: int, batch: int, device: torch.device):
-    provider = "fused" if mode == "fused" else "fused-lean"
-    step = bench_memory.make_case(network, provider, T, batch, device)
-    if mode != "fused":
-        model = next(c.cell_contents for c in step.__closure__ if isinstance(c.cell_contents, torch.nn.Module))
-        memory.memory_lean(model, saved_state={"default+bits": "default"}.get(mode, mode))
-    return step
+    if mode == "fused":
+        return bench_memory.make_case(network, "fused", T, batch, device)
+    saved_state = {"default+bits": "default"}.get(mode, mode)
+    return bench_memory.make_case(network, "fused-lean", T, batch, device, saved_state=saved_state)
 
 
 def main() -> None:
@@ -46,6 +44,8 @@ def main() -> None:
     p.add_argument("--device", type=device_name, default="cpu")
     p.add_argument("--gpu-chunking", action="store_true", help="recompute chunks as on a GPU (see above)")
     args = p.parse_args()
+    if args.rounds < 2:
+        p.error(f"argument --rounds: expected at least 2 (q20/q80 need two samples), got {args.rounds}")
     if args.gpu_chunking:
         cpu_chunks = memory._chunks
         memory._chunks = lambda T, n, per_step=1, on_cpu=True: cpu_chunks(T, n, per_step, on_cpu=False)

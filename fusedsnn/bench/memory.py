@@ -97,9 +97,10 @@ class _SnnTorchStepped(nn.Module):
 
 
 def make_case(network: str, provider: str, num_steps: int, batch: int, device: torch.device,
-              chunk_steps: int = CHUNK_STEPS) -> Callable[[], None]:
+              chunk_steps: int = CHUNK_STEPS, saved_state: str = "auto") -> Callable[[], None]:
     """A closure running one measured step (forward, loss, backward) of ``network`` via ``provider``
-    (``chunk_steps``: time steps per chunk of "fused-chunked")."""
+    (``chunk_steps``: time steps per chunk of "fused-chunked"; ``saved_state``: the neurons' of
+    "fused-lean", see ``fusedsnn.memory.SAVED_STATES``)."""
     if network not in NETWORKS:
         raise ValueError(f"network must be one of {NETWORKS}, got {network!r}")
     if provider not in PROVIDERS:
@@ -113,7 +114,7 @@ def make_case(network: str, provider: str, num_steps: int, batch: int, device: t
         x = torch.rand(num_steps, batch, 256, device=device) * 2
     y = torch.randint(0, 10, (batch,), device=device)
     if provider == "fused-lean":
-        memory_lean(model)
+        memory_lean(model, saved_state=saved_state)
     elif provider == "fused-chunked":
         memory_lean(model, time_chunk=chunk_steps)
     # The snnTorch neurons are built after model.to(device): move their buffers too.

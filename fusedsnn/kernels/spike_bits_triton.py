@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from .lif_triton import _launchable, compilable
+
 try:
     import triton
     import triton.language as tl
@@ -70,12 +72,6 @@ if HAS_TRITON:
             tl.store(out_ptr + idx, v.to(out_ptr.dtype.element_ty), mask=idx < n)
 
 
-def _launchable(kernel):
-    from .lif_triton import _launchable as launchable
-
-    return launchable(kernel)
-
-
 def _grid(n: int) -> tuple[int]:
     return (triton.cdiv(triton.cdiv(n, 8), BLOCK_BYTES),)
 
@@ -111,7 +107,6 @@ def compile_spike_bits_kernels(arch: int, int_type: str = "i32") -> list:
     from triton.compiler import ASTSource
 
     from .aot import CompiledKernelInfo, _ptxas_usage
-    from .lif_triton import compilable
 
     target = GPUTarget("cuda", arch, 32)
     options = {"enable_fp_fusion": False, "num_warps": NUM_WARPS}
