@@ -6,8 +6,13 @@ succeeds and fusedsnn falls back to its reference backend (with a warning at fir
 """
 
 import os
+from pathlib import Path
 
 from setuptools import Extension, setup
+
+# The one flag list of every C++ build of the kernels (csrc/compile_flags.txt).
+KERNEL_FLAGS = [flag for line in (Path(__file__).parent / "csrc" / "compile_flags.txt").read_text().splitlines()
+                if not line.lstrip().startswith("#") for flag in line.split()]
 
 # FUSEDSNN_BUILD_HOST=0 skips the C++ build: the GPU check (benchmarks/gpu/check.sh) installs
 # with it, since compiling the AVX-512/AVX2 clones took over a minute there and CUDA never runs
@@ -21,21 +26,20 @@ setup(
             sources=["csrc/host/fusedsnn_host.cpp"],
             depends=["csrc/kernels/lif.hpp"],
             language="c++",
-            # -ffp-contract=off: no fused multiply-add, so float32 spikes stay bit-identical.
             # -fopenmp: the loops run on torch's OpenMP workers (libgomp.so.1 resolves to torch's).
-            extra_compile_args=["-O3", "-std=c++17", "-ffp-contract=off", "-fno-trapping-math", "-pthread", "-fopenmp"],
+            extra_compile_args=[*KERNEL_FLAGS, "-pthread", "-fopenmp"],
             extra_link_args=["-pthread", "-fopenmp"],
             optional=True,
         ),
         # The all-to-all recurrent neuron's fused loop: a library of its own (see
-        # fusedsnn/kernels/lif_dense_host.py).
+        # fusedsnn/backends/host/all_to_all.py).
         Extension(
-            "fusedsnn._host_dense",
-            sources=["csrc/host/fusedsnn_dense.cpp"],
-            depends=["csrc/kernels/lif_dense.hpp", "csrc/kernels/lif.hpp"],
+            "fusedsnn._host_all_to_all",
+            sources=["csrc/host/fusedsnn_all_to_all.cpp"],
+            depends=["csrc/kernels/lif_all_to_all.hpp", "csrc/kernels/lif.hpp"],
             language="c++",
             # -fopenmp: its thread teams run on torch's OpenMP workers, as fusedsnn._host's loops do.
-            extra_compile_args=["-O3", "-std=c++17", "-ffp-contract=off", "-fno-trapping-math", "-pthread", "-fopenmp"],
+            extra_compile_args=[*KERNEL_FLAGS, "-pthread", "-fopenmp"],
             extra_link_args=["-pthread", "-fopenmp"],
             optional=True,
         ),

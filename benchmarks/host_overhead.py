@@ -30,7 +30,7 @@ import warnings
 import torch
 
 import fusedsnn.functional as F
-from fusedsnn.kernels import lif_host
+from fusedsnn.backends.host import lif as lif_host
 
 
 class _Bare(torch.autograd.Function):

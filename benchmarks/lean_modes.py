@@ -8,7 +8,7 @@ each round; median and q20/q80 of the rounds.
                                                     [--gpu-chunking]
 
 ``--gpu-chunking`` cuts the recompute into chunks as it would on a GPU (at least
-``memory.RECOMPUTE_MIN_CHUNK_ELEMENTS_GPU`` neuron-steps each) while running on the CPU: the
+``fusedsnn.ops.recompute.RECOMPUTE_MIN_CHUNK_ELEMENTS_GPU`` neuron-steps each) while running on the CPU: the
 peak bytes are the GPU's (the same tensors are allocated; the CPU's exact count reproduced the
 H100's 222.7 MiB for the DSNN at T=500), the times are not.
 """
@@ -23,8 +23,9 @@ import warnings
 import torch
 
 from fusedsnn import memory
+from fusedsnn.ops import recompute
 from fusedsnn.bench import memory as bench_memory
-from fusedsnn.cli import device_name, positive_int
+from fusedsnn.cli.args import device_name, positive_int
 
 MODES = ("fused", "auto", "recompute", "default+bits")
 
@@ -47,8 +48,8 @@ def main() -> None:
     if args.rounds < 2:
         p.error(f"argument --rounds: expected at least 2 (q20/q80 need two samples), got {args.rounds}")
     if args.gpu_chunking:
-        cpu_chunks = memory._chunks
-        memory._chunks = lambda T, n, per_step=1, on_cpu=True: cpu_chunks(T, n, per_step, on_cpu=False)
+        cpu_chunks = recompute._chunks
+        recompute._chunks = lambda T, n, per_step=1, on_cpu=True: cpu_chunks(T, n, per_step, on_cpu=False)
     device = torch.device(args.device)
     print(f"T={args.steps} B={args.batch} rounds={args.rounds} device={device} torch={torch.__version__} "
           f"threads={torch.get_num_threads()}" + (" recompute chunks as on a GPU" if args.gpu_chunking else ""))

@@ -84,7 +84,7 @@ PRODUCT_CASES = [(16000, 512, 512, (0.05, 0.22, 0.5, 0.7, 0.9)), (1024, 512, 512
 
 
 def products(repeats: int) -> list[dict]:
-    from fusedsnn.kernels import lif_dense_host
+    from fusedsnn.backends.host import all_to_all as lif_all_to_all_host
 
     def median_ms(fn) -> float:
         times = []
@@ -98,15 +98,15 @@ def products(repeats: int) -> list[dict]:
     torch.manual_seed(0)
     for n_rows, n_in, n_out, rates in PRODUCT_CASES:
         weight, bias = torch.randn(n_out, n_in), torch.randn(n_out)
-        wt, padded = lif_dense_host.spike_linear_operands(weight, bias)
+        wt, padded = lif_all_to_all_host.spike_linear_operands(weight, bias)
         g = torch.randn(n_rows, n_out)
         for rate in rates:
             x = (torch.rand(n_rows, n_in) < rate).float()
             row = {"rows": n_rows, "in": n_in, "out": n_out, "rate": rate, "threads": torch.get_num_threads(),
                    "forward_blas_ms": median_ms(lambda: torch.nn.functional.linear(x, weight, bias)),
-                   "forward_spike_ms": median_ms(lambda: lif_dense_host.spike_linear_forward(x, wt, padded, n_out, 1.0)),
+                   "forward_spike_ms": median_ms(lambda: lif_all_to_all_host.spike_linear_forward(x, wt, padded, n_out, 1.0)),
                    "dW_blas_ms": median_ms(lambda: g.t().mm(x)),
-                   "dW_spike_ms": median_ms(lambda: lif_dense_host.spike_linear_weight_gradient(g, x, 1.0))}
+                   "dW_spike_ms": median_ms(lambda: lif_all_to_all_host.spike_linear_weight_gradient(g, x, 1.0))}
             rows.append(row)
             print(f"  {n_rows:6d} x {n_in:4d} -> {n_out:4d}, rate {rate:.2f}: forward {row['forward_blas_ms']:7.2f} ms "
                   f"BLAS, {row['forward_spike_ms']:7.2f} ms spikes ({row['forward_spike_ms'] / row['forward_blas_ms']:.2f}x);"

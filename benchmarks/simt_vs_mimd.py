@@ -25,7 +25,7 @@ import fusedsnn.functional as F
 from fusedsnn.bench import all_to_all, study
 from fusedsnn.bench.published import FINDINGS, SOURCE, THROUGHPUT
 from fusedsnn.bench.timing import measure
-from fusedsnn.kernels import lif_host
+from fusedsnn.backends.host import lif as lif_host
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,8 +52,8 @@ def simt_registers() -> list[dict]:
 
     rows = []
     for block, warps in ((128, 1), (256, 2), (512, 4), (1024, 4), (1024, 8)):
-        code = ("import json,sys,torch;from fusedsnn.kernels.aot import compile_lif_kernels;"
-                "from fusedsnn.kernels.spec import LIFSpec;from fusedsnn.surrogate import atan;"
+        code = ("import json,sys,torch;from fusedsnn.backends.triton.aot import compile_lif_kernels;"
+                "from fusedsnn.spec import LIFSpec;from fusedsnn.surrogate import atan;"
                 f"infos=compile_lif_kernels(LIFSpec(False,0,0,True,atan()),torch.float32,90,(False,)*4,{block},{warps});"
                 "print(json.dumps([[i.name,i.registers,i.spill_stores] for i in infos]))")
         env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}

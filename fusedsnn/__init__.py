@@ -5,14 +5,14 @@
 >>> spk, mem = lif(torch.randn(25, 8, 100))     # x: [T, B, *features]
 """
 
-from . import functional, memory, population, surrogate
+from . import _moved, functional, memory, population, surrogate
 from .backends import available_backends
-from .convert import from_snntorch
-from .fuse import FusedSequential, fuse
+from .interop import FusedSequential, export_to_nir, from_snntorch, fuse, import_from_nir
 from .layers import Leaky, RLeaky, RSynaptic, Synaptic
 from .memory import memory_lean
 from .models import CSNN, DSNN
-from .nir_interop import export_to_nir, import_from_nir
+
+_moved.register()
 
 __version__ = "0.1.0"
 

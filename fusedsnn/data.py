@@ -20,14 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.datasets import load_digits as sk_digits
 
 Tensor = torch.Tensor
 
 
 def load_digits(train: bool = True, seed: int = 0) -> tuple[Tensor, Tensor]:
     """scikit-learn's digits as ``[N, 1, 8, 8]`` images in [0, 1] and labels."""
-    from sklearn.datasets import load_digits as sk_digits
-
     data = sk_digits()
     images = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
     labels = torch.tensor(data.target, dtype=torch.int64)

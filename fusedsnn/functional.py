@@ -24,11 +24,10 @@ from typing import Callable, Optional, Union
 
 import torch
 
-from . import ipu
 from . import surrogate as surrogate_mod
-from .backends import resolve_backend
-from .kernels.spec import (
-    RECURRENCE_INPUT,
+from .backends import Backend, resolve_backend
+from .spec import (
+    RECURRENCE_ALL_TO_ALL,
     RECURRENCE_NONE,
     RECURRENCE_ONE_TO_ONE,
     RESET_CODES,
@@ -36,14 +35,16 @@ from .kernels.spec import (
     needs_prev_mem,
     state_dtype,
 )
-from .ops import lif_apply
-from .ops_dense import dense_backend_unsupported, lif_dense_forward
+from .ops import time_chunks
+from .ops.all_to_all import lif_all_to_all_forward
+from .ops.lif import lif_apply
+from .ops.recompute import SAVED_STATES, check_saved_state, recompute_lif, resolve_saved_state
 
 Tensor = torch.Tensor
 # A number (Python or NumPy), a NumPy array or a tensor, as snnTorch accepts.
 Param = Union[float, int, Tensor, "numpy.ndarray"]
 
-__all__ = ["leaky", "synaptic", "rleaky", "rsynaptic", "lif"]
+__all__ = ["leaky", "synaptic", "rleaky", "rsynaptic", "lif", "SAVED_STATES"]
 
 
 def _check_input(x: object) -> Tensor:
@@ -198,24 +199,58 @@ def lif(
     syn: Optional[Tensor] = None,
     spk: Optional[Tensor] = None,
     backend: str = "auto",
+    saved_state: str = "default",
 ) -> tuple[Tensor, ...]:
     """The general fused LIF call behind the four neuron functions.
 
-    ``recurrent`` is the all-to-all recurrent map when ``spec.recurrence == RECURRENCE_INPUT``.
+    ``recurrent`` is the all-to-all recurrent map when ``spec.recurrence == RECURRENCE_ALL_TO_ALL``.
     An ``nn.Linear(F, F)`` over ``x: [T, B, F]`` runs as one fused op for the whole sequence
-    (:mod:`fusedsnn.ops_dense`, backends host and reference; the host's float32 product sums in
-    its own order, so states may differ from snnTorch in the last bits). Any other callable, or a
-    backend without that op, runs a Python time loop: each step calls the fused kernel for one
-    step with ``recurrent(spk_prev)`` added exactly where snnTorch adds it.
+    (:mod:`fusedsnn.ops.all_to_all`, on backends that have it; the host's float32 product sums
+    in its own order, so states may differ from snnTorch in the last bits). Any other callable,
+    or a backend without that op, runs a Python time loop: each step calls the fused kernel for
+    one step with ``recurrent(spk_prev)`` added exactly where snnTorch adds it.
+
+    ``saved_state``: what is kept for the backward, one of ``SAVED_STATES``
+    (:mod:`fusedsnn.ops.recompute`): "default" (the fused op's saves), "recompute" (only the
+    input and initial states; the forward runs again in the backward) or "auto" ("recompute"
+    for a static, stride-0 input over enough steps). All-to-all recurrence always uses "default".
+
+    Inside a time chunk of ``fusedsnn.memory_lean(model, time_chunk=n)``
+    (:mod:`fusedsnn.ops.time_chunks`) the call starts from the state the same call ended the
+    previous chunk in, and records the state it ends in.
     """
     x = _check_input(x)
     mem = _check_state("mem", mem, x)
     syn = _check_state("syn", syn, x) if spec.synaptic else None
     spk = _check_state("spk", spk, x) if spec.recurrence != RECURRENCE_NONE else None
-    if backend in ("auto", "poplar") and ipu.running_on_ipu():
-        return _lif_on_ipu(x, spec, beta, threshold, alpha, V, recurrent, mem, syn, spk)
-    if backend == "poplar":
-        raise ValueError("backend='poplar' runs only inside a PopTorch model on an IPU (poptorch.isRunningOnIpu())")
+    check_saved_state(saved_state)
+    chunk = time_chunks.active_chunk()
+    if chunk is not None:
+        # Inside a time chunk the checkpoint drops what the op saves and recomputes it: the
+        # default saves, from the state the previous chunk ended in.
+        mem, syn, spk = chunk.initial_states(mem, syn, spk)
+        out = _lif(x, spec, beta, threshold, alpha, V, recurrent, mem, syn, spk, backend)
+        chunk.record_final_states(out, spec)
+        return out
+    if saved_state != "default" and recurrent is None and torch.is_grad_enabled() \
+            and resolve_saved_state(saved_state, x) == "recompute":
+        params = {"beta": beta, "threshold": threshold, "alpha": alpha, "V": V}
+        tensors = {k: v for k, v in params.items() if isinstance(v, torch.Tensor)}
+        if any(t is not None and t.requires_grad for t in (x, mem, syn, spk, *tensors.values())):
+            def run(x_: Tensor, mem_, syn_, spk_, *values: Tensor) -> tuple[Tensor, ...]:
+                kw = {**params, **dict(zip(tensors, values))}
+                return _lif(x_, spec, kw["beta"], kw["threshold"], kw["alpha"], kw["V"], None, mem_, syn_, spk_,
+                            backend)
+
+            return recompute_lif(run, spec.synaptic, spec.recurrence != RECURRENCE_NONE, x, mem, syn, spk,
+                                 *tensors.values())
+    return _lif(x, spec, beta, threshold, alpha, V, recurrent, mem, syn, spk, backend)
+
+
+def _lif(x: Tensor, spec: LIFSpec, beta: Param, threshold: Param, alpha: Optional[Param], V: Optional[Param],
+         recurrent: Optional[Callable[[Tensor], Tensor]], mem: Optional[Tensor], syn: Optional[Tensor],
+         spk: Optional[Tensor], backend: str) -> tuple[Tensor, ...]:
+    """:func:`lif` with the default saves, on checked inputs."""
     chosen = resolve_backend(backend, x)
     T, B = x.shape[0], x.shape[1]
     features = tuple(x.shape[2:])
@@ -228,6 +263,8 @@ def lif(
     # tensor per absent argument cost a microsecond each, for lif_apply to turn back into None).
     alpha_f = _param("alpha", alpha, x, clamp=True) if spec.synaptic else None
     V_f = _param("V", V, x, clamp=False) if spec.recurrence == RECURRENCE_ONE_TO_ONE else None
+    if chosen.traced_lif is not None:  # a tracer that owns the gradients (PopTorch)
+        return chosen.traced_lif(x, spec, beta_f, thr_f, alpha_f, V_f, recurrent, mem, syn, spk)
     grad_on = torch.is_grad_enabled()
     store_state = grad_on and needs_prev_mem(spec, beta_f.requires_grad, thr_f.requires_grad)
 
@@ -238,19 +275,19 @@ def lif(
              rec3: Optional[Tensor]):
         return lif_apply(x3, mem_s, syn_s, spk_s, rec3, beta_f, thr_f, alpha_f, V_f, spec, store_state, chosen)
 
-    if spec.recurrence != RECURRENCE_INPUT:
+    if spec.recurrence != RECURRENCE_ALL_TO_ALL:
         out_spk, out_syn, out_mem = call(
             _reshaped(x, (T, B, F)), flat_state(mem), flat_state(syn), flat_state(spk), None
         )
-    elif (dense := _fused_dense_weights(recurrent, x, chosen.name)) is not None:
-        # nn.Linear(F, F) on [T, B, F]: the whole sequence is one op (fusedsnn/ops_dense.py),
+    elif (dense := _fused_all_to_all_weights(recurrent, x, chosen)) is not None:
+        # nn.Linear(F, F) on [T, B, F]: the whole sequence is one op (fusedsnn/ops/all_to_all.py),
         # a custom op whose schema takes tensors: empty ones for what is absent.
         weight, bias = dense
 
         def as_tensor(t: Optional[Tensor]) -> Tensor:
             return _empty(x) if t is None else t
 
-        out_spk, out_syn, out_mem, *_ = lif_dense_forward(
+        out_spk, out_syn, out_mem, *_ = lif_all_to_all_forward(
             x.reshape(T, B, F), as_tensor(flat_state(mem)), as_tensor(flat_state(syn)),
             as_tensor(flat_state(spk)), weight, bias,
             beta_f, thr_f, as_tensor(alpha_f), spec.synaptic, spec.reset, spec.reset_delay, spec.surrogate.code,
@@ -291,54 +328,17 @@ def lif(
     return _reshaped(out_spk, shape), _reshaped(out_mem, shape)
 
 
-def _fused_dense_weights(recurrent: object, x: Tensor, backend: str) -> Optional[tuple[Tensor, Tensor]]:
+def _fused_all_to_all_weights(recurrent: object, x: Tensor, backend: Backend) -> Optional[tuple[Tensor, Tensor]]:
     """``(weight, bias)`` in ``x.dtype`` when ``recurrent`` is an ``nn.Linear(F, F)`` over
     ``x: [T, B, F]`` and ``backend`` has the fused all-to-all op; otherwise None."""
     if not isinstance(recurrent, torch.nn.Linear) or x.dim() != 3:
         return None
     if tuple(recurrent.weight.shape) != (x.shape[2], x.shape[2]):
         return None
-    if dense_backend_unsupported(backend, x) is not None or recurrent.weight.device != x.device:
+    if backend.all_to_all_reason(x) is not None or recurrent.weight.device != x.device:
         return None
     bias = recurrent.bias.to(x.dtype) if recurrent.bias is not None else _empty(x)
     return recurrent.weight.to(x.dtype), bias
-
-
-def _lif_on_ipu(x, spec, beta, threshold, alpha, V, recurrent, mem, syn, spk):
-    """PopTorch path: the PopART custom ops (elementwise neurons; all-to-all recurrence through
-    an ``nn.Linear(N, N)``, see fusedsnn/ipu.py); any other recurrent map is traced from plain
-    PyTorch ops."""
-    if spec.recurrence == RECURRENCE_INPUT:
-        if ipu.dense_op_applies(recurrent, x):
-            return ipu.lif_dense_poptorch(
-                x, spec, recurrent, _param("beta", beta, x, clamp=True), _param("threshold", threshold, x, clamp=False),
-                _param("alpha", alpha, x, clamp=True) if spec.synaptic else None, mem, syn, spk,
-            )
-        from .kernels.naive import naive_lif
-
-        return naive_lif(x, spec, _as_tensor(beta, x), _as_tensor(threshold, x), _as_tensor(alpha, x),
-                         None, recurrent, mem, syn, spk)
-    T, B = x.shape[0], x.shape[1]
-    shape = x.shape
-    x3 = x.reshape(T, B, -1)
-
-    def flat(state):
-        return None if state is None else state.reshape(B, -1)
-
-    outs = ipu.lif_poptorch(
-        x3, spec, _param("beta", beta, x, clamp=True), _param("threshold", threshold, x, clamp=False),
-        _param("alpha", alpha, x, clamp=True) if spec.synaptic else None,
-        _param("V", V, x, clamp=False) if spec.recurrence == RECURRENCE_ONE_TO_ONE else None,
-        flat(mem), flat(syn), flat(spk),
-    )
-    return tuple(o.reshape(shape) for o in outs)
-
-
-def _as_tensor(value, x: Tensor):
-    if value is None:
-        return value
-    tensor = _param_tensor("parameter", value, x)
-    return tensor if tensor.is_floating_point() else tensor.to(torch.float32)
 
 
 def make_spec(
@@ -483,7 +483,7 @@ def rleaky(
 ) -> tuple[Tensor, Tensor]:
     """Fused recurrent Leaky. One-to-one recurrence ``V * spk`` unless ``recurrent`` (all-to-all,
     e.g. ``nn.Linear``) is given. ``x: [T, B, *features]`` -> ``(spk, mem)``."""
-    recurrence = RECURRENCE_INPUT if recurrent is not None else RECURRENCE_ONE_TO_ONE
+    recurrence = RECURRENCE_ALL_TO_ALL if recurrent is not None else RECURRENCE_ONE_TO_ONE
     spec = make_spec(synaptic=False, recurrence=recurrence, reset_mechanism=reset_mechanism,
                      reset_delay=reset_delay, spike_grad=spike_grad, surrogate_disable=surrogate_disable,
                      graded_spikes_factor=graded_spikes_factor, neuron="RLeaky")
@@ -509,7 +509,7 @@ def rsynaptic(
     backend: str = "auto",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Fused recurrent Synaptic. ``x: [T, B, *features]`` -> ``(spk, syn, mem)``."""
-    recurrence = RECURRENCE_INPUT if recurrent is not None else RECURRENCE_ONE_TO_ONE
+    recurrence = RECURRENCE_ALL_TO_ALL if recurrent is not None else RECURRENCE_ONE_TO_ONE
     spec = make_spec(synaptic=True, recurrence=recurrence, reset_mechanism=reset_mechanism,
                      reset_delay=reset_delay, spike_grad=spike_grad, surrogate_disable=surrogate_disable,
                      graded_spikes_factor=graded_spikes_factor, neuron="RSynaptic")

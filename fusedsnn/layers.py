@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from . import functional as Fn
-from . import memory
-from .kernels.spec import RECURRENCE_INPUT, RECURRENCE_NONE, RECURRENCE_ONE_TO_ONE, RESET_CODES
+from .ops.recompute import check_saved_state
+from .spec import RECURRENCE_ALL_TO_ALL, RECURRENCE_NONE, RECURRENCE_ONE_TO_ONE, RESET_CODES
 
 Tensor = torch.Tensor
 # A number (Python or NumPy), a NumPy array or a tensor, as snnTorch accepts.
@@ -75,7 +75,7 @@ class _FusedLIF(nn.Module):
             raise _unsupported(
                 "init_hidden", init_hidden,
                 "a fused layer takes the whole sequence at once and returns the states; "
-                "convert whole init_hidden models with fusedsnn.fuse",
+                "convert whole init_hidden models with fusedsnn.interop.fuse",
             )
         if inhibition:
             raise _unsupported("inhibition", inhibition, "winner-take-all inhibition couples neurons within a step")
@@ -102,7 +102,7 @@ class _FusedLIF(nn.Module):
         self._graded_spikes()  # validates the shape now rather than at the first forward
         self.register_buffer("reset_mechanism_val", torch.as_tensor(RESET_CODES[reset_mechanism]))
 
-    #: What the layer keeps for its backward, one of ``fusedsnn.memory.SAVED_STATES``:
+    #: What the layer keeps for its backward, one of ``fusedsnn.functional.SAVED_STATES``:
     #: "default" (the fused op's saved trace/states), "recompute" (only the input and the
     #: initial states; the forward runs again in the backward) or "auto" ("recompute" for a
     #: static input, else "default"). Set by ``fusedsnn.memory_lean``.
@@ -112,12 +112,10 @@ class _FusedLIF(nn.Module):
 
     @saved_state.setter
     def saved_state(self, value: str) -> None:
-        if value not in memory.SAVED_STATES:
-            raise ValueError(f"saved_state must be one of {memory.SAVED_STATES}, got {value!r}")
-        self.__dict__["_saved_state"] = value
+        self.__dict__["_saved_state"] = check_saved_state(value)
 
     def _lif(self, *args, **kwargs):
-        return memory.lif(self.saved_state, *args, **kwargs)
+        return Fn.lif(*args, saved_state=self.saved_state, **kwargs)
 
     def _register(self, name: str, value: Param, learn: bool) -> None:
         # torch.as_tensor, as snnTorch does: ints stay int64, NumPy keeps its dtype.
@@ -196,7 +194,7 @@ class Leaky(_FusedLIF):
         surrogate_disable: if True, no gradient flows through the spikes (snnTorch's flag).
         init_hidden: must be False (a fused layer returns its states instead of keeping them);
             True raises ``NotImplementedError``. Convert whole ``init_hidden`` models with
-            ``fusedsnn.fuse``.
+            ``fusedsnn.interop.fuse``.
         inhibition: must be False; True (winner-take-all) raises ``NotImplementedError``.
         learn_beta: make ``beta`` an ``nn.Parameter`` (else a buffer), as snnTorch does.
         learn_threshold: make ``threshold`` an ``nn.Parameter`` (else a buffer).
@@ -288,7 +286,7 @@ class Synaptic(_FusedLIF):
         surrogate_disable: if True, no gradient flows through the spikes (snnTorch's flag).
         init_hidden: must be False (a fused layer returns its states instead of keeping them);
             True raises ``NotImplementedError``. Convert whole ``init_hidden`` models with
-            ``fusedsnn.fuse``.
+            ``fusedsnn.interop.fuse``.
         inhibition: must be False; True (winner-take-all) raises ``NotImplementedError``.
         learn_alpha: make ``alpha`` an ``nn.Parameter`` (else a buffer).
         learn_beta: make ``beta`` an ``nn.Parameter`` (else a buffer), as snnTorch does.
@@ -423,7 +421,7 @@ class _Recurrent(_FusedLIF):
         return {"V": self.V}
 
     def _recurrence_code(self) -> int:
-        return RECURRENCE_INPUT if self.all_to_all else RECURRENCE_ONE_TO_ONE
+        return RECURRENCE_ALL_TO_ALL if self.all_to_all else RECURRENCE_ONE_TO_ONE
 
 
 class RLeaky(_Recurrent):
@@ -457,7 +455,7 @@ class RLeaky(_Recurrent):
         surrogate_disable: if True, no gradient flows through the spikes (snnTorch's flag).
         init_hidden: must be False (a fused layer returns its states instead of keeping them);
             True raises ``NotImplementedError``. Convert whole ``init_hidden`` models with
-            ``fusedsnn.fuse``.
+            ``fusedsnn.interop.fuse``.
         inhibition: must be False; True (winner-take-all) raises ``NotImplementedError``.
         learn_beta: make ``beta`` an ``nn.Parameter`` (else a buffer), as snnTorch does.
         learn_threshold: make ``threshold`` an ``nn.Parameter`` (else a buffer).
@@ -570,7 +568,7 @@ class RSynaptic(_Recurrent):
         surrogate_disable: if True, no gradient flows through the spikes (snnTorch's flag).
         init_hidden: must be False (a fused layer returns its states instead of keeping them);
             True raises ``NotImplementedError``. Convert whole ``init_hidden`` models with
-            ``fusedsnn.fuse``.
+            ``fusedsnn.interop.fuse``.
         inhibition: must be False; True (winner-take-all) raises ``NotImplementedError``.
         learn_alpha: make ``alpha`` an ``nn.Parameter`` (else a buffer).
         learn_beta: make ``beta`` an ``nn.Parameter`` (else a buffer), as snnTorch does.

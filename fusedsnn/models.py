@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from . import layers
-from .memory import once_per_sequence
+from .ops.time_chunks import once_per_sequence
 
 Tensor = torch.Tensor
 

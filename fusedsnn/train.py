@@ -1,11 +1,11 @@
-"""``fusedsnn train`` (also ``python -m fusedsnn.train``): train the study's DSNN or CSNN.
+"""Training the study's DSNN or CSNN: the library behind ``fusedsnn train`` (:mod:`fusedsnn.cli.train`).
 
 The embedded default needs no download: scikit-learn's digits (8x8). The DSNN then takes 64
 inputs; the CSNN takes the digits upsampled bilinearly to 1x28x28, so it keeps the study's
 5C12-MP2-5C64-MP2 geometry (an 8x8 image is too small for two 5x5 convolutions with pooling).
 MNIST and CIFAR-10 load from local files given with ``--data-root``.
 
-Training = forward, BPTT backward through the fused neurons, AdamW step. ``--population-study``
+Training = forward, BPTT backward through the fused neurons, AdamW step. :func:`population_study`
 runs the study's population-code experiment (10 outputs over 25 steps against 10..1000 outputs
 in one step). Under ``torchrun`` the model is wrapped in DistributedDataParallel (gloo on CPU,
 nccl on GPU) and each process trains on its share of every global batch.
@@ -13,20 +13,18 @@ nccl on GPU) and each process trains on its share of every global batch.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import pickle
-import sys
 import time
 from typing import Callable, Optional
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from . import data as data_mod
 from . import population
-from .models import CSNN, DSNN, NEURONS
+from .backends import resolve_backend
+from .models import CSNN, DSNN
 
 Tensor = torch.Tensor
 
@@ -137,8 +135,6 @@ def describe_model(model_name: str, model: nn.Module, neuron: str, num_steps: in
 
 def fused_backend_name(device: torch.device, dtype: torch.dtype = torch.float32) -> str:
     """The backend ``backend="auto"`` picks for the neurons' input on ``device`` in ``dtype``."""
-    from .backends import resolve_backend
-
     return resolve_backend("auto", torch.empty(1, dtype=dtype, device=device)).name
 
 
@@ -179,17 +175,13 @@ def fit(model_name: str = "dsnn", dataset: str = "digits", data_root: Optional[s
             f"{f' x {world} processes' if world > 1 else ''} | {epochs} epoch(s), batch {batch_size}, "
             f"AdamW lr {lr:g}, loss {loss}, {precision}")
     history = []
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover
-        tqdm = None
     gen = torch.Generator().manual_seed(seed)
     start_all = time.perf_counter()
     for epoch in range(1, epochs + 1):
         order = torch.randperm(len(y_train), generator=gen).to(dev)
         batches = range(0, len(y_train) - batch_size + 1, batch_size) if len(y_train) >= batch_size else [0]
         bar = tqdm(batches, desc=f"epoch {epoch}/{epochs}", leave=False,
-                   disable=not progress or rank != 0) if tqdm else batches
+                   disable=not progress or rank != 0)
         total_loss, correct, seen, busy = 0.0, 0, 0, 0.0
         for start in bar:
             idx = order[start:start + batch_size]
@@ -250,114 +242,3 @@ def population_study(output_sizes=(10, 50, 100, 500, 1000), epochs: int = 5, mod
         rows.append({"outputs": outputs, "num_steps": steps, "test_acc": last["test_acc"],
                      "images_per_s": last["images_per_s"]})
     return rows
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .cli import device_name, non_negative_int, positive_float, positive_int, writable_file
-
-    parser.add_argument("--model", choices=["dsnn", "csnn"], default="dsnn", help="network to train")
-    parser.add_argument("--dataset", choices=["digits", "mnist", "cifar10"], default="digits",
-                        help="digits ships with scikit-learn; mnist and cifar10 need --data-root")
-    parser.add_argument("--data-root", default=None,
-                        help="folder with the MNIST IDX files or the CIFAR-10 python batches (never downloaded)")
-    parser.add_argument("--epochs", type=positive_int, default=5, help="passes over the training set")
-    parser.add_argument("--batch-size", type=positive_int, default=128, help="images per training step")
-    parser.add_argument("--num-steps", type=positive_int, default=25,
-                        help="time steps per image (with --population-study: the 10-output baseline's steps)")
-    parser.add_argument("--lr", type=positive_float, default=None,
-                        help="AdamW learning rate (default: 2e-3, or 1e-2 with --population-study)")
-    parser.add_argument("--hidden", type=positive_int, default=None,
-                        help="DSNN hidden width (default: 1000; the CSNN's layers are fixed)")
-    parser.add_argument("--neuron", choices=NEURONS, default="leaky", help="neuron model of every layer")
-    parser.add_argument("--pop-size", type=positive_int, default=1,
-                        help="output neurons per class (--population-study sweeps it itself)")
-    parser.add_argument("--loss", choices=["ce_rate", "mse_count"], default="ce_rate",
-                        help="rate-coded cross-entropy or spike-count MSE")
-    parser.add_argument("--device", type=device_name, default=None,
-                        help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of weights and batch order")
-    parser.add_argument("--precision", choices=["float32", "bfloat16", "float16"], default="float32",
-                        help="autocast dtype for the forward")
-    parser.add_argument("--population-study", action="store_true",
-                        help="run the population-code experiment (10 outputs over --num-steps steps against "
-                             "10..1000 outputs in 1 step) instead of one training")
-    parser.add_argument("--json", type=writable_file, default=None, help="write the results to this file")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def _check_arguments(args: argparse.Namespace) -> None:
-    """Combinations argparse cannot check by itself; raises cli.UsageError naming the argument."""
-    from .cli import UsageError
-
-    if args.model == "csnn" and args.hidden is not None:
-        raise UsageError("--hidden sets the DSNN's hidden width; --model csnn has fixed layers "
-                         "(5C12-MP2-5C64-MP2), so it would be ignored")
-    if args.hidden is None:
-        args.hidden = 1000
-    if args.population_study and args.pop_size != 1:
-        raise UsageError("--pop-size cannot be combined with --population-study, which sweeps the outputs itself")
-    if args.dataset == "digits":
-        if args.data_root is not None:
-            raise UsageError("--data-root is for --dataset mnist or cifar10; digits ship with scikit-learn")
-        return
-    if args.data_root is None:
-        raise UsageError(f"--dataset {args.dataset} needs --data-root DIR with the files you already have "
-                         "(fusedsnn never downloads data)")
-    if not os.path.isdir(args.data_root):
-        raise UsageError(f"--data-root {args.data_root!r} is not a folder")
-
-
-def _load_data(dataset: str, data_root: Optional[str]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Train and test splits; a missing or malformed file is a usage error, not a traceback."""
-    from .cli import UsageError
-
-    try:
-        x_train, y_train = data_mod.load(dataset, data_root, train=True)
-        x_test, y_test = data_mod.load(dataset, data_root, train=False)
-    except (FileNotFoundError, ValueError, OSError, EOFError, pickle.UnpicklingError) as err:
-        raise UsageError(f"--data-root {data_root!r}: {err}") from None
-    return x_train, y_train, x_test, y_test
-
-
-def run(args: argparse.Namespace) -> int:
-    _check_arguments(args)
-    autocast = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.precision]
-    data = _load_data(args.dataset, args.data_root)
-    start = time.perf_counter()
-    if args.population_study:
-        rows = population_study(epochs=args.epochs, model_name=args.model, dataset=args.dataset,
-                                data_root=args.data_root, hidden=args.hidden, device=args.device,
-                                progress=not args.no_progress, batch_size=args.batch_size,
-                                baseline_steps=args.num_steps, neuron=args.neuron, loss=args.loss,
-                                seed=args.seed, autocast_dtype=autocast, data=data,
-                                **({} if args.lr is None else {"lr": args.lr}))
-        result = {"population_study": rows}
-        for row in rows:
-            print(f"{row['outputs']:>5} outputs {row['num_steps']:>2} step(s): test acc {row['test_acc']:.3f}  "
-                  f"{row['images_per_s']:.0f} images/s")
-        best = max(rows, key=lambda r: r["test_acc"])
-        print(f"done: population study, {len(rows)} trainings of {args.epochs} epoch(s) in "
-              f"{time.perf_counter() - start:.1f} s; best test acc {best['test_acc']:.3f} "
-              f"({best['outputs']} outputs, {best['num_steps']} step(s))")
-    else:
-        result = fit(args.model, args.dataset, args.data_root, args.epochs, args.batch_size, args.num_steps,
-                     2e-3 if args.lr is None else args.lr, args.hidden, args.neuron, args.pop_size, args.loss,
-                     args.device, args.seed, progress=not args.no_progress, autocast_dtype=autocast, data=data)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=1)
-        print(f"results written to {args.json}")
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-    return 0
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    """``python -m fusedsnn.train ARGS`` is ``fusedsnn train ARGS``."""
-    from .cli import main as cli_main
-
-    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -80,10 +80,10 @@ def snntorch_steps(neuron: torch.nn.Module, x: torch.Tensor, states: dict) -> tu
     return tuple(torch.stack(parts) for parts in zip(*outs))
 
 
-def dense_inputs(T: int, B: int, N: int, synaptic: bool) -> tuple[torch.Tensor, dict]:
+def all_to_all_inputs(T: int, B: int, N: int, synaptic: bool) -> tuple[torch.Tensor, dict]:
     """``x: [T, B, N]`` and the all-to-all op's other inputs (states ``[B, N]``, ``weight: [N, N]``,
     bias and per-neuron parameters ``[N]``), every one a leaf that requires grad (absent syn0 and
-    alpha are empty for RLeaky), in the order ``lif_dense_forward`` takes them."""
+    alpha are empty for RLeaky), in the order ``lif_all_to_all_forward`` takes them."""
     x = random_input(T, B, N).requires_grad_()
     tensors = dict(
         mem0=torch.randn(B, N).requires_grad_(),

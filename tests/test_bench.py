@@ -10,9 +10,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from fusedsnn.cli import bench as bench_cli
 from fusedsnn.bench import neurons, plots, study, training
-from fusedsnn.cli import UsageError
-from fusedsnn.kernels.spec import LIFSpec, bytes_per_neuron_step
+from fusedsnn.cli.args import UsageError
+from fusedsnn.spec import LIFSpec, bytes_per_neuron_step
 from fusedsnn.models import CSNN, DSNN
 from fusedsnn.surrogate import atan
 
@@ -76,11 +77,11 @@ def test_bench_cli_writes_outputs(tmp_path, monkeypatch):
                          repeats=2)])
     monkeypatch.setitem(study.SECTIONS, "neurons", study.section_neurons)
     args = SimpleNamespace(quick=True, device="cpu", out=str(tmp_path), sections="neurons", repeats=2)
-    assert study.run(args) == 0
+    assert bench_cli.run(args) == 0
     assert json.loads((tmp_path / "neurons.json").read_text())[0]["provider"] == "snntorch"
     assert (tmp_path / "neurons.csv").exists() and (tmp_path / "environment.json").exists()
     with pytest.raises(UsageError, match="unknown nope"):
-        study.run(SimpleNamespace(quick=True, device="cpu", out=str(tmp_path), sections="nope", repeats=2))
+        bench_cli.run(SimpleNamespace(quick=True, device="cpu", out=str(tmp_path), sections="nope", repeats=2))
 
 
 def test_all_to_all_section_rows(monkeypatch):
@@ -141,7 +142,7 @@ def test_progress_has_a_total_and_shared_cases_are_measured_once(tmp_path, monke
     monkeypatch.setattr(plots, "plot_section", lambda *a, **k: None)
     args = SimpleNamespace(quick=True, device="cpu", out=str(tmp_path), sections="throughput,neuron_models,precision",
                            repeats=2)
-    assert study.run(args) == 0
+    assert bench_cli.run(args) == 0
     out = capsys.readouterr().out
     # 4 + 8 + 4 planned runs; DSNN 128 x 25 leaky float32 (fused and snnTorch) is in all three
     # sections but measured once: 16 runs, 12 measurements.

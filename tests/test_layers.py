@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import fusedsnn as fs
-from fusedsnn.kernels.naive import naive_lif
+from fusedsnn.backends.reference.naive import naive_lif
 
 from .conftest import NEURONS, RESETS, assert_close_scaled, random_input, snntorch_steps, weighted_loss
 
@@ -162,7 +162,7 @@ def test_all_to_all_recurrence_matches_snntorch(backend, kind, reset):
     x = random_input(8, 4, n).requires_grad_()
     expected = snntorch_steps(reference, x, {})
     actual = fused(x)
-    # The host's fused all-to-all op sums W @ spk in its own order (see tests/test_ops_dense.py):
+    # The host's fused all-to-all op sums W @ spk in its own order (see tests/test_ops_all_to_all.py):
     # its float32 states may differ from nn.Linear's in the last bits; spikes here do not.
     assert torch.equal(actual[0], expected[0])
     for a, e in zip(actual[1:], expected[1:]):

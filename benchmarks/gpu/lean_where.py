@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from fusedsnn.bench import memory as bench_memory
-from fusedsnn.cli import device_name, positive_int
+from fusedsnn.cli.args import device_name, positive_int
 
 PROVIDERS = ("fused", "fused-lean", "fused-chunked")
 

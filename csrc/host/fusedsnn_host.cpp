@@ -28,7 +28,7 @@
 
 extern "C" {
 
-// Mirrors fusedsnn/kernels/lif_host.py's ctypes Structure: keep the two in the same order.
+// Mirrors fusedsnn/backends/host/lif.py's ctypes Structure: keep the two in the same order.
 struct fusedsnn_lif_desc {
   // forward inputs / outputs
   const void* x; std::int64_t x_step;

@@ -1,7 +1,7 @@
 // Fused LIF time loops (Leaky, Synaptic, RLeaky, RSynaptic), forward and backward, in plain C++.
 //
-// The same algorithm and operation order as fusedsnn/kernels/spec.py, the Triton kernel
-// (fusedsnn/kernels/lif_triton.py) and the eager reference (lif_reference.py). No Poplar and no
+// The same algorithm and operation order as fusedsnn/spec.py, the Triton kernel
+// (fusedsnn/backends/triton/lif.py) and the eager reference (lif_reference.py). No Poplar and no
 // torch include: the IPU codelets (csrc/codelets) and the host library (csrc/host) both call
 // these functions on a range of neurons. Compile with -ffp-contract=off: a contracted a*b+c
 // rounds once instead of twice and breaks bit-identity with snnTorch.
@@ -19,7 +19,7 @@
 namespace fusedsnn {
 
 enum Reset : int { kSubtract = 0, kZero = 1, kNone = 2 };
-enum Recurrence : int { kNoRecurrence = 0, kOneToOne = 1, kInput = 2 };
+enum Recurrence : int { kNoRecurrence = 0, kOneToOne = 1, kAllToAll = 2 };
 enum SurrogateCode : int {
   kAtan = 0, kFastSigmoid = 1, kSigmoid = 2, kStraightThrough = 3,
   kTriangular = 4, kSpikeRateEscape = 5, kDisabled = 6
@@ -84,7 +84,7 @@ template <typename IO, typename S>
 struct ForwardArgs {
   const IO* x = nullptr;       // [T, stride], time stride x_step (0 for a static input)
   std::int64_t x_step = 0;
-  const IO* rec = nullptr;     // all-to-all recurrent input [T, stride] (kInput only)
+  const IO* rec = nullptr;     // all-to-all recurrent input [T, stride] (kAllToAll only)
   std::int64_t rec_step = 0;
   const S* mem0 = nullptr;     // [stride] or null (zeros)
   const S* syn0 = nullptr;
@@ -173,7 +173,7 @@ FUSEDSNN_TARGET_CLONES void lif_forward_chunk(const ForwardArgs<IO, S>& a, std::
   }
   for (std::int64_t t = 0; t < a.steps; ++t) {
     const IO* __restrict__ xt = a.x + t * a.x_step + c0;
-    const IO* __restrict__ rt = RECURRENCE == kInput ? a.rec + t * a.rec_step + c0 : nullptr;
+    const IO* __restrict__ rt = RECURRENCE == kAllToAll ? a.rec + t * a.rec_step + c0 : nullptr;
     const std::int64_t row = t * a.stride + c0;
     IO* __restrict__ spk_out = a.spk + row;
     IO* __restrict__ mem_out = a.mem + row;
@@ -187,14 +187,14 @@ FUSEDSNN_TARGET_CLONES void lif_forward_chunk(const ForwardArgs<IO, S>& a, std::
       if (SYNAPTIC) {
         s = alpha[j] * syn[j] + xv;
         if (RECURRENCE == kOneToOne) s = s + v[j] * spk[j];
-        if (RECURRENCE == kInput) s = s + static_cast<S>(rt[j]);
+        if (RECURRENCE == kAllToAll) s = s + static_cast<S>(rt[j]);
         base = beta[j] * mem[j] + s;
       } else if (kZeroBeforeDecay) {
         base = beta[j] * ((S(1) - r) * mem[j]) + xv;
       } else {
         base = beta[j] * mem[j] + xv;
         if (RECURRENCE == kOneToOne) base = base + v[j] * spk[j];
-        if (RECURRENCE == kInput) base = base + static_cast<S>(rt[j]);
+        if (RECURRENCE == kAllToAll) base = base + static_cast<S>(rt[j]);
       }
       S m_pre;
       if (RESET == kSubtract) {
@@ -478,12 +478,12 @@ void lif_backward_range(const BackwardArgs<IO, S>& a, std::int64_t begin, std::i
 }
 
 // Run-time neuron type -> compile-time template: calls fn(synaptic, recurrence) with both as
-// std::integral_constant, for the four neuron types plus the all-to-all step (kInput).
+// std::integral_constant, for the four neuron types plus the all-to-all step (kAllToAll).
 template <typename Fn>
 void with_neuron_type(bool synaptic, int recurrence, Fn&& fn) {
   auto with_recurrence = [&](auto syn) {
     if (recurrence == kOneToOne) fn(syn, std::integral_constant<int, kOneToOne>{});
-    else if (recurrence == kInput) fn(syn, std::integral_constant<int, kInput>{});
+    else if (recurrence == kAllToAll) fn(syn, std::integral_constant<int, kAllToAll>{});
     else fn(syn, std::integral_constant<int, kNoRecurrence>{});
   };
   if (synaptic) with_recurrence(std::true_type{});
@@ -499,7 +499,7 @@ void lif_forward_dispatch(bool synaptic, int recurrence, const ForwardArgs<IO, S
 }
 
 // An all-to-all step's recurrent input has the gradient grad_x; W's gradient is formed by
-// autograd outside, so kInput only differs from no recurrence in the zero-reset order.
+// autograd outside, so kAllToAll only differs from no recurrence in the zero-reset order.
 template <typename IO, typename S>
 void lif_backward_dispatch(bool synaptic, int recurrence, const BackwardArgs<IO, S>& a,
                            std::int64_t begin, std::int64_t end) {

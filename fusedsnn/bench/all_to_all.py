@@ -17,6 +17,8 @@ from typing import Callable
 
 import torch
 
+from .. import layers
+from ..interop import from_snntorch
 __all__ = ["AllToAllCase", "make_step", "run_case", "TARGET_SHAPES", "section_all_to_all"]
 
 #: The issue's target shapes (T, B, N) and the speed-up over snnTorch each must reach.
@@ -39,8 +41,6 @@ class AllToAllCase:
 def _neurons(case: AllToAllCase):
     import snntorch as snn
 
-    import fusedsnn as fs
-
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     if case.kind == "RLeaky":
@@ -49,7 +49,7 @@ def _neurons(case: AllToAllCase):
         reference = snn.RSynaptic(alpha=0.8, beta=0.9, linear_features=case.N)
     reference = reference.to(case.device)
     x = (torch.randn(case.T, case.B, case.N, generator=gen) * case.scale + case.shift).to(case.device)
-    return reference, fs.from_snntorch(reference), x
+    return reference, from_snntorch(reference), x
 
 
 def make_step(case: AllToAllCase, provider: str, mode: str = "forward+backward") -> tuple[Callable[[], object], torch.Tensor]:
@@ -203,9 +203,9 @@ def markdown_section(sweep: list[dict]) -> str:
     return f"""## All-to-all recurrence (RLeaky/RSynaptic with `nn.Linear(N, N)`)
 
 Here the neurons are coupled: step t needs every spike of step t-1 (`rec = W @ spk[t-1] + b`).
-The fused op (fusedsnn/ops_dense.py) runs the whole sequence in one call on each backend.
+The fused op (fusedsnn/ops/all_to_all.py) runs the whole sequence in one call on each backend.
 
-**MIMD mapping (host, csrc/host/fusedsnn_dense.cpp).** Each tile (a thread) owns a contiguous
+**MIMD mapping (host, csrc/host/fusedsnn_all_to_all.cpp).** Each tile (a thread) owns a contiguous
 range of neurons, i.e. their rows of W, for the whole sequence. Per step it computes its
 neurons' recurrent input from all of last step's spikes, skipping silent ones (spikes are 0 or
 `graded_spikes_factor`), updates them, then waits at a barrier until every tile has written its
@@ -232,7 +232,7 @@ therefore keeps one tile when a step has fewer than 2^16 multiply-adds (T=10000,
 single-threaded). An IPU tile pays a hardware sync of well under a microsecond per step, so the
 MIMD mapping of this neuron is sync-bound only at much smaller steps.
 
-**MIMD mapping on the IPU (csrc/codelets/lif_dense_codelets.cpp, csrc/popart/lif_dense_op.cpp).**
+**MIMD mapping on the IPU (csrc/codelets/lif_all_to_all_codelets.cpp, csrc/popart/lif_all_to_all_op.cpp).**
 The same forward partition with W split across tile memories: a tile owns its neurons' rows of W
 (and, where the plan also splits the batch, a block of batch rows) for the whole sequence; each
 step is one compute set (the tile's rows of `W @ spk + b`, then the neuron update), then one
@@ -241,9 +241,9 @@ pattern instead of a BLAS call: a tile holds its neurons' columns of W, receives
 `G_t` by exchange, and forms its block of `G_t @ W` and its rows of `dW^T` from its own spike
 history, so no partial sums cross tiles (receiving `G_t` costs a tile Bt * N values per step, as
 receiving every tile's partial sums for its neurons would, without the extra reduction). Verified
-on the host with the exchange emulated (tests/csrc/test_dense_codelets.py), not on an IPU.
+on the host with the exchange emulated (tests/backends/poplar/test_all_to_all_codelets.py), not on an IPU.
 
-**SIMT mapping (Triton, fusedsnn/kernels/lif_dense_triton.py).** Step t+1 needs all of step t's
+**SIMT mapping (Triton, fusedsnn/backends/triton/all_to_all.py).** Step t+1 needs all of step t's
 spikes of the same batch row and nothing of other rows, so one program owns a block of 16 batch
 rows and all N neurons and loops over t: spikes never leave the SM, no grid-wide barrier is
 needed, and W is read once per program and held in registers (N <= 64; `tl.dot` per step).

@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from ..kernels import lif_triton
+from ..backends.triton import lif as lif_triton
 from . import neurons, training
 from .timing import copy_bandwidth, measure
 

@@ -19,6 +19,8 @@ with the allocator and the machine; the ratios the targets name are taken from t
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import json
 import os
 import statistics
@@ -30,10 +32,12 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.profiler import ProfilerActivity, profile
 
 from .. import layers, population
 from ..memory import memory_lean
 from ..models import DSNN
+from .training import _profiler_chatter_dropped
 
 Tensor = torch.Tensor
 
@@ -147,10 +151,6 @@ def peak_bytes(step: Callable[[], None], device: torch.device) -> int:
         step()
         _sync(device)
         return torch.cuda.max_memory_allocated(device) - start
-    from torch.profiler import ProfilerActivity, profile
-
-    from .training import _profiler_chatter_dropped
-
     with warnings.catch_warnings(), _profiler_chatter_dropped():
         warnings.simplefilter("ignore")
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
@@ -178,9 +178,6 @@ def rss_worker(network: str, provider: str, num_steps: int, batch: int, chunk_st
     torch.set_num_threads(torch.get_num_threads())
     step = make_case(network, provider, num_steps, batch, torch.device("cpu"), chunk_steps)
     step()
-    import ctypes
-    import gc
-
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -268,45 +265,8 @@ def section_memory(args, device: torch.device, progress: Callable[[str], None]) 
     return run_memory(device, (25, 500, 2000), 32, repeats=args.repeats, rss=True, progress=progress)
 
 
-_LOCAL_COLOURS = {"fused-chunked": "tab:brown"}
 
 
-def plot_memory(rows: list[dict], out) -> None:
-    """``memory.png``: peak memory (left) and step time (right) against T, one panel row per network."""
-    from pathlib import Path
-
-    from .plots import _colour, _plt
-
-    if not rows:
-        return
-    plt = _plt()
-    networks = [n for n in NETWORKS if any(r["network"] == n for r in rows)]
-    fig, axes = plt.subplots(len(networks), 2, figsize=(9, 3.2 * len(networks)), squeeze=False)
-    for i, net in enumerate(networks):
-        for provider in PROVIDERS:
-            pts = sorted((r["num_steps"], r["peak_mib"], r["median_s"]) for r in rows
-                         if r["network"] == net and r["provider"] == provider)
-            if not pts:
-                continue
-            T, mib, sec = zip(*pts)
-            colour = _LOCAL_COLOURS.get(provider) or _colour(provider)
-            label = f"{provider} ({chunk} steps)" if (chunk := next(
-                (r.get("chunk_steps") for r in rows if r["provider"] == provider and r.get("chunk_steps")), None)) else provider
-            axes[i][0].plot(T, mib, marker="o", label=label, color=colour)
-            axes[i][1].plot(T, sec, marker="o", label=label, color=colour)
-        batch = next(r["batch"] for r in rows if r["network"] == net)
-        axes[i][0].set_title(f"{net}, batch {batch}: peak training memory", fontsize=9)
-        axes[i][1].set_title(f"{net}, batch {batch}: forward+backward time", fontsize=9)
-        axes[i][0].set_ylabel("MiB above start of step")
-        axes[i][1].set_ylabel("seconds")
-        for ax in axes[i]:
-            ax.set_xlabel("time steps T")
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(Path(out) / "memory.png", dpi=120)
-    plt.close(fig)
 
 
 if __name__ == "__main__":  # the fresh process of one peak-RSS measurement

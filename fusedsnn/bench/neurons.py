@@ -15,6 +15,8 @@ device copy's bandwidth measured in the same run.
 
 from __future__ import annotations
 
+import statistics
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Callable
@@ -22,9 +24,9 @@ from typing import Callable
 import torch
 
 from .. import functional as F
-from ..backends import _BACKENDS
-from ..kernels.spec import bytes_per_neuron_step
-from .timing import measure
+from ..backends.registry import _BACKENDS
+from ..spec import bytes_per_neuron_step
+from .timing import _sync, measure
 
 NEURON_KINDS = ("Leaky", "Synaptic", "RLeaky", "RSynaptic")
 
@@ -162,11 +164,6 @@ def run_interleaved(case: NeuronCase, providers: list[str], mode: str, repeats: 
                     copy_bytes_per_s: float | None = None) -> list[dict]:
     """Time ``providers`` on one case, interleaved sample by sample (medians, q20/q80).
     Small cases batch several calls per sample so each sample is at least ~1 ms."""
-    import statistics
-    import time
-
-    from .timing import _sync
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         steps = {p: make_step(case, p, mode) for p in providers}

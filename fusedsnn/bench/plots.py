@@ -324,8 +324,43 @@ def plot_section(name: str, rows: list[dict], out: Path) -> None:
     elif name == "time_split":
         _time_split(rows, path)
     elif name == "memory":
-        from .memory import plot_memory
-
         plot_memory(rows, out)
     elif name == "neurons":
         _neurons(rows, path)
+
+
+_LOCAL_COLOURS = {"fused-chunked": "tab:brown"}
+
+
+def plot_memory(rows: list[dict], out) -> None:
+    """``memory.png``: peak memory (left) and step time (right) against T, one panel row per network."""
+    if not rows:
+        return
+    plt = _plt()
+    networks = list(dict.fromkeys(r["network"] for r in rows))
+    fig, axes = plt.subplots(len(networks), 2, figsize=(9, 3.2 * len(networks)), squeeze=False)
+    for i, net in enumerate(networks):
+        for provider in dict.fromkeys(r["provider"] for r in rows):
+            pts = sorted((r["num_steps"], r["peak_mib"], r["median_s"]) for r in rows
+                         if r["network"] == net and r["provider"] == provider)
+            if not pts:
+                continue
+            T, mib, sec = zip(*pts)
+            colour = _LOCAL_COLOURS.get(provider) or _colour(provider)
+            label = f"{provider} ({chunk} steps)" if (chunk := next(
+                (r.get("chunk_steps") for r in rows if r["provider"] == provider and r.get("chunk_steps")), None)) else provider
+            axes[i][0].plot(T, mib, marker="o", label=label, color=colour)
+            axes[i][1].plot(T, sec, marker="o", label=label, color=colour)
+        batch = next(r["batch"] for r in rows if r["network"] == net)
+        axes[i][0].set_title(f"{net}, batch {batch}: peak training memory", fontsize=9)
+        axes[i][1].set_title(f"{net}, batch {batch}: forward+backward time", fontsize=9)
+        axes[i][0].set_ylabel("MiB above start of step")
+        axes[i][1].set_ylabel("seconds")
+        for ax in axes[i]:
+            ax.set_xlabel("time steps T")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(Path(out) / "memory.png", dpi=120)
+    plt.close(fig)

@@ -7,14 +7,11 @@ quantiles; a row whose q20-q80 spread is large is flagged as noisy.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import inspect
 import json
 import os
 import platform
-import sys
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,7 +19,7 @@ from typing import Callable, Optional
 
 import torch
 
-from . import all_to_all, gpu, memory, neurons, plots, training
+from . import all_to_all, gpu, memory, neurons, training
 from .published import SOURCE, TFLOPS, THROUGHPUT
 from .timing import copy_bandwidth
 
@@ -346,167 +343,6 @@ def _training_speedups(rows: list[dict]) -> None:
 # ---------------------------------------------------------------------------------------------
 # command line
 # ---------------------------------------------------------------------------------------------
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..cli import device_name, positive_int
-
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--quick", dest="quick", action="store_true", default=None,
-                       help=f"small sizes: {QUICK_CLAIM}; far longer while other jobs share the cores "
-                       "(default on a CPU-only machine)")
-    group.add_argument("--full", dest="quick", action="store_false",
-                       help="the full sweeps (default with a GPU; hours on a CPU)")
-    parser.add_argument("--device", type=device_name, default=None,
-                        help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
-    parser.add_argument("--out", default="bench-out", help="folder for JSON, CSV and plots")
-    parser.add_argument("--sections", default=None,
-                        help=f"comma-separated subset of {', '.join(SECTIONS)} (default: all)")
-    parser.add_argument("--repeats", type=positive_int, default=None,
-                        help="timed repeats per measurement, at least (default: 3 quick, 20 full)")
-
-
-def _check_arguments(args: argparse.Namespace) -> list[str]:
-    """The sections to run; raises cli.UsageError for a bad device, an unknown section or an
-    unusable --out (run() may be called without the parser, from scripts and tests)."""
-    from ..cli import UsageError, device_name
-
-    if getattr(args, "device", None) is not None:
-        try:
-            device_name(args.device)
-        except argparse.ArgumentTypeError as err:
-            raise UsageError(f"--device: {err}") from None
-    if args.sections is None:
-        on_cuda = (getattr(args, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
-        # the GPU proof's sections run by default only on CUDA (benchmarks/gpu/check.sh names them)
-        names = [n for n in SECTIONS if on_cuda or n not in gpu.SECTIONS]
-    else:
-        names = [s.strip() for s in args.sections.split(",") if s.strip()]
-        unknown = [n for n in names if n not in SECTIONS]
-        if unknown or not names:
-            raise UsageError(f"--sections: unknown {', '.join(unknown) or '(empty list)'}; "
-                             f"choose from {','.join(SECTIONS)}")
-    if args.repeats is not None and (not isinstance(args.repeats, int) or args.repeats < 1):
-        raise UsageError(f"--repeats must be a positive integer, got {args.repeats!r}")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {args.out!r} is a file; expected a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UsageError(f"--out {args.out!r}: cannot create the folder ({err.strerror})") from None
-    return names
-
-
-class _Progress:
-    """One progress line for the whole bench: runs done / planned, elapsed and estimated time
-    left (tqdm on a terminal; otherwise one plain line per finished section, for logs)."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.done = 0
-        self.start = time.perf_counter()
-        self._running = False
-        self.bar = None
-        if sys.stderr.isatty():
-            try:
-                from tqdm import tqdm
-
-                self.bar = tqdm(total=total, unit="run", desc="bench", dynamic_ncols=True, leave=False)
-            except ImportError:  # pragma: no cover
-                pass
-
-    def start_run(self, label: str) -> None:
-        self._finish_run()
-        self._running = True
-        if self.done >= self.total:  # a section that cannot count its runs up front
-            self.total = self.done + 1
-            if self.bar is not None:
-                self.bar.total = self.total
-        if self.bar is not None:
-            self.bar.set_postfix_str(label[-60:], refresh=True)
-
-    def _finish_run(self) -> None:
-        if self._running:
-            self.done += 1
-            self._running = False
-            if self.bar is not None:
-                self.bar.update(1)
-
-    def end_section(self) -> str:
-        """Closes the section's last run; returns the status line (runs, elapsed, left)."""
-        self._finish_run()
-        elapsed = time.perf_counter() - self.start
-        left = elapsed / self.done * (self.total - self.done) if self.done else 0.0
-        return f"[{self.done}/{self.total} runs, {elapsed:.0f} s elapsed, about {left:.0f} s left]"
-
-    def write(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.clear()
-        print(text, flush=True)
-        if self.bar is not None:
-            self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def run(args: argparse.Namespace) -> int:
-    names = _check_arguments(args)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if args.quick is None:
-        args.quick = device.type != "cuda"
-    if args.repeats is None:
-        args.repeats = 3 if args.quick else 20
-    out = Path(args.out)
-    env = environment(device)
-    wall0, cpu0 = time.perf_counter(), time.process_time()
-    print(f"fusedsnn bench on {env['device_name']} ({device}), torch {env['torch']}, "
-          f"{'quick' if args.quick else 'full'} run, {args.repeats} repeats -> {out}/", flush=True)
-    cores = os.cpu_count() or 1
-    if env["load_average_at_start"] is not None and env["load_average_at_start"] > cores / 2:
-        # PyTorch's CPU threads wait for each other by spinning; on cores that other jobs keep
-        # busy a step can take 10-100x longer (measured: the quick run, 29 s with one thread,
-        # took 9 min with two at load average 9 on 2 cores).
-        print(f"note: this machine is busy (load average {env['load_average_at_start']:.1f} on {cores} cores): "
-              f"timings will be slow and noisy; OMP_NUM_THREADS=1 steadies them, a quiet machine is better",
-              flush=True)
-    planned = {name: getattr(SECTIONS[name], "plan", None) for name in names}
-    total = sum(len(plan(args, device)) for plan in planned.values() if plan is not None)
-    progress = _Progress(total)
-    results = {"environment": env}
-    try:
-        for name in names:
-            start = time.perf_counter()
-            rows = SECTIONS[name](args, device, progress.start_run)
-            status = progress.end_section()
-            if name in _TRAINING_SECTIONS:
-                _training_speedups(rows)
-            # (neurons, all_to_all, memory and the GPU sections compute their own comparisons)
-            results[name] = rows
-            write_outputs(out, name, rows)
-            plots.plot_section(name, rows, out)
-            text = [f"\n== {name} ({time.perf_counter() - start:.0f} s) {status} =="]
-            text.append(format_table(rows, TABLE_COLUMNS.get(name, sorted(rows[0]) if rows else [])))
-            if any(r.get("noisy") for r in rows):
-                text.append(f"noisy: the q20-q80 range of this row (or of its snnTorch baseline) is wider than "
-                            f"{NOISY_SPREAD:.0%} of the median; rerun on a quiet machine or with more --repeats")
-            if name == "throughput":
-                text.append(published_table(rows))
-            progress.write("\n".join(text))
-    finally:
-        progress.close()
-    env["wall_s"] = time.perf_counter() - wall0
-    env["process_cpu_s"] = time.process_time() - cpu0
-    try:
-        env["load_average_at_end"] = os.getloadavg()[0]
-    except OSError:  # pragma: no cover
-        env["load_average_at_end"] = None
-    (out / "environment.json").write_text(json.dumps(env, indent=1))
-    print(f"\ndone in {env['wall_s']:.0f} s wall, {env['process_cpu_s']:.0f} s CPU of this process "
-          f"(load average {env['load_average_at_start']} at start, {env['load_average_at_end']} at end); "
-          f"results in {out}/")
-    return 0
 
 
 # ---------------------------------------------------------------------------------------------

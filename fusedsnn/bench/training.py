@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .. import layers, population
-from ..backends import resolve_backend
+from ..backends.registry import resolve_backend
 from ..models import CSNN, DSNN
 from .timing import measure
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from fusedsnn.kernels import lif_triton
+from fusedsnn.backends.triton import lif as lif_triton
 
 NO_CUDA = "no CUDA device here: this test runs on a GPU (benchmarks/gpu/check.sh); its interpreter twin runs on CPU"
 CUDA_MARKS = (pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA))
@@ -72,7 +72,7 @@ def poisoned_outputs(monkeypatch):
     def nan_filled(shape, dtype, device):
         return torch.full(shape, float("nan"), dtype=dtype, device=device)
 
-    monkeypatch.setattr(lif_triton, "_new_output", nan_filled)
+    monkeypatch.setattr(lif_triton, "new_output", nan_filled)
 
 
 def to_target(tensors: dict, device: torch.device) -> dict:

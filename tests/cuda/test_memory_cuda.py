@@ -20,6 +20,7 @@ from torch import nn
 
 import fusedsnn as fs
 from fusedsnn import memory
+from fusedsnn.memory import spike_layers
 from fusedsnn.bench import training
 
 from .conftest import TARGETS
@@ -137,7 +138,7 @@ def test_lean_packs_the_hidden_spikes_and_matches_default(target, monkeypatch):
     lean = memory.memory_lean(copy.deepcopy(model))
     packed = []
     original = memory.pack_spikes
-    monkeypatch.setattr(memory, "pack_spikes", lambda x: packed.append(original(x)) or packed[-1])
+    monkeypatch.setattr(spike_layers, "pack_spikes", lambda x: packed.append(original(x)) or packed[-1])
     x = torch.rand(T, B, 64, device=target.device) * 2
     y = torch.randint(0, 10, (B,), device=target.device)
     ref, got = _step(model, x, y), _step(lean, x, y)

@@ -17,10 +17,10 @@ import torch
 import fusedsnn as fs
 import fusedsnn.functional as F
 from fusedsnn import surrogate as S
-from fusedsnn.kernels import lif_triton
+from fusedsnn.backends.triton import lif as lif_triton
 
 from ..conftest import NEURONS, RESETS, TOLERANCES, assert_close_scaled, dtype_id, random_input, snntorch_steps, weighted_loss
-from ..kernels.parity import compare_backends, make_params
+from ..backends.parity import compare_backends, make_params
 from .conftest import TARGETS, cuda_param, interpreter_param, no_host_sync, to_target
 
 pytest.importorskip("triton")
@@ -35,7 +35,7 @@ SURROGATES = {
     "disabled": S.disabled(),
 }
 
-# The whole grid on the GPU; in the interpreter (where tests/kernels/test_lif_triton.py already
+# The whole grid on the GPU; in the interpreter (where tests/backends/triton/test_lif.py already
 # covers the grid) a rotation that still visits every neuron, reset, reset_delay and learn value.
 _GRID = list(itertools.product(NEURONS, RESETS, [True, False], [True, False]))
 _ROTATION = [(kind, RESETS[i % 3], i % 2 == 0, (i // 2) % 2 == 0) for i, kind in enumerate(NEURONS * 2)]
@@ -141,7 +141,7 @@ def test_fused_op_never_syncs_with_the_host(target, kind):
     graph capture forbids); on the GPU also under ``torch.cuda.set_sync_debug_mode("error")``."""
     x, params, states = _case(target, kind, learn=True, with_states=True)
     x.requires_grad_()
-    from ..kernels.parity import call_neuron
+    from ..backends.parity import call_neuron
 
     with no_host_sync(target) as detector:
         outs = call_neuron(kind, x, params, states, "triton")
@@ -160,14 +160,14 @@ def test_launch_configuration_is_tuned_once_per_size_bucket(target, monkeypatch)
         monkeypatch.setenv("FUSEDSNN_TRITON_AUTOTUNE", "1")
     lif_triton.clear_tuning_cache()
     used = []
-    launch = lif_triton._launch
+    launch = lif_triton.launch
 
     def spy(kernel, candidates, M, *args, **kwargs):
         cfg = launch(kernel, candidates, M, *args, **kwargs)
         used.append((kernel.fn.__name__, M, cfg, candidates))
         return cfg
 
-    monkeypatch.setattr(lif_triton, "_launch", spy)
+    monkeypatch.setattr(lif_triton, "launch", spy)
     B, N = target.pick((3, 40), (128, 1000))
     beta = (torch.rand(N) * 0.9 + 0.05).to(target.device).requires_grad_()
     for T in target.pick((3, 7), (10, 25)):

@@ -1,0 +1,94 @@
+"""Convert a whole snnTorch ``nn.Sequential`` into a sequence model built on fused neurons.
+
+snnTorch's idiom: stateless layers interleaved with ``init_hidden=True`` neurons (the last often
+``output=True``), run step by step::
+
+    utils.reset(net)
+    out = [net(x[t]) for t in range(T)]
+
+:func:`fuse` returns a module that takes ``x: [T, B, ...]`` and returns what that loop stacks:
+the last module's output per step, stacked over time (a tuple ``(spk, mem)`` or
+``(spk, syn, mem)`` when the last neuron has ``output=True``). Stateless layers run once over
+all ``T * B`` samples; each neuron runs once over the whole sequence.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from torch import nn
+
+from .snntorch import from_snntorch
+
+# Layers whose output for a sample depends only on that sample (per-step application equals
+# one application over T * B samples). Dropout is per element too, but its random mask differs
+# from snnTorch's draw for draw, so training-mode parity is statistical, not exact.
+STATELESS = (
+    nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
+    nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d, nn.Flatten, nn.Unflatten, nn.Identity, nn.ReLU, nn.LeakyReLU, nn.Sigmoid,
+    nn.Tanh, nn.Dropout, nn.Dropout2d, nn.Upsample, nn.ZeroPad2d, nn.ConstantPad2d,
+)
+
+
+class FusedSequential(nn.Module):
+    """Sequence model produced by :func:`fuse`. ``forward(x: [T, B, ...])``."""
+
+    def __init__(self, stages: list[tuple[str, nn.Module]], output_states: bool) -> None:
+        super().__init__()
+        self.kinds = [kind for kind, _ in stages]
+        self.stages = nn.ModuleList(module for _, module in stages)
+        self.output_states = output_states
+
+    def forward(self, x):
+        if x.dim() < 2:
+            raise ValueError(f"x must be [T, B, ...] (time first), got shape {tuple(x.shape)}")
+        out = x
+        states = None
+        for kind, module in zip(self.kinds, self.stages):
+            if kind == "neuron":
+                states = module(out)
+                out = states[0]
+            else:
+                T, B = out.shape[:2]
+                y = module(out.reshape(T * B, *out.shape[2:]))
+                out = y.reshape(T, B, *y.shape[1:])
+                states = None
+        if self.output_states and states is not None:
+            return states
+        return out
+
+
+def fuse(model: nn.Sequential, backend: str = "auto") -> FusedSequential:
+    """Fused twin of an snnTorch ``nn.Sequential`` (parameters copied). Unsupported layers raise
+    ``TypeError`` naming them; unsupported neuron options raise ``NotImplementedError``."""
+    import snntorch
+
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(f"fuse expects an nn.Sequential in snnTorch's idiom, got {type(model).__name__}")
+    neuron_types = (snntorch.Leaky, snntorch.Synaptic, snntorch.RLeaky, snntorch.RSynaptic)
+    stages: list[tuple[str, nn.Module]] = []
+    output_states = False
+    children = list(model.named_children())
+    for position, (name, module) in enumerate(children):
+        if type(module) in neuron_types:
+            if not module.init_hidden:
+                raise ValueError(
+                    f"layer {name!r} ({type(module).__name__}) has init_hidden=False; in an nn.Sequential "
+                    "snnTorch neurons must keep their state (init_hidden=True)"
+                )
+            if module.output and position != len(children) - 1:
+                raise ValueError(f"layer {name!r} has output=True but is not the last layer")
+            stages.append(("neuron", from_snntorch(module, backend=backend, _in_sequential=True)))
+            output_states = bool(module.output)
+        elif isinstance(module, snntorch.SpikingNeuron):
+            raise TypeError(f"layer {name!r}: {type(module).__name__} has no fused twin "
+                            "(supported: Leaky, Synaptic, RLeaky, RSynaptic)")
+        elif isinstance(module, STATELESS):
+            stages.append(("layer", copy.deepcopy(module)))
+        else:
+            raise TypeError(
+                f"layer {name!r}: {type(module).__name__} is not supported by fuse (it must act on each "
+                f"sample independently; supported: {', '.join(t.__name__ for t in STATELESS)})"
+            )
+    return FusedSequential(stages, output_states)

@@ -1,0 +1,77 @@
+"""fusedsnn.interop.fuse: a whole snnTorch Sequential against snnTorch's own stepped loop."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import fusedsnn as fs
+
+from ..conftest import assert_close_scaled, weighted_loss
+
+snn = pytest.importorskip("snntorch")
+from snntorch import utils  # noqa: E402
+
+
+def _stepped(net, x):
+    utils.reset(net)
+    outs = [net(x[t]) for t in range(x.shape[0])]
+    if isinstance(outs[0], tuple):
+        return tuple(torch.stack(p) for p in zip(*outs))
+    return torch.stack(outs)
+
+
+def _nets():
+    torch.manual_seed(0)
+    dense = nn.Sequential(nn.Flatten(), nn.Linear(36, 20), snn.Leaky(beta=0.9, init_hidden=True),
+                          nn.Linear(20, 5), snn.Synaptic(alpha=0.8, beta=0.9, init_hidden=True, output=True))
+    conv = nn.Sequential(nn.Conv2d(1, 4, 3), nn.MaxPool2d(2),
+                         snn.Leaky(beta=0.8, init_hidden=True, spike_grad=snn.surrogate.fast_sigmoid(slope=10)),
+                         nn.Flatten(), nn.Linear(4 * 2 * 2, 6),
+                         snn.RLeaky(beta=0.9, V=0.3, all_to_all=False, init_hidden=True, output=True))
+    no_output = nn.Sequential(nn.Linear(36, 8), snn.Leaky(beta=0.9, init_hidden=True))
+    return {"dense-synaptic-output": (dense, (1, 6, 6)), "conv-rleaky": (conv, (1, 6, 6)),
+            "spikes-only": (no_output, (36,))}
+
+
+@pytest.mark.parametrize("name", ["dense-synaptic-output", "conv-rleaky", "spikes-only"])
+def test_fused_sequential_matches_stepped_snntorch(name):
+    net, shape = _nets()[name]
+    fused = fs.fuse(net)
+    x = (torch.rand(7, 4, *shape) * 3).requires_grad_()
+    expected = _stepped(net, x)
+    actual = fused(x)
+    expected_t = expected if isinstance(expected, tuple) else (expected,)
+    actual_t = actual if isinstance(actual, tuple) else (actual,)
+    assert len(actual_t) == len(expected_t)
+    assert torch.equal(actual_t[0], expected_t[0])
+    assert 0 < expected_t[0].count_nonzero() < expected_t[0].numel()
+    for a, e in zip(actual_t[1:], expected_t[1:]):
+        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5)
+    ge = torch.autograd.grad(weighted_loss(expected_t), [x, *net.parameters()], allow_unused=True)
+    ga = torch.autograd.grad(weighted_loss(actual_t), [x, *fused.parameters()], allow_unused=True)
+    assert len(ge) == len(ga)
+    for i, (a, e) in enumerate(zip(ga, ge)):
+        if e is None:
+            continue
+        assert_close_scaled(a, e, 1e-4, f"grad {i}")
+
+
+def test_fuse_rejects_unsupported_layers_by_name():
+    with pytest.raises(TypeError, match="'1'.*BatchNorm1d"):
+        fs.fuse(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), snn.Leaky(beta=0.9, init_hidden=True)))
+    with pytest.raises(TypeError, match="Lapicque"):
+        fs.fuse(nn.Sequential(nn.Linear(4, 4), snn.Lapicque(beta=0.9, init_hidden=True)))
+    with pytest.raises(ValueError, match="init_hidden=False"):
+        fs.fuse(nn.Sequential(nn.Linear(4, 4), snn.Leaky(beta=0.9)))
+    with pytest.raises(TypeError, match="nn.Sequential"):
+        fs.fuse(nn.Linear(3, 3))
+
+
+def test_fused_copy_is_independent_of_the_original():
+    net, _ = _nets()["spikes-only"]
+    fused = fs.fuse(net)
+    with torch.no_grad():
+        net[0].weight.zero_()
+    assert fused.stages[0].weight.abs().sum() > 0
