@@ -67,7 +67,7 @@ def ce_rate_loss(spk: Tensor, targets: Tensor, num_classes: int, pop_size: int =
         raise ValueError("spk has no time steps")
     # Every step has the same B samples, so the mean over steps of the batch means is the mean
     # over all T * B: one call instead of snnTorch's loop over steps (2T + 1 kernel launches
-    # fewer each way; on the H200 the loop was a third of a DSNN step's graph replay). Equal to
+    # fewer each way; on the H200 such a loop is a third of a DSNN step's graph replay). Equal to
     # snnTorch's value up to float summation order.
     return F.cross_entropy(logits.reshape(T * B, C), targets.repeat(T))
 

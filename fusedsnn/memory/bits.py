@@ -71,8 +71,8 @@ _BITS_OF_BYTE: dict = {}
 
 
 def _bits_of_byte(device: torch.device) -> Tensor:
-    """``bool [256, 8]``: bit k of each byte value, built once per device (it used to be a
-    Python list of 2048 entries per unpack)."""
+    """``bool [256, 8]``: bit k of each byte value, built once per device so that an unpack is
+    one gather on the device, with no Python loop over bits."""
     table = _BITS_OF_BYTE.get(device)
     if table is None:
         byte = torch.arange(256, dtype=torch.int32)

@@ -311,18 +311,7 @@ def lif_apply(x: Tensor, mem0: Tensor | None, syn0: Tensor | None, spk0: Tensor 
         return out[0], out[1], out[2]
     # Empty tensors mean "absent" as None does; normalise to None (the eager callers in
     # fusedsnn.functional pass None already, so the check is all this costs them).
-    if mem0 is not None and mem0.numel() == 0:
-        mem0 = None
-    if syn0 is not None and syn0.numel() == 0:
-        syn0 = None
-    if spk0 is not None and spk0.numel() == 0:
-        spk0 = None
-    if rec is not None and rec.numel() == 0:
-        rec = None
-    if alpha is not None and alpha.numel() == 0:
-        alpha = None
-    if V is not None and V.numel() == 0:
-        V = None
+    mem0, syn0, spk0, rec, alpha, V = (None if _absent(t) else t for t in (mem0, syn0, spk0, rec, alpha, V))
     save = torch.is_grad_enabled() and (
         x.requires_grad or beta.requires_grad or threshold.requires_grad
         or any(t is not None and t.requires_grad for t in (alpha, V, mem0, syn0, spk0, rec))

@@ -1,6 +1,6 @@
 """Plain PyTorch implementation of the fused LIF forward and backward (the ``"reference"`` backend).
 
-This is the same algorithm as the Triton kernel in ``lif_triton.py``, written with whole-tensor
+This is the same algorithm as the Triton kernel in ``backends/triton/lif.py``, written with whole-tensor
 PyTorch ops and a Python loop over time: the forward saves the surrogate-derivative trace, the
 backward walks time in reverse with hand-written adjoints. It is the CPU default until the host
 backend exists, the float64 path for ``gradcheck``, and the readable spec of what the kernel does.

@@ -3,7 +3,7 @@
 Layout, top to bottom: the ``@triton.jit`` forward and backward kernels, then the launchers that
 allocate outputs, apply the one contiguity policy and pick the grid. No autograd here; the
 autograd Function is in ``fusedsnn/ops/lif.py`` and the eager twin of this file is
-``lif_reference.py`` (same algorithm, same operation order; read it first).
+``backends/reference/lif.py`` (same algorithm, same operation order; read it first).
 
 Each program owns ``BLOCK`` neurons (flattened ``[B * F]``) and walks all ``T`` steps with the
 state in float32 registers: nothing per step returns to Python. The four neuron types share one
@@ -438,7 +438,7 @@ def lif_backward_triton(
     def state_grad(has_state: bool) -> Optional[Tensor]:
         # Written by the kernel when it runs; zero for T == 0. A state this neuron lacks gets
         # None, as from the host backend (the op fills its schema's zeros where one is needed):
-        # zero-filling it cost two allocations and two fill launches per Leaky backward.
+        # zero-filling one would cost two allocations and two fill launches per Leaky backward.
         if not has_state:
             return None
         if runs:
