@@ -7,7 +7,7 @@
 
 from . import _moved, functional, memory, population, surrogate
 from .backends import available_backends
-from .interop import FusedSequential, export_to_nir, from_snntorch, fuse, import_from_nir
+from .interop import FusedSequential, export_to_nir, from_snntorch, fuse, import_from_nir, neurobench_model
 from .layers import Leaky, RLeaky, RSynaptic, Synaptic
 from .memory import memory_lean
 from .models import CSNN, DSNN
@@ -24,6 +24,7 @@ __all__ = [
     "from_snntorch",
     "fuse",
     "FusedSequential",
+    "neurobench_model",
     "memory_lean",
     "memory",
     "DSNN",

@@ -65,7 +65,8 @@ class _SequenceModel(nn.Module):
     _other_input_forms = ""  # named in the shape error, for models that take more than one form
 
     def _time_major(self, x: Tensor) -> tuple[Tensor, bool]:
-        """``x`` as ``[B, *input]`` (static, returns is_static=True) or ``[T, B, *input]``."""
+        """``x`` as ``[B, *input]`` (static, returns is_static=True) or ``[T, B, *input]``;
+        integer or bool ``x`` as float32."""
         n = len(self.input_shape)
         if not isinstance(x, torch.Tensor) or x.dim() not in (n + 1, n + 2):
             raise ValueError(
@@ -76,6 +77,10 @@ class _SequenceModel(nn.Module):
         if tuple(x.shape[-n:]) != tuple(self.input_shape):
             raise ValueError(f"x's trailing shape must be {tuple(self.input_shape)}{self._other_input_forms}, "
                              f"got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            # Event frames come as integer counts (tonic's ToFrame gives int16) or bool spikes;
+            # Linear/Conv2d need the weights' float type.
+            x = x.to(torch.float32)
         return x, x.dim() == n + 1
 
     def _first_layer_over_time(self, first: nn.Module, x: Tensor) -> Tensor:
@@ -104,7 +109,9 @@ def _over_time(layer: nn.Module, x: Tensor) -> Tensor:
 
 class DSNN(_SequenceModel):
     """Dense SNN of the study: ``num_inputs - hidden... - num_outputs`` with a neuron after each
-    Linear (default 784-1000-10, Leaky, 25 steps).
+    Linear (default 784-1000-10, Leaky, 25 steps); ``readout_neuron`` (default: ``neuron``) sets
+    the output layer's type alone, e.g. ``DSNN(700, 256, 20, 100, "rleaky_all_to_all",
+    readout_neuron="leaky")`` is the recurrent SHD network.
 
     ``forward(x)``: ``x: [B, num_inputs]`` (static) or ``[T, B, num_inputs]`` -> the output
     layer's ``(spk, mem)``, each ``[T, B, num_outputs]``. Images ``[B, C, H, W]`` (static) and
@@ -123,6 +130,7 @@ class DSNN(_SequenceModel):
         neuron: str = "leaky",
         neuron_kwargs: Optional[dict] = None,
         static_input_once: bool = True,
+        readout_neuron: Optional[str] = None,
     ) -> None:
         super().__init__()
         hidden = [num_hidden] if isinstance(num_hidden, int) else list(num_hidden)
@@ -136,7 +144,10 @@ class DSNN(_SequenceModel):
         self.static_input_once = static_input_once
         sizes = [num_inputs, *hidden, num_outputs]
         self.fcs = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        self.neurons = nn.ModuleList(make_neuron(neuron, b, neuron_kwargs) for b in sizes[1:])
+        # The readout may differ from the hidden neurons: SHD's recurrent network reads its
+        # all-to-all RLeaky layer out through plain Leaky neurons.
+        kinds = [neuron] * len(hidden) + [readout_neuron or neuron]
+        self.neurons = nn.ModuleList(make_neuron(k, b, neuron_kwargs) for k, b in zip(kinds, sizes[1:]))
 
     def _flatten_images(self, x: Tensor) -> Tensor:
         """``[B, C, H, W] -> [B, C*H*W]`` and ``[T, B, C, H, W] -> [T, B, C*H*W]``; other shapes

@@ -3,7 +3,9 @@
 The embedded default needs no download: scikit-learn's digits (8x8). The DSNN then takes 64
 inputs; the CSNN takes the digits upsampled bilinearly to 1x28x28, so it keeps the study's
 5C12-MP2-5C64-MP2 geometry (an 8x8 image is too small for two 5x5 convolutions with pooling).
-MNIST and CIFAR-10 load from local files given with ``--data-root``.
+MNIST and CIFAR-10 load from local files given with ``--data-root``; so do the event sets
+(SHD/SSC, N-MNIST, DVS Gesture), which arrive as :class:`data.EventFrames` and are binned one
+batch at a time into ``[T, B, ...]`` frames (too large to hold binned: SHD at T=100 is 2.3 GB).
 
 Training = forward, BPTT backward through the fused neurons, AdamW step. :func:`population_study`
 runs the study's population-code experiment (10 outputs over 25 steps against 10..1000 outputs
@@ -30,21 +32,25 @@ Tensor = torch.Tensor
 
 
 def build_model(model: str, input_shape: tuple, num_classes: int, pop_size: int = 1, num_steps: int = 25,
-                hidden: int = 1000, neuron: str = "leaky", neuron_kwargs: Optional[dict] = None) -> nn.Module:
+                hidden: int = 1000, neuron: str = "leaky", neuron_kwargs: Optional[dict] = None,
+                readout_neuron: Optional[str] = None) -> nn.Module:
     outputs = num_classes * pop_size
     if model == "dsnn":
         n_in = 1
         for d in input_shape:
             n_in *= d
-        return DSNN(n_in, hidden, outputs, num_steps, neuron, neuron_kwargs)
+        return DSNN(n_in, hidden, outputs, num_steps, neuron, neuron_kwargs, readout_neuron=readout_neuron)
     if model == "csnn":
         return CSNN(input_shape, num_outputs=outputs, num_steps=num_steps, neuron=neuron, neuron_kwargs=neuron_kwargs)
     raise ValueError(f"model must be 'dsnn' or 'csnn', got {model!r}")
 
 
-def prepare_inputs(model: str, images: Tensor) -> Tensor:
+def prepare_inputs(model: str, images):
     """Images ``[N, C, H, W]`` as the model takes them: flattened for the DSNN; for the CSNN,
-    digits' 8x8 upsampled to 28x28 (see the module docstring)."""
+    digits' 8x8 upsampled to 28x28 (see the module docstring). Event sets pass through: their
+    batches are binned frames ``[T, B, *sample_shape]``, which both models take."""
+    if isinstance(images, data_mod.EventFrames):
+        return images
     if model == "dsnn":
         return images.flatten(1)
     if images.shape[-1] < 28:
@@ -75,12 +81,20 @@ def train_step(model: nn.Module, x: Tensor, y: Tensor, loss_fn, optimizer: Optio
     return loss.item(), spk.detach()
 
 
-def evaluate(model: nn.Module, x: Tensor, y: Tensor, num_classes: int, pop_size: int, batch_size: int = 512) -> float:
+def rows(x, idx: Tensor, device: torch.device) -> Tensor:
+    """Samples ``idx`` of ``x`` on ``device``: ``x[idx]`` of a tensor (already there), or an
+    :class:`data.EventFrames`' binned batch ``[T, B, ...]``."""
+    if isinstance(x, data_mod.EventFrames):
+        return x.batch(idx.cpu()).to(device, non_blocking=True)
+    return x[idx]
+
+
+def evaluate(model: nn.Module, x, y: Tensor, num_classes: int, pop_size: int, batch_size: int = 512) -> float:
     model.eval()
     correct = 0
     with torch.no_grad():
         for i in range(0, len(y), batch_size):
-            spk, _ = model(x[i:i + batch_size])
+            spk, _ = model(rows(x, torch.arange(i, min(i + batch_size, len(y)), device=y.device), y.device))
             correct += (population.predict(spk, num_classes, pop_size) == y[i:i + batch_size]).sum().item()
     model.train()
     return correct / max(1, len(y))
@@ -127,7 +141,10 @@ def describe_model(model_name: str, model: nn.Module, neuron: str, num_steps: in
     if isinstance(model, DSNN):
         sizes = [model.fcs[0].in_features, *(fc.out_features for fc in model.fcs)]
         shape = "-".join(map(str, sizes))
-        return f"DSNN {shape}, {neuron} neurons, {num_steps} steps"
+        readout = type(model.neurons[-1]).__name__
+        kinds = {type(n).__name__ for n in model.neurons[:-1]}
+        readout = f" ({readout} readout)" if kinds != {readout} else ""
+        return f"DSNN {shape}, {neuron} neurons{readout}, {num_steps} steps"
     convs = "-".join(f"{c.kernel_size[0]}C{c.out_channels}-MP{model.pool.kernel_size}" for c in model.convs)
     shape = "x".join(map(str, model.input_shape))
     return f"CSNN {convs}-{model.fc.out_features} on {shape}, {neuron} neurons, {num_steps} steps"
@@ -142,11 +159,12 @@ def fit(model_name: str = "dsnn", dataset: str = "digits", data_root: Optional[s
         batch_size: int = 128, num_steps: int = 25, lr: float = 2e-3, hidden: int = 1000, neuron: str = "leaky",
         pop_size: int = 1, loss: str = "ce_rate", device: Optional[str] = None, seed: int = 0,
         progress: bool = True, autocast_dtype: Optional[torch.dtype] = None, log: Callable[[str], None] = print,
-        data: Optional[tuple[Tensor, Tensor, Tensor, Tensor]] = None) -> dict:
+        data: Optional[tuple] = None, readout_neuron: Optional[str] = None) -> dict:
     """Train and evaluate; returns the configuration and a per-epoch history.
 
-    ``data``: ``(x_train, y_train, x_test, y_test)`` already loaded (images ``[N, C, H, W]``),
-    else ``dataset`` is loaded from ``data_root``. ``log`` receives one line naming what is
+    ``data``: ``(x_train, y_train, x_test, y_test)`` already loaded (images ``[N, C, H, W]`` or
+    :class:`data.EventFrames`), else ``dataset`` is loaded from ``data_root`` (event sets binned
+    to ``num_steps``). ``readout_neuron``: the DSNN output layer's neuron (default ``neuron``). ``log`` receives one line naming what is
     trained (model, dataset, backend, device), one per epoch, and a closing summary line."""
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("num_steps", num_steps),
                         ("hidden", hidden), ("pop_size", pop_size)):
@@ -156,14 +174,19 @@ def fit(model_name: str = "dsnn", dataset: str = "digits", data_root: Optional[s
     rank, world = init_distributed(dev)
     torch.manual_seed(seed)
     if data is None:
-        x_train, y_train = data_mod.load(dataset, data_root, train=True)
-        x_test, y_test = data_mod.load(dataset, data_root, train=False)
+        x_train, y_train = data_mod.load(dataset, data_root, train=True, num_steps=num_steps)
+        x_test, y_test = data_mod.load(dataset, data_root, train=False, num_steps=num_steps)
     else:
         x_train, y_train, x_test, y_test = data
-    x_train, x_test = prepare_inputs(model_name, x_train).to(dev), prepare_inputs(model_name, x_test).to(dev)
+    events = isinstance(x_train, data_mod.EventFrames)
+    x_train, x_test = prepare_inputs(model_name, x_train), prepare_inputs(model_name, x_test)
+    if not events:
+        x_train, x_test = x_train.to(dev), x_test.to(dev)
     y_train, y_test = y_train.to(dev), y_test.to(dev)
-    num_classes = 10
-    model = build_model(model_name, tuple(x_train.shape[1:]), num_classes, pop_size, num_steps, hidden, neuron).to(dev)
+    num_classes = x_train.num_classes if events else 10
+    input_shape = x_train.sample_shape if events else tuple(x_train.shape[1:])
+    model = build_model(model_name, input_shape, num_classes, pop_size, num_steps, hidden, neuron,
+                        readout_neuron=readout_neuron).to(dev)
     net = wrap_distributed(model, dev)
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr)
     loss_fn = make_loss(loss, num_classes, pop_size)
@@ -171,7 +194,7 @@ def fit(model_name: str = "dsnn", dataset: str = "digits", data_root: Optional[s
     precision = str(autocast_dtype).removeprefix("torch.") if autocast_dtype else "float32"
     if rank == 0:
         log(f"training {describe_model(model_name, model, neuron, num_steps)} on {dataset} "
-            f"({len(y_train)} train / {len(y_test)} test images) | backend {backend} | device {dev}"
+            f"({len(y_train)} train / {len(y_test)} test {'samples' if events else 'images'}) | backend {backend} | device {dev}"
             f"{f' x {world} processes' if world > 1 else ''} | {epochs} epoch(s), batch {batch_size}, "
             f"AdamW lr {lr:g}, loss {loss}, {precision}")
     history = []
@@ -187,7 +210,7 @@ def fit(model_name: str = "dsnn", dataset: str = "digits", data_root: Optional[s
             idx = order[start:start + batch_size]
             idx = idx[shard(len(idx), rank, world)]
             t0 = time.perf_counter()
-            value, spk = train_step(net, x_train[idx], y_train[idx], loss_fn, optimizer, autocast_dtype)
+            value, spk = train_step(net, rows(x_train, idx, dev), y_train[idx], loss_fn, optimizer, autocast_dtype)
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             busy += time.perf_counter() - t0
@@ -209,7 +232,7 @@ def fit(model_name: str = "dsnn", dataset: str = "digits", data_root: Optional[s
             f"test acc {last['test_acc']:.3f} (best {best['test_acc']:.3f} at epoch {best['epoch']}), "
             f"loss {last['loss']:.4f}, {last['images_per_s']:.0f} training images/s")
     config = dict(model=model_name, dataset=dataset, epochs=epochs, batch_size=batch_size, num_steps=num_steps,
-                  lr=lr, hidden=hidden, neuron=neuron, pop_size=pop_size, loss=loss, device=str(dev), world=world,
+                  lr=lr, hidden=hidden, neuron=neuron, readout_neuron=readout_neuron or neuron, pop_size=pop_size, loss=loss, device=str(dev), world=world,
                   backend=backend, precision=precision)
     return {"config": config, "history": history, "seconds": elapsed}
 

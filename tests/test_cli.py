@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -73,6 +74,14 @@ TRAIN_ERRORS = [
     (["--json", "{empty}"], ["--json", "folder"]),
     (["--population-study", "--pop-size", "4"], ["--pop-size", "--population-study"]),
     (["--model", "csnn", "--hidden", "64"], ["--hidden", "csnn"]),
+    (["--dataset", "shd"], ["--data-root", "shd"]),
+    (["--dataset", "nmnist"], ["--data-root", "nmnist"]),
+    (["--dataset", "shd", "--data-root", "{empty}"], ["--data-root", "shd_train.h5", "never downloads"]),
+    (["--dataset", "ssc", "--data-root", "{empty}"], ["--data-root", "ssc_train.h5"]),
+    (["--dataset", "nmnist", "--data-root", "{empty}"], ["--data-root", "NMNIST", "never downloads"]),
+    (["--dataset", "dvsgesture", "--data-root", "{empty}"], ["--data-root", "ibmGestureTrain"]),
+    (["--dataset", "shd", "--data-root", "{empty}", "--model", "csnn"], ["--model csnn", "shd"]),
+    (["--dataset", "shd", "--data-root", "{empty}", "--population-study"], ["--population-study", "shd"]),
     (["--unknown-flag"], ["--unknown-flag"]),
 ]
 
@@ -141,7 +150,7 @@ def test_train_help_shows_defaults(capsys):
     assert code == 0
     flat = " ".join(out.split())
     for expected in ("--epochs EPOCHS passes over the training set (default: 5)", "(default: 128)",
-                     "(default: 25)", "(default: dsnn)", "(default: digits)", "default: 1000", "(default: 0)",
+                     "default: 25, or 100 for shd and ssc", "default: dsnn; csnn for nmnist", "(default: digits)", "default: 1000", "(default: 0)",
                      "(default: ce_rate)", "(default: float32)", "default: 2e-3", "default: cuda when available"):
         assert expected in flat, expected
 
@@ -183,3 +192,37 @@ def test_population_study_sums_up(capsys, monkeypatch):
     assert code == 0, err
     assert "   10 outputs  7 step(s)" in out
     assert out.strip().splitlines()[-1].startswith("done: population study, 2 trainings")
+
+
+def test_train_shd_recurrent(tmp_path, capsys):
+    """SHD from synthetic files in the published layout: 700 -> all-to-all RLeaky -> Leaky readout."""
+    from .test_data import write_shd
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("test", 3)):
+        samples = [(np.sort(rng.uniform(0, 1, 50)).tolist(), rng.integers(0, 700, 50).tolist()) for _ in range(n)]
+        write_shd(tmp_path / f"shd_{split}.h5", samples, rng.integers(0, 20, n).tolist())
+    code, out, err = run_cli(["train", "--dataset", "shd", "--data-root", str(tmp_path), "--epochs", "1",
+                              "--hidden", "8", "--num-steps", "10", "--batch-size", "4", "--no-progress"], capsys)
+    assert code == 0, err
+    first, last = out.strip().splitlines()[0], out.strip().splitlines()[-1]
+    assert first.startswith("training DSNN 700-8-20, rleaky_all_to_all neurons (Leaky readout), 10 steps on shd "
+                            "(6 train / 3 test samples)"), first
+    assert last.startswith("done: DSNN on shd, 1 epoch(s)") and "test acc" in last, last
+
+
+def test_train_nmnist_csnn(tmp_path, capsys):
+    pytest.importorskip("tonic")
+    from .test_data import write_nmnist_bin
+
+    for folder, n in (("Train", 3), ("Test", 2)):
+        for i in range(n):
+            write_nmnist_bin(tmp_path / f"NMNIST/{folder}/{i}/{i:05d}.bin",
+                             [(x, x, x % 2, 10 * x) for x in range(30)])
+    code, out, err = run_cli(["train", "--dataset", "nmnist", "--data-root", str(tmp_path), "--epochs", "1",
+                              "--num-steps", "3", "--batch-size", "2", "--no-progress"], capsys)
+    assert code == 0, err
+    first, last = out.strip().splitlines()[0], out.strip().splitlines()[-1]
+    assert first.startswith("training CSNN 5C12-MP2-5C64-MP2-10 on 2x34x34, leaky neurons, 3 steps on nmnist "
+                            "(3 train / 2 test samples)"), first
+    assert last.startswith("done: CSNN on nmnist, 1 epoch(s)"), last

@@ -70,3 +70,124 @@ def test_digits_ship_with_the_package_and_split_is_fixed():
     assert data.resize(x_test[:2], 28).shape == (2, 1, 28, 28)
     with pytest.raises(ValueError, match="data-root"):
         data.load("mnist")
+
+
+# ---------------------------------------------------------------------------------------------
+# SHD / SSC: the published HDF5 layout, written small
+# ---------------------------------------------------------------------------------------------
+
+def write_shd(path, samples: list[tuple[list[float], list[int]]], labels: list[int]) -> None:
+    """An HDF5 file in SHD's layout: spikes/times (vlen float), spikes/units (vlen uint16), labels."""
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(path, "w") as fh:
+        times = fh.create_dataset("spikes/times", (len(samples),), dtype=h5py.vlen_dtype(np.float32))
+        units = fh.create_dataset("spikes/units", (len(samples),), dtype=h5py.vlen_dtype(np.uint16))
+        for i, (t, u) in enumerate(samples):
+            times[i] = np.asarray(t, dtype=np.float32)
+            units[i] = np.asarray(u, dtype=np.uint16)
+        fh.create_dataset("labels", data=np.asarray(labels, dtype=np.uint16))
+
+
+def test_shd_binning_by_hand(tmp_path):
+    # T=4 over 1.0 s: bins [0, .25), [.25, .5), [.5, .75), [.75, 1); 1.2 s is past the duration.
+    samples = [([0.0, 0.1, 0.2, 0.3, 0.99, 1.2], [5, 5, 699, 5, 0, 3]), ([], []), ([0.5], [7])]
+    write_shd(tmp_path / "shd_train.h5", samples, [3, 0, 19])
+    ds = data.SpikingAudio(tmp_path, "shd", "train", num_steps=4)
+    assert len(ds) == 3 and ds.sample_shape == (700,) and ds.num_classes == 20
+    frames, label = ds[0]
+    assert frames.shape == (4, 700) and frames.dtype == torch.float32 and label == 3
+    expected = torch.zeros(4, 700)
+    expected[0, 5] = 2.0  # two spikes of channel 5 in the first bin stay a count of 2
+    expected[0, 699] = 1.0
+    expected[1, 5] = 1.0
+    expected[3, 0] = 1.0
+    assert torch.equal(frames, expected)
+    assert torch.equal(ds[1][0], torch.zeros(4, 700))
+    x = ds.batch([2, 0])
+    assert x.shape == (4, 2, 700)
+    assert x[2, 0, 7] == 1 and x[:, 0].sum() == 1 and torch.equal(x[:, 1], expected)
+    # a longer window keeps the spike at 1.2 s: bin floor(1.2 / 2.0 * 4) = 2
+    assert data.SpikingAudio(tmp_path, "shd", "train", num_steps=4, duration=2.0)[0][0][2, 3] == 1
+    (xb, yb), = list(ds.batches(8))
+    assert xb.shape == (4, 3, 700) and yb.tolist() == [3, 0, 19]
+
+
+def test_ssc_and_load(tmp_path):
+    write_shd(tmp_path / "ssc_valid.h5", [([0.1], [1])], [34])
+    assert data.SpikingAudio(tmp_path, "ssc", "valid", num_steps=2).num_classes == 35
+    write_shd(tmp_path / "shd_test.h5", [([0.1], [1])] * 2, [1, 2])
+    x, y = data.load("shd", tmp_path, train=False, num_steps=10)
+    assert isinstance(x, data.EventFrames) and y.tolist() == [1, 2] and x.batch([0, 1]).shape == (10, 2, 700)
+
+
+def test_shd_errors_are_clear(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    with pytest.raises(FileNotFoundError, match="shd_train.h5.*never downloads"):
+        data.SpikingAudio(tmp_path, "shd", "train")
+    with h5py.File(tmp_path / "shd_train.h5", "w") as fh:
+        fh.create_dataset("labels", data=np.zeros(2, np.uint16))
+    with pytest.raises(ValueError, match="lacks spikes/times, spikes/units"):
+        data.SpikingAudio(tmp_path, "shd", "train")
+    (tmp_path / "shd_test.h5").write_bytes(b"not hdf5")
+    with pytest.raises(ValueError, match="not an HDF5 file"):
+        data.SpikingAudio(tmp_path, "shd", "test")
+    write_shd(tmp_path / "shd_train.h5", [([0.1], [1])], [20])
+    with pytest.raises(ValueError, match="labels must lie in 0..19"):
+        data.SpikingAudio(tmp_path, "shd", "train")
+    write_shd(tmp_path / "shd_train.h5", [([0.1, 0.2], [1])], [2])
+    with pytest.raises(ValueError, match="sample 0 has"):
+        data.SpikingAudio(tmp_path, "shd", "train")[0]
+    with pytest.raises(ValueError, match="num_steps"):
+        data.SpikingAudio(tmp_path, "shd", "train", num_steps=0)
+    with pytest.raises(ValueError, match="split"):
+        data.SpikingAudio(tmp_path, "shd", "valid")
+
+
+# ---------------------------------------------------------------------------------------------
+# N-MNIST / DVS Gesture through tonic, from small files in their formats
+# ---------------------------------------------------------------------------------------------
+
+def write_nmnist_bin(path, events: list[tuple[int, int, int, int]]) -> None:
+    """N-MNIST's 40-bit events: x, y, polarity (bit 7) + 23-bit timestamp in us."""
+    raw = bytearray()
+    for x, y, p, t in events:
+        raw += bytes([x, y, (p << 7) | ((t >> 16) & 0x7F), (t >> 8) & 0xFF, t & 0xFF])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(raw))
+
+
+def test_nmnist_frames_through_tonic(tmp_path):
+    pytest.importorskip("tonic")
+    events = [(1, 2, 1, 0), (1, 2, 1, 10), (30, 0, 0, 500), (33, 0, 0, 999)]
+    write_nmnist_bin(tmp_path / "NMNIST/Train/3/00001.bin", events)
+    write_nmnist_bin(tmp_path / "NMNIST/Train/7/00002.bin", [(0, 0, 0, 0), (5, 6, 1, 500)])
+    ds = data.TonicFrames(tmp_path, "nmnist", train=True, num_steps=2)
+    assert ds.labels.tolist() == [3, 7] and ds.sample_shape == (2, 34, 34) and ds.num_classes == 10
+    frames, label = ds[0]
+    assert frames.shape == (2, 2, 34, 34) and frames.dtype == torch.int16 and label == 3
+    # bins [0, 499.5) and [499.5, 999) us: tonic's ToFrame leaves out the last event (its bins
+    # end at the last timestamp, exclusive)
+    assert frames[0, 1, 2, 1] == 2 and frames[1, 0, 0, 30] == 1 and frames.sum() == 3
+    assert ds.batch([0, 1]).shape == (2, 2, 2, 34, 34)
+
+
+def test_dvsgesture_frames_through_tonic(tmp_path):
+    pytest.importorskip("tonic")
+    folder = tmp_path / "DVSGesture/ibmGestureTest/user24_led"
+    folder.mkdir(parents=True)
+    # x, y, p, t (ms); the last event falls out of tonic's bins (see the N-MNIST test)
+    np.save(folder / "4.npy", np.array([[3, 4, 1, 0.0], [3, 4, 1, 1.0], [127, 0, 0, 2.0], [0, 0, 0, 3.0]]))
+    ds = data.TonicFrames(tmp_path, "dvsgesture", train=False, num_steps=3)
+    frames, label = ds[0]
+    assert label == 4 and frames.shape == (3, 2, 128, 128) and frames.sum() == 3
+    assert frames[0, 1, 4, 3] == 1 and frames[1, 1, 4, 3] == 1 and frames[2, 0, 0, 127] == 1
+
+
+def test_tonic_sets_refuse_missing_files_before_tonic(tmp_path, monkeypatch):
+    # tonic would download: the check must come first, with or without tonic installed.
+    with pytest.raises(FileNotFoundError, match=r"NMNIST.Train holds no \.bin.*never downloads"):
+        data.TonicFrames(tmp_path, "nmnist")
+    with pytest.raises(FileNotFoundError, match="ibmGestureTrain"):
+        data.load("dvsgesture", tmp_path)
+    with pytest.raises(ValueError, match="name must be one of"):
+        data.TonicFrames(tmp_path, "cifar10dvs")

@@ -128,3 +128,23 @@ def test_autocast_mixed_precision(dtype):
     loss = fs.population.ce_rate_loss(spk.float(), torch.tensor([0, 1, 2, 3]), 4)
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_csnn_takes_integer_event_frames():
+    """tonic's ToFrame gives int16 counts [T, B, 2, 34, 34]: same outputs as the float frames."""
+    torch.manual_seed(0)
+    model = fs.CSNN((2, 34, 34), num_steps=3)
+    frames = torch.randint(0, 4, (3, 2, 2, 34, 34), dtype=torch.int16)
+    spk, mem = model(frames)
+    ref_spk, ref_mem = model(frames.float())
+    assert spk.shape == (3, 2, 10) and spk.dtype == torch.float32
+    assert torch.equal(spk, ref_spk) and torch.equal(mem, ref_mem)
+    assert torch.equal(model(frames[0])[1], model(frames[0].float())[1])  # static int input too
+
+
+def test_dsnn_readout_neuron_differs_from_hidden():
+    model = fs.DSNN(700, 16, 20, 5, neuron="rleaky_all_to_all", readout_neuron="leaky")
+    assert type(model.neurons[0]).__name__ == "RLeaky" and model.neurons[0].all_to_all
+    assert type(model.neurons[1]).__name__ == "Leaky"
+    spk, _ = model(torch.rand(5, 3, 700))
+    assert spk.shape == (5, 3, 20)

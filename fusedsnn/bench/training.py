@@ -347,3 +347,34 @@ def time_split(kind: str, device: torch.device, batch: int, num_steps: int, **kw
             "num_steps": num_steps, "neuron_share": neuron / total if total else None,
             "synaptic_share": synaptic / total if total else None, "other_share": other / total if total else None,
             "timer": "device" if use_cuda else "cpu"}
+
+
+def shd_training_step(provider: str = "fused", batch: int = 128, num_steps: int = 100, hidden: int = 256,
+                      spikes_per_sample: float = 8000.0, device: Optional[torch.device] = None,
+                      seed: int = 0) -> tuple[Callable[[], None], nn.Module, Tensor, Tensor]:
+    """One training step of the recurrent SHD network (700 -> all-to-all RLeaky(``hidden``) -> 20
+    Leaky readout, :class:`fusedsnn.models.DSNN` with ``readout_neuron="leaky"``) on synthetic
+    input with SHD's shape: Poisson spike counts ``x: [T, B, 700]`` float32 averaging
+    ``spikes_per_sample`` spikes per sample, labels ``y: [B]`` in 0..19.
+
+    The default 8,000 spikes per 1 s sample (~11 Hz per channel, ~0.11 spikes per bin of 10 ms)
+    is the order of SHD's recordings, not a measured mean: pass your files' figure (the sum of
+    :meth:`fusedsnn.data.SpikingAudio.frames` over samples) when it matters. The input's sparsity
+    is what the fused kernels' timing depends on, which is why this is not uniform noise.
+
+    Returns ``(step, model, x, y)``: ``step()`` runs forward, loss, backward and the AdamW update
+    of ``model`` through ``provider`` (see :func:`training_step_fn`).
+    """
+    for name, value in (("batch", batch), ("num_steps", num_steps), ("hidden", hidden)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if not spikes_per_sample >= 0:
+        raise ValueError(f"spikes_per_sample must be >= 0, got {spikes_per_sample!r}")
+    device = torch.device(device or "cpu")
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = DSNN(700, hidden, 20, num_steps, "rleaky_all_to_all", readout_neuron="leaky").to(device)
+    rate = torch.full((num_steps, batch, 700), spikes_per_sample / (num_steps * 700))
+    x = torch.poisson(rate, generator=gen).to(device)
+    y = torch.randint(0, 20, (batch,), generator=gen).to(device)
+    return training_step_fn(model, provider, x, y, num_classes=20), model, x, y

@@ -1,7 +1,9 @@
 """``fusedsnn train``: train the study's DSNN or CSNN from the command line (:mod:`fusedsnn.train`).
 
 The embedded default needs no download: scikit-learn's digits. MNIST and CIFAR-10 load from
-local files given with ``--data-root``.
+local files given with ``--data-root``, and so do the event sets: SHD/SSC (HDF5, a recurrent
+network 700 -> all-to-all RLeaky -> Leaky readout) and N-MNIST/DVS Gesture (through tonic, the
+CSNN on the frames).
 """
 
 from __future__ import annotations
@@ -24,20 +26,25 @@ Tensor = torch.Tensor
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", choices=["dsnn", "csnn"], default="dsnn", help="network to train")
-    parser.add_argument("--dataset", choices=["digits", "mnist", "cifar10"], default="digits",
-                        help="digits ships with scikit-learn; mnist and cifar10 need --data-root")
+    parser.add_argument("--model", choices=["dsnn", "csnn"], default=None,
+                        help="network to train (default: dsnn; csnn for nmnist and dvsgesture)")
+    parser.add_argument("--dataset", choices=["digits", "mnist", "cifar10", *data_mod.EVENT_SETS], default="digits",
+                        help="digits ships with scikit-learn; the others need --data-root")
     parser.add_argument("--data-root", default=None,
-                        help="folder with the MNIST IDX files or the CIFAR-10 python batches (never downloaded)")
+                        help="folder with the MNIST IDX files, the CIFAR-10 python batches, the SHD/SSC .h5 "
+                             "files, or the extracted NMNIST/ or DVSGesture/ folder's parent (never downloaded)")
     parser.add_argument("--epochs", type=positive_int, default=5, help="passes over the training set")
     parser.add_argument("--batch-size", type=positive_int, default=128, help="images per training step")
-    parser.add_argument("--num-steps", type=positive_int, default=25,
-                        help="time steps per image (with --population-study: the 10-output baseline's steps)")
+    parser.add_argument("--num-steps", type=positive_int, default=None,
+                        help="time steps per image, or time bins per event sample (default: 25, or 100 for "
+                             "shd and ssc; with --population-study: the 10-output baseline's steps)")
     parser.add_argument("--lr", type=positive_float, default=None,
                         help="AdamW learning rate (default: 2e-3, or 1e-2 with --population-study)")
     parser.add_argument("--hidden", type=positive_int, default=None,
-                        help="DSNN hidden width (default: 1000; the CSNN's layers are fixed)")
-    parser.add_argument("--neuron", choices=NEURONS, default="leaky", help="neuron model of every layer")
+                        help="DSNN hidden width (default: 1000, or 256 for shd and ssc; the CSNN's layers are fixed)")
+    parser.add_argument("--neuron", choices=NEURONS, default=None,
+                        help="neuron model of every layer (default: leaky; for shd and ssc the hidden layer's, "
+                             "default rleaky_all_to_all, read out by leaky neurons)")
     parser.add_argument("--pop-size", type=positive_int, default=1,
                         help="output neurons per class (--population-study sweeps it itself)")
     parser.add_argument("--loss", choices=["ce_rate", "mse_count"], default="ce_rate",
@@ -55,17 +62,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
-    """Combinations argparse cannot check by itself; raises cli.UsageError naming the argument."""
+    """Combinations argparse cannot check by itself; raises cli.UsageError naming the argument.
+    Fills the defaults that depend on --dataset (model, neuron, readout, hidden, num_steps)."""
+    audio = args.dataset in data_mod.SPIKING_AUDIO
+    if args.model is None:
+        args.model = "csnn" if args.dataset in data_mod.TONIC_SETS else "dsnn"
+    if audio and args.model == "csnn":
+        raise UsageError(f"--model csnn takes image frames; --dataset {args.dataset} gives 700 channels per step, "
+                         "use --model dsnn")
+    if args.dataset in data_mod.EVENT_SETS and args.population_study:
+        raise UsageError(f"--population-study compares 1-step outputs on the 10-class image sets; --dataset "
+                         f"{args.dataset} is an event set with its own time bins")
+    args.readout_neuron = "leaky" if audio else None
+    if args.neuron is None:
+        args.neuron = "rleaky_all_to_all" if audio else "leaky"
+    if args.num_steps is None:
+        args.num_steps = 100 if audio else 25
     if args.model == "csnn" and args.hidden is not None:
         raise UsageError("--hidden sets the DSNN's hidden width; --model csnn has fixed layers "
                          "(5C12-MP2-5C64-MP2), so it would be ignored")
     if args.hidden is None:
-        args.hidden = 1000
+        args.hidden = 256 if audio else 1000
     if args.population_study and args.pop_size != 1:
         raise UsageError("--pop-size cannot be combined with --population-study, which sweeps the outputs itself")
     if args.dataset == "digits":
         if args.data_root is not None:
-            raise UsageError("--data-root is for --dataset mnist or cifar10; digits ship with scikit-learn")
+            raise UsageError("--data-root is for the data sets read from files; digits ship with scikit-learn")
         return
     if args.data_root is None:
         raise UsageError(f"--dataset {args.dataset} needs --data-root DIR with the files you already have "
@@ -74,11 +96,14 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise UsageError(f"--data-root {args.data_root!r} is not a folder")
 
 
-def _load_data(dataset: str, data_root: Optional[str]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Train and test splits; a missing or malformed file is a usage error, not a traceback."""
+def _load_data(dataset: str, data_root: Optional[str], num_steps: int) -> tuple:
+    """Train and test splits (images ``[N, C, H, W]`` or :class:`data.EventFrames` binned to
+    ``num_steps``); a missing or malformed file is a usage error, not a traceback."""
     try:
-        x_train, y_train = data_mod.load(dataset, data_root, train=True)
-        x_test, y_test = data_mod.load(dataset, data_root, train=False)
+        x_train, y_train = data_mod.load(dataset, data_root, train=True, num_steps=num_steps)
+        x_test, y_test = data_mod.load(dataset, data_root, train=False, num_steps=num_steps)
+    except ImportError as err:  # h5py or tonic missing: the `data` extra
+        raise UsageError(f"--dataset {dataset}: {err}") from None
     except (FileNotFoundError, ValueError, OSError, EOFError, pickle.UnpicklingError) as err:
         raise UsageError(f"--data-root {data_root!r}: {err}") from None
     return x_train, y_train, x_test, y_test
@@ -87,7 +112,7 @@ def _load_data(dataset: str, data_root: Optional[str]) -> tuple[Tensor, Tensor, 
 def run(args: argparse.Namespace) -> int:
     _check_arguments(args)
     autocast = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.precision]
-    data = _load_data(args.dataset, args.data_root)
+    data = _load_data(args.dataset, args.data_root, args.num_steps)
     start = time.perf_counter()
     if args.population_study:
         rows = train.population_study(epochs=args.epochs, model_name=args.model, dataset=args.dataset,
@@ -107,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         result = train.fit(args.model, args.dataset, args.data_root, args.epochs, args.batch_size, args.num_steps,
                      2e-3 if args.lr is None else args.lr, args.hidden, args.neuron, args.pop_size, args.loss,
-                     args.device, args.seed, progress=not args.no_progress, autocast_dtype=autocast, data=data)
+                     args.device, args.seed, progress=not args.no_progress, autocast_dtype=autocast, data=data,
+                     readout_neuron=args.readout_neuron)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=1)
