@@ -1,5 +1,9 @@
 """Surrogate gradients of the spike nonlinearity, with snnTorch 1.0.0's names and defaults.
 
+The table ``SURROGATES`` below is the one definition of every surrogate: the eager derivative
+evaluates it, and ``python -m fusedsnn.surrogate --write`` renders it into the Triton kernels'
+switches and csrc/kernels/surrogate.hpp (``--check`` fails when they are out of date).
+
 Every surrogate's forward is the Heaviside step ``H(h) = [h > 0]`` of the shifted membrane
 ``h = mem - threshold``; only the backward differs. A :class:`Surrogate` is a small frozen value
 (a name and up to two float parameters) so that a fused kernel can receive it as compile-time
@@ -32,7 +36,6 @@ from __future__ import annotations
 import argparse
 import math
 import operator
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -390,8 +393,11 @@ def _render(e: Expr, cpp: bool, lets: dict) -> tuple[str, int]:
         text = (f"S({value:g})" if value == int(value) else f"S({value!r})") if cpp else repr(value)
         return text, _UNARY if value < 0 else _ATOM
     if op == "let":
+        # A name is one local in the kernels: it must not shadow an input, the output, or another let.
+        if a[0] in ("h", "c0", "c1", "d") or lets.get(a[0], (id(e),))[0] != id(e):
+            raise ValueError(f"let name {a[0]!r} is taken")
         if a[0] not in lets:
-            lets[a[0]] = _render(a[1], cpp, lets)[0]
+            lets[a[0]] = (id(e), _render(a[1], cpp, lets)[0])
         return a[0], _ATOM
     if op in ("abs", "exp"):
         fn = {"abs": "std::fabs", "exp": "std::exp"}[op] if cpp else f"tl.{op}"
@@ -417,8 +423,8 @@ def _body(row: SurrogateRow, cpp: bool) -> list[str]:
     if e.op == "const" and not cpp:  # a constant derivative still needs a full block of h's shape
         text = f"tl.full(h.shape, {e.args[0]!r}, tl.float32)"
     if cpp:
-        return [f"S {name} = {value};" for name, value in lets.items()] + [f"return {text};"]
-    return [f"{name} = {value}" for name, value in lets.items()] + [f"d = {text}"]
+        return [f"S {name} = {value};" for name, (_, value) in lets.items()] + [f"return {text};"]
+    return [f"{name} = {value}" for name, (_, value) in lets.items()] + [f"d = {text}"]
 
 
 def _comment(row: SurrogateRow) -> str:

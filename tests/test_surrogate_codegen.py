@@ -54,6 +54,11 @@ def test_rendering_keeps_the_tree_order():
              (-(-a), "-(-c0)"), (-(a + b), "-(c0 + c1)"), (a / (b * c), "c0 / (c1 * h)")]
     for expr, text in cases:
         assert S._render(expr, cpp=True, lets={})[0] == text
+    # Two intermediates under one name would silently become one local in the kernels.
+    with pytest.raises(ValueError, match="taken"):
+        S._render(S.let("x", S.H) + S.let("x", S.C0), cpp=False, lets={})
+    with pytest.raises(ValueError, match="taken"):
+        S._render(S.let("h", S.C0), cpp=False, lets={})
 
 
 def test_factories_match_the_table():
