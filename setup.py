@@ -24,7 +24,7 @@ setup(
         Extension(
             "fusedsnn._host",
             sources=["csrc/host/fusedsnn_host.cpp"],
-            depends=["csrc/kernels/lif.hpp"],
+            depends=["csrc/kernels/lif.hpp", "csrc/kernels/surrogate.hpp"],
             language="c++",
             # -fopenmp: the loops run on torch's OpenMP workers (libgomp.so.1 resolves to torch's).
             extra_compile_args=[*KERNEL_FLAGS, "-pthread", "-fopenmp"],
@@ -36,7 +36,7 @@ setup(
         Extension(
             "fusedsnn._host_all_to_all",
             sources=["csrc/host/fusedsnn_all_to_all.cpp"],
-            depends=["csrc/kernels/lif_all_to_all.hpp", "csrc/kernels/lif.hpp"],
+            depends=["csrc/kernels/lif_all_to_all.hpp", "csrc/kernels/lif.hpp", "csrc/kernels/surrogate.hpp"],
             language="c++",
             # -fopenmp: its thread teams run on torch's OpenMP workers, as fusedsnn._host's loops do.
             extra_compile_args=[*KERNEL_FLAGS, "-pthread", "-fopenmp"],

@@ -16,14 +16,12 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "surrogate.hpp"  // generated from fusedsnn/surrogate.py
+
 namespace fusedsnn {
 
 enum Reset : int { kSubtract = 0, kZero = 1, kNone = 2 };
 enum Recurrence : int { kNoRecurrence = 0, kOneToOne = 1, kAllToAll = 2 };
-enum SurrogateCode : int {
-  kAtan = 0, kFastSigmoid = 1, kSigmoid = 2, kStraightThrough = 3,
-  kTriangular = 4, kSpikeRateEscape = 5, kDisabled = 6
-};
 
 // Neurons handled per inner pass; the chunk's state rows live on the stack. On the host a long
 // chunk keeps each per-step row access a long contiguous stream (a short one touches a new page
@@ -49,34 +47,6 @@ constexpr std::int64_t kBlock = FUSEDSNN_BLOCK < FUSEDSNN_CHUNK ? FUSEDSNN_BLOCK
 #ifndef FUSEDSNN_TARGET_CLONES
 #define FUSEDSNN_TARGET_CLONES
 #endif
-
-// Surrogate derivative dS/dh; c0, c1 are precomputed on the host exactly as the Python side
-// forms them (atan: c0 = pi/2 * alpha, c1 = alpha / 2; others: their parameters).
-template <typename S>
-inline S surrogate_derivative(int code, S h, S c0, S c1) {
-  switch (code) {
-    case kAtan: {
-      S scaled = c0 * h;
-      return c1 / (S(1) + scaled * scaled);
-    }
-    case kFastSigmoid: {
-      S denom = c0 * std::fabs(h) + S(1);
-      return S(1) / (denom * denom);
-    }
-    case kSigmoid: {  // symmetric, overflow-free form of snnTorch's expression
-      S e = std::exp(-c0 * std::fabs(h));
-      return c0 * e / ((e + S(1)) * (e + S(1)));
-    }
-    case kStraightThrough:
-      return S(1);
-    case kTriangular:  // snnTorch 1.0.0's sign convention
-      return h >= S(0) ? -c0 : c0;
-    case kSpikeRateEscape:
-      return c1 * std::exp(-c0 * std::fabs(h - S(1)));
-    default:
-      return S(0);
-  }
-}
 
 // Pointers for one forward call. IO is the element type of x and of the spk/syn/mem outputs;
 // S is the state type (float for float/half IO, double for double IO).
@@ -107,34 +77,6 @@ struct ForwardArgs {
   int surrogate = kAtan;
   S c0 = 0, c1 = 0, gsf = 1;
 };
-
-// Surrogate derivative over a row of h values, one tight loop per surrogate so the compiler
-// vectorises it (a switch inside the neuron loop would not be).
-template <typename S>
-inline void surrogate_row(int code, const S* __restrict__ h, S* __restrict__ out, std::int64_t n, S c0, S c1) {
-  switch (code) {
-    case kAtan:
-      for (std::int64_t j = 0; j < n; ++j) out[j] = surrogate_derivative<S>(kAtan, h[j], c0, c1);
-      break;
-    case kFastSigmoid:
-      for (std::int64_t j = 0; j < n; ++j) out[j] = surrogate_derivative<S>(kFastSigmoid, h[j], c0, c1);
-      break;
-    case kSigmoid:
-      for (std::int64_t j = 0; j < n; ++j) out[j] = surrogate_derivative<S>(kSigmoid, h[j], c0, c1);
-      break;
-    case kStraightThrough:
-      for (std::int64_t j = 0; j < n; ++j) out[j] = S(1);
-      break;
-    case kTriangular:
-      for (std::int64_t j = 0; j < n; ++j) out[j] = surrogate_derivative<S>(kTriangular, h[j], c0, c1);
-      break;
-    case kSpikeRateEscape:
-      for (std::int64_t j = 0; j < n; ++j) out[j] = surrogate_derivative<S>(kSpikeRateEscape, h[j], c0, c1);
-      break;
-    default:
-      for (std::int64_t j = 0; j < n; ++j) out[j] = S(0);
-  }
-}
 
 // Per-feature parameters gathered into a per-neuron row once per chunk (not per step), which
 // keeps a modulo out of the time loop and avoids expanding parameters to [B * F] on the host.

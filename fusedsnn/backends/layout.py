@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
 
 from ..spec import LIFSpec, recomputes_surrogate
+from ..surrogate import host_constants
 
 Tensor = torch.Tensor
 
 
 def surrogate_constants(spec: LIFSpec) -> tuple[float, float]:
-    """Host-side constants ``(c0, c1)`` the kernel's surrogate expects (the surrogate switch in the kernels)."""
+    """Host-side constants ``(c0, c1)`` the kernels' surrogate switch expects (from the surrogate table)."""
     s = spec.surrogate
-    if s.name == "atan":
-        return math.pi / 2 * s.p0, s.p0 / 2
-    return float(s.p0), float(s.p1)
+    return host_constants(s.name, s.p0, s.p1)
 
 
 def time_major_2d(t: Optional[Tensor], T: int) -> tuple[Optional[Tensor], int]:

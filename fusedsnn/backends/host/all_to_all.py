@@ -35,7 +35,8 @@ Tensor = torch.Tensor
 
 _ABI_VERSION = 5
 _DTYPES = {torch.float32: 0, torch.float64: 1}
-SOURCES = ("csrc/host/fusedsnn_all_to_all.cpp", "csrc/kernels/lif_all_to_all.hpp", "csrc/kernels/lif.hpp")
+SOURCES = ("csrc/host/fusedsnn_all_to_all.cpp", "csrc/kernels/lif_all_to_all.hpp", "csrc/kernels/lif.hpp",
+           "csrc/kernels/surrogate.hpp")
 
 _vp = ctypes.c_void_p
 _i64 = ctypes.c_int64

@@ -67,7 +67,7 @@ _library: Optional[ctypes.CDLL] = None
 _load_error: Optional[str] = None
 _warned = False
 
-SOURCES = ("csrc/host/fusedsnn_host.cpp", "csrc/kernels/lif.hpp")
+SOURCES = ("csrc/host/fusedsnn_host.cpp", "csrc/kernels/lif.hpp", "csrc/kernels/surrogate.hpp")
 
 
 def _open(path: Path) -> ctypes.CDLL:

@@ -103,24 +103,26 @@ if HAS_TRITON:
             h = m_pre - thr
             # Padded rows/columns never spike, so they add nothing to the next step's product.
             spk_t = tl.where(mask & (h > 0), 1.0, 0.0) * gsf
-            # The surrogates of lif_triton.py, inlined for the same reason as there.
-            if SURROGATE == 0:
+            # The surrogates, inlined for the same reason as in lif.py.
+            # BEGIN GENERATED: surrogate derivative d of h (fusedsnn/surrogate.py)
+            if SURROGATE == 0:  # atan: c0 = pi/2 * alpha, c1 = alpha / 2
                 scaled = c0 * h
                 d = tl.math.div_rn(c1, 1.0 + scaled * scaled)
-            elif SURROGATE == 1:
+            elif SURROGATE == 1:  # fast_sigmoid: c0 = slope
                 denom = c0 * tl.abs(h) + 1.0
                 d = tl.math.div_rn(1.0, denom * denom)
-            elif SURROGATE == 2:
+            elif SURROGATE == 2:  # sigmoid: c0 = slope, overflow-free symmetric form
                 e = tl.exp(-c0 * tl.abs(h))
                 d = tl.math.div_rn(c0 * e, (e + 1.0) * (e + 1.0))
-            elif SURROGATE == 3:
-                d = tl.full([BLOCK_B, BLOCK_N], 1.0, tl.float32)
-            elif SURROGATE == 4:
-                d = tl.where(h >= 0, -c0, c0)
-            elif SURROGATE == 5:
+            elif SURROGATE == 3:  # straight_through_estimator
+                d = tl.full(h.shape, 1.0, tl.float32)
+            elif SURROGATE == 4:  # triangular: snnTorch's sign: -c0 where h >= 0
+                d = tl.where(h >= 0.0, -c0, c0)
+            elif SURROGATE == 5:  # spike_rate_escape: c0 = beta, c1 = slope
                 d = c1 * tl.exp(-c0 * tl.abs(h - 1.0))
-            else:
-                d = tl.full([BLOCK_B, BLOCK_N], 0.0, tl.float32)
+            else:  # disabled
+                d = tl.full(h.shape, 0.0, tl.float32)
+            # END GENERATED
             tl.store(trace_ptr + out_off, d, mask=mask)
             if IMMEDIATE_RESET:
                 tl.store(pre_ptr + out_off, m_pre, mask=mask)

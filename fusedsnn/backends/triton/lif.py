@@ -115,10 +115,11 @@ if HAS_TRITON:
                 m_pre = base
             h = m_pre - thr
             spk_t = tl.where(h > 0, 1.0, 0.0) * gsf
-            # Surrogate derivative, same expressions as fusedsnn.surrogate.surrogate_derivative;
-            # c0/c1 are precomputed on the host exactly as the eager code forms its scalars.
+            # Surrogate derivative, generated from the table in fusedsnn/surrogate.py (whose eager
+            # surrogate_derivative evaluates the same expressions); c0/c1 come from the same table.
             # Inlined rather than a nested @jit helper so the kernel can also be wrapped for
             # the interpreter at launch time (see _launchable).
+            # BEGIN GENERATED: surrogate derivative d of h (fusedsnn/surrogate.py)
             if SURROGATE == 0:  # atan: c0 = pi/2 * alpha, c1 = alpha / 2
                 scaled = c0 * h
                 d = tl.math.div_rn(c1, 1.0 + scaled * scaled)
@@ -128,14 +129,15 @@ if HAS_TRITON:
             elif SURROGATE == 2:  # sigmoid: c0 = slope, overflow-free symmetric form
                 e = tl.exp(-c0 * tl.abs(h))
                 d = tl.math.div_rn(c0 * e, (e + 1.0) * (e + 1.0))
-            elif SURROGATE == 3:  # straight-through
-                d = tl.full([BLOCK], 1.0, tl.float32)
-            elif SURROGATE == 4:  # triangular with snnTorch's sign: -c0 where h >= 0
-                d = tl.where(h >= 0, -c0, c0)
+            elif SURROGATE == 3:  # straight_through_estimator
+                d = tl.full(h.shape, 1.0, tl.float32)
+            elif SURROGATE == 4:  # triangular: snnTorch's sign: -c0 where h >= 0
+                d = tl.where(h >= 0.0, -c0, c0)
             elif SURROGATE == 5:  # spike_rate_escape: c0 = beta, c1 = slope
                 d = c1 * tl.exp(-c0 * tl.abs(h - 1.0))
             else:  # disabled
-                d = tl.full([BLOCK], 0.0, tl.float32)
+                d = tl.full(h.shape, 0.0, tl.float32)
+            # END GENERATED
             # False in inference, and wherever the backward recomputes d from the saved
             # membrane or pre (layout.forward_outputs); the compiler then drops d entirely.
             if STORE_TRACE:
@@ -221,23 +223,25 @@ if HAS_TRITON:
                 # (First in the step: only d stays live across the loads below.)
                 h = tl.load((pre_ptr if IMMEDIATE_RESET else mem_hist_ptr) + out_off,
                             mask=mask, other=0.0).to(tl.float32) - thr
-                if SURROGATE == 0:
+                # BEGIN GENERATED: surrogate derivative d of h (fusedsnn/surrogate.py)
+                if SURROGATE == 0:  # atan: c0 = pi/2 * alpha, c1 = alpha / 2
                     scaled = c0 * h
                     d = tl.math.div_rn(c1, 1.0 + scaled * scaled)
-                elif SURROGATE == 1:
+                elif SURROGATE == 1:  # fast_sigmoid: c0 = slope
                     denom = c0 * tl.abs(h) + 1.0
                     d = tl.math.div_rn(1.0, denom * denom)
-                elif SURROGATE == 2:
+                elif SURROGATE == 2:  # sigmoid: c0 = slope, overflow-free symmetric form
                     e = tl.exp(-c0 * tl.abs(h))
                     d = tl.math.div_rn(c0 * e, (e + 1.0) * (e + 1.0))
-                elif SURROGATE == 3:
-                    d = tl.full([BLOCK], 1.0, tl.float32)
-                elif SURROGATE == 4:
-                    d = tl.where(h >= 0, -c0, c0)
-                elif SURROGATE == 5:
+                elif SURROGATE == 3:  # straight_through_estimator
+                    d = tl.full(h.shape, 1.0, tl.float32)
+                elif SURROGATE == 4:  # triangular: snnTorch's sign: -c0 where h >= 0
+                    d = tl.where(h >= 0.0, -c0, c0)
+                elif SURROGATE == 5:  # spike_rate_escape: c0 = beta, c1 = slope
                     d = c1 * tl.exp(-c0 * tl.abs(h - 1.0))
-                else:
-                    d = tl.full([BLOCK], 0.0, tl.float32)
+                else:  # disabled
+                    d = tl.full(h.shape, 0.0, tl.float32)
+                # END GENERATED
             else:
                 d = tl.load(trace_ptr + out_off, mask=mask, other=0.0)
             g_mem = carry_mem

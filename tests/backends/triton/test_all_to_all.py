@@ -18,6 +18,7 @@ import torch
 
 from fusedsnn import functional as F
 from fusedsnn.spec import RESET_CODES
+from fusedsnn.surrogate import SURROGATE_CODES
 from fusedsnn.ops.all_to_all import lif_all_to_all_forward
 
 from ...conftest import RESETS, assert_close_scaled, all_to_all_inputs, random_input, weighted_loss
@@ -31,14 +32,11 @@ VARIANTS = [(k, r, d) for k in ("RLeaky", "RSynaptic") for r in RESETS for d in 
             if not (k == "RSynaptic" and not d)]
 
 
-@pytest.mark.parametrize("kind, reset, reset_delay", VARIANTS,
-                         ids=[f"{k}-{r}-{'delay' if d else 'immediate'}" for k, r, d in VARIANTS])
-@pytest.mark.parametrize("shape", [(6, 19, 13), (3, 2, 40)], ids=lambda s: "T{}-B{}-N{}".format(*s))
-def test_triton_matches_reference(interpret, shape, kind, reset, reset_delay):
+def _check_against_reference(shape, kind, reset, reset_delay, surrogate="atan", p0=2.0, p1=1.0):
     T, B, N = shape
     synaptic = kind == "RSynaptic"
     x, tensors = all_to_all_inputs(T, B, N, synaptic)
-    flags = (synaptic, RESET_CODES[reset], reset_delay, 0, 2.0, 1.0, 1.0)
+    flags = (synaptic, RESET_CODES[reset], reset_delay, SURROGATE_CODES[surrogate], p0, p1, 1.0)
     leaves = [x] + [t for t in tensors.values() if t.requires_grad]
     results = {}
     for backend in ("reference", "triton"):
@@ -53,6 +51,19 @@ def test_triton_matches_reference(interpret, shape, kind, reset, reset_delay):
     names = ["x"] + [k for k, t in tensors.items() if t.requires_grad]
     for name, a, e in zip(names, tri_grad, ref_grad):
         assert_close_scaled(a, e, 1e-4, name)
+
+
+@pytest.mark.parametrize("kind, reset, reset_delay", VARIANTS,
+                         ids=[f"{k}-{r}-{'delay' if d else 'immediate'}" for k, r, d in VARIANTS])
+@pytest.mark.parametrize("shape", [(6, 19, 13), (3, 2, 40)], ids=lambda s: "T{}-B{}-N{}".format(*s))
+def test_triton_matches_reference(interpret, shape, kind, reset, reset_delay):
+    _check_against_reference(shape, kind, reset, reset_delay)
+
+
+# Every surrogate's generated branch (fusedsnn/surrogate.py) in the kernel's 2-D block.
+@pytest.mark.parametrize("surrogate", list(SURROGATE_CODES))
+def test_triton_surrogates_match_reference(interpret, surrogate):
+    _check_against_reference((4, 5, 13), "RLeaky", "subtract", True, surrogate, 2.0, 3.0)
 
 
 def test_functional_uses_triton_only_where_it_fits(interpret):
