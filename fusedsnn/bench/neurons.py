@@ -2,15 +2,20 @@
 
 The sweep (:data:`SWEEP_SHAPES`) spans the issue-8 grid T in {1, 5, 25, 100} x B in {1, 32,
 128} x N in {100, 1000}, the study's shape and a tiny call (T=1, B=1, N=8) whose time is the
-per-call fixed cost (reported on every row as ``fixed_cost_s``). Providers of one case are
-timed interleaved (sample i of every provider before sample i+1 of any), so a shared, noisy
-machine slows them alike and the ratios stay meaningful.
+per-call fixed cost (reported on every row as ``fixed_cost_s``). In the sections,
+:func:`run_interleaved` times the providers of one case in rounds: each round takes one sample
+of every provider in turn (a sample is one call, or several calls of a cheap case averaged),
+so a load that comes and goes on a shared machine falls on all of them. :func:`run_case`
+times one provider alone (the GPU targets).
 
 Providers: ``fused-<backend>`` for each backend that can run on the device, and ``snntorch``
-(snnTorch 1.0.0 stepped in Python, as its users write it). Modes: ``forward`` and
-``forward+backward`` (a sum of all outputs as the loss). Each fused row also reports the bytes
-the kernels move (the model of ``bytes_per_neuron_step``) and the achieved fraction of a plain
-device copy's bandwidth measured in the same run.
+(snnTorch 1.0.0 stepped in Python over ``x.unbind(0)``, as its users write it). Modes:
+``forward`` (under no_grad), ``forward-grad-mode`` (the training forward alone) and
+``forward+backward``: ``torch.autograd.grad`` of every output with respect to the input, fed
+one materialised random upstream gradient per output (drawn once), as a next layer would send
+it, not the stride-0 gradient of a sum loss. Each fused row also reports the bytes the kernels
+move (the model of ``bytes_per_neuron_step``) and the achieved fraction of a plain device
+copy's bandwidth measured in the same run.
 """
 
 from __future__ import annotations
@@ -79,7 +84,10 @@ def _snntorch_call(case: NeuronCase) -> Callable[[torch.Tensor], tuple]:
 
     def run(x):
         neuron.reset_mem()
-        outs = [neuron(x[t]) for t in range(x.shape[0])]
+        # unbind, not x[t]: on an x that requires grad, each x[t]'s SelectBackward allocates a
+        # zero tensor of x's full size in the backward, T of them: O(T^2) work snnTorch's users
+        # need not pay (they step an unbound or per-step input).
+        outs = [neuron(x_t) for x_t in x.unbind(0)]
         return tuple(torch.stack(p) for p in zip(*outs))
 
     return run
