@@ -216,3 +216,13 @@ def test_environment_names_commit_dirty_flag_load_and_versions():
     for key in ("commit", "dirty", "load_average_at_start", "torch", "snntorch", "spikingjelly", "triton"):
         assert key in env
     assert env["commit"] is None or len(env["commit"]) == 40
+
+
+def test_all_to_all_snntorch_provider_steps_unbound_inputs():
+    from fusedsnn.bench import all_to_all
+
+    case = all_to_all.AllToAllCase("RLeaky", 5, 2, 8, torch.device("cpu"))
+    step, x = all_to_all.make_step(case, "snntorch")
+    names = _graph_nodes([step()])  # the nodes outlive the backward that freed their buffers
+    assert not any(n.startswith("SelectBackward") for n in names)
+    assert sum(n.startswith("UnbindBackward") for n in names) == 1

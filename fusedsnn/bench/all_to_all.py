@@ -73,8 +73,10 @@ def make_step(case: AllToAllCase, provider: str, mode: str = "forward+backward")
         states = reference.reset_mem()
         spikes, mems = [], []
         with torch.set_grad_enabled(backward):
-            for t in range(case.T):
-                states = reference(inp[t], *states)
+            # unbind, not inp[t]: each select of an input that requires grad allocates a full-size
+            # zero gradient in the backward (O(T^2); at T=10000 that was most of snnTorch's time)
+            for inp_t in inp.unbind(0):
+                states = reference(inp_t, *states)
                 spikes.append(states[0])
                 mems.append(states[-1])
             spk, mem = torch.stack(spikes), torch.stack(mems)
