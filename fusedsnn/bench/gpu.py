@@ -52,9 +52,11 @@ def section_gpu_targets(args, device: torch.device, progress: Callable[[str], No
     fused = f"fused-{fused_backend(device)}"
     copy_bw = copy_bandwidth(T * B * N * 4, device)
     progress(f"copy bandwidth {copy_bw / 1e9:.1f} GB/s")
-    providers = [fused] + (["snntorch"] if _snntorch_available() else [])
     rows = []
     case = neurons.NeuronCase("Leaky", T, B, N, torch.float32, device)
+    providers = [fused] + (["snntorch"] if _snntorch_available() else [])
+    if neurons.unavailable(case, "spikingjelly", "forward") is None:
+        providers.append("spikingjelly")  # eager too: where its wheel was installed (check.sh)
     for mode in ("forward", "forward+backward"):
         by_provider = {}
         for provider in providers:
@@ -62,9 +64,13 @@ def section_gpu_targets(args, device: torch.device, progress: Callable[[str], No
             by_provider[provider] = neurons.run_case(case, provider, mode, repeats=args.repeats,
                                                      copy_bytes_per_s=copy_bw)
         base = by_provider.get("snntorch")
+        fastest = min((r for p, r in by_provider.items() if not p.startswith("fused")),
+                      key=lambda r: r["median_s"], default=None)
         for provider, row in by_provider.items():
             row["copy_bytes_per_s"] = copy_bw
             row["speedup_vs_snntorch"] = base["median_s"] / row["median_s"] if base else None
+            row["baseline"] = fastest["provider"] if fastest else None  # eager, as every row here
+            row["speedup_vs_baseline"] = fastest["median_s"] / row["median_s"] if fastest else None
             if provider == fused and mode == "forward+backward":
                 row["target_fraction_of_copy_bandwidth"] = LEAKY_COPY_FRACTION_TARGET
                 row["target_speedup_vs_snntorch"] = LEAKY_SPEEDUP_TARGET
