@@ -50,7 +50,7 @@ def _snntorch_step(x: torch.Tensor, upstream: list) -> callable:
 
     def step():
         neuron.reset_mem()
-        outs = [neuron(x[t]) for t in range(x.shape[0])]
+        outs = [neuron(x_t) for x_t in x.unbind(0)]  # not x[t]: O(T^2) select-backward zeros
         torch.autograd.grad(tuple(torch.stack(p) for p in zip(*outs)), x, upstream)
 
     return step

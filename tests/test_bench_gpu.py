@@ -23,7 +23,7 @@ def test_step_modes_on_cpu_measure_eager_and_compile_and_say_why_graphs_are_skip
     rows = gpu.section_step_modes(args, torch.device("cpu"), lambda msg: None)
     assert {(r["network"], r["provider"], r["mode"]) for r in rows} == {
         (net, p, m) for net in ("DSNN", "CSNN")
-        for p, m in [("snntorch", "eager"), ("fused", "eager"), ("fused", "compile"), ("fused", "cuda_graph")]}
+        for p in ("snntorch-tutorial", "snntorch-hoisted", "fused") for m in ("eager", "compile", "cuda_graph")}
     for r in rows:
         if r["mode"] == "cuda_graph":
             assert "CUDA" in r["skipped"] and math.isnan(r["images_per_s"])

@@ -14,7 +14,8 @@
 #      it is already importable. Get the wheel, on any machine with a package registry:
 #          pip download snntorch==1.0.0 --no-deps -d .wheels
 #      snnTorch 1.0.0 declares no dependencies; it imports torch, numpy, pandas and matplotlib,
-#      all present on the GPU image.
+#      all present on the GPU image. Optionally SpikingJelly 2.0 (a baseline) the same way:
+#          pip download spikingjelly==2.0.0 loguru --no-deps -d .wheels
 #   3. tests: `pytest -m cuda` (every test marked cuda; in the dry run their interpreter twins,
 #      `pytest tests/cuda -m "not cuda"`)
 #   4. bench: `fusedsnn bench --sections gpu_targets,throughput,step_modes` (dry run: tiny sizes)
@@ -123,6 +124,25 @@ install() {
       return 2
     fi
     "$PYTHON" -m pip install --quiet --no-deps --no-index --target "$SITE" "$wheel" || return 1
+  fi
+  # SpikingJelly 2.0 (a baseline of gpu_targets; optional: without it its rows are not run) from
+  # its wheel with --no-deps: its declared dependencies (torchvision, torchaudio, tensorboard,
+  # SciencePlots, h5py) would pull other torch wheels; importing its LIF needs only loguru.
+  if PYTHONPATH=$SITE "$PYTHON" -c "import spikingjelly.activation_based.neuron" 2>/dev/null; then
+    echo "SpikingJelly: already importable"
+  else
+    local sj loguru
+    sj=$(ls "$WHEELS"/spikingjelly-2.*.whl 2>/dev/null | head -n1)
+    loguru=$(ls "$WHEELS"/loguru-*.whl 2>/dev/null | head -n1)
+    if [[ -n $sj && -n $loguru ]]; then
+      "$PYTHON" -m pip install --quiet --no-deps --no-index --target "$SITE" "$sj" "$loguru" \
+        && PYTHONPATH=$SITE "$PYTHON" -c "import spikingjelly.activation_based.neuron" \
+        && echo "SpikingJelly: installed from $sj" \
+        || echo "SpikingJelly: the wheel did not install or import; its baseline rows are skipped"
+    else
+      echo "SpikingJelly: no wheel in $WHEELS (optional; its baseline is skipped). To add it:"
+      echo "    pip download spikingjelly==2.0.0 loguru --no-deps -d $WHEELS"
+    fi
   fi
   # The installed package, imported from outside the source tree.
   (cd "$WORK" && PYTHONPATH=$SITE "$PYTHON" -c \

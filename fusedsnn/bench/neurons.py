@@ -2,20 +2,24 @@
 
 The sweep (:data:`SWEEP_SHAPES`) spans the issue-8 grid T in {1, 5, 25, 100} x B in {1, 32,
 128} x N in {100, 1000}, the study's shape and a tiny call (T=1, B=1, N=8) whose time is the
-per-call fixed cost (reported on every row as ``fixed_cost_s``). Providers of one case are
-timed interleaved (sample i of every provider before sample i+1 of any), so a shared, noisy
-machine slows them alike and the ratios stay meaningful.
+per-call fixed cost (reported on every row as ``fixed_cost_s``). In the sections,
+:func:`run_interleaved` times the providers of one case in rounds: each round takes one sample
+of every provider in turn (a sample is one call, or several calls of a cheap case averaged),
+so a load that comes and goes on a shared machine falls on all of them. :func:`run_case`
+times one provider alone (the GPU targets).
 
 Providers: ``fused-<backend>`` for each backend that can run on the device, and ``snntorch``
-(snnTorch 1.0.0 stepped in Python, as its users write it). Modes: ``forward`` and
-``forward+backward`` (a sum of all outputs as the loss). Each fused row also reports the bytes
-the kernels move (the model of ``bytes_per_neuron_step``) and the achieved fraction of a plain
-device copy's bandwidth measured in the same run.
+(snnTorch 1.0.0 stepped in Python over ``x.unbind(0)``, as its users write it). Modes:
+``forward`` (under no_grad), ``forward-grad-mode`` (the training forward alone) and
+``forward+backward``: ``torch.autograd.grad`` of every output with respect to the input, fed
+one materialised random upstream gradient per output (drawn once), as a next layer would send
+it, not the stride-0 gradient of a sum loss. Each fused row also reports the bytes the kernels
+move (the model of ``bytes_per_neuron_step``) and the achieved fraction of a plain device
+copy's bandwidth measured in the same run.
 """
 
 from __future__ import annotations
 
-import statistics
 import time
 import warnings
 from dataclasses import dataclass
@@ -26,7 +30,8 @@ import torch
 from .. import functional as F
 from ..backends.registry import _BACKENDS
 from ..spec import bytes_per_neuron_step
-from .timing import _sync, measure
+from .timing import _sync, measure, sample_quantiles
+from .training import cuda_graph_step
 
 NEURON_KINDS = ("Leaky", "Synaptic", "RLeaky", "RSynaptic")
 
@@ -79,15 +84,125 @@ def _snntorch_call(case: NeuronCase) -> Callable[[torch.Tensor], tuple]:
 
     def run(x):
         neuron.reset_mem()
-        outs = [neuron(x[t]) for t in range(x.shape[0])]
+        # unbind, not x[t]: on an x that requires grad, each x[t]'s SelectBackward allocates a
+        # zero tensor of x's full size in the backward, T of them: O(T^2) work snnTorch's users
+        # need not pay (they step an unbound or per-step input).
+        outs = [neuron(x_t) for x_t in x.unbind(0)]
         return tuple(torch.stack(p) for p in zip(*outs))
 
     return run
 
 
+#: How a provider's call runs. Every speed-up compares providers of one execution mode.
+EXECUTION_MODES = ("eager", "compiled", "graph")
+#: torch.compile unrolls the T-step loop of a stepped provider; its compile time grows with T.
+#: Cases with T above this are skipped (with the reason in the row), unless raised.
+COMPILE_MAX_T = 25
+
+
+def execution_mode(provider: str) -> str:
+    """``snntorch-compiled`` -> "compiled", ``fused-triton-graph`` -> "graph", else "eager"."""
+    if provider.endswith("-compiled"):
+        return "compiled"
+    if provider.endswith("-graph"):
+        return "graph"
+    return "eager"
+
+
+def _base_provider(provider: str) -> str:
+    return provider.removesuffix("-compiled").removesuffix("-graph")
+
+
+def _spikingjelly_unavailable() -> str | None:
+    try:
+        from spikingjelly.activation_based import neuron, surrogate  # noqa: F401
+    except Exception as err:  # ImportError, or one of its own imports failing
+        return f"spikingjelly.activation_based not importable ({type(err).__name__}: {err})"
+    return None
+
+
+def baseline_providers(device: torch.device, dtype: torch.dtype, compiled: bool = True) -> list[str]:
+    """The baselines offered on ``device``: snnTorch eager, compiled (``compiled``) and, on CUDA,
+    graph-captured; SpikingJelly where importable (float32 only, as snnTorch)."""
+    if dtype != torch.float32:
+        return []
+    out = ["snntorch"] + (["snntorch-compiled"] if compiled else [])
+    if torch.device(device).type == "cuda":
+        out.append("snntorch-graph")
+    if _spikingjelly_unavailable() is None:
+        out.append("spikingjelly")
+    return out
+
+
+def unavailable(case: NeuronCase, provider: str, mode: str, compile_max_t: int = COMPILE_MAX_T) -> str | None:
+    """None when ``provider`` can run ``case`` in ``mode``, else the reason (written in the row)."""
+    base, how = _base_provider(provider), execution_mode(provider)
+    if how == "graph" and case.device.type != "cuda":
+        return f"CUDA graphs need a CUDA device; this run is on {case.device}"
+    if how == "graph" and mode == "forward-grad-mode":
+        return "a captured forward in grad mode leaves an autograd graph no replay can use"
+    if how == "compiled" and case.T > compile_max_t:
+        return (f"torch.compile unrolls the {case.T}-step loop; T above the compile budget "
+                f"T <= {compile_max_t} (--compile-max-t)")
+    if base == "spikingjelly":
+        reason = _spikingjelly_unavailable()
+        if reason is not None:
+            return reason
+        if case.kind != "Leaky":
+            return f"SpikingJelly has no {case.kind} neuron of the same dynamics"
+    return None
+
+
+def _spikingjelly_call(case: NeuronCase, beta: float = 0.9) -> Callable[[torch.Tensor], tuple]:
+    """SpikingJelly 2.0's multi-step LIF as the nearest twin of Leaky(beta=0.9, subtract reset).
+
+    ``LIFNode(tau, decay_input=False, v_reset=None, step_mode="m", surrogate ATan())`` with
+    tau = 1 / (1 - beta) charges H[t] = beta * V[t-1] + x[t] as Leaky does. Where it cannot match
+    ours (so its outputs differ; only its speed is compared):
+
+    - ordering of threshold and reset: SpikingJelly fires on H[t] and resets within the step
+      (V[t] = H[t] - S[t] * thr), so the subtracted threshold is decayed by beta in the next
+      step; snnTorch's (and our) Leaky outputs the unreset membrane and subtracts thr undecayed
+      at the next step (reset_delay);
+    - it fires at H >= thr, snnTorch at mem > thr;
+    - it has no Synaptic/RLeaky/RSynaptic equivalent (those cases are skipped).
+
+    ``store_v_seq=True`` makes it return the membrane sequence too, so its backward takes two
+    upstream gradients (spikes and membrane) like every other provider's. SpikingJelly 2.0's
+    LIFNode has no ``backend`` argument: it chooses its own multi-step kernel
+    (``functional.lif_multi_step``; Triton/CuPy on a GPU where importable, torch on a CPU).
+    """
+    from spikingjelly.activation_based import neuron, surrogate
+
+    node = neuron.LIFNode(tau=1.0 / (1.0 - beta), decay_input=False, v_threshold=1.0, v_reset=None,
+                          step_mode="m", surrogate_function=surrogate.ATan(), store_v_seq=True).to(case.device)
+
+    def run(x):
+        node.reset()
+        spk = node(x)
+        return spk, node.v_seq
+
+    return run
+
+
+def _base_call(case: NeuronCase, provider: str) -> Callable[[torch.Tensor], tuple]:
+    base = _base_provider(provider)
+    if base == "snntorch":
+        return _snntorch_call(case)
+    if base == "spikingjelly":
+        return _spikingjelly_call(case)
+    return _fused_call(case, base.removeprefix("fused-"))
+
+
 def make_step(case: NeuronCase, provider: str, mode: str) -> Callable[[], None]:
+    """The timed call of ``provider`` (``<base>[-compiled|-graph]``) on ``case`` in ``mode``.
+    A compiled provider is compiled here, by its first call, and the step carries that
+    call's time as ``step.compile_s``; a graph provider is captured here (CUDA)."""
     x = (torch.randn(case.T, case.B, case.N, device=case.device) * 1.5).to(case.dtype)
-    call = _snntorch_call(case) if provider == "snntorch" else _fused_call(case, provider.removeprefix("fused-"))
+    call = _base_call(case, provider)
+    how = execution_mode(provider)
+    if how == "compiled":
+        call = torch.compile(call)
     if mode == "forward":
         def step():
             with torch.no_grad():
@@ -109,6 +224,15 @@ def make_step(case: NeuronCase, provider: str, mode: str) -> Callable[[], None]:
             if not upstream:
                 upstream.extend(torch.randn_like(o) for o in outs)
             torch.autograd.grad(outs, x, upstream)
+    compile_s = None
+    if how == "compiled":
+        start = time.perf_counter()
+        step()  # compiles (forward, and the backward graph in forward+backward)
+        _sync(case.device)
+        compile_s = time.perf_counter() - start
+    if how == "graph":
+        step = cuda_graph_step(step, case.device)
+    step.compile_s = compile_s
     return step
 
 
@@ -131,6 +255,9 @@ def run_case(case: NeuronCase, provider: str, mode: str, repeats: int = 10, warm
              copy_bytes_per_s: float | None = None) -> dict:
     """Time one provider on one case. ``copy_bytes_per_s``: a plain device copy's bandwidth
     measured in the same run, to report the fused kernels' achieved fraction of it."""
+    reason = unavailable(case, provider, mode)
+    if reason is not None:
+        return _skipped_row(case, provider, mode, reason)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         step = make_step(case, provider, mode)
@@ -138,10 +265,11 @@ def run_case(case: NeuronCase, provider: str, mode: str, repeats: int = 10, warm
     row = {
         "neuron": case.kind, "T": case.T, "B": case.B, "N": case.N,
         "dtype": str(case.dtype).removeprefix("torch."), "device": str(case.device),
-        "provider": provider, "mode": mode, **timing.as_dict(),
+        "provider": provider, "mode": mode, "execution_mode": execution_mode(provider),
+        "compile_s": step.compile_s, **timing.as_dict(),
         "neuron_steps_per_s": case.T * case.B * case.N / timing.median_s,
     }
-    if provider.startswith("fused"):
+    if provider.startswith("fused") and execution_mode(provider) == "eager":
         moved = kernel_bytes(case, mode)
         row["bytes_moved"] = moved
         row["achieved_bytes_per_s"] = moved / timing.median_s
@@ -160,13 +288,22 @@ def copy_bytes_for(shapes, modes=("forward", "forward+backward"), kind: str = "L
     return max(largest, MIN_COPY_BYTES)
 
 
+def _skipped_row(case: NeuronCase, provider: str, mode: str, reason: str) -> dict:
+    return {"neuron": case.kind, "T": case.T, "B": case.B, "N": case.N,
+            "dtype": str(case.dtype).removeprefix("torch."), "device": str(case.device),
+            "provider": provider, "mode": mode, "execution_mode": execution_mode(provider),
+            "median_s": None, "q20_s": None, "q80_s": None, "repeats": 0, "skipped": reason}
+
+
 def run_interleaved(case: NeuronCase, providers: list[str], mode: str, repeats: int = 10, warmup: int = 2,
-                    copy_bytes_per_s: float | None = None) -> list[dict]:
+                    copy_bytes_per_s: float | None = None, compile_max_t: int = COMPILE_MAX_T) -> list[dict]:
     """Time ``providers`` on one case, interleaved sample by sample (medians, q20/q80).
-    Small cases batch several calls per sample so each sample is at least ~1 ms."""
+    Small cases batch several calls per sample so each sample is at least ~1 ms. A provider
+    that cannot run the case (see :func:`unavailable`) gets a row with ``skipped``: the reason."""
+    skipped = {p: r for p in providers if (r := unavailable(case, p, mode, compile_max_t)) is not None}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        steps = {p: make_step(case, p, mode) for p in providers}
+        steps = {p: make_step(case, p, mode) for p in providers if p not in skipped}
         for step in steps.values():
             for _ in range(warmup):
                 step()
@@ -177,7 +314,7 @@ def run_interleaved(case: NeuronCase, providers: list[str], mode: str, repeats: 
             step()
             _sync(case.device)
             calls[p] = max(1, min(200, int(1e-3 / max(time.perf_counter() - start, 1e-7))))
-        samples = {p: [] for p in providers}
+        samples = {p: [] for p in steps}
         for _ in range(repeats):
             for p, step in steps.items():
                 start = time.perf_counter()
@@ -187,17 +324,19 @@ def run_interleaved(case: NeuronCase, providers: list[str], mode: str, repeats: 
                 samples[p].append((time.perf_counter() - start) / calls[p])
     rows = []
     for p in providers:
-        v = sorted(samples[p])
-        q = statistics.quantiles(v, n=5) if len(v) >= 2 else [v[0]] * 4
-        median = statistics.median(v)
+        if p in skipped:
+            rows.append(_skipped_row(case, p, mode, skipped[p]))
+            continue
+        median, q20, q80 = sample_quantiles(samples[p])
         row = {
             "neuron": case.kind, "T": case.T, "B": case.B, "N": case.N,
             "dtype": str(case.dtype).removeprefix("torch."), "device": str(case.device),
-            "provider": p, "mode": mode, "median_s": median, "q20_s": q[0], "q80_s": q[3],
-            "repeats": len(v), "calls_per_sample": calls[p], "peak_memory_bytes": None,
+            "provider": p, "mode": mode, "execution_mode": execution_mode(p), "compile_s": steps[p].compile_s,
+            "median_s": median, "q20_s": q20, "q80_s": q80,
+            "repeats": len(samples[p]), "calls_per_sample": calls[p], "peak_memory_bytes": None,
             "neuron_steps_per_s": case.T * case.B * case.N / median,
         }
-        if p.startswith("fused"):
+        if p.startswith("fused") and execution_mode(p) == "eager":
             moved = kernel_bytes(case, mode)
             row["bytes_moved"] = moved
             row["achieved_bytes_per_s"] = moved / median

@@ -18,7 +18,8 @@ from .published import SOURCE, THROUGHPUT
 PROVIDER_COLOURS = {
     "fused": "tab:blue", "fused-host": "tab:blue", "fused-triton": "tab:purple", "fused-poplar": "tab:cyan",
     "fused-reference": "tab:green", "snntorch": "tab:orange", "published": "0.55",
-    "fused-lean": "tab:red",
+    "fused-lean": "tab:red", "snntorch-tutorial": "tab:orange", "snntorch-hoisted": "gold",
+    "snntorch-compiled": "sienna", "snntorch-graph": "peru", "spikingjelly": "tab:gray",
 }
 _EXTRA_COLOURS = ["tab:red", "tab:brown", "tab:pink", "tab:olive"]
 
@@ -234,8 +235,8 @@ def _sweep(rows: list[dict], x_key: str, title: str, xlabel: str, path: Path,
                     capsize=3, color=colour(pts[0]), label=label, linestyle="-" if len(pts) > 1 else "none")
         spans += [y[1] for y in ys] + [y[2] for y in ys]
         for x, r, m in zip(xs, pts, med):
-            if r.get("speedup_vs_snntorch") and r["provider"] != "snntorch":
-                ax.annotate(f"{r['speedup_vs_snntorch']:.2g}x", (x, m), textcoords="offset points", xytext=(6, -11),
+            if r.get("speedup_vs_baseline") and r["provider"] != r.get("baseline"):
+                ax.annotate(f"{r['speedup_vs_baseline']:.2g}x", (x, m), textcoords="offset points", xytext=(6, -11),
                             fontsize=7, color=colour(r))
     if spans and max(spans) / max(min(spans), 1e-12) > 20:
         ax.set_yscale("log")
@@ -279,7 +280,9 @@ def _time_split(rows: list[dict], path: Path) -> None:
 
 
 def plot_section(name: str, rows: list[dict], out: Path) -> None:
-    """The section's PNG(s) in ``out``; sections without a plot (or no rows) draw nothing."""
+    """The section's PNG(s) in ``out``; sections without a plot (or no rows) draw nothing.
+    Skipped rows (no timing, a ``skipped`` reason) are tabulated, not plotted."""
+    rows = [r for r in rows if not r.get("skipped")]
     if not rows:
         return
     out = Path(out)

@@ -8,10 +8,12 @@ quantiles; a row whose q20-q80 spread is large is flagged as noisy.
 from __future__ import annotations
 
 import csv
+import importlib.metadata
 import inspect
 import json
 import os
 import platform
+import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,8 +47,32 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _git_state() -> dict:
+    """The commit the library was imported from and whether its tree had uncommitted changes
+    (None for both outside a git checkout)."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit, "dirty": bool(status.strip())}
+
+
+def _version(module: str) -> Optional[str]:
+    try:
+        return importlib.metadata.version(module)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def environment(device: torch.device) -> dict:
+    """What a result needs beside it: when, where, on what code (commit and whether the tree was
+    dirty), the load on the machine, and the versions of everything compared."""
     env = {
+        **_git_state(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
@@ -58,18 +84,9 @@ def environment(device: torch.device) -> dict:
         env["load_average_at_start"] = os.getloadavg()[0]
     except OSError:  # pragma: no cover - not on every platform
         env["load_average_at_start"] = None
-    try:
-        import triton
-
-        env["triton"] = triton.__version__
-    except ImportError:
-        env["triton"] = None
-    try:
-        import snntorch
-
-        env["snntorch"] = snntorch.__version__
-    except ImportError:
-        env["snntorch"] = None
+    # versions from the installed metadata: no import (spikingjelly's import alone takes seconds)
+    for name in ("fusedsnn", "triton", "snntorch", "spikingjelly", "numpy"):
+        env[name] = _version(name)
     if device.type == "cuda":
         env["cuda"] = torch.version.cuda
     return env
@@ -119,7 +136,10 @@ def _training_run(args, label: str, kind: str, provider: str, batch: int, num_st
 
 
 def plan_neurons(args, device: torch.device) -> list[Run]:
-    """Each fused neuron (forward and forward+backward) vs snnTorch's step loop.
+    """Each fused neuron (forward and forward+backward) vs the baselines of the same execution
+    mode: snnTorch's step loop eager (and SpikingJelly's LIF for Leaky, where importable);
+    in a full run also both under torch.compile (T <= --compile-max-t); on CUDA also both
+    captured in a CUDA graph.
 
     Quick: Leaky and Synaptic, float32, at the tiny per-call case and the study's shapes. Full:
     Leaky float32 over the whole T x B x N sweep (the per-call and bandwidth targets), and every
@@ -144,11 +164,21 @@ def plan_neurons(args, device: torch.device) -> list[Run]:
             copy_bw["value"] = copy_bandwidth(neurons.copy_bytes_for(shapes_used), device)
         return copy_bw["value"]
 
+    compile_max_t = getattr(args, "compile_max_t", None) or neurons.COMPILE_MAX_T
     runs = []
     for kind, dtype, shapes in plan:
-        providers = neurons.fused_providers(device, dtype)
-        if dtype == torch.float32:
-            providers.append("snntorch")
+        fused = neurons.fused_providers(device, dtype)
+        # Each execution mode fused and baseline alike, so that every ratio is within one mode.
+        # --quick times eager only (compiling would cost more than the whole quick run).
+        compiled = not args.quick
+        providers = list(fused) + (["snntorch"] if dtype == torch.float32 else [])
+        if dtype == torch.float32 and kind == "Leaky" and "spikingjelly" in neurons.baseline_providers(
+                device, dtype, compiled=False):
+            providers.append("spikingjelly")
+        if compiled:
+            providers += [f"{p}-compiled" for p in fused] + (["snntorch-compiled"] if dtype == torch.float32 else [])
+        if device.type == "cuda":
+            providers += [f"{p}-graph" for p in fused] + (["snntorch-graph"] if dtype == torch.float32 else [])
         for T, B, N in shapes:
             case = neurons.NeuronCase(kind, T, B, N, dtype, device)
             modes = ["forward", "forward+backward"]
@@ -160,7 +190,7 @@ def plan_neurons(args, device: torch.device) -> list[Run]:
                     f"neurons {kind} {str(dtype).removeprefix('torch.')} T={T} B={B} N={N} {mode}",
                     lambda case=case, mode=mode, providers=tuple(providers): neurons.run_interleaved(
                         case, list(providers), mode, repeats=args.repeats, warmup=_warmup(args),
-                        copy_bytes_per_s=copy_bytes_per_s()),
+                        copy_bytes_per_s=copy_bytes_per_s(), compile_max_t=compile_max_t),
                 ))
     return runs
 
@@ -180,8 +210,13 @@ def section_neurons(args, device: torch.device, progress: Callable[[str], None])
 section_neurons.plan = plan_neurons
 
 
+#: every training comparison: the fused model against both snnTorch twins (the tutorial's
+#: stepping and the hoisted first layer); ratios are against the faster twin
+_TWINS = ("fused", "snntorch-tutorial", "snntorch-hoisted")
+
+
 def _providers(args) -> list[str]:
-    return ["fused", "snntorch"] + ([] if args.quick else ["fused-reference"])
+    return list(_TWINS) + ([] if args.quick else ["fused-reference"])
 
 
 def _csnn_size(args, device) -> tuple[int, int]:
@@ -203,19 +238,19 @@ def plan_batch(args, device) -> list[Run]:
     batches = (8, 32, 128) if args.quick else (8, 16, 32, 64, 128)
     kinds = ("DSNN",) if args.quick else ("DSNN", "CSNN")
     return [_training_run(args, f"batch {kind} {batch} {provider}", kind, provider, batch, 25, device)
-            for kind in kinds for batch in batches for provider in ("fused", "snntorch")]
+            for kind in kinds for batch in batches for provider in _TWINS]
 
 
 def plan_width(args, device) -> list[Run]:
     """3. DSNN hidden-width sweep and CSNN kernel-depth (channel) sweep."""
     runs = [_training_run(args, f"width DSNN {hidden} {provider}", "DSNN", provider, 128, 25, device, hidden=hidden)
             for hidden in ((100, 1000) if args.quick else (100, 300, 1000, 3000, 10000))
-            for provider in ("fused", "snntorch")]
+            for provider in _TWINS]
     batch, steps = _csnn_size(args, device)
     runs += [_training_run(args, f"depth CSNN {channels} {provider}", "CSNN", provider, batch, steps, device,
                            channels=channels)
              for channels in (((6, 32), (12, 64)) if args.quick else ((6, 32), (12, 64), (24, 128), (48, 256)))
-             for provider in ("fused", "snntorch")]
+             for provider in _TWINS]
     return runs
 
 
@@ -224,7 +259,7 @@ def plan_neuron_models(args, device) -> list[Run]:
     kinds = ("leaky", "synaptic", "rleaky", "rsynaptic") + (() if args.quick else ("rleaky_all_to_all",))
     return [_training_run(args, f"neuron models DSNN {neuron} {provider}", "DSNN", provider, 128, 25, device,
                           neuron=neuron)
-            for neuron in kinds for provider in ("fused", "snntorch")]
+            for neuron in kinds for provider in _TWINS]
 
 
 def plan_time_split(args, device) -> list[Run]:
@@ -239,7 +274,7 @@ def plan_precision(args, device) -> list[Run]:
     dtypes = [None, torch.bfloat16] + ([torch.float16] if device.type == "cuda" else [])
     return [_training_run(args, f"precision {str(dtype).removeprefix('torch.') if dtype else 'float32'} {provider}",
                           "DSNN", provider, 128, 25, device, autocast_dtype=dtype)
-            for dtype in dtypes for provider in ("fused", "snntorch")]
+            for dtype in dtypes for provider in _TWINS]
 
 
 def plan_population(args, device) -> list[Run]:
@@ -248,7 +283,7 @@ def plan_population(args, device) -> list[Run]:
     sizes = [(10, 25)] + [(n, 1) for n in ((10, 100, 1000) if args.quick else (10, 50, 100, 500, 1000))]
     return [_training_run(args, f"population {outputs} outputs x {steps} steps {provider}", "DSNN", provider, 128,
                           steps, device, outputs=outputs)
-            for outputs, steps in sizes for provider in ("fused", "snntorch")]
+            for outputs, steps in sizes for provider in _TWINS]
 
 
 def _as_section(plan: Callable[..., list[Run]]) -> Callable:
@@ -302,20 +337,42 @@ def _spread(row: dict) -> Optional[float]:
     return (row["q80_s"] - row["q20_s"]) / row["median_s"]
 
 
+def _execution_mode(row: dict) -> str:
+    """The row's execution mode: neuron rows carry ``execution_mode``; training rows' step
+    ``mode`` ("eager", "compile", "cuda_graph") maps onto the same three."""
+    if row.get("execution_mode"):
+        return row["execution_mode"]
+    return {"compile": "compiled", "cuda_graph": "graph"}.get(row.get("mode"), "eager")
+
+
+def _is_baseline(row: dict) -> bool:
+    return not str(row.get("provider", "")).startswith("fused")
+
+
 def _speedups(rows: list[dict], key: Callable[[dict], tuple]) -> None:
-    """Speed-up of each row over the snnTorch row of the same case, with its range from the
-    quantiles of both timings (low: our q80 against snnTorch's q20; high: the other way), and
-    the dispersion flag: ``noisy`` when either timing's q20-q80 spread exceeds NOISY_SPREAD."""
-    base = {key(r): r for r in rows if r.get("provider") == "snntorch"}
+    """Speed-up of each row over the FASTEST baseline (any non-fused provider: snnTorch's
+    variants, SpikingJelly) of the same case in the same execution mode (eager against eager,
+    compiled against compiled, graph against graph; never across modes), named in ``baseline``.
+    Its range comes from the quantiles of both timings (low: our q80 against the baseline's q20;
+    high: the other way). ``noisy`` when either timing's q20-q80 spread exceeds NOISY_SPREAD.
+    A row with no timed baseline of its mode gets no ratio (None)."""
+    base: dict = {}
     for r in rows:
+        if _is_baseline(r) and r.get("median_s"):
+            k = (key(r), _execution_mode(r))
+            if k not in base or r["median_s"] < base[k]["median_s"]:
+                base[k] = r
+    for r in rows:
+        r.setdefault("execution_mode", _execution_mode(r))
         spread = _spread(r)
         r["spread"] = spread
-        b = base.get(key(r))
-        if b is None:
-            r["speedup_vs_snntorch"] = r["speedup_low"] = r["speedup_high"] = None
+        b = base.get((key(r), _execution_mode(r)))
+        if b is None or not r.get("median_s"):
+            r["baseline"] = r["speedup_vs_baseline"] = r["speedup_low"] = r["speedup_high"] = None
             r["noisy"] = spread is not None and spread > NOISY_SPREAD
             continue
-        r["speedup_vs_snntorch"] = b["median_s"] / r["median_s"]
+        r["baseline"] = b["provider"]
+        r["speedup_vs_baseline"] = b["median_s"] / r["median_s"]
         if r is b:  # the baseline itself: 1 by definition, no range
             r["speedup_low"] = r["speedup_high"] = None
         else:
@@ -326,7 +383,7 @@ def _speedups(rows: list[dict], key: Callable[[dict], tuple]) -> None:
 
 
 def _add_speedups(rows: list[dict]) -> None:
-    """Neuron rows: speed-up over snnTorch's step loop on the same case."""
+    """Neuron rows: speed-up over the fastest baseline of the same case and execution mode."""
     _speedups(rows, lambda r: (r["neuron"], r["T"], r["B"], r["N"], r["dtype"], r["mode"]))
 
 
@@ -335,7 +392,8 @@ _TRAINING_SECTIONS = ("throughput", "batch", "width", "neuron_models", "precisio
 
 
 def _training_speedups(rows: list[dict]) -> None:
-    """Training rows: speed-up over the snnTorch-stepped twin of the same network and sizes."""
+    """Training rows: speed-up over the fastest baseline twin (tutorial or hoisted snnTorch
+    stepping) of the same network, sizes and execution mode."""
     _speedups(rows, lambda r: (r["network"], r["batch"], r["num_steps"], r["hidden"], str(r["channels"]),
                                r["neuron"], r["outputs"], r["precision"]))
 
@@ -364,11 +422,11 @@ def _cell(row: dict, column: str) -> str:
             return "-"
         return f"{row['median_s']:.4g} ({row['q20_s']:.3g}-{row['q80_s']:.3g})"
     if column == "speedup (range)":
-        if row.get("speedup_vs_snntorch") is None:
+        if row.get("speedup_vs_baseline") is None:
             return "-"
         if row.get("speedup_low") is None:
             return "1 (baseline)"
-        return f"{row['speedup_vs_snntorch']:.3g}x ({row['speedup_low']:.2g}-{row['speedup_high']:.2g})"
+        return f"{row['speedup_vs_baseline']:.3g}x ({row['speedup_low']:.2g}-{row['speedup_high']:.2g})"
     if column == "spread":
         return "-" if row.get("spread") is None else f"{row['spread']:.0%}"
     if column == "noisy":
@@ -404,18 +462,21 @@ def write_outputs(out: Path, name: str, rows: list[dict]) -> None:
 
 
 _TIMING = ["median_s (q20-q80)", "spread", "speedup (range)", "noisy"]
-_TRAIN_COLUMNS = ["network", "provider", "batch", "num_steps", "hidden", "channels", "neuron", "outputs",
-                  "precision", *_TIMING[:2], "images_per_s", *_TIMING[2:], "achieved_tflops", "average_power_w"]
+_TRAIN_COLUMNS = ["network", "provider", "execution_mode", "batch", "num_steps", "hidden", "channels", "neuron",
+                  "outputs", "precision", *_TIMING[:2], "images_per_s", *_TIMING[2:], "baseline", "achieved_tflops",
+                  "average_power_w"]
 TABLE_COLUMNS = {
-    "neurons": ["neuron", "dtype", "T", "B", "N", "mode", "provider", *_TIMING, "fraction_of_copy_bandwidth"],
+    "neurons": ["neuron", "dtype", "T", "B", "N", "mode", "execution_mode", "provider", *_TIMING, "baseline",
+                "fraction_of_copy_bandwidth", "compile_s", "skipped"],
     "throughput": _TRAIN_COLUMNS, "batch": _TRAIN_COLUMNS, "width": _TRAIN_COLUMNS,
     "neuron_models": _TRAIN_COLUMNS, "precision": _TRAIN_COLUMNS, "population": _TRAIN_COLUMNS,
     "time_split": ["network", "device", "provider", "backend", "batch", "num_steps", "neuron_share", "synaptic_share",
                    "other_share", "timer"],
-    "gpu_targets": ["neuron", "T", "B", "N", "mode", "provider", "median_s", "fraction_of_copy_bandwidth",
-                    "target_fraction_of_copy_bandwidth", "speedup_vs_snntorch", "target_speedup_vs_snntorch"],
+    "gpu_targets": ["neuron", "T", "B", "N", "mode", "execution_mode", "provider", "median_s",
+                    "fraction_of_copy_bandwidth", "target_fraction_of_copy_bandwidth", "speedup_vs_snntorch",
+                    "target_speedup_vs_snntorch", "baseline", "speedup_vs_baseline"],
     "step_modes": ["network", "provider", "mode", "batch", "num_steps", "median_s", "images_per_s",
-                   "target_images_per_s", "speedup_vs_snntorch", "speedup_vs_fused_eager", "skipped"],
+                   "target_images_per_s", "speedup_vs_baseline", "baseline", "speedup_vs_fused_eager", "skipped"],
     "all_to_all": ["neuron", "T", "B", "N", "provider", "median_s", "q20_s", "q80_s", "speedup_vs_snntorch",
                    "target_speedup", "spike_rate", "threads"],
     "memory": ["network", "provider", "num_steps", "batch", "peak_mib", "peak_vs_fused", "peak_vs_snntorch",

@@ -28,6 +28,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def sample_quantiles(samples) -> tuple[float, float, float]:
+    """(median, q20, q80) of timed samples, each a value within the samples' range.
+
+    The "inclusive" method interpolates between samples. statistics.quantiles' default,
+    "exclusive", extrapolates beyond the samples: with 2 or 3 samples and one slow outlier (a
+    loaded machine) it put q20 below the fastest sample, even below zero, and speed-up ranges
+    computed from it went negative. Clamped as well, so no rounding leaves the range."""
+    v = sorted(samples)
+    if not v:
+        raise ValueError("no samples")
+    q = statistics.quantiles(v, n=5, method="inclusive") if len(v) >= 2 else [v[0]] * 4
+    lo, hi = v[0], v[-1]
+    return statistics.median(v), min(max(q[0], lo), hi), min(max(q[3], lo), hi)
+
+
 def measure(fn: Callable[[], object], device: torch.device | str = "cpu", warmup: int = 2,
             repeats: int = 10, min_time_s: float = 0.0) -> Timing:
     """Time ``fn`` after ``warmup`` calls; each sample is synchronised, so asynchronous GPU work
@@ -49,12 +64,9 @@ def measure(fn: Callable[[], object], device: torch.device | str = "cpu", warmup
         total += elapsed
         if len(samples) >= 10 * repeats:
             break
-    samples.sort()
-    # "inclusive": quantiles within the samples (the default "exclusive" method extrapolates,
-    # putting q20 below the fastest of 3 samples).
-    q = statistics.quantiles(samples, n=5, method="inclusive") if len(samples) >= 2 else [samples[0]] * 4
+    median, q20, q80 = sample_quantiles(samples)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    return Timing(statistics.median(samples), q[0], q[3], len(samples), peak)
+    return Timing(median, q20, q80, len(samples), peak)
 
 
 def copy_bandwidth(num_bytes: int, device: torch.device | str = "cpu", repeats: int = 10) -> float:

@@ -49,12 +49,31 @@ def _snn_neuron(layer: nn.Module) -> nn.Module:
     return snn.Leaky(**common)
 
 
-class SnnTorchTwin(nn.Module):
-    """``model``'s network stepped per time step with snnTorch neurons (as the study ran it);
-    the Linear/Conv layers are ``model``'s own, so both train the same weights."""
+#: The snnTorch twins: "tutorial" runs the first (static-input) layer at every step, as
+#: snnTorch's tutorials and the study do; "hoisted" runs it once and feeds its output to every
+#: step, as a careful snnTorch user would. "snntorch" is the tutorial twin's older name.
+TWIN_STYLES = ("tutorial", "hoisted")
 
-    def __init__(self, model: nn.Module) -> None:
+
+def twin_style(provider: str) -> Optional[str]:
+    """"tutorial" / "hoisted" for the snnTorch providers, None for the fused ones."""
+    if provider in ("snntorch", "snntorch-tutorial"):
+        return "tutorial"
+    if provider == "snntorch-hoisted":
+        return "hoisted"
+    return None
+
+
+class SnnTorchTwin(nn.Module):
+    """``model``'s network stepped per time step with snnTorch neurons; the Linear/Conv layers
+    are ``model``'s own, so both train the same weights. ``style``: "tutorial" (the first layer
+    on the static input at every step, as the study ran it) or "hoisted" (that layer once)."""
+
+    def __init__(self, model: nn.Module, style: str = "tutorial") -> None:
         super().__init__()
+        if style not in TWIN_STYLES:
+            raise ValueError(f"style must be one of {TWIN_STYLES}, got {style!r}")
+        self.style = style
         self.model = model
         if isinstance(model, DSNN):
             self.neurons = nn.ModuleList(_snn_neuron(n) for n in model.neurons)
@@ -69,17 +88,20 @@ class SnnTorchTwin(nn.Module):
         for neuron in self.neurons:
             neuron.reset_mem()
         m = self.model
+        dsnn = isinstance(m, DSNN)
+        # the first layer's input is the same image at every step: its output too
+        first = (m.fcs[0](x) if dsnn else m.pool(m.convs[0](x))) if self.style == "hoisted" else None
         spikes, mems = [], []
         for _ in range(m.num_steps):
-            if isinstance(m, DSNN):
+            if dsnn:
                 cur = x
-                for fc, lif in zip(m.fcs, self.neurons):
-                    out = lif(fc(cur))
+                for i, (fc, lif) in enumerate(zip(m.fcs, self.neurons)):
+                    out = lif(first if i == 0 and first is not None else fc(cur))
                     cur = out[0]
             else:
                 cur = x
-                for conv, lif in zip(m.convs, self.neurons[:-1]):
-                    cur = lif(m.pool(conv(cur)))[0]
+                for i, (conv, lif) in enumerate(zip(m.convs, self.neurons[:-1])):
+                    cur = lif(first if i == 0 and first is not None else m.pool(conv(cur)))[0]
                 out = self.neurons[-1](m.fc(cur.flatten(1)))
             spikes.append(out[0])
             mems.append(out[-1])
@@ -170,13 +192,15 @@ def training_step_fn(model: nn.Module, provider: str, x: Tensor, y: Tensor, num_
                      pop_size: int = 1, autocast_dtype: Optional[torch.dtype] = None,
                      compile_backend: Optional[str] = None, capturable: bool = False) -> Callable[[], None]:
     """A closure running one training step of ``model`` through ``provider``: "fused" (the
-    model as built, backend auto), "fused-reference" (eager reference backend) or "snntorch".
+    model as built, backend auto), "fused-reference" (eager reference backend),
+    "snntorch-tutorial" (alias "snntorch") or "snntorch-hoisted" (see :class:`SnnTorchTwin`).
 
     ``compile_backend``: the model runs under ``torch.compile`` with this backend ("inductor";
     the optimizer stays eager). ``capturable``: AdamW keeps its step count on the device, as a CUDA graph needs.
     """
-    if provider == "snntorch":
-        forward = SnnTorchTwin(model).to(x.device)
+    style = twin_style(provider)
+    if style is not None:
+        forward = SnnTorchTwin(model, style).to(x.device)
     else:
         if provider == "fused-reference":
             set_backend(model, "reference")
@@ -273,6 +297,7 @@ def run_training_case(kind: str, provider: str, batch: int, num_steps: int, devi
            "channels": list(channels) if kind == "CSNN" else None, "neuron": neuron, "outputs": outputs,
            "precision": str(autocast_dtype).removeprefix("torch.") if autocast_dtype else "float32",
            "device": str(device), "mode": mode,
+           "execution_mode": {"compile": "compiled", "cuda_graph": "graph"}.get(mode, "eager"),
            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
            "compile_backend": compile_backend if mode == "compile" else None, **timing.as_dict(), "images_per_s": images_per_s,
            "train_macs_per_image": macs, "achieved_tflops": macs * images_per_s / 1e12}

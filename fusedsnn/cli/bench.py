@@ -47,6 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"comma-separated subset of {', '.join(SECTIONS)} (default: all)")
     parser.add_argument("--repeats", type=positive_int, default=None,
                         help="timed repeats per measurement, at least (default: 3 quick, 20 full)")
+    parser.add_argument("--compile-max-t", type=positive_int, default=None,
+                        help="neurons section: torch.compile'd providers are skipped (the row says why) "
+                        "above this many time steps, as compiling the unrolled loop takes longer "
+                        "(default: 25)")
 
 
 def _check_arguments(args: argparse.Namespace) -> list[str]:
@@ -81,7 +85,11 @@ def _check_arguments(args: argparse.Namespace) -> list[str]:
 
 class _Progress:
     """One progress line for the whole bench: runs done / planned, elapsed and estimated time
-    left (tqdm on a terminal; otherwise one plain line per finished section, for logs)."""
+    left (tqdm on a terminal; otherwise one plain line per finished section, for logs).
+
+    The total is fixed when the bench starts: a section with a ``plan`` counts its runs; one
+    without (memory, all_to_all, the GPU sections) counts as one run, whose inner steps only
+    change the label (:meth:`label`). It never grows, so "about N s left" never lies upward."""
 
     def __init__(self, total: int) -> None:
         self.total = total
@@ -95,10 +103,10 @@ class _Progress:
     def start_run(self, label: str) -> None:
         self._finish_run()
         self._running = True
-        if self.done >= self.total:  # a section that cannot count its runs up front
-            self.total = self.done + 1
-            if self.bar is not None:
-                self.bar.total = self.total
+        self.label(label)
+
+    def label(self, label: str) -> None:
+        """What is running now, without counting a run."""
         if self.bar is not None:
             self.bar.set_postfix_str(label[-60:], refresh=True)
 
@@ -149,13 +157,17 @@ def run(args: argparse.Namespace) -> int:
               f"timings will be slow and noisy; OMP_NUM_THREADS=1 steadies them, a quiet machine is better",
               flush=True)
     planned = {name: getattr(SECTIONS[name], "plan", None) for name in names}
-    total = sum(len(plan(args, device)) for plan in planned.values() if plan is not None)
+    total = sum(len(plan(args, device)) if plan is not None else 1 for plan in planned.values())
     progress = _Progress(total)
     results = {"environment": env}
     try:
         for name in names:
             start = time.perf_counter()
-            rows = SECTIONS[name](args, device, progress.start_run)
+            if planned[name] is not None:
+                rows = SECTIONS[name](args, device, progress.start_run)
+            else:  # one run in the total: its steps relabel the bar
+                progress.start_run(name)
+                rows = SECTIONS[name](args, device, progress.label)
             status = progress.end_section()
             if name in _TRAINING_SECTIONS:
                 _training_speedups(rows)

@@ -1,0 +1,129 @@
+"""Result tables of README.md and docs/*.md, written from the committed JSON under benchmarks/results.
+
+A generated table lies between ``<!-- report:NAME -->`` and ``<!-- /report:NAME -->``; NAME is a key
+of :data:`TABLES`. Everything between the markers is replaced, so edit this file, not the table.
+
+    python benchmarks/report.py          # rewrite the tables in place
+    python benchmarks/report.py --check  # exit 1 (with a diff) when a table and its JSON disagree
+
+A table measured against baselines later found wrong says so in its text (see
+benchmarks/results/NOTE-baselines.md), rather than being dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+#: the files whose marked tables are generated
+DOCUMENTS = ["README.md", "docs/*.md"]
+
+MARKER = re.compile(r"(<!-- report:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /report:(?P=name) -->)", re.S)
+
+#: what was wrong with the baselines of results measured before issue 18
+OLD_BASELINES = ("measured against the old baselines: snnTorch stepped with `x[t]` (a full-size zero "
+                 "gradient per step in the backward, O(T^2) work charged to snnTorch), eager snnTorch only "
+                 "(no compiled, graph-captured, SpikingJelly or hoisted-layer baseline); the speed-ups "
+                 "overstate ours. See benchmarks/results/NOTE-baselines.md")
+
+
+def _load(path: str) -> list[dict]:
+    return json.loads((RESULTS / path).read_text())
+
+
+def _one(rows: list[dict], **match) -> dict:
+    found = [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+    if len(found) != 1:
+        raise LookupError(f"{len(found)} rows match {match}")
+    return found[0]
+
+
+def _time(seconds: float) -> str:
+    """3 significant figures in s, ms or us."""
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale or unit == "us":
+            return f"{float(f'{seconds / scale:.3g}'):g} {unit}"
+    raise AssertionError
+
+
+def _ratio(x: float) -> str:
+    return f"{x:.0f}x" if x >= 100 else f"{float(f'{x:.2g}'):g}x"
+
+
+def cpu_main() -> str:
+    """README "On the development CPU": fused against snnTorch, cpu-2026-11-26b."""
+    folder = "cpu-2026-11-26b"
+    neurons = _load(f"{folder}/neurons/neurons.json")
+    train = _load(f"{folder}/quick/throughput.json")
+    a2a = _load(f"{folder}/all_to_all/all_to_all.json")
+    lines = ["| case | fused | snnTorch | speed-up |", "| --- | --- | --- | --- |"]
+    for T, B, N, what in ((25, 128, 1000, ""), (1, 1, 8, " (per-call cost)")):
+        key = dict(neuron="Leaky", dtype="float32", mode="forward+backward", T=T, B=B, N=N)
+        f, s = _one(neurons, provider="fused-host", **key), _one(neurons, provider="snntorch", **key)
+        lines.append(f"| Leaky forward+backward, T={T}, B={B}, N={N}{what} | {_time(f['median_s'])} | "
+                     f"{_time(s['median_s'])} | {_ratio(s['median_s'] / f['median_s'])} |")
+    key = dict(network="DSNN", batch=128, num_steps=25)
+    f, s = _one(train, provider="fused", **key), _one(train, provider="snntorch", **key)
+    lines.append(f"| DSNN training step (784-1000-10, B=128, T=25, AdamW) | {f['images_per_s']:,.0f} img/s | "
+                 f"{s['images_per_s']:,.0f} img/s | {_ratio(f['images_per_s'] / s['images_per_s'])} |")
+    for T, B, N in ((100, 32, 256), (25, 128, 1000), (10000, 2, 8)):
+        key = dict(neuron="RLeaky-all-to-all", T=T, B=B, N=N, mode="forward+backward")
+        f, s = _one(a2a, provider="fused", **key), _one(a2a, provider="snntorch", **key)
+        lines.append(f"| all-to-all RLeaky forward+backward, T={T}, B={B}, N={N} | {_time(f['median_s'])} | "
+                     f"{_time(s['median_s'])} | {_ratio(s['median_s'] / f['median_s'])} |")
+    note = (f"\nFrom `benchmarks/results/{folder}/` (neurons/, quick/throughput.json, all_to_all/); "
+            f"{OLD_BASELINES}.\n")
+    return "\n".join(lines) + "\n" + note
+
+
+TABLES: dict[str, Callable[[], str]] = {"cpu-main": cpu_main}
+
+
+def render(text: str, tables: dict[str, Callable[[], str]] = TABLES) -> str:
+    """``text`` with every marked table regenerated; an unknown NAME is an error."""
+    def replace(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in tables:
+            raise KeyError(f"no table named {name!r} in benchmarks/report.py (known: {', '.join(tables)})")
+        return m.group(1) + tables[name]() + m.group(4)
+
+    return MARKER.sub(replace, text)
+
+
+def documents(root: Path = ROOT) -> list[Path]:
+    return sorted({p for pattern in DOCUMENTS for p in root.glob(pattern)})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 when a table is out of date")
+    args = parser.parse_args(argv)
+    stale = []
+    for path in documents():
+        text = path.read_text()
+        new = render(text)
+        if new == text:
+            continue
+        stale.append(path)
+        if args.check:
+            sys.stdout.writelines(difflib.unified_diff(text.splitlines(True), new.splitlines(True),
+                                                       str(path.relative_to(ROOT)), "generated from JSON"))
+        else:
+            path.write_text(new)
+            print(f"wrote {path.relative_to(ROOT)}")
+    if args.check and stale:
+        print(f"\n{len(stale)} file(s) disagree with benchmarks/results: run python benchmarks/report.py",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
