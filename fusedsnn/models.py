@@ -151,6 +151,11 @@ class DSNN(_SequenceModel):
             )
         return x.flatten(-3)
 
+    def _time_major(self, x: Tensor) -> tuple[Tensor, bool]:
+        # Images are flattened first: memory_lean(time_chunk=n) reads the time layout through
+        # this method before the forward runs, so it must accept every form the forward does.
+        return super()._time_major(self._flatten_images(x))
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``x: [B, num_inputs]``, ``[T, B, num_inputs]``, ``[B, C, H, W]`` or ``[T, B, C, H, W]``
         -> ``(spk, mem)`` of the output layer, each ``[T, B, num_outputs]``."""

@@ -573,8 +573,10 @@ def test_time_chunked_matches_default_on_triton_interpreter(interpret, kind):
                          neuron_kwargs=dict(graded_spikes_factor=0.5)), (9, 4, 30)),
         (lambda: fs.DSNN(30, 24, 10, num_steps=10, neuron="rleaky_all_to_all"), (3, 30)),
         (lambda: fs.CSNN((1, 14, 14), (4, 6), kernel_size=3, num_steps=7, neuron="rsynaptic"), (2, 1, 14, 14)),
+        # images the DSNN flattens itself: the chunking must see them flattened
+        (lambda: fs.DSNN(30, 24, 10, num_steps=11), (3, 1, 5, 6)),
     ],
-    ids=["dsnn-static", "dsnn-graded-sequence", "dsnn-all-to-all", "csnn"],
+    ids=["dsnn-static", "dsnn-graded-sequence", "dsnn-all-to-all", "csnn", "dsnn-static-images"],
 )
 def test_time_chunked_models(make, shape):
     torch.manual_seed(2)
@@ -696,6 +698,16 @@ def test_time_chunked_conversion_twice_and_removal():
     assert copied.forward.model is copied
     memory.memory_lean(model)
     assert "forward" not in model.__dict__
+
+
+def test_readme_time_chunked_example_runs():
+    # README's own example, on MNIST-shaped images: the DSNN flattens them before chunking
+    model = fs.memory_lean(fs.DSNN(num_steps=2000), time_chunk=32)
+    x = torch.rand(4, 1, 28, 28)
+    spk, mem = model(x)
+    assert spk.shape == mem.shape == (2000, 4, 10)
+    mem.square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True, "8"])
