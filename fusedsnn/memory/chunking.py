@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..ops.recompute import refuse_tracing
 from ..ops.time_chunks import TimeChunk, running
 
 Tensor = torch.Tensor
@@ -63,6 +64,7 @@ class ChunkedForward:
         self.time_chunk = time_chunk
 
     def __call__(self, x: Tensor, *args, **kwargs):
+        refuse_tracing("the chunked forward of memory_lean(time_chunk=...)")
         model = self.model
         forward = type(model).forward
         static = False

@@ -841,3 +841,34 @@ def test_recompute_runs_16_bit_inputs_in_one_span_so_auto_keeps_the_default():
     for dtype in (torch.float16, torch.bfloat16):
         assert recompute._recompute_spans(x.to(dtype), recompute.RECOMPUTE_CHUNKS) == [(0, 400)]
     assert recompute._recompute_spans(x[:0], recompute.RECOMPUTE_CHUNKS) == [(0, 0)]
+
+
+LEAN_COMPILED = {
+    "dsnn-bits": (lambda: memory.memory_lean(fs.DSNN(30, 24, 10, num_steps=9)), (3, 30), "SpikeLinear"),
+    "dsnn-chunked": (lambda: memory.memory_lean(fs.DSNN(30, 24, 10, num_steps=9), time_chunk=4), (3, 30),
+                     r"memory_lean\(time_chunk=\.\.\.\)"),
+    "csnn-bits": (lambda: memory.memory_lean(fs.CSNN((1, 10, 10), (3,), kernel_size=3, num_steps=5)),
+                  (2, 1, 10, 10), "SpikeConv2d"),
+    "leaky-recompute": (lambda: memory.memory_lean(fs.Leaky(beta=0.9), saved_state="recompute"), (7, 3, 5),
+                        'saved_state="recompute"'),
+}
+
+
+@pytest.mark.parametrize("case", list(LEAN_COMPILED))
+def test_fullgraph_compile_of_a_memory_lean_model_is_refused_naming_it(case):
+    make, shape, part = LEAN_COMPILED[case]
+    model = make()
+    x = (torch.rand(shape) * 2).requires_grad_()
+    torch._dynamo.reset()
+    try:
+        with pytest.raises(RuntimeError, match=rf"fusedsnn\.memory_lean: .*{part}.*cannot be traced by "
+                                               r"torch\.compile\(fullgraph=True\)"):
+            torch.compile(model, fullgraph=True, backend="aot_eager")(x)
+        # without fullgraph the memory-lean parts run eagerly, with the eager results
+        torch._dynamo.reset()
+        got = torch.compile(model, backend="aot_eager")(x)
+    finally:
+        torch._dynamo.reset()
+    want = model(x)
+    for g, w in zip(got, want):
+        assert torch.equal(g, w)
