@@ -75,3 +75,34 @@ def test_fused_copy_is_independent_of_the_original():
     with torch.no_grad():
         net[0].weight.zero_()
     assert fused.stages[0].weight.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["dense-synaptic-output", "conv-rleaky", "spikes-only"])
+def test_fused_state_dict_loads_strictly_into_snntorch_and_back(name):
+    net, shape = _nets()[name]
+    fused = fs.fuse(net)
+    assert sorted(fused.state_dict()) == sorted(net.state_dict())
+    # fresh random values each way, so a load that skipped a key would leave a difference
+    with torch.no_grad():
+        for p in fused.parameters():
+            p.copy_(torch.randn_like(p))
+    net.load_state_dict(fused.state_dict(), strict=True)
+    for k, v in fused.state_dict().items():
+        assert torch.equal(net.state_dict()[k], v), k
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn_like(p))
+    fused.load_state_dict(net.state_dict(), strict=True)
+    for k, v in net.state_dict().items():
+        assert torch.equal(fused.state_dict()[k], v), k
+    x = torch.rand(5, 3, *shape) * 3
+    out, want = fused(x), _stepped(net, x)
+    assert torch.equal(out[0] if isinstance(out, tuple) else out, want[0] if isinstance(want, tuple) else want)
+
+
+def test_fused_state_dict_saved_with_stages_keys_still_loads():
+    net, _ = _nets()["dense-synaptic-output"]
+    fused = fs.fuse(net)
+    old = {f"stages.{k}": v + torch.rand_like(v) if v.is_floating_point() else v for k, v in net.state_dict().items()}
+    fused.load_state_dict(old, strict=True)
+    assert torch.equal(fused.state_dict()["1.weight"], old["stages.1.weight"])
