@@ -31,6 +31,7 @@ graph is traced: after editing it, compile again, e.g. after ``torch._dynamo.res
 
 from __future__ import annotations
 
+import numbers
 from typing import Optional, Union
 
 import torch
@@ -483,11 +484,19 @@ class _Recurrent(_FusedLIF):
                 "Conv2d recurrence is not fused; use snnTorch for convolutional recurrent neurons",
             )
         if all_to_all:
-            if not linear_features:
+            if linear_features is None:
                 raise TypeError(
                     f"When `all_to_all=True`, {self._neuron} requires `linear_features` "
                     "(the number of neurons) for its nn.Linear recurrent weights"
                 )
+            if isinstance(linear_features, bool) or not isinstance(linear_features, numbers.Integral) \
+                    or linear_features < 1:
+                raise ValueError(
+                    f"linear_features must be a positive int (the number of neurons of {self._neuron}'s "
+                    f"nn.Linear recurrence), got {linear_features!r}"
+                )
+            linear_features = int(linear_features)
+            self.linear_features = linear_features
             self.recurrent = nn.Linear(linear_features, linear_features)
             if not learn_recurrent:
                 for p in self.recurrent.parameters():

@@ -501,3 +501,41 @@ def test_stepped_call_with_a_mismatched_state_names_it():
     layer = fs.Synaptic(alpha=0.6, beta=0.8)
     with pytest.raises(ValueError, match=r"mem has shape \(5,\), but syn makes this a stepped call"):
         layer(torch.randn(B, 5), torch.randn(B, 5), torch.randn(5))
+
+
+ALL_TO_ALL_ERRORS = {
+    "fp16-input": (lambda: fs.RLeaky(beta=0.9, linear_features=5)(torch.randn(3, 2, 5).half()),
+                   ValueError, r"x has dtype torch\.float16 but the recurrent nn\.Linear's weight has torch\.float32"),
+    "bf16-input": (lambda: fs.RSynaptic(alpha=0.5, beta=0.9, linear_features=5)(torch.randn(3, 2, 5).bfloat16()),
+                   ValueError, r"x has dtype torch\.bfloat16 but the recurrent nn\.Linear's weight"),
+    "wrong-features": (lambda: fs.RLeaky(beta=0.9, linear_features=5)(torch.randn(3, 2, 6)),
+                       ValueError, r"x must have shape \[T, B, 5\].*linear_features.*got \(3, 2, 6\)"),
+    "functional-wrong-features": (lambda: fs.functional.rsynaptic(torch.randn(3, 2, 6), 0.5, 0.9,
+                                                                  recurrent=torch.nn.Linear(5, 5)),
+                                  ValueError, r"x must have shape \[T, B, 5\]"),
+    "functional-fp16": (lambda: fs.functional.rleaky(torch.randn(3, 2, 5).half(), 0.9, recurrent=torch.nn.Linear(5, 5)),
+                        ValueError, r"x has dtype torch\.float16"),
+    "functional-not-square": (lambda: fs.functional.rleaky(torch.randn(3, 2, 5), 0.9, recurrent=torch.nn.Linear(5, 4)),
+                              ValueError, r"recurrent must map spikes of shape \(2, 5\) to the same shape: a square nn\.Linear\(N, N\).*Linear\(5, 4\)"),
+    "linear_features=-3": (lambda: fs.RLeaky(beta=0.9, linear_features=-3),
+                           ValueError, r"linear_features must be a positive int .*got -3"),
+    "linear_features=5.0": (lambda: fs.RSynaptic(alpha=0.5, beta=0.9, linear_features=5.0),
+                            ValueError, r"linear_features must be a positive int .*got 5\.0"),
+    "linear_features=0": (lambda: fs.RLeaky(beta=0.9, linear_features=0),
+                          ValueError, r"linear_features must be a positive int .*got 0"),
+    "linear_features=True": (lambda: fs.RLeaky(beta=0.9, linear_features=True),
+                             ValueError, r"linear_features must be a positive int .*got True"),
+}
+
+
+@pytest.mark.parametrize("case", list(ALL_TO_ALL_ERRORS))
+def test_all_to_all_errors_name_the_argument(case):
+    call, error, match = ALL_TO_ALL_ERRORS[case]
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_all_to_all_in_the_layers_dtype_runs():
+    layer = fs.RLeaky(beta=0.9, linear_features=5).double()
+    spk, mem = layer(random_input(4, 3, 5, dtype=torch.float64))
+    assert spk.dtype == mem.dtype == torch.float64 and spk.shape == (4, 3, 5)
