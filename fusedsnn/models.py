@@ -76,7 +76,15 @@ class _SequenceModel(nn.Module):
         if tuple(x.shape[-n:]) != tuple(self.input_shape):
             raise ValueError(f"x's trailing shape must be {tuple(self.input_shape)}{self._other_input_forms}, "
                              f"got {tuple(x.shape)}")
-        return x, x.dim() == n + 1
+        static = x.dim() == n + 1
+        if not static and x.shape[0] != self.num_steps:
+            # A sequence that set T silently would run another network than the one configured
+            # (and trained): refuse instead.
+            raise ValueError(
+                f"x is a sequence of {x.shape[0]} steps, but this {type(self).__name__} has num_steps="
+                f"{self.num_steps}: pass {self.num_steps} steps, or set model.num_steps = {x.shape[0]}"
+            )
+        return x, static
 
     def _first_layer_over_time(self, first: nn.Module, x: Tensor) -> Tensor:
         """Apply ``first`` to every step: once and expanded (static input) or over T * B samples."""
@@ -109,7 +117,8 @@ class DSNN(_SequenceModel):
     ``forward(x)``: ``x: [B, num_inputs]`` (static) or ``[T, B, num_inputs]`` -> the output
     layer's ``(spk, mem)``, each ``[T, B, num_outputs]``. Images ``[B, C, H, W]`` (static) and
     ``[T, B, C, H, W]`` are flattened to ``C * H * W`` inputs, which must equal ``num_inputs``
-    (MNIST's ``[B, 1, 28, 28]`` for the default 784).
+    (MNIST's ``[B, 1, 28, 28]`` for the default 784). A sequence must have ``num_steps`` steps;
+    another length raises ``ValueError`` (set ``model.num_steps`` to run another length).
     """
 
     _other_input_forms = ", or images [B, C, H, W] / [T, B, C, H, W] with C * H * W = num_inputs"
@@ -178,7 +187,8 @@ class CSNN(_SequenceModel):
     in snnTorch's idiom conv -> max-pool -> neuron, then a dense output layer with a neuron.
 
     ``forward(x)``: ``x: [B, C, H, W]`` (static) or ``[T, B, C, H, W]`` -> ``(spk, mem)``, each
-    ``[T, B, num_outputs]``.
+    ``[T, B, num_outputs]``. A sequence must have ``num_steps`` steps; another length raises
+    ``ValueError`` (set ``model.num_steps`` to run another length).
     """
 
     def __init__(
