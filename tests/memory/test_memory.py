@@ -11,6 +11,7 @@ so it is compared in float64 to rounding (spikes exactly).
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -202,6 +203,7 @@ def test_spike_product_follows_weight_updates():
     assert not torch.equal(before, after)
 
 
+@pytest.mark.filterwarnings("ignore:memory_lean\\(time_chunk=:UserWarning")  # tiny chunks on purpose
 def test_memory_lean_spike_products_setting():
     def linears(model):
         return [m.spike_product for m in model.modules() if isinstance(m, memory.SpikeLinear)]
@@ -552,6 +554,7 @@ def test_time_chunked_matches_default(kind, reset, reset_delay, learn, backend):
         torch.testing.assert_close(got[2][name], ref[2][name], rtol=1e-10, atol=1e-12, msg=name)
 
 
+@pytest.mark.filterwarnings("ignore:memory_lean\\(time_chunk=:UserWarning")  # tiny chunks on purpose
 @pytest.mark.parametrize("kind", NEURONS)
 def test_time_chunked_matches_default_on_triton_interpreter(interpret, kind):
     T, B = 7, 2
@@ -684,6 +687,7 @@ def test_time_chunked_leaves_no_grad_and_short_sequences_alone():
     assert type(spk.grad_fn).__name__ != "CatBackward0"
 
 
+@pytest.mark.filterwarnings("ignore:memory_lean\\(time_chunk=:UserWarning")  # tiny chunks on purpose
 def test_time_chunked_conversion_twice_and_removal():
     model = fs.DSNN(30, 24, 10, num_steps=12)
     plain_keys = model.state_dict().keys()
@@ -716,6 +720,7 @@ def test_time_chunk_is_validated(bad):
         memory.memory_lean(nn.Sequential(), time_chunk=bad)
 
 
+@pytest.mark.filterwarnings("ignore:memory_lean\\(time_chunk=:UserWarning")  # tiny chunks on purpose
 def test_time_chunked_refuses_outputs_that_are_not_time_first():
     class LastStep(nn.Module):
         def __init__(self):
@@ -872,3 +877,15 @@ def test_fullgraph_compile_of_a_memory_lean_model_is_refused_naming_it(case):
     want = model(x)
     for g, w in zip(got, want):
         assert torch.equal(g, w)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3])
+def test_tiny_time_chunks_warn_that_they_are_slow(chunk):
+    with pytest.warns(UserWarning, match=rf"memory_lean\(time_chunk={chunk}\): chunks this small are very slow"):
+        memory.memory_lean(fs.DSNN(30, 8, 4, num_steps=6), time_chunk=chunk)
+
+
+def test_usual_time_chunks_do_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        memory.memory_lean(fs.DSNN(30, 8, 4, num_steps=6), time_chunk=memory.MIN_EFFICIENT_TIME_CHUNK)
