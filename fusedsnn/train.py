@@ -162,6 +162,12 @@ def fit(model_name: str = "dsnn", dataset: str = "digits", data_root: Optional[s
         x_train, y_train, x_test, y_test = data
     x_train, x_test = prepare_inputs(model_name, x_train).to(dev), prepare_inputs(model_name, x_test).to(dev)
     y_train, y_test = y_train.to(dev), y_test.to(dev)
+    if batch_size > len(y_train):
+        # said, not silent: a batch larger than the data set is the whole set, once per epoch
+        if rank == 0:
+            log(f"warning: batch size {batch_size} is larger than the {len(y_train)} training images; "
+                f"using batch size {len(y_train)} (the whole training set, one step per epoch)")
+        batch_size = len(y_train)
     num_classes = 10
     model = build_model(model_name, tuple(x_train.shape[1:]), num_classes, pop_size, num_steps, hidden, neuron).to(dev)
     net = wrap_distributed(model, dev)
