@@ -86,7 +86,9 @@ class FusedSequential(nn.Module):
 
 
 def fuse(model: nn.Sequential, backend: str = "auto") -> FusedSequential:
-    """Fused twin of an snnTorch ``nn.Sequential`` (parameters copied). Unsupported layers raise
+    """Fused twin of an snnTorch ``nn.Sequential``. Parameters are copied, not shared: an optimizer
+    built on ``model.parameters()`` trains nothing in the twin (build it on the twin's; the
+    state_dicts load into each other strictly, under the Sequential's keys). Unsupported layers raise
     ``TypeError`` naming them; unsupported neuron options raise ``NotImplementedError``."""
     import snntorch
 
