@@ -251,6 +251,8 @@ def _lif(x: Tensor, spec: LIFSpec, beta: Param, threshold: Param, alpha: Optiona
          recurrent: Optional[Callable[[Tensor], Tensor]], mem: Optional[Tensor], syn: Optional[Tensor],
          spk: Optional[Tensor], backend: str) -> tuple[Tensor, ...]:
     """:func:`lif` with the default saves, on checked inputs."""
+    if spec.recurrence == RECURRENCE_ALL_TO_ALL and isinstance(recurrent, torch.nn.Linear):
+        _check_recurrent_linear(recurrent, x)
     chosen = resolve_backend(backend, x)
     T, B = x.shape[0], x.shape[1]
     features = tuple(x.shape[2:])
@@ -326,6 +328,20 @@ def _lif(x: Tensor, spec: LIFSpec, beta: Param, threshold: Param, alpha: Optiona
     if spec.synaptic:
         return _reshaped(out_spk, shape), _reshaped(out_syn, shape), _reshaped(out_mem, shape)
     return _reshaped(out_spk, shape), _reshaped(out_mem, shape)
+
+
+def _check_recurrent_linear(recurrent: torch.nn.Linear, x: Tensor) -> None:
+    """An all-to-all ``nn.Linear`` recurrence must map x's features to themselves in x's dtype."""
+    n_in, n_out = recurrent.in_features, recurrent.out_features
+    if n_in != n_out:
+        raise ValueError(f"recurrent must map spikes of shape {tuple(x.shape[1:])} to the same shape: a square "
+                         f"nn.Linear(N, N) (spikes back to the same neurons), got nn.Linear({n_in}, {n_out})")
+    if x.dim() < 3 or x.shape[-1] != n_in:
+        raise ValueError(f"x must have shape [T, B, {n_in}] (time first; {n_in} = linear_features, the neurons "
+                         f"of the recurrent nn.Linear, as the last dimension), got {tuple(x.shape)}")
+    if recurrent.weight.dtype != x.dtype:
+        raise ValueError(f"x has dtype {x.dtype} but the recurrent nn.Linear's weight has {recurrent.weight.dtype}: "
+                         f"they must match (convert the layer, e.g. layer.to({x.dtype}), or the input)")
 
 
 def _fused_all_to_all_weights(recurrent: object, x: Tensor, backend: Backend) -> Optional[tuple[Tensor, Tensor]]:

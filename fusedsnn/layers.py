@@ -5,6 +5,18 @@ layer takes the whole sequence ``x: [T, B, *features]`` (time first) and returns
 per-step call returns, stacked over time. State keywords follow snnTorch's forward signatures
 (``mem=``, ``syn=``, ``spk=``), each ``[B, *features]``; missing state starts at zero.
 
+Stepped calls, as snnTorch makes them, run one step and return snnTorch's per-step outputs:
+a call is a step when a state passed has ``x``'s own shape, or is the empty state that
+``init_leaky()`` / ``init_synaptic()`` / ``init_rleaky()`` / ``init_rsynaptic()`` /
+``reset_mem()`` return (zeros, as snnTorch's)::
+
+    mem = lif.init_leaky()
+    for t in range(T):
+        spk, mem = lif(x[t], mem)          # x[t]: [B, *features]
+
+A 2-D input without any state is refused rather than read as ``[T, B]``: the batch of a stepped
+call would silently become time.
+
 Options of snnTorch that the fused path does not support raise ``NotImplementedError`` naming
 the option, rather than computing something different.
 
@@ -19,6 +31,7 @@ graph is traced: after editing it, compile again, e.g. after ``torch._dynamo.res
 
 from __future__ import annotations
 
+import numbers
 from typing import Optional, Union
 
 import torch
@@ -51,6 +64,7 @@ class _FusedLIF(nn.Module):
 
     _synaptic = False
     _neuron = "Leaky"
+    _step_example = "mem = layer.init_leaky(), then spk, mem = layer(x[t], mem) per step"
 
     def __init__(
         self,
@@ -116,6 +130,45 @@ class _FusedLIF(nn.Module):
 
     def _lif(self, *args, **kwargs):
         return Fn.lif(*args, saved_state=self.saved_state, **kwargs)
+
+    def _fresh_state(self) -> Tensor:
+        """snnTorch's state before its first step: an empty tensor (on the layer's device) that a
+        stepped call reads as zeros of the input's shape."""
+        return torch.zeros(0, device=self.threshold.device)
+
+    def _stepped_or_sequence(self, x: Tensor, states: dict, run) -> tuple[Tensor, ...]:
+        """Run ``run(x, **states)`` on the whole sequence, or one step when the call is stepped.
+
+        Stepped (snnTorch's per-step call): a state passed is x's own shape, or the empty state
+        the ``init_*()`` methods return. Then ``x`` is one step ``[B, *features]``: it runs as
+        ``[1, B, *features]``, empty states as zeros, and the outputs are that step's.
+        """
+        passed = {k: v for k, v in states.items() if isinstance(v, torch.Tensor)}
+        if isinstance(x, torch.Tensor):
+            def per_step(v: Tensor) -> bool:
+                return (v.dim() == 1 and v.numel() == 0) or tuple(v.shape) == tuple(x.shape)
+
+            stepped = [k for k, v in passed.items() if per_step(v)]
+            if stepped:
+                others = [k for k in passed if k not in stepped]
+                if others:
+                    k = others[0]
+                    raise ValueError(
+                        f"{k} has shape {tuple(passed[k].shape)}, but {stepped[0]} makes this a stepped call "
+                        f"(one step x of shape {tuple(x.shape)}): each state must be x's shape "
+                        f"{tuple(x.shape)} or the empty state that init_*() / reset_mem() return"
+                    )
+                step_states = {k: (None if v is None or v.numel() == 0 else v) for k, v in states.items()}
+                return tuple(o[0] for o in run(x.unsqueeze(0), **step_states))
+            if x.dim() == 2 and not passed:
+                raise ValueError(
+                    f"x has shape {tuple(x.shape)}: a fused layer takes the whole sequence time first, "
+                    "[T, B, *features], and a 2-D input without a state is ambiguous (its batch would be "
+                    "read as time). For one step of [B, features] pass x.unsqueeze(0) and take [0] of the "
+                    f"outputs, or step as snnTorch does: {self._step_example}; for [T, B] with scalar "
+                    "features pass x.unsqueeze(-1)"
+                )
+        return run(x, **states)
 
     def _register(self, name: str, value: Param, learn: bool) -> None:
         # torch.as_tensor, as snnTorch does: ints stay int64, NumPy keeps its dtype.
@@ -259,9 +312,24 @@ class Leaky(_FusedLIF):
         Returns:
             ``(spk, mem)``, each ``[T, B, *features]`` in ``x``'s dtype: the spikes and the
             membrane of every step, as snnTorch's per-step calls return them, stacked.
+
+        A stepped call (``mem`` of ``x``'s own shape, or the empty state of :meth:`init_leaky`)
+        runs one step of ``x: [B, *features]`` and returns that step's ``(spk, mem)``, as
+        snnTorch's call does.
         """
-        return self._lif(x, self._spec(RECURRENCE_NONE), self.beta, self.threshold, mem=mem,
-                      backend=self.backend)
+        def run(x, mem):
+            return self._lif(x, self._spec(RECURRENCE_NONE), self.beta, self.threshold, mem=mem,
+                             backend=self.backend)
+
+        return self._stepped_or_sequence(x, {"mem": mem}, run)
+
+    def reset_mem(self) -> Tensor:
+        """snnTorch's fresh state: an empty ``mem`` that starts a stepped call at zero."""
+        return self._fresh_state()
+
+    def init_leaky(self) -> Tensor:
+        """As snnTorch's (deprecated there): :meth:`reset_mem`."""
+        return self.reset_mem()
 
 
 class Synaptic(_FusedLIF):
@@ -318,6 +386,7 @@ class Synaptic(_FusedLIF):
 
     _synaptic = True
     _neuron = "Synaptic"
+    _step_example = "syn, mem = layer.init_synaptic(), then spk, syn, mem = layer(x[t], syn, mem) per step"
 
     def __init__(
         self,
@@ -356,9 +425,24 @@ class Synaptic(_FusedLIF):
         Returns:
             ``(spk, syn, mem)``, each ``[T, B, *features]``: every step's spikes, synaptic
             current and membrane, as snnTorch's per-step calls return them, stacked.
+
+        A stepped call (a state of ``x``'s own shape, or the empty ones of
+        :meth:`init_synaptic`) runs one step of ``x: [B, *features]`` and returns that step's
+        ``(spk, syn, mem)``, as snnTorch's call does.
         """
-        return self._lif(x, self._spec(RECURRENCE_NONE), self.beta, self.threshold, alpha=self.alpha,
-                      syn=syn, mem=mem, backend=self.backend)
+        def run(x, syn, mem):
+            return self._lif(x, self._spec(RECURRENCE_NONE), self.beta, self.threshold, alpha=self.alpha,
+                             syn=syn, mem=mem, backend=self.backend)
+
+        return self._stepped_or_sequence(x, {"syn": syn, "mem": mem}, run)
+
+    def reset_mem(self) -> tuple[Tensor, Tensor]:
+        """snnTorch's fresh states ``(syn, mem)``: empty, starting a stepped call at zero."""
+        return self._fresh_state(), self._fresh_state()
+
+    def init_synaptic(self) -> tuple[Tensor, Tensor]:
+        """As snnTorch's (deprecated there): :meth:`reset_mem`."""
+        return self.reset_mem()
 
 
 class RecurrentOneToOne(nn.Module):
@@ -400,11 +484,19 @@ class _Recurrent(_FusedLIF):
                 "Conv2d recurrence is not fused; use snnTorch for convolutional recurrent neurons",
             )
         if all_to_all:
-            if not linear_features:
+            if linear_features is None:
                 raise TypeError(
                     f"When `all_to_all=True`, {self._neuron} requires `linear_features` "
                     "(the number of neurons) for its nn.Linear recurrent weights"
                 )
+            if isinstance(linear_features, bool) or not isinstance(linear_features, numbers.Integral) \
+                    or linear_features < 1:
+                raise ValueError(
+                    f"linear_features must be a positive int (the number of neurons of {self._neuron}'s "
+                    f"nn.Linear recurrence), got {linear_features!r}"
+                )
+            linear_features = int(linear_features)
+            self.linear_features = linear_features
             self.recurrent = nn.Linear(linear_features, linear_features)
             if not learn_recurrent:
                 for p in self.recurrent.parameters():
@@ -488,6 +580,7 @@ class RLeaky(_Recurrent):
     """
 
     _neuron = "RLeaky"
+    _step_example = "spk, mem = layer.init_rleaky(), then spk, mem = layer(x[t], spk, mem) per step"
 
     def __init__(
         self,
@@ -532,9 +625,24 @@ class RLeaky(_Recurrent):
         Returns:
             ``(spk, mem)``, each ``[T, B, *features]``, as snnTorch's per-step calls return
             them, stacked.
+
+        A stepped call (a state of ``x``'s own shape, or the empty ones of
+        :meth:`init_rleaky`) runs one step of ``x: [B, *features]`` and returns that step's
+        ``(spk, mem)``, as snnTorch's call does.
         """
-        return self._lif(x, self._spec(self._recurrence_code()), self.beta, self.threshold,
-                      spk=spk, mem=mem, backend=self.backend, **self._recurrence_kwargs())
+        def run(x, spk, mem):
+            return self._lif(x, self._spec(self._recurrence_code()), self.beta, self.threshold,
+                             spk=spk, mem=mem, backend=self.backend, **self._recurrence_kwargs())
+
+        return self._stepped_or_sequence(x, {"spk": spk, "mem": mem}, run)
+
+    def reset_mem(self) -> tuple[Tensor, Tensor]:
+        """snnTorch's fresh states ``(spk, mem)``: empty, starting a stepped call at zero."""
+        return self._fresh_state(), self._fresh_state()
+
+    def init_rleaky(self) -> tuple[Tensor, Tensor]:
+        """As snnTorch's (deprecated there): :meth:`reset_mem`."""
+        return self.reset_mem()
 
 
 class RSynaptic(_Recurrent):
@@ -604,6 +712,7 @@ class RSynaptic(_Recurrent):
 
     _synaptic = True
     _neuron = "RSynaptic"
+    _step_example = "spk, syn, mem = layer.init_rsynaptic(), then spk, syn, mem = layer(x[t], spk, syn, mem) per step"
 
     def __init__(
         self,
@@ -662,7 +771,22 @@ class RSynaptic(_Recurrent):
         Returns:
             ``(spk, syn, mem)``, each ``[T, B, *features]``, as snnTorch's per-step calls
             return them, stacked.
+
+        A stepped call (a state of ``x``'s own shape, or the empty ones of
+        :meth:`init_rsynaptic`) runs one step of ``x: [B, *features]`` and returns that step's
+        ``(spk, syn, mem)``, as snnTorch's call does.
         """
-        return self._lif(x, self._spec(self._recurrence_code()), self.beta, self.threshold,
-                      alpha=self.alpha, spk=spk, syn=syn, mem=mem, backend=self.backend,
-                      **self._recurrence_kwargs())
+        def run(x, spk, syn, mem):
+            return self._lif(x, self._spec(self._recurrence_code()), self.beta, self.threshold,
+                             alpha=self.alpha, spk=spk, syn=syn, mem=mem, backend=self.backend,
+                             **self._recurrence_kwargs())
+
+        return self._stepped_or_sequence(x, {"spk": spk, "syn": syn, "mem": mem}, run)
+
+    def reset_mem(self) -> tuple[Tensor, Tensor, Tensor]:
+        """snnTorch's fresh states ``(spk, syn, mem)``: empty, starting a stepped call at zero."""
+        return self._fresh_state(), self._fresh_state(), self._fresh_state()
+
+    def init_rsynaptic(self) -> tuple[Tensor, Tensor, Tensor]:
+        """As snnTorch's (deprecated there): :meth:`reset_mem`."""
+        return self.reset_mem()

@@ -81,7 +81,15 @@ class _SequenceModel(nn.Module):
             # Event frames come as integer counts (tonic's ToFrame gives int16) or bool spikes;
             # Linear/Conv2d need the weights' float type.
             x = x.to(torch.float32)
-        return x, x.dim() == n + 1
+        static = x.dim() == n + 1
+        if not static and x.shape[0] != self.num_steps:
+            # A sequence that set T silently would run another network than the one configured
+            # (and trained): refuse instead.
+            raise ValueError(
+                f"x is a sequence of {x.shape[0]} steps, but this {type(self).__name__} has num_steps="
+                f"{self.num_steps}: pass {self.num_steps} steps, or set model.num_steps = {x.shape[0]}"
+            )
+        return x, static
 
     def _first_layer_over_time(self, first: nn.Module, x: Tensor) -> Tensor:
         """Apply ``first`` to every step: once and expanded (static input) or over T * B samples."""
@@ -116,7 +124,8 @@ class DSNN(_SequenceModel):
     ``forward(x)``: ``x: [B, num_inputs]`` (static) or ``[T, B, num_inputs]`` -> the output
     layer's ``(spk, mem)``, each ``[T, B, num_outputs]``. Images ``[B, C, H, W]`` (static) and
     ``[T, B, C, H, W]`` are flattened to ``C * H * W`` inputs, which must equal ``num_inputs``
-    (MNIST's ``[B, 1, 28, 28]`` for the default 784).
+    (MNIST's ``[B, 1, 28, 28]`` for the default 784). A sequence must have ``num_steps`` steps;
+    another length raises ``ValueError`` (set ``model.num_steps`` to run another length).
     """
 
     _other_input_forms = ", or images [B, C, H, W] / [T, B, C, H, W] with C * H * W = num_inputs"
@@ -162,6 +171,11 @@ class DSNN(_SequenceModel):
             )
         return x.flatten(-3)
 
+    def _time_major(self, x: Tensor) -> tuple[Tensor, bool]:
+        # Images are flattened first: memory_lean(time_chunk=n) reads the time layout through
+        # this method before the forward runs, so it must accept every form the forward does.
+        return super()._time_major(self._flatten_images(x))
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``x: [B, num_inputs]``, ``[T, B, num_inputs]``, ``[B, C, H, W]`` or ``[T, B, C, H, W]``
         -> ``(spk, mem)`` of the output layer, each ``[T, B, num_outputs]``."""
@@ -184,7 +198,8 @@ class CSNN(_SequenceModel):
     in snnTorch's idiom conv -> max-pool -> neuron, then a dense output layer with a neuron.
 
     ``forward(x)``: ``x: [B, C, H, W]`` (static) or ``[T, B, C, H, W]`` -> ``(spk, mem)``, each
-    ``[T, B, num_outputs]``.
+    ``[T, B, num_outputs]``. A sequence must have ``num_steps`` steps; another length raises
+    ``ValueError`` (set ``model.num_steps`` to run another length).
     """
 
     def __init__(

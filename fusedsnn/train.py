@@ -183,6 +183,12 @@ def fit(model_name: str = "dsnn", dataset: str = "digits", data_root: Optional[s
     if not events:
         x_train, x_test = x_train.to(dev), x_test.to(dev)
     y_train, y_test = y_train.to(dev), y_test.to(dev)
+    if batch_size > len(y_train):
+        # said, not silent: a batch larger than the data set is the whole set, once per epoch
+        if rank == 0:
+            log(f"warning: batch size {batch_size} is larger than the {len(y_train)} training images; "
+                f"using batch size {len(y_train)} (the whole training set, one step per epoch)")
+        batch_size = len(y_train)
     num_classes = x_train.num_classes if events else 10
     input_shape = x_train.sample_shape if events else tuple(x_train.shape[1:])
     model = build_model(model_name, input_shape, num_classes, pop_size, num_steps, hidden, neuron,

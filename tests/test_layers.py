@@ -413,3 +413,129 @@ def test_graded_spikes_factor_edited_before_torch_compile_is_used():
     assert set(spk.unique().tolist()) == {0.0, 2.5}
     for a, e in zip((spk, mem), layer(x)):
         assert torch.equal(a, e)
+
+
+# All-to-all on the reference only: its product is snnTorch's F.linear, bit for bit; the host's
+# sums in its own order (tests/ops/test_all_to_all.py compares it within a tolerance).
+STEP_CASES = [pytest.param(k, "elementwise", b, id=f"{k}-{b}") for k in NEURONS for b in ("reference", "host")] + [
+    pytest.param(k, "all-to-all", "reference", id=f"{k}-all-to-all-reference") for k in ("RLeaky", "RSynaptic")]
+
+
+@pytest.mark.parametrize("kind,recurrence,backend", STEP_CASES)
+def test_stepped_calls_match_snntorch_stepping(kind, recurrence, backend):
+    # snnTorch's own loop: init_*() states, then each step's returned states fed back. The fused
+    # layer called the same way must run one step per call and return that step's outputs.
+    kw = _params(kind, "per-neuron-learnable")
+    features = FEATURES
+    if recurrence == "all-to-all":  # snnTorch's all-to-all takes [B, linear_features]
+        features = (7,)
+        kw = dict(beta=torch.rand(7) * 0.9, threshold=torch.rand(7) + 0.5, all_to_all=True, linear_features=7)
+        if kind == "RSynaptic":
+            kw.update(alpha=torch.rand(7) * 0.9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = getattr(snn, kind)(**kw)
+    fused = getattr(fs, kind)(**kw, backend=backend)
+    if recurrence == "all-to-all":
+        with torch.no_grad():
+            ref.recurrent.weight.mul_(3.0)
+        fused.recurrent.load_state_dict(ref.recurrent.state_dict())
+    init = {"Leaky": "init_leaky", "Synaptic": "init_synaptic", "RLeaky": "init_rleaky",
+            "RSynaptic": "init_rsynaptic"}[kind]
+    x = random_input(T, B, *features)
+    ref_states, fused_states = getattr(ref, init)(), getattr(fused, init)()
+    ref_states = ref_states if isinstance(ref_states, tuple) else (ref_states,)
+    fused_states = fused_states if isinstance(fused_states, tuple) else (fused_states,)
+    assert [tuple(s.shape) for s in fused_states] == [tuple(s.shape) for s in ref_states]
+    fused_loss = ref_loss = 0.0
+    for t in range(T):
+        want = ref(x[t], *ref_states)
+        got = fused(x[t], *fused_states)
+        assert len(got) == len(want)
+        for name, g, w in zip(["spk"] + _state_names(kind)[-len(want) + 1:], got, want):
+            assert g.shape == x[t].shape, f"step {t} {name}: shape {tuple(g.shape)}"
+            assert torch.equal(g, w), f"step {t}: {name} differs from snnTorch"
+        # Leaky/Synaptic take back (mem) / (syn, mem); RLeaky/RSynaptic all they return, in order
+        ref_states = tuple(want[1:]) if kind in ("Leaky", "Synaptic") else tuple(want)
+        fused_states = tuple(got[1:]) if kind in ("Leaky", "Synaptic") else tuple(got)
+        fused_loss = fused_loss + got[-1].square().sum()
+        ref_loss = ref_loss + want[-1].square().sum()
+    # the gradient flows through the stepped calls as through snnTorch's
+    learn = [n for n in ("beta", "threshold") if isinstance(getattr(fused, n), torch.nn.Parameter)]
+    if learn:
+        g_fused = torch.autograd.grad(fused_loss, [getattr(fused, n) for n in learn])
+        g_ref = torch.autograd.grad(ref_loss, [getattr(ref, n) for n in learn])
+        for n, a, b in zip(learn, g_fused, g_ref):
+            assert_close_scaled(a, b, 1e-4, n)
+
+
+def test_stepped_call_with_a_state_of_x_shape_runs_one_step():
+    layer = fs.Leaky(beta=0.8)
+    x, mem = torch.randn(B, 5), torch.randn(B, 5)
+    spk, mem_out = layer(x, mem)
+    want_spk, want_mem = layer(x.unsqueeze(0), mem)
+    assert torch.equal(spk, want_spk[0]) and torch.equal(mem_out, want_mem[0])
+
+
+def test_two_dim_input_without_state_is_refused_not_read_as_time():
+    with pytest.raises(ValueError, match=r"x has shape \(64, 128\).*\[T, B, \*features\].*unsqueeze\(0\).*init_leaky"):
+        fs.Leaky(beta=0.9)(torch.rand(64, 128))
+    with pytest.raises(ValueError, match=r"init_rsynaptic"):
+        fs.RSynaptic(alpha=0.5, beta=0.9, V=0.3, all_to_all=False)(torch.rand(4, 6))
+
+
+def test_time_first_calls_are_unchanged():
+    layer = fs.Synaptic(alpha=0.6, beta=0.8)
+    x = random_input(T, B, 5)
+    syn0, mem0 = torch.randn(B, 5), torch.randn(B, 5)
+    spk, syn, mem = layer(x, syn0, mem0)
+    assert spk.shape == (T, B, 5)
+    # the same steps, one stepped call each, give the sequence's outputs
+    y_t, m_t = syn0, mem0
+    for t in range(T):
+        s_t, y_t, m_t = layer(x[t], y_t, m_t)
+        assert torch.equal(s_t, spk[t]) and torch.equal(y_t, syn[t]) and torch.equal(m_t, mem[t])
+
+
+def test_stepped_call_with_a_mismatched_state_names_it():
+    layer = fs.Synaptic(alpha=0.6, beta=0.8)
+    with pytest.raises(ValueError, match=r"mem has shape \(5,\), but syn makes this a stepped call"):
+        layer(torch.randn(B, 5), torch.randn(B, 5), torch.randn(5))
+
+
+ALL_TO_ALL_ERRORS = {
+    "fp16-input": (lambda: fs.RLeaky(beta=0.9, linear_features=5)(torch.randn(3, 2, 5).half()),
+                   ValueError, r"x has dtype torch\.float16 but the recurrent nn\.Linear's weight has torch\.float32"),
+    "bf16-input": (lambda: fs.RSynaptic(alpha=0.5, beta=0.9, linear_features=5)(torch.randn(3, 2, 5).bfloat16()),
+                   ValueError, r"x has dtype torch\.bfloat16 but the recurrent nn\.Linear's weight"),
+    "wrong-features": (lambda: fs.RLeaky(beta=0.9, linear_features=5)(torch.randn(3, 2, 6)),
+                       ValueError, r"x must have shape \[T, B, 5\].*linear_features.*got \(3, 2, 6\)"),
+    "functional-wrong-features": (lambda: fs.functional.rsynaptic(torch.randn(3, 2, 6), 0.5, 0.9,
+                                                                  recurrent=torch.nn.Linear(5, 5)),
+                                  ValueError, r"x must have shape \[T, B, 5\]"),
+    "functional-fp16": (lambda: fs.functional.rleaky(torch.randn(3, 2, 5).half(), 0.9, recurrent=torch.nn.Linear(5, 5)),
+                        ValueError, r"x has dtype torch\.float16"),
+    "functional-not-square": (lambda: fs.functional.rleaky(torch.randn(3, 2, 5), 0.9, recurrent=torch.nn.Linear(5, 4)),
+                              ValueError, r"recurrent must map spikes of shape \(2, 5\) to the same shape: a square nn\.Linear\(N, N\).*Linear\(5, 4\)"),
+    "linear_features=-3": (lambda: fs.RLeaky(beta=0.9, linear_features=-3),
+                           ValueError, r"linear_features must be a positive int .*got -3"),
+    "linear_features=5.0": (lambda: fs.RSynaptic(alpha=0.5, beta=0.9, linear_features=5.0),
+                            ValueError, r"linear_features must be a positive int .*got 5\.0"),
+    "linear_features=0": (lambda: fs.RLeaky(beta=0.9, linear_features=0),
+                          ValueError, r"linear_features must be a positive int .*got 0"),
+    "linear_features=True": (lambda: fs.RLeaky(beta=0.9, linear_features=True),
+                             ValueError, r"linear_features must be a positive int .*got True"),
+}
+
+
+@pytest.mark.parametrize("case", list(ALL_TO_ALL_ERRORS))
+def test_all_to_all_errors_name_the_argument(case):
+    call, error, match = ALL_TO_ALL_ERRORS[case]
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_all_to_all_in_the_layers_dtype_runs():
+    layer = fs.RLeaky(beta=0.9, linear_features=5).double()
+    spk, mem = layer(random_input(4, 3, 5, dtype=torch.float64))
+    assert spk.dtype == mem.dtype == torch.float64 and spk.shape == (4, 3, 5)

@@ -62,9 +62,9 @@ def test_static_input_once_equals_computing_every_step(model_factory):
 def test_sequence_input_and_shapes():
     model = fs.CSNN(num_steps=4)  # the study's 5C12-MP2-5C64-MP2-10 on 1x28x28
     assert model.fc.in_features == 64 * 4 * 4
-    seq = torch.rand(3, 2, 1, 28, 28)
-    spk, mem = model(seq)  # a sequence's own length wins over num_steps
-    assert spk.shape == (3, 2, 10) and mem.shape == (3, 2, 10)
+    seq = torch.rand(4, 2, 1, 28, 28)
+    spk, mem = model(seq)  # a sequence of num_steps steps (another length is refused, see below)
+    assert spk.shape == (4, 2, 10) and mem.shape == (4, 2, 10)
     with pytest.raises(ValueError, match="static batch"):
         model(torch.rand(28, 28))
     with pytest.raises(ValueError, match="trailing shape"):
@@ -81,10 +81,10 @@ def test_dsnn_takes_images_static_and_over_time(image_shape):
     flat_spk, flat_mem = model(static.flatten(1))
     assert spk.shape == (5, 3, 10) and torch.equal(spk, flat_spk) and torch.equal(mem, flat_mem)
     assert spk.sum() > 0  # not a silent network, so the comparison above means something
-    seq = torch.rand(4, 3, *image_shape) * 2
+    seq = torch.rand(5, 3, *image_shape) * 2
     spk, mem = model(seq)
     flat_spk, flat_mem = model(seq.flatten(2))
-    assert spk.shape == (4, 3, 10) and torch.equal(spk, flat_spk) and torch.equal(mem, flat_mem)
+    assert spk.shape == (5, 3, 10) and torch.equal(spk, flat_spk) and torch.equal(mem, flat_mem)
 
 
 def test_dsnn_rejects_images_of_the_wrong_size():
@@ -148,3 +148,16 @@ def test_dsnn_readout_neuron_differs_from_hidden():
     assert type(model.neurons[1]).__name__ == "Leaky"
     spk, _ = model(torch.rand(5, 3, 700))
     assert spk.shape == (5, 3, 20)
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: fs.CSNN((1, 12, 12), (3,), kernel_size=3, num_steps=10), (25, 2, 1, 12, 12)),
+    (lambda: fs.DSNN(30, 8, 4, num_steps=7), (9, 3, 30)),
+    (lambda: fs.DSNN(30, 8, 4, num_steps=7), (5, 3, 1, 5, 6)),
+], ids=["csnn-25-for-10", "dsnn-9-for-7", "dsnn-images-5-for-7"])
+def test_a_sequence_of_another_length_than_num_steps_is_refused(make, shape):
+    model = make()
+    with pytest.raises(ValueError, match=rf"x is a sequence of {shape[0]} steps, but this \w+ has num_steps="):
+        model(torch.rand(shape))
+    model.num_steps = shape[0]  # the documented way to run another length
+    assert model(torch.rand(shape))[0].shape[0] == shape[0]

@@ -85,3 +85,15 @@ def test_ddp_two_processes_match_one_process(tmp_path):
     assert any(g.abs().sum() > 0 for g in single.values())
     for name in single:
         torch.testing.assert_close(ddp[name], single[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_batch_size_larger_than_the_training_set_is_clamped_and_said():
+    torch.manual_seed(1)
+    x_train, y_train = torch.rand(37, 1, 8, 8), torch.randint(0, 10, (37,))
+    x_test, y_test = torch.rand(11, 1, 8, 8), torch.randint(0, 10, (11,))
+    lines = []
+    result = train.fit("dsnn", epochs=1, hidden=16, num_steps=3, batch_size=100_000_000, progress=False,
+                       log=lines.append, data=(x_train, y_train, x_test, y_test))
+    warned = [line for line in lines if line.startswith("warning: batch size 100000000")]
+    assert len(warned) == 1 and "using batch size 37" in warned[0], lines
+    assert result["config"]["batch_size"] == 37

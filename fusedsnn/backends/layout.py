@@ -37,6 +37,16 @@ def time_major_2d(t: Optional[Tensor], T: int) -> tuple[Optional[Tensor], int]:
     return flat, flat.stride(0)
 
 
+def dense_empty(like: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
+    """An uninitialised row-major tensor of ``like``'s shape (and device; ``like``'s dtype unless given).
+
+    Every output a compiled kernel writes is allocated here: the kernels index ``[T, B, N]``
+    row-major, while ``torch.empty_like`` keeps a permuted input's strides, so a kernel's
+    row-major writes into it would read back transposed.
+    """
+    return torch.empty(like.shape, dtype=like.dtype if dtype is None else dtype, device=like.device)
+
+
 def forward_outputs(x: Tensor, spec: LIFSpec, state_dtype: torch.dtype, state_copy: bool, alloc=None,
                     for_backward: bool = True, keep_trace: bool = False):
     """The forward's six outputs for ``x: [T, B, F]``: ``spk, syn, mem`` in ``x.dtype`` (``syn``

@@ -15,6 +15,7 @@ all ``T * B`` samples; each neuron runs once over the whole sequence.
 from __future__ import annotations
 
 import copy
+from typing import Optional
 
 from torch import nn
 
@@ -32,13 +33,38 @@ STATELESS = (
 
 
 class FusedSequential(nn.Module):
-    """Sequence model produced by :func:`fuse`. ``forward(x: [T, B, ...])``."""
+    """Sequence model produced by :func:`fuse`. ``forward(x: [T, B, ...])``.
 
-    def __init__(self, stages: list[tuple[str, nn.Module]], output_states: bool) -> None:
+    ``stages``: ``(kind, module)`` pairs, kind ``"neuron"`` or ``"layer"``, in order. ``names``:
+    each stage's child name (default ``"0"``, ``"1"``, ...); :func:`fuse` passes the
+    ``nn.Sequential``'s own, so the state_dict has the snnTorch model's keys and loads strictly
+    into it and back, as the neurons' state_dicts do. ``stages`` reads the modules in order.
+    """
+
+    def __init__(self, stages: list[tuple[str, nn.Module]], output_states: bool,
+                 names: Optional[list[str]] = None) -> None:
         super().__init__()
+        names = [str(i) for i in range(len(stages))] if names is None else [str(n) for n in names]
+        if len(names) != len(stages) or len(set(names)) != len(names):
+            raise ValueError(f"names must be {len(stages)} distinct child names, one per stage, got {names!r}")
         self.kinds = [kind for kind, _ in stages]
-        self.stages = nn.ModuleList(module for _, module in stages)
+        self.names = names
+        for name, (_, module) in zip(names, stages):
+            self.add_module(name, module)
         self.output_states = output_states
+        self._register_load_state_dict_pre_hook(self._rename_old_keys)
+
+    @property
+    def stages(self) -> list[nn.Module]:
+        return [self._modules[name] for name in self.names]
+
+    def _rename_old_keys(self, state_dict, prefix, *args) -> None:
+        # state_dicts saved before the stages took their Sequential names had "stages.<i>." keys
+        old = prefix + "stages."
+        for key in [k for k in state_dict if k.startswith(old)]:
+            index, _, rest = key[len(old):].partition(".")
+            if index.isdigit() and int(index) < len(self.names):
+                state_dict[f"{prefix}{self.names[int(index)]}.{rest}"] = state_dict.pop(key)
 
     def forward(self, x):
         if x.dim() < 2:
@@ -60,7 +86,9 @@ class FusedSequential(nn.Module):
 
 
 def fuse(model: nn.Sequential, backend: str = "auto") -> FusedSequential:
-    """Fused twin of an snnTorch ``nn.Sequential`` (parameters copied). Unsupported layers raise
+    """Fused twin of an snnTorch ``nn.Sequential``. Parameters are copied, not shared: an optimizer
+    built on ``model.parameters()`` trains nothing in the twin (build it on the twin's; the
+    state_dicts load into each other strictly, under the Sequential's keys). Unsupported layers raise
     ``TypeError`` naming them; unsupported neuron options raise ``NotImplementedError``."""
     import snntorch
 
@@ -68,9 +96,11 @@ def fuse(model: nn.Sequential, backend: str = "auto") -> FusedSequential:
         raise TypeError(f"fuse expects an nn.Sequential in snnTorch's idiom, got {type(model).__name__}")
     neuron_types = (snntorch.Leaky, snntorch.Synaptic, snntorch.RLeaky, snntorch.RSynaptic)
     stages: list[tuple[str, nn.Module]] = []
+    names: list[str] = []
     output_states = False
     children = list(model.named_children())
     for position, (name, module) in enumerate(children):
+        names.append(name)
         if type(module) in neuron_types:
             if not module.init_hidden:
                 raise ValueError(
@@ -91,4 +121,4 @@ def fuse(model: nn.Sequential, backend: str = "auto") -> FusedSequential:
                 f"layer {name!r}: {type(module).__name__} is not supported by fuse (it must act on each "
                 f"sample independently; supported: {', '.join(t.__name__ for t in STATELESS)})"
             )
-    return FusedSequential(stages, output_states)
+    return FusedSequential(stages, output_states, names)

@@ -22,7 +22,9 @@ def _learnable(neuron: nn.Module, name: str) -> bool:
 def from_snntorch(neuron: nn.Module, backend: str = "auto", *, _in_sequential: bool = False) -> nn.Module:
     """Fused layer equivalent to an snnTorch ``Leaky``, ``Synaptic``, ``RLeaky`` or ``RSynaptic``.
 
-    Parameters are copied (not shared); learnable ones stay learnable. The surrogate is
+    Parameters are copied (not shared); learnable ones stay learnable. An optimizer built on the
+    original neuron's parameters therefore trains nothing in the fused layer: build it on the
+    fused layer's ``parameters()`` (state_dicts load into each other strictly). The surrogate is
     recognised from snnTorch's closure (a custom Python surrogate raises ``ValueError`` naming
     it). Options the fused path does not support raise ``NotImplementedError`` naming them.
     A standalone ``init_hidden=True`` neuron is refused; :func:`fusedsnn.interop.fuse` converts whole

@@ -30,6 +30,7 @@ training").
 
 from __future__ import annotations
 
+import warnings
 from typing import Optional
 
 import torch
@@ -57,6 +58,7 @@ __all__ = [
     "memory_lean",
     "lif",
     "ChunkedForward",
+    "MIN_EFFICIENT_TIME_CHUNK",
     "once_per_sequence",
 ]
 
@@ -66,6 +68,12 @@ def lif(saved_state: str, x: Tensor, spec, beta, threshold=1.0, alpha=None, V=No
         backend: str = "auto") -> tuple[Tensor, ...]:
     """:func:`fusedsnn.functional.lif` with ``saved_state`` first (see :data:`SAVED_STATES`)."""
     return Fn.lif(x, spec, beta, threshold, alpha, V, recurrent, mem, syn, spk, backend, saved_state)
+
+
+#: Below this many steps per chunk, memory_lean(time_chunk=n) warns: every chunk costs a
+#: checkpoint and one more forward of the whole network in the backward, a fixed cost that a
+#: chunk of 1 to 3 steps pays per step or two (many times slower than the default).
+MIN_EFFICIENT_TIME_CHUNK = 4
 
 
 def memory_lean(model: nn.Module, saved_state: str = "auto", time_chunk: Optional[int] = None,
@@ -111,6 +119,12 @@ def memory_lean(model: nn.Module, saved_state: str = "auto", time_chunk: Optiona
     check_saved_state(saved_state)
     if time_chunk is not None and (isinstance(time_chunk, bool) or not isinstance(time_chunk, int) or time_chunk < 1):
         raise ValueError(f"time_chunk must be None or a positive int (time steps per chunk), got {time_chunk!r}")
+    if time_chunk is not None and time_chunk < MIN_EFFICIENT_TIME_CHUNK:
+        warnings.warn(
+            f"memory_lean(time_chunk={time_chunk}): chunks this small are very slow (each chunk is checkpointed "
+            "and its forward runs again in the backward, a fixed cost per chunk); a few dozen steps per chunk "
+            "(e.g. time_chunk=32) keep most of the memory saving",
+            UserWarning, stacklevel=2)
     if spike_products is not None and not isinstance(spike_products, bool):
         raise ValueError(f"spike_products must be None, True or False, got {spike_products!r}")
     product = time_chunk is not None if spike_products is None else spike_products

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..ops.recompute import refuse_tracing
 from ..ops.time_chunks import TimeChunk, running
 
 Tensor = torch.Tensor
@@ -15,7 +16,7 @@ Tensor = torch.Tensor
 __all__ = ["ChunkedForward"]
 
 class _Steps:
-    """Temporarily sets a fusedsnn sequence model's ``num_steps`` (static input, one chunk)."""
+    """Temporarily sets a fusedsnn sequence model's ``num_steps`` to one chunk's length."""
 
     def __init__(self, model: nn.Module, steps: Optional[int]) -> None:
         self.model, self.steps = model, steps
@@ -63,10 +64,12 @@ class ChunkedForward:
         self.time_chunk = time_chunk
 
     def __call__(self, x: Tensor, *args, **kwargs):
+        refuse_tracing("the chunked forward of memory_lean(time_chunk=...)")
         model = self.model
         forward = type(model).forward
         static = False
-        if hasattr(model, "_time_major") and hasattr(model, "num_steps"):  # fusedsnn.models
+        fusedsnn_model = hasattr(model, "_time_major") and hasattr(model, "num_steps")
+        if fusedsnn_model:
             x, static = model._time_major(x)
         if not isinstance(x, torch.Tensor) or x.dim() < 1:
             raise ValueError(f"memory_lean(time_chunk=...) needs a time-first tensor input [T, B, ...], got "
@@ -84,7 +87,8 @@ class ChunkedForward:
         def run(t0: int, t1: int, x_part: Tensor, *flat_states):
             states = None if t0 == 0 else [tuple(flat_states[i:i + 3]) for i in range(0, len(flat_states), 3)]
             chunk = TimeChunk(states, shared)
-            with running(chunk), _Steps(model, t1 - t0 if static else None):
+            # a fusedsnn model runs each chunk as a model of the chunk's length
+            with running(chunk), _Steps(model, t1 - t0 if fusedsnn_model else None):
                 out = forward(model, x_part, *args, **kwargs)
             if states is not None and len(chunk.final) != len(states):
                 raise RuntimeError(

@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.weak import WeakIdKeyDictionary
 
 from ..backends.host import all_to_all as host_all_to_all
+from ..ops.recompute import eager_only
 from ..ops.time_chunks import active_chunk
 from .bits import pack_spikes
 
@@ -211,6 +212,7 @@ class SpikeLinear(nn.Linear):
 
     spike_product: bool = False
 
+    @eager_only("SpikeLinear (an nn.Linear that saves its input spikes as bits)")
     def forward(self, x: Tensor) -> Tensor:
         return spike_linear(x, self.weight, self.bias, self.spike_product)
 
@@ -219,6 +221,7 @@ class SpikeConv2d(nn.Conv2d):
     """``nn.Conv2d`` that saves its input spikes 1 bit per element (see :class:`SpikeLinear`).
     Non-zero padding modes (``reflect``, ...) run the plain convolution."""
 
+    @eager_only("SpikeConv2d (an nn.Conv2d that saves its input spikes as bits)")
     def forward(self, x: Tensor) -> Tensor:
         if self.padding_mode != "zeros":
             return super().forward(x)

@@ -45,8 +45,9 @@ def lif_all_to_all_forward(
 def _forward_fake(x, mem0, syn0, spk0, weight, bias, beta, threshold, alpha, synaptic, reset, reset_delay,
                   surrogate, p0, p1, gsf, backend):
     immediate = (not reset_delay) and reset != RESET_NONE
-    return (torch.empty_like(x), torch.empty_like(x) if synaptic else x.new_empty(0), torch.empty_like(x),
-            torch.empty_like(x), torch.empty_like(x) if immediate else x.new_empty(0))
+    # row-major, as the backends allocate (backends/layout.py dense_empty), whatever x's strides
+    return (x.new_empty(x.shape), x.new_empty(x.shape) if synaptic else x.new_empty(0), x.new_empty(x.shape),
+            x.new_empty(x.shape), x.new_empty(x.shape) if immediate else x.new_empty(0))
 
 
 @torch.library.custom_op("fusedsnn::lif_all_to_all_backward", mutates_args=())
@@ -77,7 +78,7 @@ def _backward_fake(grad_spk, grad_syn, grad_mem, trace, mem, syn, spk, pre, mem0
     def vec(needed: bool) -> Tensor:
         return trace.new_empty((N,) if needed else (0,))
 
-    return (torch.empty_like(trace), trace.new_empty(state), trace.new_empty(state), trace.new_empty(state),
+    return (trace.new_empty(trace.shape), trace.new_empty(state), trace.new_empty(state), trace.new_empty(state),
             trace.new_empty((N, N) if need_weight else (0,)), vec(need_bias), vec(need_beta),
             vec(need_threshold), vec(need_alpha and synaptic))
 

@@ -64,9 +64,10 @@ def lif_forward(
 def _lif_forward_fake(x, mem0, syn0, spk0, rec, beta, threshold, alpha, V, synaptic, recurrence,
                       reset, reset_delay, surrogate, p0, p1, gsf, store_state, backend):
     sdt = torch.float64 if x.dtype == torch.float64 else torch.float32
-    spk = torch.empty_like(x)
-    syn = torch.empty_like(x) if synaptic else x.new_empty(0)
-    mem = torch.empty_like(x)
+    # row-major, as the backends allocate (backends/layout.py), whatever x's strides
+    spk = x.new_empty(x.shape)
+    syn = x.new_empty(x.shape) if synaptic else x.new_empty(0)
+    mem = x.new_empty(x.shape)
     state_copy = store_state and x.dtype != sdt
     state = x.new_empty(x.shape, dtype=sdt) if state_copy else x.new_empty(0, dtype=sdt)
     immediate = (not reset_delay) and reset != RESET_NONE

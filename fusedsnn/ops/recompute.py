@@ -16,7 +16,7 @@ import torch
 
 Tensor = torch.Tensor
 
-__all__ = ["SAVED_STATES", "check_saved_state", "resolve_saved_state", "recompute_lif"]
+__all__ = ["SAVED_STATES", "check_saved_state", "resolve_saved_state", "recompute_lif", "eager_only", "refuse_tracing"]
 
 #: Per-layer choice of what a fused neuron layer keeps for its backward.
 #: "default": what the fused op saves (see docs/design.md); "recompute": only the input and the
@@ -197,10 +197,46 @@ def resolve_saved_state(saved_state: str, x: Tensor) -> str:
     return "recompute" if enough else "default"
 
 
+def eager_only(what: str):
+    """Decorator: ``fn`` runs eagerly under torch.compile, and ``fullgraph=True`` is refused naming
+    ``what`` and memory_lean.
+
+    The memory-lean parts (recomputing neurons, spikes saved as bits, checkpointed time chunks)
+    differentiate inside their own backward or keep Python state between calls, which Dynamo
+    cannot put into one graph: traced, they failed deep inside fusedsnn. Without ``fullgraph``
+    they are a graph break and run eagerly, where they work; with it, Dynamo's error carries
+    this reason.
+    """
+    def wrap(fn):
+        return torch.compiler.disable(fn, reason=_not_traceable(what))
+
+    return wrap
+
+
+def _not_traceable(what: str) -> str:
+    return (f"fusedsnn.memory_lean: {what} cannot be traced by torch.compile(fullgraph=True). "
+            "Compile the model without memory_lean, or without fullgraph=True (the memory-lean "
+            "parts then run eagerly)")
+
+
+def refuse_tracing(what: str) -> None:
+    """Raise naming ``what`` and memory_lean while torch.compile traces the caller: for an entry
+    point Dynamo reaches as a frame of its own (where a disabled function only reads as a
+    skipped frame, without its reason). Without ``fullgraph`` the raise is a graph break and
+    the caller runs eagerly."""
+    if torch.compiler.is_compiling():
+        raise RuntimeError(_not_traceable(what))
+
+
 def recompute_lif(run: Callable[..., tuple[Tensor, ...]], synaptic: bool, recurrent: bool, x: Tensor,
                   mem: Optional[Tensor], syn: Optional[Tensor], spk: Optional[Tensor],
                   *params: Tensor) -> tuple[Tensor, ...]:
     """``run(x, mem, syn, spk, *params)`` (a fused neuron call returning ``(spk, mem)`` or
     ``(spk, syn, mem)``) with only ``x``, the initial states, ``params`` and the chunk
     boundary states saved; the backward re-runs it chunk by chunk (see :class:`_RecomputeLIF`)."""
-    return _RecomputeLIF.apply(run, (synaptic, recurrent, RECOMPUTE_CHUNKS), x, mem, syn, spk, *params)
+    return _recompute_apply(run, (synaptic, recurrent, RECOMPUTE_CHUNKS), x, mem, syn, spk, *params)
+
+
+@eager_only('a neuron layer with saved_state="recompute"')
+def _recompute_apply(*args):
+    return _RecomputeLIF.apply(*args)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -75,3 +77,52 @@ def test_fused_copy_is_independent_of_the_original():
     with torch.no_grad():
         net[0].weight.zero_()
     assert fused.stages[0].weight.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["dense-synaptic-output", "conv-rleaky", "spikes-only"])
+def test_fused_state_dict_loads_strictly_into_snntorch_and_back(name):
+    net, shape = _nets()[name]
+    fused = fs.fuse(net)
+    assert sorted(fused.state_dict()) == sorted(net.state_dict())
+    # fresh random values each way, so a load that skipped a key would leave a difference
+    with torch.no_grad():
+        for p in fused.parameters():
+            p.copy_(torch.randn_like(p))
+    net.load_state_dict(fused.state_dict(), strict=True)
+    for k, v in fused.state_dict().items():
+        assert torch.equal(net.state_dict()[k], v), k
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn_like(p))
+    fused.load_state_dict(net.state_dict(), strict=True)
+    for k, v in net.state_dict().items():
+        assert torch.equal(fused.state_dict()[k], v), k
+    x = torch.rand(5, 3, *shape) * 3
+    out, want = fused(x), _stepped(net, x)
+    assert torch.equal(out[0] if isinstance(out, tuple) else out, want[0] if isinstance(want, tuple) else want)
+
+
+def test_fused_state_dict_saved_with_stages_keys_still_loads():
+    net, _ = _nets()["dense-synaptic-output"]
+    fused = fs.fuse(net)
+    old = {f"stages.{k}": v + torch.rand_like(v) if v.is_floating_point() else v for k, v in net.state_dict().items()}
+    fused.load_state_dict(old, strict=True)
+    assert torch.equal(fused.state_dict()["1.weight"], old["stages.1.weight"])
+
+
+def test_from_snntorch_and_fuse_say_parameters_are_copied_and_are():
+    # an optimizer on the original trains nothing in the twin: the docs must say so, and it is so
+    for doc in (fs.from_snntorch.__doc__, fs.fuse.__doc__):
+        assert "copied" in doc and "optimizer" in doc
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert "**copies** the parameters" in readme and "optimizer" in readme
+    neuron = snn.Leaky(beta=torch.rand(6), threshold=torch.rand(6) + 0.5, learn_beta=True, learn_threshold=True)
+    fused = fs.from_snntorch(neuron)
+    before = {k: v.clone() for k, v in fused.state_dict().items()}
+    opt = torch.optim.SGD(neuron.parameters(), lr=1.0)
+    x = torch.rand(4, 3, 6) * 2
+    sum(neuron(x[t])[1].sum() for t in range(4)).backward()
+    opt.step()
+    assert not torch.equal(neuron.beta, before["beta"])  # the original moved
+    for k, v in fused.state_dict().items():
+        assert torch.equal(v, before[k]), k  # the twin did not

@@ -120,7 +120,7 @@ def test_recurrent_cubalif_same_spikes_as_snntorch():
     model = _seq(nn.Linear(8, 6), fs.RSynaptic(alpha=0.8, beta=0.9, V=0.5 * torch.randn(6), all_to_all=False,
                                                reset_mechanism="zero"))
     x = torch.rand(70, 4, 8) * 1.5
-    with pytest.raises(ValueError, match="stages.1"):
+    with pytest.raises(ValueError, match="layer '1'"):
         fs.export_to_nir(model, x)
     with pytest.warns(UserWarning, match="RSynaptic"):
         graph = fs.export_to_nir(model, x, allow_dynamics_change=True)
@@ -156,12 +156,12 @@ def test_types_are_filled_and_parameters_written():
     for node in graph.nodes.values():
         assert all(v is not None for v in node.input_type.values())
         assert all(v is not None for v in node.output_type.values())
-    lif = _node(graph, "stages.2")
+    lif = _node(graph, "2")
     assert isinstance(lif, nir.LIF) and lif.tau.shape == (4, 3, 3)
     np.testing.assert_array_equal(lif.v_reset, np.zeros((4, 3, 3)))
     np.testing.assert_array_equal(np.float32(1 - DT / lif.tau), np.full((4, 3, 3), np.float32(0.8)))
     np.testing.assert_allclose(lif.r * DT / lif.tau, 1.0, rtol=1e-12)  # no threshold rescaling
-    cuba = _node(graph, "stages.5")
+    cuba = _node(graph, "5")
     assert isinstance(cuba, nir.CubaLIF)
     np.testing.assert_array_equal(np.float32(1 - DT / cuba.tau_syn), np.full(5, np.float32(0.7)))
     np.testing.assert_allclose(cuba.w_in * DT / cuba.tau_syn, 1.0, rtol=1e-12)
@@ -170,7 +170,7 @@ def test_types_are_filled_and_parameters_written():
 def test_one_to_one_recurrence_is_a_diagonal_weight():
     V = torch.randn(9)
     model = _seq(nn.Linear(5, 9), fs.RLeaky(beta=0.9, V=V, all_to_all=False, **EXACT))
-    sub = _node(fs.export_to_nir(model, torch.rand(4, 2, 5)), "stages.1")
+    sub = _node(fs.export_to_nir(model, torch.rand(4, 2, 5)), "1")
     assert isinstance(sub, nir.NIRGraph)
     assert set(sub.edges) == {("input", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")}
     np.testing.assert_array_equal(sub.nodes["w_rec"].weight, np.diag(V.numpy()))
@@ -249,7 +249,7 @@ def test_unsupported_modules_are_named(layer, match):
         model, x = _seq(nn.Conv2d(1, 2, 3), layer, fs.Leaky(beta=0.9, **EXACT)), torch.rand(3, 2, 1, 6, 6)
     else:
         model, x = _seq(nn.Linear(4, 4), layer, fs.Leaky(beta=0.9, **EXACT)), torch.rand(3, 2, 4)
-    with pytest.raises(ValueError, match=f"stages.1.*{match}"):
+    with pytest.raises(ValueError, match=f"layer '1'.*{match}"):
         fs.export_to_nir(model, x)
 
 
@@ -286,16 +286,16 @@ def test_unsupported_nodes_are_named(node, match):
 def test_dynamics_changes_are_refused_or_warned(neuron, allowed):
     model = _seq(nn.Linear(5, 6), neuron())
     x = torch.rand(4, 2, 5)
-    with pytest.raises(ValueError, match="stages.1"):
+    with pytest.raises(ValueError, match="layer '1'"):
         fs.export_to_nir(model, x)
     if allowed:
-        with pytest.warns(UserWarning, match="stages.1.*zero reset"):
+        with pytest.warns(UserWarning, match="layer '1'.*zero reset"):
             graph = fs.export_to_nir(model, x, allow_dynamics_change=True)
-        node = _node(graph, "stages.1")
+        node = _node(graph, "1")
         node = node.nodes["lif"] if isinstance(node, nir.NIRGraph) else node
         np.testing.assert_array_equal(node.v_reset, np.zeros(6))
     else:
-        with pytest.raises(ValueError, match="stages.1"):
+        with pytest.raises(ValueError, match="layer '1'"):
             fs.export_to_nir(model, x, allow_dynamics_change=True)
 
 
@@ -336,9 +336,9 @@ def test_flat_recurrent_cycle_imports_like_the_nested_sub_graph():
     model = _seq(nn.Linear(6, 7), fs.RLeaky(beta=0.8, V=0.4, all_to_all=False, **EXACT))
     x = torch.rand(40, 2, 6) * 2
     nested = fs.export_to_nir(model, x)
-    sub = _node(nested, "stages.1")
+    sub = _node(nested, "1")
     flat = nir.NIRGraph(
-        nodes={"input": nir.Input(np.array([6])), "fc": _node(nested, "stages.0"), "lif": sub.nodes["lif"],
+        nodes={"input": nir.Input(np.array([6])), "fc": _node(nested, "0"), "lif": sub.nodes["lif"],
                "w_rec": sub.nodes["w_rec"], "output": nir.Output(np.array([7]))},
         edges=[("input", "fc"), ("fc", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")])
     expected = model(x)
@@ -388,7 +388,7 @@ def test_decay_rates_survive_snntorch_conventions_exactly():
 
 def test_decay_rate_that_cannot_round_trip_warns():
     model = _seq(nn.Linear(3, 4), fs.Leaky(beta=1e-9, **EXACT))
-    with pytest.warns(UserWarning, match="stages.1.*beta does not survive"):
+    with pytest.warns(UserWarning, match="layer '1'.*beta does not survive"):
         fs.export_to_nir(model, torch.rand(2, 1, 3))
 
 
@@ -435,9 +435,9 @@ def test_recurrent_bias_that_cannot_move_is_refused():
     neuron = fs.RLeaky(beta=0.9, all_to_all=True, linear_features=8, **EXACT)
     model = _seq(nn.Conv2d(1, 2, 3), nn.AvgPool2d(2), nn.Flatten(), neuron)
     x = torch.rand(5, 2, 1, 6, 6)
-    with pytest.raises(ValueError, match="stages.3.*recurrent bias"):
+    with pytest.raises(ValueError, match="layer '3'.*recurrent bias"):
         fs.export_to_nir(model, x)
-    with pytest.warns(UserWarning, match="stages.3.*recurrent bias"):
+    with pytest.warns(UserWarning, match="layer '3'.*recurrent bias"):
         fs.export_to_nir(model, x, allow_dynamics_change=True)
     with torch.no_grad():
         neuron.recurrent.bias.zero_()

@@ -11,6 +11,7 @@ so it is compared in float64 to rounding (spikes exactly).
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -202,6 +203,7 @@ def test_spike_product_follows_weight_updates():
     assert not torch.equal(before, after)
 
 
+@pytest.mark.filterwarnings("ignore:memory_lean\\(time_chunk=:UserWarning")  # tiny chunks on purpose
 def test_memory_lean_spike_products_setting():
     def linears(model):
         return [m.spike_product for m in model.modules() if isinstance(m, memory.SpikeLinear)]
@@ -552,6 +554,7 @@ def test_time_chunked_matches_default(kind, reset, reset_delay, learn, backend):
         torch.testing.assert_close(got[2][name], ref[2][name], rtol=1e-10, atol=1e-12, msg=name)
 
 
+@pytest.mark.filterwarnings("ignore:memory_lean\\(time_chunk=:UserWarning")  # tiny chunks on purpose
 @pytest.mark.parametrize("kind", NEURONS)
 def test_time_chunked_matches_default_on_triton_interpreter(interpret, kind):
     T, B = 7, 2
@@ -573,8 +576,10 @@ def test_time_chunked_matches_default_on_triton_interpreter(interpret, kind):
                          neuron_kwargs=dict(graded_spikes_factor=0.5)), (9, 4, 30)),
         (lambda: fs.DSNN(30, 24, 10, num_steps=10, neuron="rleaky_all_to_all"), (3, 30)),
         (lambda: fs.CSNN((1, 14, 14), (4, 6), kernel_size=3, num_steps=7, neuron="rsynaptic"), (2, 1, 14, 14)),
+        # images the DSNN flattens itself: the chunking must see them flattened
+        (lambda: fs.DSNN(30, 24, 10, num_steps=11), (3, 1, 5, 6)),
     ],
-    ids=["dsnn-static", "dsnn-graded-sequence", "dsnn-all-to-all", "csnn"],
+    ids=["dsnn-static", "dsnn-graded-sequence", "dsnn-all-to-all", "csnn", "dsnn-static-images"],
 )
 def test_time_chunked_models(make, shape):
     torch.manual_seed(2)
@@ -682,6 +687,7 @@ def test_time_chunked_leaves_no_grad_and_short_sequences_alone():
     assert type(spk.grad_fn).__name__ != "CatBackward0"
 
 
+@pytest.mark.filterwarnings("ignore:memory_lean\\(time_chunk=:UserWarning")  # tiny chunks on purpose
 def test_time_chunked_conversion_twice_and_removal():
     model = fs.DSNN(30, 24, 10, num_steps=12)
     plain_keys = model.state_dict().keys()
@@ -698,12 +704,23 @@ def test_time_chunked_conversion_twice_and_removal():
     assert "forward" not in model.__dict__
 
 
+def test_readme_time_chunked_example_runs():
+    # README's own example, on MNIST-shaped images: the DSNN flattens them before chunking
+    model = fs.memory_lean(fs.DSNN(num_steps=2000), time_chunk=32)
+    x = torch.rand(4, 1, 28, 28)
+    spk, mem = model(x)
+    assert spk.shape == mem.shape == (2000, 4, 10)
+    mem.square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True, "8"])
 def test_time_chunk_is_validated(bad):
     with pytest.raises(ValueError, match="time_chunk must be None or a positive int"):
         memory.memory_lean(nn.Sequential(), time_chunk=bad)
 
 
+@pytest.mark.filterwarnings("ignore:memory_lean\\(time_chunk=:UserWarning")  # tiny chunks on purpose
 def test_time_chunked_refuses_outputs_that_are_not_time_first():
     class LastStep(nn.Module):
         def __init__(self):
@@ -829,3 +846,46 @@ def test_recompute_runs_16_bit_inputs_in_one_span_so_auto_keeps_the_default():
     for dtype in (torch.float16, torch.bfloat16):
         assert recompute._recompute_spans(x.to(dtype), recompute.RECOMPUTE_CHUNKS) == [(0, 400)]
     assert recompute._recompute_spans(x[:0], recompute.RECOMPUTE_CHUNKS) == [(0, 0)]
+
+
+LEAN_COMPILED = {
+    "dsnn-bits": (lambda: memory.memory_lean(fs.DSNN(30, 24, 10, num_steps=9)), (3, 30), "SpikeLinear"),
+    "dsnn-chunked": (lambda: memory.memory_lean(fs.DSNN(30, 24, 10, num_steps=9), time_chunk=4), (3, 30),
+                     r"memory_lean\(time_chunk=\.\.\.\)"),
+    "csnn-bits": (lambda: memory.memory_lean(fs.CSNN((1, 10, 10), (3,), kernel_size=3, num_steps=5)),
+                  (2, 1, 10, 10), "SpikeConv2d"),
+    "leaky-recompute": (lambda: memory.memory_lean(fs.Leaky(beta=0.9), saved_state="recompute"), (7, 3, 5),
+                        'saved_state="recompute"'),
+}
+
+
+@pytest.mark.parametrize("case", list(LEAN_COMPILED))
+def test_fullgraph_compile_of_a_memory_lean_model_is_refused_naming_it(case):
+    make, shape, part = LEAN_COMPILED[case]
+    model = make()
+    x = (torch.rand(shape) * 2).requires_grad_()
+    torch._dynamo.reset()
+    try:
+        with pytest.raises(RuntimeError, match=rf"fusedsnn\.memory_lean: .*{part}.*cannot be traced by "
+                                               r"torch\.compile\(fullgraph=True\)"):
+            torch.compile(model, fullgraph=True, backend="aot_eager")(x)
+        # without fullgraph the memory-lean parts run eagerly, with the eager results
+        torch._dynamo.reset()
+        got = torch.compile(model, backend="aot_eager")(x)
+    finally:
+        torch._dynamo.reset()
+    want = model(x)
+    for g, w in zip(got, want):
+        assert torch.equal(g, w)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3])
+def test_tiny_time_chunks_warn_that_they_are_slow(chunk):
+    with pytest.warns(UserWarning, match=rf"memory_lean\(time_chunk={chunk}\): chunks this small are very slow"):
+        memory.memory_lean(fs.DSNN(30, 8, 4, num_steps=6), time_chunk=chunk)
+
+
+def test_usual_time_chunks_do_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        memory.memory_lean(fs.DSNN(30, 8, 4, num_steps=6), time_chunk=memory.MIN_EFFICIENT_TIME_CHUNK)

@@ -46,7 +46,9 @@ def lif_all_to_all_forward_reference(
     spk_out, mem_out, trace = torch.empty_like(x), torch.empty_like(x), torch.empty_like(x)
     syn_out = torch.empty_like(x) if spec.synaptic else x.new_empty(0)
     pre = torch.empty_like(x) if spec.immediate_reset else x.new_empty(0)
-    mem, syn, spk = mem0, syn0, _state(spk0, x)
+    # spk0 row-major, as every later step's spikes are: a GEMM sums in another order for a
+    # transposed operand, and a layout must not change the answer
+    mem, syn, spk = mem0, syn0, _state(spk0, x).contiguous()
     for t in range(T):
         rec = torch.nn.functional.linear(spk, weight, bias)
         s, y, m, tr, _, p = lif_forward_reference(x[t : t + 1], mem, syn, None, rec[None], beta, thr, alpha,
@@ -71,7 +73,7 @@ def all_to_all_parameter_gradients(grad_rec: Tensor, spk: Tensor, spk0: Optional
         prev = spk[:-1].reshape(-1, N)
         grad_w = grad_rec[1:].reshape(-1, N).t() @ prev if T > 1 else grad_rec.new_zeros(N, N)
         if spk0 is not None and T > 0:
-            grad_w = grad_w + grad_rec[0].t() @ spk0.to(grad_rec.dtype)
+            grad_w = grad_w + grad_rec[0].t() @ spk0.to(grad_rec.dtype).contiguous()
     grad_b = grad_rec.reshape(-1, N).sum(0) if need_bias else grad_rec.new_empty(0)
     return grad_w, grad_b
 

@@ -26,7 +26,7 @@ from typing import Optional
 
 import torch
 
-from ..layout import surrogate_constants
+from ..layout import dense_empty, surrogate_constants
 from ..reference.all_to_all import all_to_all_parameter_gradients
 from ...spec import LIFSpec
 from .launch import HAS_TRITON, interpreter_enabled, launchable
@@ -273,9 +273,9 @@ def _c(t: Optional[Tensor], dummy: Tensor) -> tuple[Tensor, bool]:
 def lif_all_to_all_forward_triton(x, mem0, syn0, spk0, weight, bias, beta, thr, alpha, spec: LIFSpec):
     """Same contract as :func:`lif_all_to_all_reference.lif_all_to_all_forward_reference`."""
     T, B, N = x.shape
-    spk, mem, trace = (torch.empty_like(x) for _ in range(3))
-    syn = torch.empty_like(x) if spec.synaptic else x.new_empty(0)
-    pre = torch.empty_like(x) if spec.immediate_reset else x.new_empty(0)
+    spk, mem, trace = (dense_empty(x) for _ in range(3))
+    syn = dense_empty(x) if spec.synaptic else x.new_empty(0)
+    pre = dense_empty(x) if spec.immediate_reset else x.new_empty(0)
     if T == 0 or B == 0:
         return spk, syn, mem, trace, pre
     dummy = trace
@@ -303,7 +303,7 @@ def lif_all_to_all_backward_triton(grad_spk, grad_syn, grad_mem, trace, mem_hist
     need_w, need_b, need_beta, need_thr, need_alpha = needs
     need_alpha = need_alpha and spec.synaptic
     T, B, N = trace.shape
-    grad_x = torch.empty_like(trace)
+    grad_x = dense_empty(trace)
     grad_mem0, grad_syn0, grad_spk0 = (trace.new_zeros(B, N) for _ in range(3))
     programs = triton.cdiv(B, BLOCK_B) if B else 0
     parts = [trace.new_zeros(B, N) if n else trace.new_empty(0) for n in (need_beta, need_thr, need_alpha)]
