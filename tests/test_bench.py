@@ -288,3 +288,31 @@ def test_neuron_sweep_covers_the_issue_grid_and_reports_fixed_cost():
                     and t["provider"] == r["provider"])
         assert r["fixed_cost_s"] == tiny["median_s"]
         assert ("fraction_of_copy_bandwidth" in r) == r["provider"].startswith("fused")
+
+
+def test_shd_section_times_fused_against_both_snntorch_twins(tmp_path):
+    """The recurrent SHD step: every provider trains the same network on the same sequence, and
+    the fused row's speed-up is against the faster of the two snnTorch twins."""
+    args = SimpleNamespace(quick=True, device="cpu", out=str(tmp_path), sections="shd", repeats=2)
+    assert bench_cli.run(args) == 0
+    rows = json.loads((tmp_path / "shd.json").read_text())
+    assert {r["provider"] for r in rows} == {"fused", "snntorch-tutorial", "snntorch-hoisted"}
+    assert all(r["network"] == "SHD" and r["num_steps"] == 20 and r["median_s"] > 0 for r in rows)
+    fused = next(r for r in rows if r["provider"] == "fused")
+    fastest = min((r for r in rows if r["provider"] != "fused"), key=lambda r: r["median_s"])
+    assert fused["baseline"] == fastest["provider"]
+    assert fused["speedup_vs_baseline"] == pytest.approx(fastest["median_s"] / fused["median_s"])
+
+
+def test_snntorch_twin_steps_a_sequence_like_the_fused_dsnn():
+    """A DSNN given a sequence [T, B, F] (SHD) and its snnTorch twin, both styles, agree."""
+    from fusedsnn.bench.training import SnnTorchTwin
+
+    torch.manual_seed(3)
+    model = DSNN(7, 6, 4, num_steps=5, neuron="rleaky_all_to_all", readout_neuron="leaky")
+    x = (torch.rand(5, 3, 7) < 0.4).float()
+    spk, mem = model(x)
+    for style in ("tutorial", "hoisted"):
+        twin_spk, twin_mem = SnnTorchTwin(model, style)(x)
+        assert torch.equal(twin_spk, spk)
+        torch.testing.assert_close(twin_mem, mem, rtol=1e-5, atol=1e-5)

@@ -286,6 +286,20 @@ def plan_population(args, device) -> list[Run]:
             for outputs, steps in sizes for provider in _TWINS]
 
 
+def plan_shd(args, device) -> list[Run]:
+    """8. The recurrent SHD network's training step (700 -> all-to-all RLeaky(256) -> 20 Leaky,
+    T=100, B=64 on Poisson input of SHD's shape and rate; --quick: T=20, B=8), fused against
+    snnTorch's stepped twins. SpikingJelly has no all-to-all recurrent LIF with snnTorch's
+    reset order, so it is not a provider here."""
+    batch, steps = (8, 20) if args.quick else (64, 100)
+
+    def run(provider: str) -> Run:
+        return Run(f"shd {provider}", lambda: training.run_shd_case(
+            provider, batch, steps, device, args.repeats, warmup=_warmup(args), min_time_s=_min_time_s(args)))
+
+    return [run(provider) for provider in _TWINS]
+
+
 def _as_section(plan: Callable[..., list[Run]]) -> Callable:
     """The section function ``(args, device, progress) -> rows`` of a plan. ``progress(label)`` is
     called as each run starts; ``section.plan`` lets the runner count the runs up front."""
@@ -310,6 +324,7 @@ section_neuron_models = _as_section(plan_neuron_models)
 section_time_split = _as_section(plan_time_split)
 section_precision = _as_section(plan_precision)
 section_population = _as_section(plan_population)
+section_shd = _as_section(plan_shd)
 
 SECTIONS = {
     "neurons": section_neurons,
@@ -320,6 +335,7 @@ SECTIONS = {
     "time_split": section_time_split,
     "precision": section_precision,
     "population": section_population,
+    "shd": section_shd,
     "memory": memory.section_memory,
     "all_to_all": all_to_all.section_all_to_all,
     **gpu.SECTIONS,  # GPU proof (benchmarks/gpu/check.sh); in the default list only on CUDA
@@ -388,7 +404,7 @@ def _add_speedups(rows: list[dict]) -> None:
 
 
 #: the study's training sections, whose rows are compared with snnTorch by network and sizes
-_TRAINING_SECTIONS = ("throughput", "batch", "width", "neuron_models", "precision", "population")
+_TRAINING_SECTIONS = ("throughput", "batch", "width", "neuron_models", "precision", "population", "shd")
 
 
 def _training_speedups(rows: list[dict]) -> None:
@@ -469,7 +485,7 @@ TABLE_COLUMNS = {
     "neurons": ["neuron", "dtype", "T", "B", "N", "mode", "execution_mode", "provider", *_TIMING, "baseline",
                 "fraction_of_copy_bandwidth", "compile_s", "skipped"],
     "throughput": _TRAIN_COLUMNS, "batch": _TRAIN_COLUMNS, "width": _TRAIN_COLUMNS,
-    "neuron_models": _TRAIN_COLUMNS, "precision": _TRAIN_COLUMNS, "population": _TRAIN_COLUMNS,
+    "neuron_models": _TRAIN_COLUMNS, "precision": _TRAIN_COLUMNS, "population": _TRAIN_COLUMNS, "shd": _TRAIN_COLUMNS,
     "time_split": ["network", "device", "provider", "backend", "batch", "num_steps", "neuron_share", "synaptic_share",
                    "other_share", "timer"],
     "gpu_targets": ["neuron", "T", "B", "N", "mode", "execution_mode", "provider", "median_s",

@@ -83,25 +83,32 @@ class SnnTorchTwin(nn.Module):
             raise TypeError(f"no snnTorch twin for {type(model).__name__}")
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``x``: the model's static input ``[B, ...]``, or (DSNN) a sequence ``[T, B, features]``
+        stepped over ``x.unbind(0)`` (never ``x[t]`` on a tensor that may need a gradient)."""
         # reset_mem on each neuron, not snntorch.utils.reset: in snnTorch 1.0.0 the latter leaves
         # RSynaptic's recurrent spike (with its graph) in place, so a second step fails.
         for neuron in self.neurons:
             neuron.reset_mem()
         m = self.model
         dsnn = isinstance(m, DSNN)
-        # the first layer's input is the same image at every step: its output too
-        first = (m.fcs[0](x) if dsnn else m.pool(m.convs[0](x))) if self.style == "hoisted" else None
+        sequence = dsnn and x.dim() == 3
+        hoisted = self.style == "hoisted"
+        # the first layer's input is the same image at every step: its output too; a sequence's
+        # first layer runs once over all T * B rows
+        first = (m.fcs[0](x) if dsnn else m.pool(m.convs[0](x))) if hoisted else None
+        steps = x.unbind(0) if sequence else [x] * m.num_steps
+        firsts = first.unbind(0) if sequence and hoisted else [first] * len(steps)
         spikes, mems = [], []
-        for _ in range(m.num_steps):
+        for x_t, first_t in zip(steps, firsts):
             if dsnn:
-                cur = x
+                cur = x_t
                 for i, (fc, lif) in enumerate(zip(m.fcs, self.neurons)):
-                    out = lif(first if i == 0 and first is not None else fc(cur))
+                    out = lif(first_t if i == 0 and first_t is not None else fc(cur))
                     cur = out[0]
             else:
-                cur = x
+                cur = x_t
                 for i, (conv, lif) in enumerate(zip(m.convs, self.neurons[:-1])):
-                    cur = lif(first if i == 0 and first is not None else m.pool(conv(cur)))[0]
+                    cur = lif(first_t if i == 0 and first_t is not None else m.pool(conv(cur)))[0]
                 out = self.neurons[-1](m.fc(cur.flatten(1)))
             spikes.append(out[0])
             mems.append(out[-1])
@@ -403,3 +410,20 @@ def shd_training_step(provider: str = "fused", batch: int = 128, num_steps: int 
     x = torch.poisson(rate, generator=gen).to(device)
     y = torch.randint(0, 20, (batch,), generator=gen).to(device)
     return training_step_fn(model, provider, x, y, num_classes=20), model, x, y
+
+
+def run_shd_case(provider: str, batch: int, num_steps: int, device: torch.device, repeats: int,
+                 hidden: int = 256, warmup: int = 2, min_time_s: float = 0.0) -> dict:
+    """Time one training step of the recurrent SHD network (:func:`shd_training_step`) through
+    ``provider`` ("fused", "snntorch-tutorial", "snntorch-hoisted"; eager): the row has the
+    training rows' fields (``network="SHD"``), so speed-ups follow the same rule."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        step, model, x, _ = shd_training_step(provider, batch, num_steps, hidden, device=device)
+        timing = measure(step, device, warmup=warmup, repeats=repeats, min_time_s=min_time_s)
+    return {"network": "SHD", "provider": provider, "batch": batch, "num_steps": num_steps, "hidden": hidden,
+            "channels": None, "neuron": "rleaky_all_to_all", "outputs": 20, "precision": "float32",
+            "device": str(device), "mode": "eager", "execution_mode": "eager",
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "compile_backend": None, **timing.as_dict(), "images_per_s": batch / timing.median_s,
+            "input_spike_fraction": float((x != 0).float().mean())}
