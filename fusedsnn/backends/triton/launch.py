@@ -114,13 +114,31 @@ def _autotune(run, candidates: tuple[LaunchConfig, ...], key: tuple) -> LaunchCo
 
 
 def launch(kernel, candidates: tuple[LaunchConfig, ...], M: int, dtype: torch.dtype, device: torch.device,
-            block_size: Optional[int], args: tuple, flags: dict) -> LaunchConfig:
+            block_size: Optional[int], args: tuple, flags: dict, wrapped: bool = False) -> LaunchConfig:
     """Launch ``kernel`` over ``M`` neurons with ``flags`` (its compile-time switches).
 
     The configuration is ``block_size`` when given, else the tuned one for (GPU, size bucket,
     dtype, flags), else the default. Tuning syncs the device, so it never happens while a CUDA
     graph is captured (the default is used then, and not cached): warm up before capturing.
+
+    ``wrapped``: called from a ``torch.library.triton_op`` body (``backends/triton/ops.py``): the
+    kernel goes through ``torch.library.wrap_triton``, so that a traced graph records the kernel
+    itself and inductor launches it without this launcher. Nothing is tuned then (the arguments
+    may be fake tensors): the configuration tuned earlier in this process, else the default.
     """
+    if wrapped and not interpreter_enabled():
+        fn = torch.library.wrap_triton(compilable(kernel))
+        if block_size is not None:
+            cfg = LaunchConfig(block_size, 4 if block_size >= 512 else (2 if block_size >= 128 else 1))
+        else:
+            cfg = None
+            if device.type == "cuda" and torch.cuda.is_available():
+                key = (kernel.fn.__name__, _device_key(device), size_bucket(M), dtype, tuple(sorted(flags.items())))
+                cfg = _TUNED.get(key)
+            cfg = cfg or default_config(M)
+        fn[(triton.cdiv(M, cfg.block),)](*args, **flags, BLOCK=cfg.block, num_warps=cfg.num_warps,
+                                         enable_fp_fusion=False)
+        return cfg
     fn = launchable(kernel)
 
     def run(cfg: LaunchConfig) -> None:

@@ -370,6 +370,7 @@ def lif_forward_triton(
     store_state: bool,
     block_size: Optional[int] = None,
     for_backward: bool = True,
+    wrapped: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Same contract as :func:`lif_reference.lif_forward_reference` (``x: [T, B, F]``)."""
     T, B, F = x.shape
@@ -382,7 +383,10 @@ def lif_forward_triton(
         for_backward=for_backward)
     if T == 0 or M == 0:
         return spk, syn, mem, trace, state, pre
-    dummy = spk  # any tensor on the device; never read or written
+    # Any tensor on the device; never read or written. Not an output when wrapped: a traced
+    # graph treats each kernel argument as its own (functionalised) tensor, so an output passed
+    # twice would come back from the slot that never wrote it.
+    dummy = torch.empty(1, dtype=torch.float32, device=x.device) if wrapped else spk
     mem0_f, has_mem0 = _flat_or_dummy(mem0, dummy)
     syn0_f, has_syn0 = _flat_or_dummy(syn0 if spec.synaptic else None, dummy)
     spk0_f, has_spk0 = _flat_or_dummy(spk0 if spec.recurrence == RECURRENCE_ONE_TO_ONE else None, dummy)
@@ -401,7 +405,7 @@ def lif_forward_triton(
         SURROGATE=spec.surrogate.code,
         HAS_MEM0=has_mem0, HAS_SYN0=has_syn0, HAS_SPK0=has_spk0, STORE_STATE=store,
         STORE_TRACE=trace.numel() > 0, STORE_PRE=spec.immediate_reset and for_backward,
-    ))
+    ), wrapped=wrapped)
     return spk, syn, mem, trace, state, pre
 
 
@@ -425,6 +429,7 @@ def lif_backward_triton(
     x_dtype: torch.dtype,
     need_param_grads: tuple[bool, bool, bool, bool],
     block_size: Optional[int] = None,
+    wrapped: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Same contract as :func:`lif_reference.lif_backward_reference`, except that the gradient
     of a state the neuron lacks (``syn0`` unless synaptic, ``spk0`` unless one-to-one
@@ -462,7 +467,7 @@ def lif_backward_triton(
         gspk2, s_gspk = time_major_2d(grad_spk, T)
         gsyn2, s_gsyn = time_major_2d(grad_syn if spec.synaptic else None, T)
         gmem2, s_gmem = time_major_2d(grad_mem, T)
-        dummy = grad_x  # any tensor on the device; never read or written
+        dummy = torch.empty(1, dtype=torch.float32, device=dev) if wrapped else grad_x  # never read or written
         mem0_f, has_mem0 = _flat_or_dummy(mem0, dummy)
         syn0_f, has_syn0 = _flat_or_dummy(syn0 if spec.synaptic else None, dummy)
         spk0_f, has_spk0 = _flat_or_dummy(spk0 if spec.recurrence == RECURRENCE_ONE_TO_ONE else None, dummy)
@@ -490,7 +495,7 @@ def lif_backward_triton(
             HAS_MEM0=has_mem0, HAS_SYN0=has_syn0, HAS_SPK0=has_spk0,
             NEED_PREV_MEM=needs_prev_mem(spec, need_beta, need_thr),
             NEED_BETA=need_beta, NEED_THR=need_thr, NEED_ALPHA=need_alpha, NEED_V=need_V,
-        ))
+        ), wrapped=wrapped)
     reduced = [p.sum(0) if p.numel() else p for p in parts]
     return (grad_x, grad_mem0, grad_syn0, grad_spk0, *reduced)
 
