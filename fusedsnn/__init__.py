@@ -7,6 +7,7 @@
 
 from . import _moved, functional, memory, population, surrogate
 from .backends import available_backends
+from .graph_step import cuda_graph_step
 from .interop import FusedSequential, export_to_nir, from_snntorch, fuse, import_from_nir, neurobench_model
 from .layers import Leaky, RLeaky, RSynaptic, Synaptic
 from .memory import memory_lean
@@ -35,5 +36,6 @@ __all__ = [
     "functional",
     "surrogate",
     "available_backends",
+    "cuda_graph_step",
     "__version__",
 ]

@@ -22,7 +22,7 @@ LAYERS = [
     ("functional", ["fusedsnn.functional"]),
     ("layers", ["fusedsnn.layers", "fusedsnn.population"]),
     ("models, memory, interop", ["fusedsnn.models", "fusedsnn.memory", "fusedsnn.interop", "fusedsnn.data"]),
-    ("train, bench", ["fusedsnn.train", "fusedsnn.bench"]),
+    ("train, bench", ["fusedsnn.train", "fusedsnn.graph_step", "fusedsnn.bench"]),
     ("cli", ["fusedsnn.cli"]),
 ]
 #: The package root re-exports the public API and registers moved import paths: above all.

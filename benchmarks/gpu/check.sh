@@ -22,6 +22,9 @@
 #   5. memory: `fusedsnn bench --sections memory` at its full sizes (T in {25, 500, 2000}, batch
 #      32: peak max_memory_allocated and time of fused-chunked, fused-lean, fused, snnTorch)
 #   6. profile: benchmarks/gpu/where_time_goes.py (kernel tables, host cost per call, variants)
+#   7. modes: benchmarks/gpu/step_modes.py (DSNN/CSNN step eager vs fs.cuda_graph_step; DSNN under
+#      torch.compile default and reduce-overhead, generic custom op vs triton_op), step_modes.json;
+#      real run: 90 s more
 #
 # Results go to $OUT (default: ./gpu-check-out), at most 6 small files:
 #   check.log  summary.json  pytest.xml  bench.tar.gz (the bench's JSON, CSV, plots, environment)
@@ -51,6 +54,7 @@ if [[ $DRY_RUN == 1 ]]; then
   PROFILE_ARGS=(--device cpu --sections leaky,host)
   BENCH_ARGS=(--device cpu --quick --repeats 1 --sections gpu_targets,step_modes)
   MEMORY_ARGS=(--device cpu --quick --repeats 1 --sections memory)
+  T_MODES=60 MODES_ARGS=(--device cpu --compile default)
 else
   unset TRITON_INTERPRET
   DEVICE=cuda
@@ -61,6 +65,7 @@ else
   BENCH_ARGS=(--device cuda --quick --repeats 20 --sections gpu_targets,throughput,step_modes)
   # Full sizes, 10 repeats (3 at T=2000): snnTorch's step loop at T=2000 is the long pole.
   MEMORY_ARGS=(--device cuda --repeats 10 --sections memory)
+  T_MODES=90 MODES_ARGS=(--device cuda --compile default,reduce-overhead)
 fi
 export PYTHONUNBUFFERED=1
 
@@ -176,6 +181,10 @@ profile() {  # where the time goes: kernel tables, host cost per call (benchmark
     --out "$OUT") 2>&1 | grep -v "USDT\|UserWarning\|warn("
 }
 
+modes() {  # the training step in the modes users run (benchmarks/gpu/step_modes.py)
+  (cd "$WORK" && PYTHONPATH=$SITE "$PYTHON" "$REPO/benchmarks/gpu/step_modes.py" "${MODES_ARGS[@]}" --out "$OUT")
+}
+
 if [[ -n ${CHECK_PHASE:-} ]]; then
   OUT=$CHECK_OUT WORK=$CHECK_WORK SITE=$CHECK_WORK/site
   "$CHECK_PHASE"
@@ -199,6 +208,7 @@ if phase install "$T_INSTALL"; then
   phase bench "$T_BENCH"
   phase memory "$T_MEMORY"
   phase profile "$T_PROFILE"
+  phase modes "$T_MODES"
 else
   echo "install failed: tests and bench not run"
 fi

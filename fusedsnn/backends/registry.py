@@ -44,6 +44,10 @@ class Backend:
     #: functional call hands it the whole neuron call, bypassing fusedsnn's autograd ops.
     #: Signature of :func:`fusedsnn.backends.poplar.lif_traced`.
     traced_lif: Optional[Callable] = None
+    #: ``(forward op, backward op)``: torch.library operators with the schemas of
+    #: ``fusedsnn::lif_forward`` / ``lif_backward`` that ``torch.compile`` can see into (the
+    #: Triton kernels as ``triton_op``); used while compiling when ``FUSEDSNN_COMPILE_TRITON_OP=1``.
+    compiled_lif: Optional[tuple] = None
 
     def all_to_all_reason(self, x: torch.Tensor) -> Optional[str]:
         """None when this backend runs the fused all-to-all op on ``x``, else why not."""

@@ -20,6 +20,8 @@ resolved by the caller, so no environment or device dispatch happens inside the 
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .. import surrogate as surrogate_mod
@@ -194,7 +196,7 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(trace, mem_hist, syn, spk, pre, mem0, syn0, spk0, beta, threshold, alpha, V)
 
 
-def _backward(ctx, grad_spk, grad_syn, grad_mem, _g_trace, _g_state, _g_pre):
+def _backward(ctx, grad_spk, grad_syn, grad_mem, _g_trace, _g_state, _g_pre, backward_op=None):
     (trace, mem_hist, syn, spk, pre, mem0, syn0, spk0, beta, threshold, alpha, V) = ctx.saved_tensors
     needs = ctx.needs_input_grad
     empty = trace.new_empty(0)
@@ -202,7 +204,7 @@ def _backward(ctx, grad_spk, grad_syn, grad_mem, _g_trace, _g_state, _g_pre):
     def g(t):
         return empty if t is None else t
 
-    grads = lif_backward(
+    grads = (backward_op or lif_backward)(
         g(grad_spk), g(grad_syn) if ctx.flags["synaptic"] else empty, g(grad_mem),
         trace, mem_hist, syn, spk, pre, mem0, syn0, spk0, beta, threshold, alpha, V,
         *(ctx.flags[name] for name in _FLAG_NAMES),
@@ -212,6 +214,32 @@ def _backward(ctx, grad_spk, grad_syn, grad_mem, _g_trace, _g_state, _g_pre):
 
 
 lif_forward.register_autograd(_backward, setup_context=_setup_context)
+
+_COMPILED_WITH_AUTOGRAD: set = set()
+
+
+def compiled_triton_op_enabled() -> bool:
+    """Whether ``torch.compile`` traces the triton backend's neurons as ``triton_op`` operators
+    (``FUSEDSNN_COMPILE_TRITON_OP=1``; inductor then launches the Triton kernels from its own
+    code) instead of the opaque custom op ``fusedsnn::lif_forward``. Off by default: not yet
+    run on a GPU."""
+    return os.environ.get("FUSEDSNN_COMPILE_TRITON_OP", "0") not in ("", "0")
+
+
+def compiled_forward_op(backend: Backend, x: Tensor):
+    """The forward operator ``torch.compile`` traces for ``backend`` on ``x``: its own (with the
+    same autograd glue, wired on first use) when it has one, ``x`` is on a GPU and the flag is
+    on, else the generic op (whose body calls the launcher: the only way on the interpreter)."""
+    if backend.compiled_lif is None or x.device.type != "cuda" or not compiled_triton_op_enabled():
+        return lif_forward
+    forward_op, backward_op = backend.compiled_lif
+    if forward_op not in _COMPILED_WITH_AUTOGRAD:
+        def backward(ctx, *grads):
+            return _backward(ctx, *grads, backward_op=backward_op)
+
+        forward_op.register_autograd(backward, setup_context=_setup_context)
+        _COMPILED_WITH_AUTOGRAD.add(forward_op)
+    return forward_op
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,7 +331,7 @@ def lif_apply(x: Tensor, mem0: Tensor | None, syn0: Tensor | None, spk0: Tensor 
         def e(t):
             return empty if t is None else t
 
-        out = lif_forward(
+        out = compiled_forward_op(backend, x)(
             x, e(mem0), e(syn0), e(spk0), e(rec), beta, threshold, e(alpha), e(V),
             spec.synaptic, spec.recurrence, spec.reset, spec.reset_delay, spec.surrogate.code,
             float(spec.surrogate.p0), float(spec.surrogate.p1), float(spec.graded_spikes_factor),

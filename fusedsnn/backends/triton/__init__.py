@@ -32,7 +32,7 @@ def _unsupported(x: torch.Tensor) -> Optional[str]:
 
 
 if HAS_TRITON:
-    from . import all_to_all, lif
+    from . import all_to_all, lif, ops
 
     register_backend(Backend(
         "triton",
@@ -44,4 +44,5 @@ if HAS_TRITON:
         all_to_all_unsupported=all_to_all.unsupported_reason,
         claims=lambda x: x.device.type == "cuda",
         auto_priority=10,
+        compiled_lif=(ops.lif_forward_triton_op, ops.lif_backward_triton_op),
     ))

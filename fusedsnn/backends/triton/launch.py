@@ -81,6 +81,7 @@ def tuned_configs() -> list[dict]:
 
 def clear_tuning_cache() -> None:
     _TUNED.clear()
+    _RESOLVED.clear()
     _TUNING_LOG.clear()
 
 
@@ -113,34 +114,79 @@ def _autotune(run, candidates: tuple[LaunchConfig, ...], key: tuple) -> LaunchCo
     return best
 
 
+#: The configuration each (kernel, device, M, dtype, flags, block_size, tuning on) resolved to
+#: (tuned, default or given): one dictionary look-up per launch instead of the key building,
+#: size bucket and branch. Cleared with the tuning cache; never filled during a graph capture.
+_RESOLVED: dict[tuple, LaunchConfig] = {}
+
+
+def _cdiv(a: int, b: int) -> int:
+    # Not triton.cdiv: that is a @triton.jit function, and calling it from the host goes through
+    # JITFunction.__call__ (about 10 us per launch in the CPU profile).
+    return -(-a // b)
+
+
 def launch(kernel, candidates: tuple[LaunchConfig, ...], M: int, dtype: torch.dtype, device: torch.device,
-            block_size: Optional[int], args: tuple, flags: dict) -> LaunchConfig:
+            block_size: Optional[int], args: tuple, flags: dict, wrapped: bool = False,
+            flags_key: Optional[tuple] = None) -> LaunchConfig:
     """Launch ``kernel`` over ``M`` neurons with ``flags`` (its compile-time switches).
 
     The configuration is ``block_size`` when given, else the tuned one for (GPU, size bucket,
     dtype, flags), else the default. Tuning syncs the device, so it never happens while a CUDA
     graph is captured (the default is used then, and not cached): warm up before capturing.
+
+    ``flags_key``: ``tuple(sorted(flags.items()))`` when the caller has it cached.
+
+    ``wrapped``: called from a ``torch.library.triton_op`` body (``backends/triton/ops.py``): the
+    kernel goes through ``torch.library.wrap_triton``, so that a traced graph records the kernel
+    itself and inductor launches it without this launcher. Nothing is tuned then (the arguments
+    may be fake tensors): the configuration tuned earlier in this process, else the default.
     """
+    if wrapped and not interpreter_enabled():
+        fn = torch.library.wrap_triton(compilable(kernel))
+        if block_size is not None:
+            cfg = LaunchConfig(block_size, 4 if block_size >= 512 else (2 if block_size >= 128 else 1))
+        else:
+            cfg = None
+            if device.type == "cuda" and torch.cuda.is_available():
+                key = (kernel.fn.__name__, _device_key(device), size_bucket(M), dtype, tuple(sorted(flags.items())))
+                cfg = _TUNED.get(key)
+            cfg = cfg or default_config(M)
+        fn[(_cdiv(M, cfg.block),)](*args, **flags, BLOCK=cfg.block, num_warps=cfg.num_warps,
+                                   enable_fp_fusion=False)
+        return cfg
     fn = launchable(kernel)
+    if flags_key is None:
+        flags_key = tuple(sorted(flags.items()))
+    tune = autotune_enabled()
+    resolved_key = (kernel.fn, device, M, dtype, flags_key, block_size, tune)  # kernel.fn: hashing a JITFunction computes its cache key
+    cfg = _RESOLVED.get(resolved_key)
+    if cfg is not None:
+        fn[(_cdiv(M, cfg.block),)](*args, **flags, BLOCK=cfg.block, num_warps=cfg.num_warps,
+                                   enable_fp_fusion=False)
+        return cfg
 
     def run(cfg: LaunchConfig) -> None:
-        fn[(triton.cdiv(M, cfg.block),)](*args, **flags, BLOCK=cfg.block, num_warps=cfg.num_warps,
-                                         enable_fp_fusion=False)
+        fn[(_cdiv(M, cfg.block),)](*args, **flags, BLOCK=cfg.block, num_warps=cfg.num_warps,
+                                   enable_fp_fusion=False)
 
+    cacheable = True
     if block_size is not None:
         cfg = LaunchConfig(block_size, 4 if block_size >= 512 else (2 if block_size >= 128 else 1))
     elif device.type != "cuda":
         cfg = LaunchConfig(min(INTERPRETER_BLOCK, max(16, size_bucket(M))), 4)
-    elif not autotune_enabled():
+    elif not tune:
         cfg = default_config(M)
     else:
-        key = (kernel.fn.__name__, _device_key(device), size_bucket(M), dtype, tuple(sorted(flags.items())))
+        key = (kernel.fn.__name__, _device_key(device), size_bucket(M), dtype, flags_key)
         cfg = _TUNED.get(key)
         if cfg is None:
             if torch.cuda.is_current_stream_capturing():
-                cfg = default_config(M)
+                cfg, cacheable = default_config(M), False
             else:
                 cfg = _TUNED[key] = _autotune(run, candidates, key)
+    if cacheable:
+        _RESOLVED[resolved_key] = cfg
     run(cfg)
     return cfg
 

@@ -350,10 +350,50 @@ BACKWARD_CONFIGS = (LaunchConfig(128, 4), LaunchConfig(256, 4), LaunchConfig(256
                     LaunchConfig(512, 8))
 
 
+# Per-call work that depends only on the spec and which optional tensors are present, cached:
+# the host constants and the kernels' compile-time flags with their sorted key (the tuning key).
+_SPEC_CONSTANTS: dict[LIFSpec, tuple] = {}
+_FLAGS: dict[tuple, tuple[dict, tuple]] = {}
+
+
+def _constants(spec: LIFSpec) -> tuple[float, float, float, bool, bool]:
+    """``(graded_spikes_factor, c0, c1, immediate_reset, one_to_one)`` of ``spec``."""
+    hit = _SPEC_CONSTANTS.get(spec)
+    if hit is None:
+        c0, c1 = surrogate_constants(spec)
+        hit = _SPEC_CONSTANTS[spec] = (float(spec.graded_spikes_factor), float(c0), float(c1),
+                                       spec.immediate_reset, spec.recurrence == RECURRENCE_ONE_TO_ONE)
+    return hit
+
+
+def _flags(kind: str, spec: LIFSpec, *switches: bool) -> tuple[dict, tuple]:
+    """The kernel's compile-time flags for ``spec`` and the call's switches (in the order of the
+    ``kind`` kernel's flags after the spec's), and ``tuple(sorted(flags.items()))``."""
+    key = (kind, spec, switches)
+    hit = _FLAGS.get(key)
+    if hit is None:
+        flags = dict(
+            SYNAPTIC=spec.synaptic, RECURRENCE=spec.recurrence, RESET=spec.reset,
+            IMMEDIATE_RESET=spec.immediate_reset, ZERO_BEFORE_DECAY=spec.zero_before_decay,
+            SURROGATE=spec.surrogate.code)
+        names = (("HAS_MEM0", "HAS_SYN0", "HAS_SPK0", "STORE_STATE", "STORE_TRACE", "STORE_PRE")
+                 if kind == "forward" else
+                 ("RECOMPUTE_SURROGATE", "HAS_GRAD_SPK", "HAS_GRAD_SYN", "HAS_GRAD_MEM", "HAS_MEM0", "HAS_SYN0",
+                  "HAS_SPK0", "NEED_PREV_MEM", "NEED_BETA", "NEED_THR", "NEED_ALPHA", "NEED_V"))
+        flags.update(zip(names, switches))
+        hit = _FLAGS[key] = (flags, tuple(sorted(flags.items())))
+    return hit
+
+
 def _flat_or_dummy(t: Optional[Tensor], dummy: Tensor) -> tuple[Tensor, bool]:
     if t is None or t.numel() == 0:
         return dummy, False
-    return t.reshape(-1).contiguous(), True
+    return _contiguous(t.reshape(-1)), True
+
+
+def _contiguous(t: Tensor) -> Tensor:
+    # The parameters and states are almost always contiguous already.
+    return t if t.is_contiguous() else t.contiguous()
 
 
 def lif_forward_triton(
@@ -370,6 +410,7 @@ def lif_forward_triton(
     store_state: bool,
     block_size: Optional[int] = None,
     for_backward: bool = True,
+    wrapped: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Same contract as :func:`lif_reference.lif_forward_reference` (``x: [T, B, F]``)."""
     T, B, F = x.shape
@@ -382,26 +423,26 @@ def lif_forward_triton(
         for_backward=for_backward)
     if T == 0 or M == 0:
         return spk, syn, mem, trace, state, pre
-    dummy = spk  # any tensor on the device; never read or written
+    # Any tensor on the device; never read or written. Not an output when wrapped: a traced
+    # graph treats each kernel argument as its own (functionalised) tensor, so an output passed
+    # twice would come back from the slot that never wrote it.
+    dummy = torch.empty(1, dtype=torch.float32, device=x.device) if wrapped else spk
+    gsf, c0, c1, immediate, one_to_one = _constants(spec)
+    synaptic = spec.synaptic
     mem0_f, has_mem0 = _flat_or_dummy(mem0, dummy)
-    syn0_f, has_syn0 = _flat_or_dummy(syn0 if spec.synaptic else None, dummy)
-    spk0_f, has_spk0 = _flat_or_dummy(spk0 if spec.recurrence == RECURRENCE_ONE_TO_ONE else None, dummy)
-    c0, c1 = surrogate_constants(spec)
+    syn0_f, has_syn0 = _flat_or_dummy(syn0 if synaptic else None, dummy)
+    spk0_f, has_spk0 = _flat_or_dummy(spk0 if one_to_one else None, dummy)
+    store_trace = trace.numel() > 0
+    store_pre = immediate and for_backward
+    flags, flags_key = _flags("forward", spec, has_mem0, has_syn0, has_spk0, store, store_trace, store_pre)
     launch(lif_forward_kernel, FORWARD_CONFIGS, M, x.dtype, x.device, block_size, (
         x2, rec2 if rec2 is not None else dummy, mem0_f, syn0_f, spk0_f,
-        beta.contiguous(), thr.contiguous(), alpha.contiguous() if spec.synaptic else dummy,
-        V.contiguous() if spec.recurrence == RECURRENCE_ONE_TO_ONE else dummy,
-        spk, syn if spec.synaptic else dummy, mem, trace if trace.numel() else dummy, state if store else dummy,
-        pre if spec.immediate_reset and for_backward else dummy,
-        T, M, F, stride_x_t, stride_rec_t,
-        float(spec.graded_spikes_factor), float(c0), float(c1),
-    ), dict(
-        SYNAPTIC=spec.synaptic, RECURRENCE=spec.recurrence, RESET=spec.reset,
-        IMMEDIATE_RESET=spec.immediate_reset, ZERO_BEFORE_DECAY=spec.zero_before_decay,
-        SURROGATE=spec.surrogate.code,
-        HAS_MEM0=has_mem0, HAS_SYN0=has_syn0, HAS_SPK0=has_spk0, STORE_STATE=store,
-        STORE_TRACE=trace.numel() > 0, STORE_PRE=spec.immediate_reset and for_backward,
-    ))
+        _contiguous(beta), _contiguous(thr), _contiguous(alpha) if synaptic else dummy,
+        _contiguous(V) if one_to_one else dummy,
+        spk, syn if synaptic else dummy, mem, trace if store_trace else dummy, state if store else dummy,
+        pre if store_pre else dummy,
+        T, M, F, stride_x_t, stride_rec_t, gsf, c0, c1,
+    ), flags, wrapped=wrapped, flags_key=flags_key)
     return spk, syn, mem, trace, state, pre
 
 
@@ -425,6 +466,7 @@ def lif_backward_triton(
     x_dtype: torch.dtype,
     need_param_grads: tuple[bool, bool, bool, bool],
     block_size: Optional[int] = None,
+    wrapped: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Same contract as :func:`lif_reference.lif_backward_reference`, except that the gradient
     of a state the neuron lacks (``syn0`` unless synaptic, ``spk0`` unless one-to-one
@@ -457,40 +499,35 @@ def lif_backward_triton(
         return state_grad(True) if needed else mem_hist.new_empty(0, dtype=torch.float32)
 
     parts = [partial(n) for n in (need_beta, need_thr, need_alpha, need_V)]
-    c0, c1 = surrogate_constants(spec)
     if runs:
+        gsf, c0, c1, immediate, one_to_one = _constants(spec)
+        synaptic = spec.synaptic
         gspk2, s_gspk = time_major_2d(grad_spk, T)
-        gsyn2, s_gsyn = time_major_2d(grad_syn if spec.synaptic else None, T)
+        gsyn2, s_gsyn = time_major_2d(grad_syn if synaptic else None, T)
         gmem2, s_gmem = time_major_2d(grad_mem, T)
-        dummy = grad_x  # any tensor on the device; never read or written
+        dummy = torch.empty(1, dtype=torch.float32, device=dev) if wrapped else grad_x  # never read or written
         mem0_f, has_mem0 = _flat_or_dummy(mem0, dummy)
-        syn0_f, has_syn0 = _flat_or_dummy(syn0 if spec.synaptic else None, dummy)
-        spk0_f, has_spk0 = _flat_or_dummy(spk0 if spec.recurrence == RECURRENCE_ONE_TO_ONE else None, dummy)
+        syn0_f, has_syn0 = _flat_or_dummy(syn0 if synaptic else None, dummy)
+        spk0_f, has_spk0 = _flat_or_dummy(spk0 if one_to_one else None, dummy)
+        flags, flags_key = _flags(
+            "backward", spec, recompute, gspk2 is not None, gsyn2 is not None, gmem2 is not None,
+            has_mem0, has_syn0, has_spk0, needs_prev_mem(spec, need_beta, need_thr),
+            need_beta, need_thr, need_alpha, need_V)
         launch(lif_backward_kernel, BACKWARD_CONFIGS, M, x_dtype, dev, block_size, (
             gspk2 if gspk2 is not None else dummy,
             gsyn2 if gsyn2 is not None else dummy,
             gmem2 if gmem2 is not None else dummy,
-            trace if not recompute else dummy, mem_hist, syn_hist if spec.synaptic else dummy,
-            spk_hist if spec.recurrence == RECURRENCE_ONE_TO_ONE else dummy,
-            pre if spec.immediate_reset else dummy,
+            trace if not recompute else dummy, mem_hist, syn_hist if synaptic else dummy,
+            spk_hist if one_to_one else dummy,
+            pre if immediate else dummy,
             mem0_f, syn0_f, spk0_f,
-            beta.contiguous(), thr.contiguous(), alpha.contiguous() if spec.synaptic else dummy,
-            V.contiguous() if spec.recurrence == RECURRENCE_ONE_TO_ONE else dummy,
+            _contiguous(beta), _contiguous(thr), _contiguous(alpha) if synaptic else dummy,
+            _contiguous(V) if one_to_one else dummy,
             grad_x, grad_mem0, grad_syn0 if grad_syn0 is not None else dummy,
             grad_spk0 if grad_spk0 is not None else dummy,
             *[p if p.numel() else dummy for p in parts],
-            T, M, F, s_gspk, s_gsyn, s_gmem,
-            float(spec.graded_spikes_factor), float(c0), float(c1),
-        ), dict(
-            SYNAPTIC=spec.synaptic, RECURRENCE=spec.recurrence, RESET=spec.reset,
-            IMMEDIATE_RESET=spec.immediate_reset, ZERO_BEFORE_DECAY=spec.zero_before_decay,
-            SURROGATE=spec.surrogate.code, RECOMPUTE_SURROGATE=recompute,
-            HAS_GRAD_SPK=gspk2 is not None, HAS_GRAD_SYN=gsyn2 is not None,
-            HAS_GRAD_MEM=gmem2 is not None,
-            HAS_MEM0=has_mem0, HAS_SYN0=has_syn0, HAS_SPK0=has_spk0,
-            NEED_PREV_MEM=needs_prev_mem(spec, need_beta, need_thr),
-            NEED_BETA=need_beta, NEED_THR=need_thr, NEED_ALPHA=need_alpha, NEED_V=need_V,
-        ))
+            T, M, F, s_gspk, s_gsyn, s_gmem, gsf, c0, c1,
+        ), flags, wrapped=wrapped, flags_key=flags_key)
     reduced = [p.sum(0) if p.numel() else p for p in parts]
     return (grad_x, grad_mem0, grad_syn0, grad_spk0, *reduced)
 
