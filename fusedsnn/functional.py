@@ -45,7 +45,8 @@ Tensor = torch.Tensor
 # A number (Python or NumPy), a NumPy array or a tensor, as snnTorch accepts.
 Param = Union[float, int, Tensor, "numpy.ndarray"]
 
-__all__ = ["leaky", "synaptic", "rleaky", "rsynaptic", "lif", "linear_leaky", "linear_synaptic", "SAVED_STATES"]
+__all__ = ["leaky", "synaptic", "rleaky", "rsynaptic", "lif", "linear_leaky", "linear_synaptic", "linear_lif",
+           "SAVED_STATES"]
 
 
 def _check_input(x: object) -> Tensor:
@@ -534,9 +535,13 @@ def _linear_lif_backend(backend: str, x: Tensor) -> Backend:
     raise ValueError(f"backend={backend!r} cannot run the fused Linear + LIF op on this input: {reason}")
 
 
-def _linear_lif(x: Tensor, weight: Tensor, bias: Optional[Tensor], spec: LIFSpec, beta: Param, threshold: Param,
+def linear_lif(x: Tensor, weight: Tensor, bias: Optional[Tensor], spec: LIFSpec, beta: Param, threshold: Param,
                 alpha: Optional[Param], mem: Optional[Tensor], syn: Optional[Tensor], num_steps: Optional[int],
                 backend: str) -> tuple[Tensor, ...]:
+    """The call behind :func:`linear_leaky` and :func:`linear_synaptic` (and ``fs.LinearLeaky``):
+    ``spec`` is a Leaky or Synaptic spec (no recurrence); returns ``(spk, mem)`` or ``(spk, syn, mem)``."""
+    if spec.recurrence != RECURRENCE_NONE:
+        raise ValueError("the fused Linear + LIF op runs Leaky and Synaptic neurons, not recurrent ones")
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor of shape [T, B, in_features] or [B, in_features], "
                         f"got {type(x).__name__}")
@@ -624,7 +629,7 @@ def linear_leaky(
     spec = make_spec(synaptic=False, recurrence=RECURRENCE_NONE, reset_mechanism=reset_mechanism,
                      reset_delay=reset_delay, spike_grad=spike_grad, surrogate_disable=surrogate_disable,
                      graded_spikes_factor=graded_spikes_factor, neuron="Leaky")
-    return _linear_lif(x, weight, bias, spec, beta, threshold, None, mem, None, num_steps, backend)
+    return linear_lif(x, weight, bias, spec, beta, threshold, None, mem, None, num_steps, backend)
 
 
 def linear_synaptic(
@@ -649,4 +654,4 @@ def linear_synaptic(
     spec = make_spec(synaptic=True, recurrence=RECURRENCE_NONE, reset_mechanism=reset_mechanism,
                      reset_delay=reset_delay, spike_grad=spike_grad, surrogate_disable=surrogate_disable,
                      graded_spikes_factor=graded_spikes_factor, neuron="Synaptic")
-    return _linear_lif(x, weight, bias, spec, beta, threshold, alpha, mem, syn, num_steps, backend)
+    return linear_lif(x, weight, bias, spec, beta, threshold, alpha, mem, syn, num_steps, backend)

@@ -45,7 +45,7 @@ def _current(x2: Tensor, weight: Tensor, bias: Optional[Tensor], spike_operands,
 
 def linear_lif_forward_host(x: Tensor, weight: Tensor, bias: Optional[Tensor], mem0: Optional[Tensor],
                             syn0: Optional[Tensor], beta: Tensor, thr: Tensor, alpha: Tensor, spec: LIFSpec,
-                            for_backward: bool = True, chunk_elements: int = CHUNK_ELEMENTS):
+                            for_backward: bool = True):
     T, B, K = x.shape
     N = weight.shape[0]
     shape = (T, B, N)
@@ -69,7 +69,7 @@ def linear_lif_forward_host(x: Tensor, weight: Tensor, bias: Optional[Tensor], m
         current = _current(x[0].contiguous(), weight, bias, spike_operands, N)
         run(current.unsqueeze(0).expand(shape), 0, T, mem0, syn0)
         return spk, syn, mem, pre
-    steps = max(1, chunk_elements // (B * N))
+    steps = max(1, CHUNK_ELEMENTS // (B * N))
     m0, s0 = mem0, syn0
     for t0 in range(0, T, steps):
         t1 = min(T, t0 + steps)
