@@ -81,8 +81,8 @@ def linear_lif_backward(
     grad_x = grads[0]
     if grad_x is not None and grad_x.shape != x.shape:  # a static [B, K] input: the sum over time
         grad_x = grad_x[0] if grad_x.stride(0) == 0 else grad_x.sum(0)
-    if grad_x is not None and (grad_x.stride(0) == 0 or grad_x._base is not None):
-        grad_x = grad_x.contiguous() if grad_x._base is None else grad_x.clone()
+    if grad_x is not None and grad_x.dim() == 3 and grad_x.shape[0] > 1 and grad_x.stride(0) == 0:
+        grad_x = grad_x.contiguous()  # an expanded [T, B, K] static gradient given a [T, B, K] x
     # distinct empty tensors for what was not requested: outputs must not alias one another
     return tuple(mem.new_empty(0) if g is None else g for g in (grad_x, *grads[1:]))
 
