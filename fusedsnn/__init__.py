@@ -9,7 +9,7 @@ from . import _moved, functional, memory, population, surrogate
 from .backends import available_backends
 from .graph_step import cuda_graph_step
 from .interop import FusedSequential, export_to_nir, from_snntorch, fuse, import_from_nir, neurobench_model
-from .layers import Leaky, RLeaky, RSynaptic, Synaptic
+from .layers import Leaky, LinearLeaky, RLeaky, RSynaptic, Synaptic
 from .memory import memory_lean
 from .models import CSNN, DSNN
 
@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Leaky",
+    "LinearLeaky",
     "Synaptic",
     "RLeaky",
     "RSynaptic",

@@ -38,13 +38,15 @@ from .spec import (
 from .ops import time_chunks
 from .ops.all_to_all import lif_all_to_all_forward
 from .ops.lif import lif_apply
+from .ops.linear_lif import linear_lif_forward
 from .ops.recompute import SAVED_STATES, check_saved_state, recompute_lif, resolve_saved_state
 
 Tensor = torch.Tensor
 # A number (Python or NumPy), a NumPy array or a tensor, as snnTorch accepts.
 Param = Union[float, int, Tensor, "numpy.ndarray"]
 
-__all__ = ["leaky", "synaptic", "rleaky", "rsynaptic", "lif", "SAVED_STATES"]
+__all__ = ["leaky", "synaptic", "rleaky", "rsynaptic", "lif", "linear_leaky", "linear_synaptic", "linear_lif",
+           "SAVED_STATES"]
 
 
 def _check_input(x: object) -> Tensor:
@@ -531,3 +533,141 @@ def rsynaptic(
                      graded_spikes_factor=graded_spikes_factor, neuron="RSynaptic")
     return lif(x, spec, beta, threshold, alpha=alpha, V=V, recurrent=recurrent, mem=mem, syn=syn,
                spk=spk, backend=backend)
+
+
+# ---------------------------------------------------------------------------------------------
+# nn.Linear followed by a neuron, as one op over the sequence (fusedsnn/ops/linear_lif.py)
+# ---------------------------------------------------------------------------------------------
+
+def _linear_lif_backend(backend: str, x: Tensor) -> Backend:
+    chosen = resolve_backend(backend, x)
+    reason = chosen.linear_lif_reason(x)
+    if reason is None:
+        return chosen
+    if backend == "auto":  # e.g. a CUDA tensor the Triton kernel does not take: the reference loop
+        fallback = resolve_backend("reference", x)
+        if fallback.linear_lif_reason(x) is None:
+            return fallback
+    raise ValueError(f"backend={backend!r} cannot run the fused Linear + LIF op on this input: {reason}")
+
+
+def linear_lif(x: Tensor, weight: Tensor, bias: Optional[Tensor], spec: LIFSpec, beta: Param, threshold: Param,
+                alpha: Optional[Param], mem: Optional[Tensor], syn: Optional[Tensor], num_steps: Optional[int],
+                backend: str) -> tuple[Tensor, ...]:
+    """The call behind :func:`linear_leaky` and :func:`linear_synaptic` (and ``fs.LinearLeaky``):
+    ``spec`` is a Leaky or Synaptic spec (no recurrence); returns ``(spk, mem)`` or ``(spk, syn, mem)``."""
+    if spec.recurrence != RECURRENCE_NONE:
+        raise ValueError("the fused Linear + LIF op runs Leaky and Synaptic neurons, not recurrent ones")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor of shape [T, B, in_features] or [B, in_features], "
+                        f"got {type(x).__name__}")
+    if x.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"x must be float32 or float64 for the fused Linear + LIF op, got {x.dtype}")
+    if x.dim() == 3:
+        if num_steps is not None and num_steps != x.shape[0]:
+            raise ValueError(f"num_steps={num_steps} contradicts x's {x.shape[0]} steps (shape {tuple(x.shape)})")
+        T = x.shape[0]
+        if T > 1 and x.stride(0) == 0:  # a static input expanded over time: run it as one
+            x = x[0]
+    elif x.dim() == 2:
+        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 0:
+            raise ValueError("num_steps must be an int >= 0 for a static input x of shape [B, in_features], "
+                             f"got {num_steps!r}")
+        T = num_steps
+    else:
+        raise ValueError(f"x must have shape [T, B, in_features] or [B, in_features] (with num_steps), "
+                         f"got shape {tuple(x.shape)}")
+    B, K = x.shape[-2], x.shape[-1]
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or weight.shape[1] != K:
+        got = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
+        raise ValueError(f"weight must be a tensor of shape [out_features, {K}] (in_features of x), got {got}")
+    N = weight.shape[0]
+    if weight.dtype != x.dtype or weight.device != x.device:
+        raise ValueError(f"weight must have x's dtype and device ({x.dtype}, {x.device}), "
+                         f"got {weight.dtype} on {weight.device}")
+    if bias is not None:
+        if not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (N,):
+            got = tuple(bias.shape) if isinstance(bias, torch.Tensor) else type(bias).__name__
+            raise ValueError(f"bias must be None or a tensor of shape ({N},) (out_features), got {got}")
+        if bias.dtype != x.dtype or bias.device != x.device:
+            raise ValueError(f"bias must have x's dtype and device ({x.dtype}, {x.device}), "
+                             f"got {bias.dtype} on {bias.device}")
+    # Stand-in for one step of the output [T, B, N]: the parameters and states are checked against it.
+    out_like = x.new_empty(()).expand(1, B, N)
+    mem = _check_state("mem", mem, out_like)
+    syn = _check_state("syn", syn, out_like) if spec.synaptic else None
+    chunk = time_chunks.active_chunk()
+    if chunk is not None:
+        mem, syn, _ = chunk.initial_states(mem, syn, None)
+    chosen = _linear_lif_backend(backend, x)
+    beta_f = _param("beta", beta, out_like, clamp=True)
+    thr_f = _param("threshold", threshold, out_like, clamp=False)
+    alpha_f = _param("alpha", alpha, out_like, clamp=True) if spec.synaptic else _empty(x)
+    empty = _empty(x)
+    spk_o, syn_o, mem_o, _pre = linear_lif_forward(
+        x, weight, empty if bias is None else bias, empty if mem is None else mem.to(x.dtype),
+        empty if syn is None else syn.to(x.dtype), beta_f, thr_f, alpha_f, T,
+        spec.synaptic, spec.reset, spec.reset_delay, spec.surrogate.code, float(spec.surrogate.p0),
+        float(spec.surrogate.p1), float(spec.graded_spikes_factor), torch.is_grad_enabled(), chosen.name,
+    )
+    out = (spk_o, syn_o, mem_o) if spec.synaptic else (spk_o, mem_o)
+    if chunk is not None:
+        chunk.record_final_states(out, spec)
+    return out
+
+
+def linear_leaky(
+    x: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor],
+    beta: Param,
+    threshold: Param = 1.0,
+    *,
+    mem: Optional[Tensor] = None,
+    num_steps: Optional[int] = None,
+    spike_grad: object = None,
+    surrogate_disable: bool = False,
+    reset_mechanism: str = "subtract",
+    reset_delay: bool = True,
+    graded_spikes_factor: float = 1.0,
+    backend: str = "auto",
+) -> tuple[Tensor, Tensor]:
+    """``nn.Linear`` then a fused Leaky, one op over the sequence: ``leaky(F.linear(x, weight,
+    bias), beta, threshold, ...)`` without the input current ``[T, B, N]`` in memory.
+
+    ``x: [T, B, K]``, or a static ``[B, K]`` given at each of ``num_steps`` steps (an input
+    expanded over time with stride 0 runs as one); ``weight: [N, K]``, ``bias: [N]`` or None,
+    float32/float64 like ``x``; ``mem: [B, N]``. Returns ``(spk, mem)``, each ``[T, B, N]``.
+    The product sums in the backend's order (the host's spike product for spike input, Triton's
+    ``tl.dot``), so membranes may differ from ``nn.Linear`` + Leaky in the last bits; the
+    reference backend gives that composition's results exactly.
+    """
+    spec = make_spec(synaptic=False, recurrence=RECURRENCE_NONE, reset_mechanism=reset_mechanism,
+                     reset_delay=reset_delay, spike_grad=spike_grad, surrogate_disable=surrogate_disable,
+                     graded_spikes_factor=graded_spikes_factor, neuron="Leaky")
+    return linear_lif(x, weight, bias, spec, beta, threshold, None, mem, None, num_steps, backend)
+
+
+def linear_synaptic(
+    x: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor],
+    alpha: Param,
+    beta: Param,
+    threshold: Param = 1.0,
+    *,
+    syn: Optional[Tensor] = None,
+    mem: Optional[Tensor] = None,
+    num_steps: Optional[int] = None,
+    spike_grad: object = None,
+    surrogate_disable: bool = False,
+    reset_mechanism: str = "subtract",
+    reset_delay: bool = True,
+    graded_spikes_factor: float = 1.0,
+    backend: str = "auto",
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``nn.Linear`` then a fused Synaptic, one op (as :func:`linear_leaky`): ``(spk, syn, mem)``."""
+    spec = make_spec(synaptic=True, recurrence=RECURRENCE_NONE, reset_mechanism=reset_mechanism,
+                     reset_delay=reset_delay, spike_grad=spike_grad, surrogate_disable=surrogate_disable,
+                     graded_spikes_factor=graded_spikes_factor, neuron="Synaptic")
+    return linear_lif(x, weight, bias, spec, beta, threshold, alpha, mem, syn, num_steps, backend)

@@ -31,6 +31,7 @@ graph is traced: after editing it, compile again, e.g. after ``torch._dynamo.res
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Optional, Union
 
@@ -45,7 +46,7 @@ Tensor = torch.Tensor
 # A number (Python or NumPy), a NumPy array or a tensor, as snnTorch accepts.
 Param = Union[float, int, Tensor, "numpy.ndarray"]
 
-__all__ = ["Leaky", "Synaptic", "RLeaky", "RSynaptic"]
+__all__ = ["Leaky", "Synaptic", "RLeaky", "RSynaptic", "LinearLeaky"]
 
 
 @torch.compiler.assume_constant_result
@@ -790,3 +791,112 @@ class RSynaptic(_Recurrent):
     def init_rsynaptic(self) -> tuple[Tensor, Tensor, Tensor]:
         """As snnTorch's (deprecated there): :meth:`reset_mem`."""
         return self.reset_mem()
+
+
+class LinearLeaky(Leaky):
+    """``nn.Linear(in_features, out_features)`` followed by a fused :class:`Leaky`, run as one op
+    over the whole sequence (:func:`fusedsnn.functional.linear_leaky`): the input current
+    ``[T, B, out_features]`` is never held in memory.
+
+    Its parameters and buffers carry the names of ``nn.Linear`` and ``Leaky`` (``weight``,
+    ``bias``, ``beta``, ``threshold``, ...), so ``nn.Sequential(nn.Linear(K, N), fs.Leaky(...))``
+    maps onto it key for key (``0.weight`` -> ``weight``, ``1.beta`` -> ``beta``). ``weight`` and
+    ``bias`` are initialised as ``nn.Linear`` initialises them.
+
+    The current is summed in the backend's order (Triton's ``tl.dot``, the host's spike product
+    for spike inputs), so membranes may differ from the two-layer composition in the last bits;
+    the ``"reference"`` backend reproduces the composition exactly.
+
+    Args:
+        in_features: size of each input sample (``nn.Linear``'s).
+        out_features: number of neurons (``nn.Linear``'s).
+        beta: membrane decay per step, as in :class:`Leaky` (one value or one per neuron).
+        bias: whether the product adds a learnable bias (``nn.Linear``'s). Default True.
+        device: where ``weight`` and ``bias`` are created (``nn.Linear``'s).
+        dtype: dtype of ``weight`` and ``bias``: float32 or float64 (``nn.Linear``'s).
+        threshold: firing threshold, as in :class:`Leaky`. Default 1.0.
+        spike_grad: surrogate gradient, as in :class:`Leaky`.
+        surrogate_disable: if True, no gradient flows through the spikes.
+        init_hidden: must be False; True raises ``NotImplementedError``.
+        inhibition: must be False; True raises ``NotImplementedError``.
+        learn_beta: make ``beta`` an ``nn.Parameter`` (else a buffer).
+        learn_threshold: make ``threshold`` an ``nn.Parameter`` (else a buffer).
+        reset_mechanism: ``"subtract"``, ``"zero"`` or ``"none"``, as in :class:`Leaky`.
+        state_quant: must be False; a quantisation function raises ``NotImplementedError``.
+        output: accepted for snnTorch compatibility.
+        graded_spikes_factor: one number, the spike amplitude. Default 1.0.
+        learn_graded_spikes_factor: must be False; True raises ``NotImplementedError``.
+        reset_delay: as in :class:`Leaky`. Default True.
+        backend: ``"auto"`` (``triton`` for float32 CUDA tensors, ``host`` for CPU tensors, else
+            ``"reference"``), ``"triton"`` (float32; CPU tensors only with ``TRITON_INTERPRET=1``),
+            ``"host"`` (CPU float32/float64), ``"reference"`` (eager PyTorch: ``F.linear`` then the
+            neuron loop). ``"poplar"`` has no fused Linear + LIF op and raises ``ValueError``, as
+            does any backend that cannot run the input.
+
+    Raises:
+        NotImplementedError: ``init_hidden``, ``inhibition``, ``state_quant`` or
+            ``learn_graded_spikes_factor`` set, as in :class:`Leaky`.
+        ValueError: an unknown ``reset_mechanism``; input shapes that do not match.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        beta: Param,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+        threshold: Param = 1.0,
+        spike_grad: object = None,
+        surrogate_disable: bool = False,
+        init_hidden: bool = False,
+        inhibition: bool = False,
+        learn_beta: bool = False,
+        learn_threshold: bool = False,
+        reset_mechanism: str = "subtract",
+        state_quant: object = False,
+        output: bool = False,
+        graded_spikes_factor: Param = 1.0,
+        learn_graded_spikes_factor: bool = False,
+        reset_delay: bool = True,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__(beta, threshold, spike_grad, surrogate_disable, init_hidden, inhibition,
+                         learn_beta, learn_threshold, reset_mechanism, state_quant, output,
+                         graded_spikes_factor, learn_graded_spikes_factor, reset_delay, backend)
+        self.in_features = in_features
+        self.out_features = out_features
+        self.weight = nn.Parameter(torch.empty((out_features, in_features), device=device, dtype=dtype))
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """``nn.Linear``'s initialisation of ``weight`` and ``bias``."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.in_features) if self.in_features > 0 else 0
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: Tensor, mem: Optional[Tensor] = None,  # type: ignore[override]
+                num_steps: Optional[int] = None) -> tuple[Tensor, Tensor]:
+        """Run all ``T`` steps.
+
+        Args:
+            x: input ``[T, B, in_features]``, time first, or a static ``[B, in_features]`` with
+                ``num_steps``; float32 or float64, the dtype of ``weight``.
+            mem: initial membrane ``[B, out_features]``; None starts at zero.
+            num_steps: T for a static ``[B, in_features]`` input (else None or ``x.shape[0]``).
+
+        Returns:
+            ``(spk, mem)``, each ``[T, B, out_features]``.
+        """
+        return Fn.linear_lif(x, self.weight, self.bias, self._spec(RECURRENCE_NONE), self.beta, self.threshold,
+                             None, mem, None, num_steps, self.backend)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, " + super().extra_repr())

@@ -316,3 +316,25 @@ def test_snntorch_twin_steps_a_sequence_like_the_fused_dsnn():
         twin_spk, twin_mem = SnnTorchTwin(model, style)(x)
         assert torch.equal(twin_spk, spk)
         torch.testing.assert_close(twin_mem, mem, rtol=1e-5, atol=1e-5)
+
+
+def test_linear_lif_section_rows(monkeypatch):
+    from fusedsnn.bench import linear_lif
+
+    monkeypatch.setattr(linear_lif, "TARGET_SHAPES", [(3, 2, 5)])
+    args = SimpleNamespace(quick=True, repeats=2)
+    rows = linear_lif.section_linear_lif(args, torch.device("cpu"), lambda msg: None)
+    assert [r["provider"] for r in rows] == list(linear_lif.PROVIDERS)
+    assert all(r["median_s"] > 0 and r["speedup_vs_snntorch"] > 0 and r["speedup_vs_unfused"] > 0 for r in rows)
+    assert rows[0]["T"] == 3 and rows[0]["N"] == rows[0]["K"] == 5 and 0 <= rows[0]["output_spike_rate"] <= 1
+    assert "linear_lif" in study.SECTIONS
+
+
+def test_linear_lif_providers_compute_the_same_spikes():
+    from fusedsnn.bench import linear_lif
+
+    case = linear_lif.LinearLIFCase(T=4, B=3, N=6, K=9, spike_rate=None)
+    spikes = [linear_lif.make_step(case, p, mode="forward")() for p in linear_lif.PROVIDERS]
+    assert spikes[0].shape == (4, 3, 6) and spikes[0].sum() > 0
+    for s in spikes[1:]:
+        assert torch.equal(s, spikes[0])

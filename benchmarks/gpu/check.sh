@@ -62,7 +62,7 @@ else
   T_ENV=20 T_INSTALL=40 T_TESTS=180 T_BENCH=70 T_MEMORY=110 T_PROFILE=30  # 7.5 minutes at most
   TEST_ARGS=(tests -m cuda)
   PROFILE_ARGS=(--device cuda)
-  BENCH_ARGS=(--device cuda --quick --repeats 20 --sections gpu_targets,throughput,step_modes)
+  BENCH_ARGS=(--device cuda --quick --repeats 20 --sections gpu_targets,throughput,step_modes,linear_lif)
   # Full sizes, 10 repeats (3 at T=2000): snnTorch's step loop at T=2000 is the long pole.
   MEMORY_ARGS=(--device cuda --repeats 10 --sections memory)
   T_MODES=90 MODES_ARGS=(--device cuda --compile default,reduce-overhead)

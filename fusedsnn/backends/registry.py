@@ -2,7 +2,8 @@
 
 A backend is a :class:`Backend`: the launchers of the fused LIF op (signatures of
 :func:`fusedsnn.backends.reference.lif.lif_forward_reference` and ``lif_backward_reference``),
-optionally those of the all-to-all op (:mod:`fusedsnn.backends.reference.all_to_all`), and what
+optionally those of the all-to-all op (:mod:`fusedsnn.backends.reference.all_to_all`) and of the
+fused Linear + LIF op (:mod:`fusedsnn.backends.linear_lif`), and what
 it can run. Both autograd ops in :mod:`fusedsnn.ops` call only through this table, so a backend
 is one folder under ``fusedsnn/backends`` whose ``__init__`` calls :func:`register_backend`,
 plus its import in ``fusedsnn/backends/__init__.py``; nothing above the ops changes.
@@ -36,6 +37,11 @@ class Backend:
     all_to_all_backward: Optional[Callable] = None
     #: None when the all-to-all op runs on ``x`` (an ``[T, B, N]`` input), else why not.
     all_to_all_unsupported: Optional[Callable[[torch.Tensor], Optional[str]]] = None
+    #: The fused Linear + LIF op's launchers (contract in :mod:`fusedsnn.backends.linear_lif`;
+    #: None: the backend has no such op) and None when it runs on ``x: [T, B, K]``, else why not.
+    linear_lif_forward: Optional[Callable] = None
+    linear_lif_backward: Optional[Callable] = None
+    linear_lif_unsupported: Optional[Callable[[torch.Tensor], Optional[str]]] = None
     #: Whether ``backend="auto"`` picks this backend for ``x``; candidates are tried in
     #: ascending ``auto_priority``, so the most specialised claims an input first.
     claims: Callable[[torch.Tensor], bool] = _never
@@ -54,6 +60,12 @@ class Backend:
         if self.all_to_all_forward is None:
             return f"the {self.name!r} backend has no fused all-to-all op"
         return None if self.all_to_all_unsupported is None else self.all_to_all_unsupported(x)
+
+    def linear_lif_reason(self, x: torch.Tensor) -> Optional[str]:
+        """None when this backend runs the fused Linear + LIF op on ``x``, else why not."""
+        if self.linear_lif_forward is None:
+            return f"the {self.name!r} backend has no fused Linear + LIF op"
+        return None if self.linear_lif_unsupported is None else self.linear_lif_unsupported(x)
 
 
 _BACKENDS: dict[str, Backend] = {}

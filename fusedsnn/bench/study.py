@@ -21,7 +21,7 @@ from typing import Callable, Optional
 
 import torch
 
-from . import all_to_all, gpu, memory, neurons, training
+from . import all_to_all, gpu, linear_lif, memory, neurons, training
 from .published import SOURCE, TFLOPS, THROUGHPUT
 from .timing import copy_bandwidth
 
@@ -338,6 +338,7 @@ SECTIONS = {
     "shd": section_shd,
     "memory": memory.section_memory,
     "all_to_all": all_to_all.section_all_to_all,
+    "linear_lif": linear_lif.section_linear_lif,
     **gpu.SECTIONS,  # GPU proof (benchmarks/gpu/check.sh); in the default list only on CUDA
 }
 

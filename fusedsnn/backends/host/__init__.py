@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 
 from ..registry import Backend, register_backend, set_cpu_fast_path
-from . import all_to_all, lif
+from . import all_to_all, lif, linear_lif
 
 
 def _unsupported(x: torch.Tensor) -> Optional[str]:
@@ -51,6 +51,9 @@ HOST = Backend(
     all_to_all_forward=all_to_all.lif_all_to_all_forward_host,
     all_to_all_backward=all_to_all.lif_all_to_all_backward_host,
     all_to_all_unsupported=_all_to_all_unsupported,
+    linear_lif_forward=linear_lif.linear_lif_forward_host,
+    linear_lif_backward=linear_lif.linear_lif_backward_host,
+    linear_lif_unsupported=_unsupported,
     claims=_claims,
     auto_priority=100,
 )

@@ -254,13 +254,17 @@ def _param_ptr(t: Optional[Tensor], dtype: torch.dtype, keep: list) -> Optional[
 
 
 def lif_forward_host(x, mem0, syn0, spk0, rec, beta, thr, alpha, V, spec: LIFSpec, store_state: bool,
-                     for_backward: bool = True):
+                     for_backward: bool = True, out=None):
     """Same contract as :func:`lif_reference.lif_forward_reference` (``x: [T, B, F]``), except
     that absent outputs are None: the host's state precision is the input's (float32/float64),
     so there is never a membrane copy or a trace (the backward recomputes the surrogate), and
     ``syn``/``pre`` exist only where the neuron has them. The ``torch.library`` op turns None
     into distinct empty tensors (``ops._forward_outputs_or_empty``); the eager path does not
-    pay for them."""
+    pay for them.
+
+    ``out``: ``(spk, syn, mem, pre)``, contiguous tensors of ``x``'s shape and dtype to write
+    into instead of new ones (None where the neuron has no such output; the fused Linear + LIF
+    op writes its chunks of steps into slices of its outputs)."""
     lib = _library if _library is not None else load_library()
     shape = x.shape
     T, B, F = shape
@@ -268,11 +272,14 @@ def lif_forward_host(x, mem0, syn0, spk0, rec, beta, thr, alpha, V, spec: LIFSpe
     dt = x.dtype
     synaptic = spec.synaptic
     immediate = spec.immediate_reset
-    # new_empty: x's dtype and device (also under torch.set_default_device), without kwargs parsing.
-    spk = x.new_empty(shape)
-    mem = x.new_empty(shape)
-    syn = x.new_empty(shape) if synaptic else None
-    pre = x.new_empty(shape) if immediate and for_backward else None
+    if out is not None:
+        spk, syn, mem, pre = out
+    else:
+        # new_empty: x's dtype and device (also under torch.set_default_device), without kwargs parsing.
+        spk = x.new_empty(shape)
+        mem = x.new_empty(shape)
+        syn = x.new_empty(shape) if synaptic else None
+        pre = x.new_empty(shape) if immediate and for_backward else None
     if T == 0 or M == 0:
         return spk, syn, mem, None, None, pre
     one_to_one = spec.recurrence == RECURRENCE_ONE_TO_ONE

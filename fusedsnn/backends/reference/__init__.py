@@ -14,6 +14,7 @@ import torch
 from ..registry import Backend, register_backend
 from .all_to_all import lif_all_to_all_backward_reference, lif_all_to_all_forward_reference
 from .lif import lif_backward_reference, lif_forward_reference
+from .linear_lif import linear_lif_backward_reference, linear_lif_forward_reference
 
 
 def _runs_anything(x) -> None:
@@ -26,6 +27,12 @@ def _all_to_all_unsupported(x):
     return None
 
 
+def _linear_lif_unsupported(x):
+    if x.dtype not in (torch.float32, torch.float64):
+        return f"the fused Linear + LIF op takes float32 or float64 input, got {x.dtype}"
+    return None
+
+
 register_backend(Backend(
     "reference",
     # The op's contract: no trace where the backward recomputes the surrogate.
@@ -35,6 +42,9 @@ register_backend(Backend(
     all_to_all_forward=lif_all_to_all_forward_reference,
     all_to_all_backward=lif_all_to_all_backward_reference,
     all_to_all_unsupported=_all_to_all_unsupported,
+    linear_lif_forward=linear_lif_forward_reference,
+    linear_lif_backward=linear_lif_backward_reference,
+    linear_lif_unsupported=_linear_lif_unsupported,
     claims=lambda x: True,
     auto_priority=1000,
 ))

@@ -32,7 +32,7 @@ def _unsupported(x: torch.Tensor) -> Optional[str]:
 
 
 if HAS_TRITON:
-    from . import all_to_all, lif, ops
+    from . import all_to_all, lif, linear_lif, ops
 
     register_backend(Backend(
         "triton",
@@ -42,6 +42,9 @@ if HAS_TRITON:
         all_to_all_forward=all_to_all.lif_all_to_all_forward_triton,
         all_to_all_backward=all_to_all.lif_all_to_all_backward_triton,
         all_to_all_unsupported=all_to_all.unsupported_reason,
+        linear_lif_forward=linear_lif.linear_lif_forward_triton,
+        linear_lif_backward=linear_lif.linear_lif_backward_triton,
+        linear_lif_unsupported=linear_lif.unsupported_reason,
         claims=lambda x: x.device.type == "cuda",
         auto_priority=10,
         compiled_lif=(ops.lif_forward_triton_op, ops.lif_backward_triton_op),

@@ -30,6 +30,8 @@ from ...surrogate import Surrogate
 from .all_to_all import lif_all_to_all_backward_kernel, lif_all_to_all_forward_kernel
 from .launch import compilable
 from .lif import lif_backward_kernel, lif_forward_kernel
+from .linear_lif import BLOCK_B as LINEAR_BLOCK_B, BLOCK_K as LINEAR_BLOCK_K, BLOCK_N as LINEAR_BLOCK_N
+from .linear_lif import NUM_WARPS as LINEAR_NUM_WARPS, linear_lif_forward_kernel
 from .spike_bits import BLOCK_BYTES, NUM_WARPS, pack_spike_bits_kernel, unpack_spike_bits_kernel
 
 _TRITON_DTYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
@@ -162,7 +164,10 @@ def main(argv: list[str] | None = None) -> int:
                         "surrogate, p0, p1, gsf, dtype, arch}")
     parser.add_argument("--all-to-all", action="store_true", help="compile the all-to-all kernels instead")
     parser.add_argument("--spike-bits", action="store_true", help="compile the spike-bit kernels instead")
+    parser.add_argument("--linear-lif", action="store_true", help="compile the fused Linear + LIF kernels instead")
     args = parser.parse_args(argv)
+    if args.linear_lif:
+        return _main_linear_lif()
     if args.all_to_all:
         return _main_all_to_all()
     if args.spike_bits:
@@ -263,6 +268,41 @@ def _main_all_to_all() -> int:
                               "spill_stores": info.spill_stores, "spill_loads": info.spill_loads,
                               "mma": "mma.sync" in info.ptx or "wgmma" in info.ptx,
                               "has_approx_div": "div.full.f32" in info.ptx or "div.approx.f32" in info.ptx}),
+              flush=True)
+    return 0
+
+
+def compile_linear_lif_kernel(synaptic: bool, reset: int, immediate: bool, arch: int) -> CompiledKernelInfo:
+    """The fused Linear + LIF forward kernel (float32, the launcher's tile) for one neuron variant.
+    Its backward is :func:`lif_backward_kernel` (compiled with the LIF variants) plus cuBLAS."""
+    target = GPUTarget("cuda", arch, 32)
+    options = {"enable_fp_fusion": False, "num_warps": LINEAR_NUM_WARPS}
+    sig = {name: "*fp32" for name in ("x_ptr", "w_ptr", "bias_ptr", "mem0_ptr", "syn0_ptr", "beta_ptr", "thr_ptr",
+                                      "alpha_ptr", "spk_ptr", "syn_ptr", "mem_ptr", "pre_ptr")}
+    sig.update({"T": "i32", "B": "i32", "N": "i32", "K": "i32", "stride_x_t": "i64", "stride_x_b": "i64",
+                "stride_w_n": "i64", "gsf": "fp32"})
+    const = {"SYNAPTIC": synaptic, "RESET": reset, "IMMEDIATE_RESET": immediate,
+             "ZERO_BEFORE_DECAY": reset == 1 and not synaptic, "HAS_BIAS": True, "HAS_MEM0": True,
+             "HAS_SYN0": synaptic, "STORE_PRE": immediate, "BLOCK_B": LINEAR_BLOCK_B, "BLOCK_N": LINEAR_BLOCK_N,
+             "BLOCK_K": LINEAR_BLOCK_K}
+    sig.update({k: "constexpr" for k in const})
+    compiled = triton.compile(ASTSource(fn=compilable(linear_lif_forward_kernel), signature=sig, constexprs=const),
+                              target=target, options=options)
+    ptx = compiled.asm["ptx"]
+    regs, spill_st, spill_ld = _ptxas_usage(ptx, arch)
+    return CompiledKernelInfo("linear_lif_forward_kernel", arch, regs, spill_st, spill_ld, ptx)
+
+
+def _main_linear_lif() -> int:
+    for (synaptic, immediate), reset, arch in itertools.product(
+            [(False, False), (False, True), (True, False), (True, True)], [0, 1, 2], [80, 90]):
+        info = compile_linear_lif_kernel(synaptic, reset, immediate, arch)
+        print(json.dumps({"synaptic": synaptic, "reset": reset, "immediate": immediate, "arch": arch,
+                          "kernel": info.name, "registers": info.registers, "spill_stores": info.spill_stores,
+                          "spill_loads": info.spill_loads,
+                          "mma": "mma.sync" in info.ptx or "wgmma" in info.ptx,
+                          "has_fma": "fma.rn" in info.ptx,
+                          "has_approx_div": "div.full.f32" in info.ptx or "div.approx.f32" in info.ptx}),
               flush=True)
     return 0
 

@@ -111,3 +111,26 @@ def test_theoretical_occupancy_matches_hand_counts():
     assert theoretical_occupancy(32, 4) == 1.0     # 64 warps fit
     assert theoretical_occupancy(48, 4) == 40 / 64  # 1536 registers a warp: 42 warps, 10 blocks of 4
     assert theoretical_occupancy(178, 4) == 8 / 64  # 5888 a warp: 11 warps, 2 blocks of 4
+
+
+def test_linear_lif_forward_compiles_for_sm80_and_sm90_without_spills(evidence_table):
+    """The fused Linear + LIF forward (tl.dot tile kernel), every Leaky/Synaptic x reset x
+    reset_delay variant. Its backward is lif_backward_kernel (compiled above) plus cuBLAS.
+    The float32 "ieee" dot is itself FMAs, so the no-fma check of the LIF kernels cannot apply;
+    the LIF step after the dot has no division but div_rn (checked)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-m", "fusedsnn.backends.triton.aot", "--linear-lif"],
+                          capture_output=True, text=True, env=env, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(rows) == 24
+    assert {r["arch"] for r in rows} == {80, 90}
+    lines = ["linear_lif_forward_kernel registers / spill bytes (16 x 32 tile, K slices of 16, 4 warps):"]
+    for row in rows:
+        assert row["registers"] > 0
+        assert not row["has_approx_div"], row
+        assert row["spill_stores"] == 0 and row["spill_loads"] == 0, row
+        lines.append(f"  sm_{row['arch']} syn={int(row['synaptic'])} reset={row['reset']} "
+                     f"immediate={int(row['immediate'])} regs={row['registers']:>3} "
+                     f"spills={row['spill_stores']}/{row['spill_loads']}")
+    evidence_table("registers_linear_lif.txt", lines)
