@@ -564,11 +564,15 @@ def lif_all_to_all_forward_triton(x, mem0, syn0, spk0, weight, bias, beta, thr, 
     block_m, block_n_, block_k = tile_sizes(B, N, x.dtype)
     grid = (triton.cdiv(B, block_m), triton.cdiv(N, block_n_))
     fn = launchable(lif_all_to_all_step_forward_kernel, ("t",))
-    x_c, wt = x.contiguous(), weight.t().to(x.dtype).contiguous()
+    # Triton 3.9's interpreter multiplies bfloat16 dot operands as raw bits (garbage), so there
+    # the bf16 operands are widened to float32 (exact; the products are the same) and the
+    # native bf16 dot is checked by compiling it (aot.py).
+    dot_dtype = torch.float32 if x.dtype == torch.bfloat16 and x.device.type == "cpu" else x.dtype
+    x_c, wt = x.contiguous(), weight.t().to(x.dtype).to(dot_dtype).contiguous()
     for t in range(T):
         fn[grid](
             x_c, wt, bias_c, mem0_c, syn0_c, spk0_c, *params, spk, *outs, t, B, N, *scalars, **flags,
-            HAS_SPK0=has_spk0, FIRST=t == 0, IEEE=x.dtype == torch.float32,
+            HAS_SPK0=has_spk0, FIRST=t == 0, IEEE=dot_dtype == torch.float32,
             BLOCK_M=block_m, BLOCK_N=block_n_, BLOCK_K=block_k, num_warps=4, enable_fp_fusion=False,
         )
     return spk, syn, mem, trace, pre
