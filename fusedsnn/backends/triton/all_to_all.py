@@ -261,14 +261,22 @@ if HAS_TRITON:
         ``rec = spk[t-1] @ W^T + b`` over all N inputs (``tl.dot`` per ``BLOCK_K`` slice), then
         the LIF step of the tile. States of step ``t-1`` are read from the float32 ``mem``/``syn``
         outputs the previous launch wrote (``FIRST``: from the initial states)."""
-        rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+        # Offsets within one step are int32 (the launcher checks B * N < 2**31); the step's
+        # int64 base moves the pointers (int64 offsets over a whole tile cost registers).
+        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
         cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
         row_ok = rows < B
         col_ok = cols < N
         mask = row_ok[:, None] & col_ok[None, :]
         offs = rows[:, None] * N + cols[None, :]
         step = t.to(tl.int64) * B * N
-        out_off = step + offs
+        x_ptr += step
+        spk_ptr += step
+        syn_ptr += step
+        mem_ptr += step
+        trace_ptr += step
+        pre_ptr += step
+        out_off = offs
         gsf = tl.cast(gsf, tl.float32)
         c0 = tl.cast(c0, tl.float32)
         c1 = tl.cast(c1, tl.float32)
@@ -278,8 +286,8 @@ if HAS_TRITON:
             prev_spk_ptr = spk0_ptr
             prev_base = rows * N
         else:
-            prev_spk_ptr = spk_ptr
-            prev_base = step - B * N + rows * N
+            prev_spk_ptr = spk_ptr - B * N
+            prev_base = rows * N
         if HAS_SPK0 or not FIRST:
             for k0 in range(0, N, BLOCK_K):
                 ks = k0 + tl.arange(0, BLOCK_K)
@@ -379,18 +387,26 @@ if HAS_TRITON:
         then the LIF adjoint of the tile, storing ``G_t`` in ``grad_x[t]``. The membrane and
         synaptic carries and the per-element parameter sums live in ``[B, N]`` float32 buffers,
         each element read and written only by its own tile."""
-        rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
         cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
         row_ok = rows < B
         col_ok = cols < N
         mask = row_ok[:, None] & col_ok[None, :]
         offs = rows[:, None] * N + cols[None, :]
         step = t.to(tl.int64) * B * N
-        off = step + offs
+        grad_spk_ptr += step
+        grad_syn_ptr += step
+        grad_mem_ptr += step
+        trace_ptr += step
+        mem_hist_ptr += step
+        syn_hist_ptr += step
+        pre_ptr += step
+        grad_x_ptr += step
+        off = offs
         gsf = tl.cast(gsf, tl.float32)
         carry_spk = tl.full([BLOCK_M, BLOCK_N], 0.0, tl.float32)
         if not LAST:
-            next_base = step + B * N + rows * N
+            next_base = B * N + rows * N
             for k0 in range(0, N, BLOCK_K):
                 ks = k0 + tl.arange(0, BLOCK_K)
                 k_ok = ks < N
@@ -514,6 +530,11 @@ def tile_sizes(B: int, N: int, dtype: torch.dtype) -> tuple[int, int, int]:
     return block_m, block_n, 32 if dtype == torch.float32 else 64
 
 
+def step_num_warps(block_m: int, block_n: int) -> int:
+    """8 warps for a 64 x 64 tile (ptxas spills the LIF step's temporaries at 4), else 4."""
+    return 8 if block_m * block_n >= 4096 else 4
+
+
 def _c(t: Optional[Tensor], dummy: Tensor, dtype: torch.dtype = torch.float32) -> tuple[Tensor, bool]:
     if t is None or t.numel() == 0:
         return dummy, False
@@ -560,6 +581,8 @@ def lif_all_to_all_forward_triton(x, mem0, syn0, spk0, weight, bias, beta, thr, 
         return spk, syn, mem, trace, pre
     # Wider layers: one launch per step (see the module docstring). The product's inputs are in
     # x.dtype: spikes 0/gsf and spk0 rounded to it, as an nn.Linear in that dtype would take them.
+    if B * N >= 2**31:
+        raise ValueError(f"the per-step all-to-all kernels index one step in int32: B * N must be < 2**31, got {B * N}")
     spk0_c, has_spk0 = _c(spk0, dummy, x.dtype)
     block_m, block_n_, block_k = tile_sizes(B, N, x.dtype)
     grid = (triton.cdiv(B, block_m), triton.cdiv(N, block_n_))
@@ -573,7 +596,8 @@ def lif_all_to_all_forward_triton(x, mem0, syn0, spk0, weight, bias, beta, thr, 
         fn[grid](
             x_c, wt, bias_c, mem0_c, syn0_c, spk0_c, *params, spk, *outs, t, B, N, *scalars, **flags,
             HAS_SPK0=has_spk0, FIRST=t == 0, IEEE=dot_dtype == torch.float32,
-            BLOCK_M=block_m, BLOCK_N=block_n_, BLOCK_K=block_k, num_warps=4, enable_fp_fusion=False,
+            BLOCK_M=block_m, BLOCK_N=block_n_, BLOCK_K=block_k, num_warps=step_num_warps(block_m, block_n_),
+            enable_fp_fusion=False,
         )
     return spk, syn, mem, trace, pre
 
@@ -610,6 +634,9 @@ def lif_all_to_all_backward_triton(grad_spk, grad_syn, grad_mem, trace, mem_hist
             )
         else:
             # The reverse loop, one launch per step; grad_mem0/grad_syn0 are the carries.
+            if B * N >= 2**31:
+                raise ValueError(f"the per-step all-to-all kernels index one step in int32: B * N must be < 2**31, "
+                                 f"got {B * N}")
             block_m, block_n_, block_k = tile_sizes(B, N, torch.float32)
             grid = (triton.cdiv(B, block_m), triton.cdiv(N, block_n_))
             fn = launchable(lif_all_to_all_step_backward_kernel, ("t",))
@@ -617,7 +644,7 @@ def lif_all_to_all_backward_triton(grad_spk, grad_syn, grad_mem, trace, mem_hist
                 fn[grid](
                     *ins, grad_x, grad_mem0, grad_syn0, *part_ptrs, t, B, N, gsf, **flags,
                     FIRST=t == 0, LAST=t == T - 1, BLOCK_M=block_m, BLOCK_N=block_n_, BLOCK_K=block_k,
-                    num_warps=4, enable_fp_fusion=False,
+                    num_warps=step_num_warps(block_m, block_n_), enable_fp_fusion=False,
                 )
             grad_spk0 = grad_x[0] @ ins[9]
     grad_w, grad_b = all_to_all_parameter_gradients(grad_x, spk_hist, spk0, need_w, need_b)
