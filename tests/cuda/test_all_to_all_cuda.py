@@ -65,3 +65,57 @@ def test_all_to_all_triton_matches_cpu_reference(target, kind, reset):
     names = [k for k, v in cpu_inputs.items() if v.requires_grad]
     for name, a, e in zip(names, dev_grad, ref_grad):
         assert_close_scaled(a, e, 1e-3, f"grad {name}")
+
+
+# The per-step tile kernels (N > 64). The interpreter twin runs N=67 (tiny); the GPU N=256 and
+# N=1024 (4 and 16 column tiles, row tiles of 64, a partial one at B=67).
+WIDE = [pytest.param(n, dt, id=f"N{n}-{str(dt).split('.')[-1]}") for n in (256, 1024)
+        for dt in (torch.float32, torch.bfloat16)]
+
+
+@pytest.mark.parametrize("target", TARGETS, indirect=True)
+@pytest.mark.parametrize("kind", ["RLeaky", "RSynaptic"])
+@pytest.mark.parametrize("N, dtype", WIDE)
+def test_all_to_all_tiles_match_cpu_reference(target, kind, N, dtype):
+    """Forward and every gradient of the per-step kernels against the float32 reference on CPU,
+    run on the same values: for bfloat16, x, W, b and spk0 are rounded to bf16 first (products
+    of bf16 values are exact in float32; both sum in float32). Tolerances: float32 states 1e-4
+    and float32 gradients 1e-3 of the tensor's scale (another summation order over N up to
+    1024 and T steps); gradients returned in bf16 (x, W, b, spk0) 2 * eps(bf16) = 1/64."""
+    T, B, N = target.pick((4, 3, 67), (16, 67, N))
+    synaptic = kind == "RSynaptic"
+    x, tensors = all_to_all_inputs(T, B, N, synaptic)
+    narrow = ("x", "weight", "bias", "spk0")
+    low = {k: v.detach().to(dtype).requires_grad_() if k in narrow else v for k, v in {"x": x, **tensors}.items()}
+    wide = {k: v.detach().float().requires_grad_(v.requires_grad) for k, v in low.items()}
+    flags = (synaptic, RESET_CODES["subtract"], True, 0, 2.0, 1.0, 1.0)
+
+    def loss(outs):
+        gen = torch.Generator().manual_seed(1234)  # weights bf16 holds exactly: multiples of 1/8
+        return sum((o.float() * (torch.randint(-32, 33, o.shape, generator=gen) / 8).to(o.device)).sum()
+                   for o in outs)
+
+    def run(inputs: dict, backend: str):
+        leaves = [v for v in inputs.values() if v.requires_grad]
+        args = [inputs[k] for k in ("x", *tensors)]
+        outs = lif_all_to_all_forward(*args, *flags, backend)
+        grads = torch.autograd.grad(loss([o for o in outs[:3] if o.numel()]), leaves)
+        return [o.detach().cpu() for o in outs[:3]], [g.cpu() for g in grads]
+
+    ref_out, ref_grad = run(wide, "reference")
+    dev_out, dev_grad = run(to_target(low, target.device), "triton")
+    target.sync()
+
+    ref_spk, ref_mem = ref_out[0], ref_out[2]
+    assert 0 < ref_spk.count_nonzero() < ref_spk.numel()
+    assert dev_out[0].dtype == dtype and dev_out[2].dtype == torch.float32
+    clear = (ref_mem - tensors["threshold"].detach()).abs() > 1e-4
+    assert clear.float().mean() > 0.99
+    assert torch.equal(dev_out[0].float()[clear], ref_spk[clear])
+    for a, e, name in zip(dev_out[1:], ref_out[1:], ("syn", "mem")):
+        if e.numel():
+            assert_close_scaled(a, e, 1e-4, name)
+    names = [k for k, v in low.items() if v.requires_grad]
+    for name, a, e in zip(names, dev_grad, ref_grad):
+        rounded = dtype != torch.float32 and name in narrow
+        assert_close_scaled(a.float(), e, 2 * torch.finfo(dtype).eps if rounded else 1e-3, f"grad {name}")
