@@ -1,23 +1,65 @@
-"""Persistent Triton kernels for the all-to-all recurrent LIF (the ``"triton"`` backend of
-:mod:`fusedsnn.ops.all_to_all`). The eager twin is ``lif_all_to_all_reference.py``; read it first.
+"""Triton kernels for the all-to-all recurrent LIF (the ``"triton"`` backend of
+:mod:`fusedsnn.ops.all_to_all`), at any N, on float32, float16 and bfloat16 input. The eager
+twin is ``backends/reference/all_to_all.py``; read it first.
 
-Layout, top to bottom: the ``@triton.jit`` forward and backward kernels, then the launchers.
+Layout, top to bottom: the persistent forward and backward kernels (N <= 64), the per-step
+forward and backward tile kernels (N > 64), then the launchers.
 
-Step-to-step dependency. Step ``t`` needs every spike of step ``t-1`` of the same batch row, and
-nothing of other rows. So each program owns a block of ``BLOCK_B`` batch rows and *all* ``N``
+**Step-to-step dependency.** Step ``t`` needs every spike of step ``t-1`` of the same batch row,
+and nothing of other rows.
+
+**N <= 64: persistent.** Each program owns a block of ``BLOCK_B`` batch rows and *all* ``N``
 neurons of them, and walks the whole sequence: its spikes never leave the SM between steps, and
-no grid-wide barrier or cooperative launch is needed. The recurrent weight (``[N, N]``, at most
-``MAX_N`` = 64 so it stays in registers: 64 * 64 fp32 over 4 warps is 32 registers a thread) is
-loaded once before the loop, then ``W @ spk`` is one ``tl.dot`` per step
-(``input_precision="ieee"``: full fp32, which ptxas lowers to FMA loops rather than TF32 tensor
-cores; TF32 would round the weights to 10 mantissa bits and move spikes). Larger N would have to
-re-read W from L2 every step or split the neurons across CTAs with a grid barrier per step; that
-is not implemented here: such layers run the host/reference op, or on a GPU the per-step path.
+no grid-wide barrier is needed. ``W`` (at most 64 * 64 fp32: 32 registers a thread over 4 warps)
+is loaded once, then ``spk @ W^T`` is one ``tl.dot`` per step (``input_precision="ieee"``: full
+fp32, FMA loops rather than TF32 tensor cores, which would round W to 10 mantissa bits and move
+spikes). One launch per op, which is what keeps the fused op at or below snnTorch's cost at T=1
+and tiny N (snnTorch launches a linear and a handful of elementwise kernels per step). 16-bit
+inputs are widened to float32 by the launcher (exact), the same products in the same sums.
 
-The backward is the same shape in reverse: per step the elementwise adjoint gives ``G_t`` (stored
-as ``grad_x[t]``), and ``G_t @ W`` (one ``tl.dot``) is the spike gradient carried to step
-``t-1``. ``dW`` and ``db`` are one matrix product over all steps, formed by the launcher.
-Launches pass ``enable_fp_fusion=False`` as the elementwise kernels do.
+**N > 64: one launch per step, a grid of (batch-row, neuron) tiles.** Forward step ``t``:
+``rec = spk[t-1] @ W^T + b`` for a ``BLOCK_M x BLOCK_N`` tile, a ``tl.dot`` per ``BLOCK_K``
+slice of the N inputs, fused with that tile's LIF step; states go through the float32 ``mem`` /
+``syn`` outputs (written at ``t``, read at ``t+1``). Why not the alternatives:
+
+- *Persistent with a grid-wide barrier per step*: a tile of step ``t`` reads the spikes of every
+  neuron tile of step ``t-1``, so all CTAs would meet at a barrier every step. Triton has no
+  grid-sync primitive; one hand-made from atomics deadlocks unless every CTA is resident at once
+  (not guaranteed without a cooperative launch, which Triton does not do), and its memory
+  ordering would rest on unverified ``atomic``/``debug_barrier`` semantics. The kernel boundary
+  is that barrier, with ordering the CUDA stream guarantees.
+- *Split by batch rows only* (each program all N neurons of some rows, as for N <= 64): a row
+  block then streams all of ``W`` (N^2 elements, 64 MiB in fp32 at N=4096) from L2/HBM every
+  step, and with B/16 programs a small batch leaves most SMs idle. Tiling the neurons too gives
+  ``ceil(B/BLOCK_M) * ceil(N/BLOCK_N)`` programs, each reading an ``N x BLOCK_N`` column of W.
+- *Cost of per-step launches*: T launches of a few microseconds each, on the same stream, no host
+  syncs and no allocation inside the loop: capturable by a CUDA graph (``torch.cuda.graphs`` /
+  ``torch.compile(mode="reduce-overhead")``), which removes the host cost. At N > 64 each step's
+  product is ``B * N^2`` multiply-adds, which outweighs a launch.
+
+Products: float32 input keeps ``input_precision="ieee"`` (as above); float16/bfloat16 ``x`` and
+``W`` feed ``tl.dot`` as they are, so it runs on tensor cores with float32 accumulation: spikes are
+exactly 0/gsf in that dtype, products of 16-bit values are exact in float32, and only the
+summation order differs from a float32 product of the same values. States, traces, the LIF
+algebra and every gradient are float32; for a 16-bit ``x`` only ``spk`` is returned in
+``x.dtype`` (the op's ``mem``/``syn``/``trace``/``pre`` stay float32 for the backward, and
+``functional`` casts ``mem``/``syn`` for the caller). Triton 3.9's interpreter multiplies
+bfloat16 dot operands as raw bits, so on CPU the launcher widens bf16 operands to float32 (same
+products); the native bf16 dot is checked by compiling it (aot.py).
+
+**Backward.** The same shape in reverse: per step the elementwise adjoint gives ``G_t`` (stored
+as ``grad_x[t]``) and ``G_t @ W`` is the spike gradient carried to step ``t-1``: inside the
+persistent kernel (N <= 64), or for N > 64 as the ``tl.dot`` of step ``t-1``'s tile kernel over
+``grad_x[t]`` (written by the previous launch), fused with that step's adjoint. The membrane and
+synaptic carries and the per-element sums for beta/threshold/alpha live in ``[B, N]`` float32
+buffers that each tile reads and writes only at its own elements. ``G`` and ``W`` are float32
+(``ieee``) whatever the input dtype. ``dW = sum_t G_t^T spk[t-1]`` and ``db = sum_t G_t`` are one
+torch product each over all steps (``all_to_all_parameter_gradients``), ``grad_spk0 = G_0 @ W``
+one more. Launches pass ``enable_fp_fusion=False`` as the elementwise kernels do.
+
+Tile sizes (:func:`tile_sizes`) are chosen by the arguments above, not timed: no GPU was
+available when they were written. :mod:`.aot` compiles every kernel for sm_80/sm_90 and records
+registers and spills.
 """
 
 from __future__ import annotations
