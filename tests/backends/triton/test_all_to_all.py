@@ -216,3 +216,16 @@ def test_all_to_all_kernels_compile_for_sm80_and_sm90(evidence_table):
                      f"immediate={int(r['immediate'])} {r['kernel']:<36} regs={r['registers']:>3} "
                      f"spills={r['spill_stores']}/{r['spill_loads']}")
     evidence_table("registers_all_to_all.txt", lines)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_opcheck_tiles(interpret, dtype):
+    """Schema, fake kernel (float32 states for a 16-bit x) and autograd registration of the op
+    on the per-step path."""
+    T, B, N = 2, 3, 67
+    x = random_input(T, B, N).to(dtype)
+    args = (x, torch.randn(B, N), x.new_empty(0), (torch.rand(B, N) > 0.5).to(dtype), torch.randn(N, N).to(dtype),
+            torch.randn(N).to(dtype), torch.rand(N), torch.rand(N) + 0.5, x.new_empty(0, dtype=torch.float32),
+            False, 0, False, 0, 2.0, 1.0, 1.0, "triton")
+    torch.library.opcheck(lif_all_to_all_forward, args,
+                          test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
