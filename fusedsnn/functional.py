@@ -297,6 +297,9 @@ def _lif(x: Tensor, spec: LIFSpec, beta: Param, threshold: Param, alpha: Optiona
             beta_f, thr_f, as_tensor(alpha_f), spec.synaptic, spec.reset, spec.reset_delay, spec.surrogate.code,
             float(spec.surrogate.p0), float(spec.surrogate.p1), float(spec.graded_spikes_factor), chosen.name,
         )
+        # A 16-bit x comes back with float32 states (what the op's backward reads); return x.dtype.
+        out_mem = out_mem.to(x.dtype)
+        out_syn = out_syn.to(x.dtype)
     else:
         # Any other recurrent map (or a backend without the fused all-to-all op): one fused
         # step per time step, with recurrent(spk_prev) added exactly where snnTorch adds it.

@@ -37,7 +37,7 @@ def time_major_2d(t: Optional[Tensor], T: int) -> tuple[Optional[Tensor], int]:
     return flat, flat.stride(0)
 
 
-def dense_empty(like: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
+def row_major_empty(like: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
     """An uninitialised row-major tensor of ``like``'s shape (and device; ``like``'s dtype unless given).
 
     Every output a compiled kernel writes is allocated here: the kernels index ``[T, B, N]``

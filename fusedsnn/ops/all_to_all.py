@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from ..backends.registry import get_backend
-from ..spec import RECURRENCE_ALL_TO_ALL, RESET_NONE
+from ..spec import RECURRENCE_ALL_TO_ALL, RESET_NONE, state_dtype
 from .lif import spec_from_flags
 
 Tensor = torch.Tensor
@@ -45,9 +45,14 @@ def lif_all_to_all_forward(
 def _forward_fake(x, mem0, syn0, spk0, weight, bias, beta, threshold, alpha, synaptic, reset, reset_delay,
                   surrogate, p0, p1, gsf, backend):
     immediate = (not reset_delay) and reset != RESET_NONE
-    # row-major, as the backends allocate (backends/layout.py dense_empty), whatever x's strides
-    return (x.new_empty(x.shape), x.new_empty(x.shape) if synaptic else x.new_empty(0), x.new_empty(x.shape),
-            x.new_empty(x.shape), x.new_empty(x.shape) if immediate else x.new_empty(0))
+    # Row-major, as the backends allocate (backends/layout.py row_major_empty), whatever x's
+    # strides; states and traces in the state dtype (float32 for a 16-bit x, which only Triton takes).
+    sdt = state_dtype(x.dtype)
+
+    def state(present: bool) -> Tensor:
+        return x.new_empty(x.shape if present else (0,), dtype=sdt)
+
+    return x.new_empty(x.shape), state(synaptic), state(True), state(True), state(immediate)
 
 
 @torch.library.custom_op("fusedsnn::lif_all_to_all_backward", mutates_args=())
@@ -92,6 +97,7 @@ def _setup_context(ctx, inputs, output):
     ctx.flags = flags[: len(_FLAGS)]
     ctx.backend = flags[-1]
     ctx.dtypes = (mem0.dtype, syn0.dtype, spk0.dtype)
+    ctx.in_dtypes = (x.dtype, bias.dtype)
     ctx.has_state = (mem0.numel() > 0, syn0.numel() > 0, spk0.numel() > 0, bias.numel() > 0)
     ctx.save_for_backward(trace, mem, syn, spk, pre, mem0, syn0, spk0, weight, beta, threshold, alpha)
     # outputs without a gradient (always trace and pre) arrive as None, not as zero-filled [T, B, N]
@@ -116,12 +122,12 @@ def _backward(ctx, grad_spk, grad_syn, grad_mem, _g_trace, _g_pre):
     has_mem0, has_syn0, has_spk0, has_bias = ctx.has_state
     mem_dt, syn_dt, spk_dt = ctx.dtypes
     return (
-        grad_x if needs[0] else None,
+        grad_x.to(ctx.in_dtypes[0]) if needs[0] else None,
         grad_mem0.to(mem_dt) if needs[1] and has_mem0 else None,
         grad_syn0.to(syn_dt) if needs[2] and has_syn0 else None,
         grad_spk0.to(spk_dt) if needs[3] and has_spk0 else None,
         grad_w.to(weight.dtype) if needs[4] else None,
-        grad_b if needs[5] and has_bias else None,
+        grad_b.to(ctx.in_dtypes[1]) if needs[5] and has_bias else None,
         grad_beta.to(beta.dtype) if needs[6] else None,
         grad_thr.to(threshold.dtype) if needs[7] else None,
         grad_alpha.to(alpha.dtype) if needs[8] and synaptic else None,

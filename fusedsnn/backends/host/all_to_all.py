@@ -27,7 +27,7 @@ from typing import Iterator, Optional
 import torch
 
 from . import library
-from ..layout import dense_empty, surrogate_constants
+from ..layout import row_major_empty, surrogate_constants
 from ..reference.all_to_all import all_to_all_parameter_gradients
 from ...spec import LIFSpec
 
@@ -323,9 +323,9 @@ def _config(d: _Desc, spec: LIFSpec, T: int, B: int, N: int, dtype: torch.dtype)
 def lif_all_to_all_forward_host(x, mem0, syn0, spk0, weight, bias, beta, thr, alpha, spec: LIFSpec):
     T, B, N = x.shape
     dt = x.dtype
-    spk, mem, trace = (dense_empty(x) for _ in range(3))
-    syn = dense_empty(x) if spec.synaptic else x.new_empty(0)
-    pre = dense_empty(x) if spec.immediate_reset else x.new_empty(0)
+    spk, mem, trace = (row_major_empty(x) for _ in range(3))
+    syn = row_major_empty(x) if spec.synaptic else x.new_empty(0)
+    pre = row_major_empty(x) if spec.immediate_reset else x.new_empty(0)
     if T == 0 or B == 0:
         return spk, syn, mem, trace, pre
     # W^T and the bias padded to whole vectors: the product's last vector per row reads the
@@ -358,7 +358,7 @@ def lif_all_to_all_backward_host(grad_spk, grad_syn, grad_mem, trace, mem_hist, 
     need_alpha = need_alpha and spec.synaptic
     T, B, N = trace.shape
     dt = trace.dtype
-    grad_x = dense_empty(trace)
+    grad_x = row_major_empty(trace)
     grad_mem0, grad_syn0, grad_spk0 = (trace.new_zeros(B, N) for _ in range(3))
     parts = [trace.new_zeros(B, N) if n else trace.new_empty(0) for n in (need_beta, need_thr, need_alpha)]
     if T > 0 and B > 0:

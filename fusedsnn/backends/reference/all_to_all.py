@@ -70,7 +70,7 @@ def all_to_all_parameter_gradients(grad_rec: Tensor, spk: Tensor, spk0: Optional
     T, B, N = grad_rec.shape
     grad_w = grad_rec.new_empty(0)
     if need_weight:
-        prev = spk[:-1].reshape(-1, N)
+        prev = spk[:-1].reshape(-1, N).to(grad_rec.dtype)  # 16-bit spikes (Triton) under float32 G
         grad_w = grad_rec[1:].reshape(-1, N).t() @ prev if T > 1 else grad_rec.new_zeros(N, N)
         if spk0 is not None and T > 0:
             grad_w = grad_w + grad_rec[0].t() @ spk0.to(grad_rec.dtype).contiguous()

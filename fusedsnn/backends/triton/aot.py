@@ -3,7 +3,7 @@
 The Triton interpreter accepts code that the compiler rejects, so the test suite compiles every
 kernel variant for sm_80 and sm_90 through ``triton.compile`` and reads register and spill counts
 from ``ptxas -v`` (the count Triton itself only learns when it loads a binary on a device):
-the LIF kernels (:func:`compile_lif_kernels`), the all-to-all persistent kernels
+the LIF kernels (:func:`compile_lif_kernels`), the all-to-all kernels
 (:func:`compile_all_to_all_kernels`) and the spike-bit kernels (:func:`compile_spike_bits_kernels`).
 It imports triton at load: only a machine with triton uses it.
 """
@@ -27,7 +27,9 @@ from triton.compiler import ASTSource
 
 from ...spec import RECURRENCE_ONE_TO_ONE, LIFSpec, needs_prev_mem, recomputes_surrogate
 from ...surrogate import Surrogate
-from .all_to_all import lif_all_to_all_backward_kernel, lif_all_to_all_forward_kernel
+from .all_to_all import (lif_all_to_all_backward_kernel, lif_all_to_all_forward_kernel,
+                         lif_all_to_all_step_backward_kernel, lif_all_to_all_step_forward_kernel,
+                         step_num_warps)
 from .launch import compilable
 from .lif import lif_backward_kernel, lif_forward_kernel
 from .linear_lif import BLOCK_B as LINEAR_BLOCK_B, BLOCK_K as LINEAR_BLOCK_K, BLOCK_N as LINEAR_BLOCK_N
@@ -194,8 +196,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def compile_all_to_all_kernels(synaptic: bool, reset: int, immediate: bool, arch: int, block_n: int = 64,
-                          block_b: int = 16, num_warps: int = 4) -> list[CompiledKernelInfo]:
+def compile_all_to_all_kernels(synaptic: bool, reset: int, immediate: bool, arch: int, dtype: str = "fp32",
+                               block_n: int = 64, block_b: int = 16, num_warps: int = 4,
+                               tile: tuple[int, int, int] = (64, 64, 32)) -> list[CompiledKernelInfo]:
+    """The all-to-all kernels of one neuron variant for ``sm_{arch}``. ``dtype="fp32"``: the
+    persistent forward/backward (``BLOCK_B x block_n``) and the per-step forward/backward tiles
+    (``tile = (BLOCK_M, BLOCK_N, BLOCK_K)``, :func:`step_num_warps` warps); ``"bf16"``/``"fp16"``: the per-step forward only,
+    the one kernel whose code depends on the input dtype (its ``tl.dot`` takes 16-bit operands;
+    the persistent kernels and the backward take float32 from the launcher)."""
     target = GPUTarget("cuda", arch, 32)
     options = {"enable_fp_fusion": False, "num_warps": num_warps}
     p = "*fp32"
@@ -214,13 +222,38 @@ def compile_all_to_all_kernels(synaptic: bool, reset: int, immediate: bool, arch
                  "HAS_GRAD_SYN": synaptic, "HAS_GRAD_MEM": True, "HAS_MEM0": True, "HAS_SYN0": synaptic,
                  "NEED_BETA": True, "NEED_THR": True, "NEED_ALPHA": synaptic, "BLOCK_B": block_b,
                  "BLOCK_N": block_n}
+    # The per-step tiles: a middle step (FIRST/LAST False: the product and every state read).
+    block_m, tile_n, block_k = tile
+    low = f"*{dtype}"
+    step_fwd_sig = {k: v for k, v in fwd_sig.items() if k != "T"}
+    step_fwd_sig.update({"x_ptr": low, "wt_ptr": low, "spk0_ptr": low, "spk_ptr": low})
+    step_fwd_sig = {**{k: step_fwd_sig[k] for k in list(fwd_sig)[:14]}, "t": "i32",
+                    **{k: step_fwd_sig[k] for k in ("B", "N", "gsf", "c0", "c1")}}
+    tile_const = {"BLOCK_M": block_m, "BLOCK_N": tile_n, "BLOCK_K": block_k if dtype == "fp32" else 64}
+    step_fwd_const = {**{k: v for k, v in fwd_const.items() if k not in ("BLOCK_B", "BLOCK_N")},
+                      "FIRST": False, "IEEE": dtype == "fp32", **tile_const}
+    step_bwd_sig = {k: p for k in ("grad_spk_ptr", "grad_syn_ptr", "grad_mem_ptr", "trace_ptr", "mem_hist_ptr",
+                                   "syn_hist_ptr", "pre_ptr", "mem0_ptr", "syn0_ptr", "w_ptr", "beta_ptr", "thr_ptr",
+                                   "alpha_ptr", "grad_x_ptr", "carry_mem_ptr", "carry_syn_ptr", "part_beta_ptr",
+                                   "part_thr_ptr", "part_alpha_ptr")}
+    step_bwd_sig.update({"t": "i32", "B": "i32", "N": "i32", "gsf": "fp32"})
+    step_bwd_const = {**{k: v for k, v in bwd_const.items() if k not in ("BLOCK_B", "BLOCK_N")},
+                      "FIRST": False, "LAST": False, **tile_const}
+    kernels = [("lif_all_to_all_step_forward_kernel", lif_all_to_all_step_forward_kernel, step_fwd_sig,
+                step_fwd_const, ("t",))]
+    if dtype == "fp32":
+        kernels = [("lif_all_to_all_forward_kernel", lif_all_to_all_forward_kernel, fwd_sig, fwd_const, ("T",)),
+                   ("lif_all_to_all_backward_kernel", lif_all_to_all_backward_kernel, bwd_sig, bwd_const, ("T",)),
+                   *kernels,
+                   ("lif_all_to_all_step_backward_kernel", lif_all_to_all_step_backward_kernel, step_bwd_sig,
+                    step_bwd_const, ("t",))]
     infos = []
-    for name, fn, sig, const in (("lif_all_to_all_forward_kernel", lif_all_to_all_forward_kernel, fwd_sig, fwd_const),
-                                 ("lif_all_to_all_backward_kernel", lif_all_to_all_backward_kernel, bwd_sig, bwd_const)):
+    for name, fn, sig, const, dns in kernels:
         full_sig = dict(sig)
         full_sig.update({k: "constexpr" for k in const})
-        compiled = triton.compile(ASTSource(fn=compilable(fn), signature=full_sig, constexprs=const),
-                                  target=target, options=options)
+        opts = {**options, "num_warps": step_num_warps(block_m, tile_n)} if "_step_" in name else options
+        compiled = triton.compile(ASTSource(fn=compilable(fn, dns), signature=full_sig, constexprs=const),
+                                  target=target, options=opts)
         ptx = compiled.asm["ptx"]
         regs, spill_st, spill_ld = _ptxas_usage(ptx, arch)
         infos.append(CompiledKernelInfo(name, arch, regs, spill_st, spill_ld, ptx))
@@ -228,13 +261,17 @@ def compile_all_to_all_kernels(synaptic: bool, reset: int, immediate: bool, arch
 
 
 def all_to_all_variants() -> list[dict]:
-    """RLeaky (every reset x reset_delay) and RSynaptic (every reset; reset_delay has no effect)."""
+    """RLeaky (every reset x reset_delay) and RSynaptic (every reset; reset_delay has no effect),
+    in float32; the 16-bit per-step forward for RLeaky(subtract) and RSynaptic(zero) (its dtype
+    touches only the product, which every variant shares)."""
     out = []
     for (synaptic, immediate), reset, arch in itertools.product(
             [(False, False), (False, True), (True, False)], [0, 1, 2], [80, 90]):
         if immediate and reset == 2:
             continue
         out.append(dict(synaptic=synaptic, reset=reset, immediate=immediate, arch=arch))
+    for (synaptic, reset), dtype, arch in itertools.product([(False, 0), (True, 1)], ["bf16", "fp16"], [80, 90]):
+        out.append(dict(synaptic=synaptic, reset=reset, immediate=False, arch=arch, dtype=dtype))
     return out
 
 
@@ -264,7 +301,7 @@ def compile_spike_bits_kernels(arch: int, int_type: str = "i32") -> list:
 def _main_all_to_all() -> int:
     for cfg in all_to_all_variants():
         for info in compile_all_to_all_kernels(**cfg):
-            print(json.dumps({**cfg, "kernel": info.name, "registers": info.registers,
+            print(json.dumps({"dtype": "fp32", **cfg, "kernel": info.name, "registers": info.registers,
                               "spill_stores": info.spill_stores, "spill_loads": info.spill_loads,
                               "mma": "mma.sync" in info.ptx or "wgmma" in info.ptx,
                               "has_approx_div": "div.full.f32" in info.ptx or "div.approx.f32" in info.ptx}),
