@@ -338,3 +338,46 @@ def test_linear_lif_providers_compute_the_same_spikes():
     assert spikes[0].shape == (4, 3, 6) and spikes[0].sum() > 0
     for s in spikes[1:]:
         assert torch.equal(s, spikes[0])
+
+
+def test_fused_providers_are_the_backends_that_run_the_probe():
+    """The neuron bench's fused providers come from the backend registry: on a CPU the host and
+    reference backends (the poplar one refuses outside PopTorch, triton without its interpreter)."""
+    assert {"fused-reference", "fused-host"} <= set(neurons.fused_providers(torch.device("cpu"), torch.float32))
+    assert "fused-poplar" not in neurons.fused_providers(torch.device("cpu"), torch.float32)
+
+
+def _saved_figures(monkeypatch) -> list:
+    import matplotlib.figure
+
+    figures = []
+    original = matplotlib.figure.Figure.savefig
+
+    def keep(fig, *args, **kwargs):
+        figures.append(fig)
+        return original(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
+    return figures
+
+
+def test_neuron_sizes_are_labelled_categories_not_a_joined_line(tmp_path, monkeypatch):
+    figures = _saved_figures(monkeypatch)
+    rows = [dict(neuron="Leaky", dtype="float32", mode="forward+backward", provider=p, T=T, B=2, N=3,
+                 median_s=1e-3 * (i + 1), q20_s=0.9e-3 * (i + 1), q80_s=1.1e-3 * (i + 1))
+            for i, (T, p) in enumerate([(1, "fused-host"), (1, "snntorch"), (5, "fused-host"), (5, "snntorch")])]
+    plots.plot_section("neurons", rows, tmp_path)
+    ax = figures[-1].axes[0]
+    assert ax.get_xlabel().startswith("size")
+    assert all(line.get_linestyle() == "None" for line in ax.lines if len(line.get_xdata()) > 1)
+
+
+def test_memory_plot_draws_bars_for_a_single_length_and_lines_for_several(tmp_path, monkeypatch):
+    figures = _saved_figures(monkeypatch)
+    row = dict(network="MLP3", batch=4, peak_mib=1.5, median_s=0.01)
+    one = [dict(row, provider=p, num_steps=10) for p in ("fused", "snntorch")]
+    plots.plot_memory(one, tmp_path)
+    assert len(figures[-1].axes[0].patches) == 2 and not figures[-1].axes[0].lines
+    several = one + [dict(row, provider=p, num_steps=100, peak_mib=9.0) for p in ("fused", "snntorch")]
+    plots.plot_memory(several, tmp_path)
+    assert len(figures[-1].axes[0].lines) == 2 and figures[-1].axes[0].get_xscale() == "log"

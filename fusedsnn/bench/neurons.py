@@ -28,7 +28,7 @@ from typing import Callable
 import torch
 
 from .. import functional as F
-from ..backends.registry import _BACKENDS
+from ..backends.registry import registered
 from ..spec import bytes_per_neuron_step
 from .timing import _sync, measure, sample_quantiles
 from .training import cuda_graph_step
@@ -55,7 +55,7 @@ class NeuronCase:
 
 def fused_providers(device: torch.device, dtype: torch.dtype) -> list[str]:
     probe = torch.empty(1, dtype=dtype, device=device)
-    return [f"fused-{name}" for name, b in sorted(_BACKENDS.items()) if b.unsupported_reason(probe) is None]
+    return [f"fused-{name}" for name, b in sorted(registered().items()) if b.unsupported(probe) is None]
 
 
 def _fused_call(case: NeuronCase, backend: str) -> Callable[[torch.Tensor], tuple]:

@@ -178,20 +178,24 @@ def _neurons(rows: list[dict], path: Path) -> None:
         present = {(r["T"], r["B"], r["N"]) for r in sub if r["neuron"] == kind}
         kind_shapes = [shape for shape in shapes if shape in present]
         labels = [f"{T}x{B}x{N}" for T, B, N in kind_shapes]
-        for provider in _provider_order(sub):
+        providers = _provider_order(sub)
+        for k, provider in enumerate(providers):
             pts = [(kind_shapes.index((r["T"], r["B"], r["N"])), r) for r in sub
-                   if r["neuron"] == kind and r["provider"] == provider]
+                   if r["neuron"] == kind and r["provider"] == provider and r.get("median_s")]
             if not pts:
                 continue
             pts.sort(key=lambda p: p[0])
-            xs = [p[0] for p in pts]
+            # Sizes are categories, not a scale: points side by side per size, no joining lines.
+            xs = [p[0] + (k - (len(providers) - 1) / 2) * 0.8 / max(len(providers), 1) for p in pts]
             steps = [p[1]["T"] * p[1]["B"] * p[1]["N"] for p in pts]
             med = [s / p[1]["median_s"] for s, p in zip(steps, pts)]
             low = [max(0.0, m - s / p[1]["q80_s"]) for m, s, p in zip(med, steps, pts)]
             high = [max(0.0, s / p[1]["q20_s"] - m) for m, s, p in zip(med, steps, pts)]
-            ax.errorbar(xs, med, yerr=[low, high], marker="o", ms=3, capsize=2, color=_colour(provider), label=provider)
+            ax.errorbar(xs, med, yerr=[low, high], marker="o", ms=4, capsize=2, linestyle="none",
+                        color=_colour(provider), label=provider)
         ax.set_yscale("log")
-        ax.set_xticks(range(len(kind_shapes)), labels, rotation=90, fontsize=6)
+        ax.set_xticks(range(len(kind_shapes)), labels, rotation=90 if len(labels) > 4 else 0, fontsize=7)
+        ax.set_xlabel("size: T steps x B samples x N neurons")
         ax.set_title(f"{kind}, forward+backward, float32", fontsize=9)
         ax.set_ylabel("neuron-steps / s")
         ax.legend(fontsize=7)
@@ -336,34 +340,53 @@ _LOCAL_COLOURS = {"fused-chunked": "tab:brown"}
 
 
 def plot_memory(rows: list[dict], out) -> None:
-    """``memory.png``: peak memory (left) and step time (right) against T, one panel row per network."""
+    """``memory.png``: peak memory (left) and step time (right), one panel row per network:
+    against T (log-log) where several T were measured, else one bar per provider (a single T is
+    no axis)."""
     if not rows:
         return
     plt = _plt()
+    from matplotlib.ticker import FormatStrFormatter
+
     networks = list(dict.fromkeys(r["network"] for r in rows))
     fig, axes = plt.subplots(len(networks), 2, figsize=(9, 3.2 * len(networks)), squeeze=False)
     for i, net in enumerate(networks):
-        for provider in dict.fromkeys(r["provider"] for r in rows):
-            pts = sorted((r["num_steps"], r["peak_mib"], r["median_s"]) for r in rows
-                         if r["network"] == net and r["provider"] == provider)
-            if not pts:
-                continue
-            T, mib, sec = zip(*pts)
-            colour = _LOCAL_COLOURS.get(provider) or _colour(provider)
-            label = f"{provider} ({chunk} steps)" if (chunk := next(
-                (r.get("chunk_steps") for r in rows if r["provider"] == provider and r.get("chunk_steps")), None)) else provider
-            axes[i][0].plot(T, mib, marker="o", label=label, color=colour)
-            axes[i][1].plot(T, sec, marker="o", label=label, color=colour)
-        batch = next(r["batch"] for r in rows if r["network"] == net)
-        axes[i][0].set_title(f"{net}, batch {batch}: peak training memory", fontsize=9)
-        axes[i][1].set_title(f"{net}, batch {batch}: forward+backward time", fontsize=9)
-        axes[i][0].set_ylabel("MiB above start of step")
-        axes[i][1].set_ylabel("seconds")
-        for ax in axes[i]:
-            ax.set_xlabel("time steps T")
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.legend(fontsize=7)
+        net_rows = [r for r in rows if r["network"] == net]
+        steps = sorted({r["num_steps"] for r in net_rows})
+        providers = list(dict.fromkeys(r["provider"] for r in net_rows))
+
+        def label(provider: str) -> str:
+            chunk = next((r.get("chunk_steps") for r in net_rows if r["provider"] == provider and r.get("chunk_steps")),
+                         None)
+            return f"{provider} ({chunk} steps)" if chunk else provider
+
+        for j, (key, unit) in enumerate((("peak_mib", "MiB above start of step"), ("median_s", "seconds"))):
+            ax = axes[i][j]
+            if len(steps) == 1:
+                values = [next(r[key] for r in net_rows if r["provider"] == p) for p in providers]
+                bars = ax.barh(range(len(providers)), values,
+                               color=[_LOCAL_COLOURS.get(p) or _colour(p) for p in providers])
+                ax.bar_label(bars, fmt="%.3g", fontsize=7, padding=2)
+                ax.set_yticks(range(len(providers)), [label(p) for p in providers], fontsize=7)
+                ax.invert_yaxis()
+                ax.set_xlabel(unit)
+                ax.margins(x=0.2)
+            else:
+                for provider in providers:
+                    pts = sorted((r["num_steps"], r[key]) for r in net_rows if r["provider"] == provider)
+                    ax.plot(*zip(*pts), marker="o", label=label(provider),
+                            color=_LOCAL_COLOURS.get(provider) or _colour(provider))
+                ax.set_xlabel("time steps T")
+                ax.set_ylabel(unit)
+                ax.set_xscale("log")
+                ax.set_yscale("log")
+                for axis in (ax.xaxis, ax.yaxis):
+                    axis.set_major_formatter(FormatStrFormatter("%g"))
+                ax.legend(fontsize=7)
+        batch = net_rows[0]["batch"]
+        when = f", T={steps[0]}" if len(steps) == 1 else ""
+        axes[i][0].set_title(f"{net}, batch {batch}{when}: peak training memory", fontsize=9)
+        axes[i][1].set_title(f"{net}, batch {batch}{when}: forward+backward time", fontsize=9)
     fig.tight_layout()
     fig.savefig(Path(out) / "memory.png", dpi=120)
     plt.close(fig)
