@@ -381,3 +381,21 @@ def test_memory_plot_draws_bars_for_a_single_length_and_lines_for_several(tmp_pa
     several = one + [dict(row, provider=p, num_steps=100, peak_mib=9.0) for p in ("fused", "snntorch")]
     plots.plot_memory(several, tmp_path)
     assert len(figures[-1].axes[0].lines) == 2 and figures[-1].axes[0].get_xscale() == "log"
+
+
+def test_compiled_providers_compile_every_case_instead_of_falling_back_to_eager(monkeypatch):
+    """Dynamo caches per code object and gives up (runs eagerly) after its recompile limit: the
+    bench's cases share their calls' code objects, so without a reset the tenth case's
+    "compiled" row would time eager code."""
+    compiled_graphs = []
+
+    def counting_backend(gm, example_inputs):
+        compiled_graphs.append(gm)
+        return gm.forward
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, backend=counting_backend))
+    cases = [neurons.NeuronCase("Leaky", 2, B, 3, torch.float32, torch.device("cpu")) for B in range(1, 11)]
+    for case in cases:
+        neurons.make_step(case, "snntorch-compiled", "forward")()
+    assert len(compiled_graphs) >= len(cases)

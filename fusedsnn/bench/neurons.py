@@ -202,6 +202,10 @@ def make_step(case: NeuronCase, provider: str, mode: str) -> Callable[[], None]:
     call = _base_call(case, provider)
     how = execution_mode(provider)
     if how == "compiled":
+        # Dynamo keys its cache on the code object, which every case's call shares: without a
+        # reset, the cases' sizes, grad modes and backends pile up to its recompile limit, after
+        # which the "compiled" provider silently runs eagerly. Each case compiles afresh.
+        torch._dynamo.reset()
         call = torch.compile(call)
     if mode == "forward":
         def step():
