@@ -83,7 +83,44 @@ def cpu_main() -> str:
     return "\n".join(lines) + "\n" + note
 
 
-TABLES: dict[str, Callable[[], str]] = {"cpu-main": cpu_main}
+def gpu_check(folder: str) -> str:
+    """README's GPU tables: each measurement with its execution mode; a speed-up only against
+    snnTorch in the same mode (these runs measured snnTorch eager only, so graph and compiled
+    rows have none)."""
+    targets = _load(f"{folder}/gpu_targets.json")
+    steps = _load(f"{folder}/step_modes.json")
+    modes = {"cuda_graph": "graph (CUDA graph replay)", "compile": "compiled (torch.compile)", "eager": "eager"}
+    lines = ["| case | execution mode | fused | snnTorch, same mode | speed-up, same mode |",
+             "| --- | --- | --- | --- | --- |"]
+    for r in targets:
+        if not r["provider"].startswith("fused"):
+            continue
+        graph = "CUDA graph" in r["provider"]
+        base = None if graph else _one(targets, provider="snntorch", mode=r["mode"], T=r["T"], B=r["B"], N=r["N"])
+        frac = r.get("fraction_of_copy_bandwidth")
+        fused = _time(r["median_s"]) + (f", {frac:.2f} of copy bandwidth (wall clock)" if frac else "")
+        lines.append(f"| Leaky {r['mode']}, T={r['T']}, B={r['B']}, N={r['N']:,} | "
+                     f"{modes['cuda_graph'] if graph else 'eager'} | {fused} | "
+                     f"{'not measured' if base is None else _time(base['median_s'])} | "
+                     f"{'-' if base is None else _ratio(base['median_s'] / r['median_s'])} |")
+    for r in steps:
+        if r["provider"] != "fused":
+            continue
+        base = [b for b in steps if b["provider"] == "snntorch" and b["network"] == r["network"]
+                and b["mode"] == r["mode"]]
+        baseline = f"{base[0]['images_per_s']:,.0f} img/s" if base else "not measured"
+        ratio = _ratio(r["images_per_s"] / base[0]["images_per_s"]) if base else "-"
+        lines.append(f"| {r['network']} training step, B={r['batch']}, T={r['num_steps']} | {modes[r['mode']]} | "
+                     f"{r['images_per_s']:,.0f} img/s | {baseline} | {ratio} |")
+    return ("\n".join(lines) + f"\n\nFrom `benchmarks/results/{folder}/` (gpu_targets.json, step_modes.json); "
+            f"{OLD_BASELINES}. No snnTorch was compiled or graph-captured in that run, so those rows have "
+            "no baseline; the study's published IPU/A100 figures are in `fusedsnn bench`'s throughput table.\n")
+
+
+TABLES: dict[str, Callable[[], str]] = {
+    "cpu-main": cpu_main,
+    "gpu-h200": lambda: gpu_check("h200-2026-11-26"),
+}
 
 
 def render(text: str, tables: dict[str, Callable[[], str]] = TABLES) -> str:
