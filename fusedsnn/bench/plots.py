@@ -19,7 +19,10 @@ PROVIDER_COLOURS = {
     "fused": "tab:blue", "fused-host": "tab:blue", "fused-triton": "tab:purple", "fused-poplar": "tab:cyan",
     "fused-reference": "tab:green", "snntorch": "tab:orange", "published": "0.55",
     "fused-lean": "tab:red", "snntorch-tutorial": "tab:orange", "snntorch-hoisted": "gold",
-    "snntorch-compiled": "sienna", "snntorch-graph": "peru", "spikingjelly": "tab:gray",
+    "snntorch-compiled": "tab:red", "snntorch-graph": "peru", "spikingjelly": "tab:gray",
+    # a fused provider's compiled and graph twins: its own colour family, darker
+    "fused-host-compiled": "navy", "fused-reference-compiled": "darkgreen", "fused-triton-compiled": "indigo",
+    "fused-triton-graph": "mediumorchid",
 }
 _EXTRA_COLOURS = ["tab:red", "tab:brown", "tab:pink", "tab:olive"]
 
@@ -191,19 +194,29 @@ def _neurons(rows: list[dict], path: Path) -> None:
             med = [s / p[1]["median_s"] for s, p in zip(steps, pts)]
             low = [max(0.0, m - s / p[1]["q80_s"]) for m, s, p in zip(med, steps, pts)]
             high = [max(0.0, s / p[1]["q20_s"] - m) for m, s, p in zip(med, steps, pts)]
-            ax.errorbar(xs, med, yerr=[low, high], marker="o", ms=4, capsize=2, linestyle="none",
+            # Execution mode as the marker's shape: compiled and graph twins stay apart from eager.
+            shape = {"-compiled": "s", "-graph": "^"}.get(provider[provider.rfind("-"):], "o")
+            ax.errorbar(xs, med, yerr=[low, high], marker=shape, ms=4, capsize=2, linestyle="none",
                         color=_colour(provider), label=provider)
         ax.set_yscale("log")
         ax.set_xticks(range(len(kind_shapes)), labels, rotation=90 if len(labels) > 4 else 0, fontsize=7)
         ax.set_xlabel("size: T steps x B samples x N neurons")
         ax.set_title(f"{kind}, forward+backward, float32", fontsize=9)
         ax.set_ylabel("neuron-steps / s")
-        ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(kinds):]:
         ax.set_visible(False)
+    # One legend for all panels, below them: inside a panel it covers the points.
+    legend = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=min(4, len(legend)), fontsize=8,
+               title="provider (marker: o eager, s compiled, ^ CUDA graph)", title_fontsize=8)
     fig.suptitle(f"One neuron layer alone over sizes T x B x N ({_device_of(rows)}); median, whiskers q20-q80",
                  fontsize=10)
-    _save(fig, path)
+    fig.tight_layout(rect=(0, 0.04 + 0.035 * ((len(legend) + 3) // 4), 1, 1))
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
 
 
 # ---------------------------------------------------------------------------------------------
