@@ -399,3 +399,15 @@ def test_compiled_providers_compile_every_case_instead_of_falling_back_to_eager(
     for case in cases:
         neurons.make_step(case, "snntorch-compiled", "forward")()
     assert len(compiled_graphs) >= len(cases)
+
+
+def test_profiler_chatter_is_dropped_and_other_stderr_kept(capfd):
+    """Native lines the profiler prints to fd 2 (kineto's `gpuGetDeviceCount failed with code 35` on
+    a CUDA build without a GPU) are dropped; anything else written meanwhile reaches stderr."""
+    import os
+
+    with training._profiler_chatter_dropped():
+        os.write(2, b"[W kineto] gpuGetDeviceCount failed with code 35\n")
+        os.write(2, b"a real warning\n")
+    err = capfd.readouterr().err
+    assert "gpuGetDeviceCount" not in err and "a real warning" in err
