@@ -18,7 +18,7 @@
 #          pip download spikingjelly==2.0.0 loguru --no-deps -d .wheels
 #   3. tests: `pytest -m cuda` (every test marked cuda; in the dry run their interpreter twins,
 #      `pytest tests/cuda -m "not cuda"`)
-#   4. bench: `fusedsnn bench --sections gpu_targets,throughput,step_modes` (dry run: tiny sizes)
+#   4. bench: `fusedsnn bench --sections gpu_targets,throughput,step_modes,linear_lif,shd` (dry run: tiny sizes)
 #   5. memory: `fusedsnn bench --sections memory` at its full sizes (T in {25, 500, 2000}, batch
 #      32: peak max_memory_allocated and time of fused-chunked, fused-lean, fused, snnTorch)
 #   6. profile: benchmarks/gpu/where_time_goes.py (kernel tables, host cost per call, variants)
@@ -52,7 +52,7 @@ if [[ $DRY_RUN == 1 ]]; then
   T_ENV=30 T_INSTALL=120 T_TESTS=120 T_BENCH=120 T_MEMORY=60 T_PROFILE=60
   TEST_ARGS=(tests/cuda -m "not cuda")
   PROFILE_ARGS=(--device cpu --sections leaky,host)
-  BENCH_ARGS=(--device cpu --quick --repeats 1 --sections gpu_targets,step_modes)
+  BENCH_ARGS=(--device cpu --quick --repeats 1 --sections gpu_targets,step_modes,shd,linear_lif)
   MEMORY_ARGS=(--device cpu --quick --repeats 1 --sections memory)
   T_MODES=60 MODES_ARGS=(--device cpu --compile default)
 else
@@ -62,7 +62,7 @@ else
   T_ENV=20 T_INSTALL=40 T_TESTS=180 T_BENCH=70 T_MEMORY=110 T_PROFILE=30  # 7.5 minutes at most
   TEST_ARGS=(tests -m cuda)
   PROFILE_ARGS=(--device cuda)
-  BENCH_ARGS=(--device cuda --quick --repeats 20 --sections gpu_targets,throughput,step_modes,linear_lif)
+  BENCH_ARGS=(--device cuda --quick --repeats 20 --sections gpu_targets,throughput,step_modes,linear_lif,shd)
   # Full sizes, 10 repeats (3 at T=2000): snnTorch's step loop at T=2000 is the long pole.
   MEMORY_ARGS=(--device cuda --repeats 10 --sections memory)
   T_MODES=90 MODES_ARGS=(--device cuda --compile default,reduce-overhead)
