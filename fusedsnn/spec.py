@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .surrogate import Surrogate
+from .surrogate import SURROGATE_CODES, Surrogate
 
 RESET_SUBTRACT = 0
 RESET_ZERO = 1
@@ -63,6 +63,16 @@ class LIFSpec:
     def immediate_reset(self) -> bool:
         """reset_delay=False with a reset that does something."""
         return (not self.reset_delay) and self.reset != RESET_NONE
+
+
+_SURROGATE_NAMES = {code: name for name, code in SURROGATE_CODES.items()}
+
+
+def spec_from_flags(synaptic: bool, recurrence: int, reset: int, reset_delay: bool, surrogate: int,
+                    p0: float, p1: float, gsf: float) -> LIFSpec:
+    """The :class:`LIFSpec` the custom ops' flat arguments describe (their schemas take numbers,
+    not a spec)."""
+    return LIFSpec(synaptic, recurrence, reset, reset_delay, Surrogate(_SURROGATE_NAMES[surrogate], p0, p1), gsf)
 
 
 def state_dtype(dtype: torch.dtype) -> torch.dtype:

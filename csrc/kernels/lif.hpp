@@ -94,6 +94,15 @@ inline void gather_params(S* __restrict__ dst, const S* __restrict__ src, std::i
   }
 }
 
+// The rows of every parameter the neuron type has, for the chunk [c0, c0 + n).
+template <bool SYNAPTIC, int RECURRENCE, typename S, typename Args>
+inline void gather_chunk_params(const Args& a, std::int64_t c0, std::int64_t n, S* beta, S* thr, S* alpha, S* v) {
+  gather_params(beta, a.beta, c0, n, a.features);
+  gather_params(thr, a.thr, c0, n, a.features);
+  if (SYNAPTIC) gather_params(alpha, a.alpha, c0, n, a.features);
+  if (RECURRENCE == kOneToOne) gather_params(v, a.v, c0, n, a.features);
+}
+
 // One chunk of neurons [c0, c0 + n) over all steps. Every switch is a template parameter and
 // every pointer a local __restrict__ copy, so the inner loop has no branches that depend on
 // memory and vectorises.
@@ -102,10 +111,7 @@ FUSEDSNN_TARGET_CLONES void lif_forward_chunk(const ForwardArgs<IO, S>& a, std::
   // snnTorch's Leaky resets to zero before the decay; the other three after it.
   constexpr bool kZeroBeforeDecay = RESET == kZero && !SYNAPTIC && RECURRENCE == kNoRecurrence;
   S beta[kChunk], thr[kChunk], alpha[kChunk], v[kChunk];
-  gather_params(beta, a.beta, c0, n, a.features);
-  gather_params(thr, a.thr, c0, n, a.features);
-  if (SYNAPTIC) gather_params(alpha, a.alpha, c0, n, a.features);
-  if (RECURRENCE == kOneToOne) gather_params(v, a.v, c0, n, a.features);
+  gather_chunk_params<SYNAPTIC, RECURRENCE>(a, c0, n, beta, thr, alpha, v);
   const S gsf = a.gsf;
   S mem[kChunk], syn[kChunk], spk[kChunk], h[kChunk];
   for (std::int64_t j = 0; j < n; ++j) {
@@ -265,10 +271,7 @@ template <typename IO, typename S, bool SYNAPTIC, int RECURRENCE, int RESET, boo
 FUSEDSNN_TARGET_CLONES void lif_backward_chunk(const BackwardArgs<IO, S>& a, std::int64_t c0, std::int64_t n) {
   constexpr bool kZeroBeforeDecay = RESET == kZero && !SYNAPTIC && RECURRENCE == kNoRecurrence;
   S beta[kChunk], thr[kChunk], alpha[kChunk], v[kChunk];
-  gather_params(beta, a.beta, c0, n, a.features);
-  gather_params(thr, a.thr, c0, n, a.features);
-  if (SYNAPTIC) gather_params(alpha, a.alpha, c0, n, a.features);
-  if (RECURRENCE == kOneToOne) gather_params(v, a.v, c0, n, a.features);
+  gather_chunk_params<SYNAPTIC, RECURRENCE>(a, c0, n, beta, thr, alpha, v);
   const bool want_alpha = SYNAPTIC && a.part_alpha != nullptr;
   const bool want_v = RECURRENCE == kOneToOne && a.part_v != nullptr;
   const S gsf = a.gsf;

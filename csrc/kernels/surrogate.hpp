@@ -47,32 +47,31 @@ inline S surrogate_derivative(int code, S h, S c0, S c1) {
   }
 }
 
-// Over a row of h values, one tight loop per surrogate so the compiler vectorises it (a switch
-// inside the neuron loop would not be); the constant code folds each call's switch away.
+// One tight loop over a row for one surrogate: Code is a constant, so surrogate_derivative's
+// switch folds away and the compiler vectorises the loop (a switch inside it would not be).
+template <int Code, typename S>
+inline void surrogate_row_of(const S* __restrict__ h, S* __restrict__ out, std::int64_t n, S c0, S c1) {
+  for (std::int64_t j = 0; j < n; ++j) out[j] = surrogate_derivative<S>(Code, h[j], c0, c1);
+}
+
+// Over a row of h values: the loop of the row's surrogate.
 template <typename S>
 inline void surrogate_row(int code, const S* __restrict__ h, S* __restrict__ out, std::int64_t n, S c0, S c1) {
   switch (code) {
     case kAtan:
-      for (std::int64_t j = 0; j < n; ++j) out[j] = surrogate_derivative<S>(kAtan, h[j], c0, c1);
-      break;
+      return surrogate_row_of<kAtan>(h, out, n, c0, c1);
     case kFastSigmoid:
-      for (std::int64_t j = 0; j < n; ++j) out[j] = surrogate_derivative<S>(kFastSigmoid, h[j], c0, c1);
-      break;
+      return surrogate_row_of<kFastSigmoid>(h, out, n, c0, c1);
     case kSigmoid:
-      for (std::int64_t j = 0; j < n; ++j) out[j] = surrogate_derivative<S>(kSigmoid, h[j], c0, c1);
-      break;
+      return surrogate_row_of<kSigmoid>(h, out, n, c0, c1);
     case kStraightThroughEstimator:
-      for (std::int64_t j = 0; j < n; ++j) out[j] = surrogate_derivative<S>(kStraightThroughEstimator, h[j], c0, c1);
-      break;
+      return surrogate_row_of<kStraightThroughEstimator>(h, out, n, c0, c1);
     case kTriangular:
-      for (std::int64_t j = 0; j < n; ++j) out[j] = surrogate_derivative<S>(kTriangular, h[j], c0, c1);
-      break;
+      return surrogate_row_of<kTriangular>(h, out, n, c0, c1);
     case kSpikeRateEscape:
-      for (std::int64_t j = 0; j < n; ++j) out[j] = surrogate_derivative<S>(kSpikeRateEscape, h[j], c0, c1);
-      break;
+      return surrogate_row_of<kSpikeRateEscape>(h, out, n, c0, c1);
     default:
-      for (std::int64_t j = 0; j < n; ++j) out[j] = surrogate_derivative<S>(kDisabled, h[j], c0, c1);
-      break;
+      return surrogate_row_of<kDisabled>(h, out, n, c0, c1);
   }
 }
 

@@ -38,6 +38,19 @@ def is_static(x: Tensor) -> bool:
     return x.shape[0] > 1 and x.stride(0) == 0
 
 
+def forward_outputs(x: Tensor, N: int, spec: LIFSpec, for_backward: bool,
+                    alloc: Callable[[tuple, torch.dtype, torch.device], Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(spk, syn, mem, pre)`` for ``x: [T, B, K]`` and ``N`` outputs, each ``[T, B, N]`` in
+    ``x.dtype`` from ``alloc(shape, dtype, device)``, or empty where the spec has none (``syn``
+    unless synaptic, ``pre`` unless an immediate reset is kept for the backward)."""
+    shape = (x.shape[0], x.shape[1], N)
+
+    def out(present: bool) -> Tensor:
+        return alloc(shape, x.dtype, x.device) if present else x.new_empty(0)
+
+    return out(True), out(spec.synaptic), out(True), out(spec.immediate_reset and for_backward)
+
+
 def linear_lif_backward(lif_backward: Callable, grad_spk: Optional[Tensor], grad_syn: Optional[Tensor],
                         grad_mem: Optional[Tensor], x: Tensor, weight: Tensor, mem: Tensor, syn: Tensor, pre: Tensor,
                         mem0: Optional[Tensor], syn0: Optional[Tensor], beta: Tensor, thr: Tensor, alpha: Tensor,

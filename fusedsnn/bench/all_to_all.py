@@ -9,16 +9,14 @@ neurons, so its cost scales with it (snnTorch's dense ``nn.Linear`` does not).
 
 from __future__ import annotations
 
-import time
 import warnings
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-from .. import layers
 from ..interop import from_snntorch
-from .timing import sample_quantiles
+from .timing import interleaved, sample_quantiles
 
 __all__ = ["AllToAllCase", "make_step", "run_case", "TARGET_SHAPES", "section_all_to_all"]
 
@@ -98,20 +96,7 @@ def run_case(case: AllToAllCase, providers=PROVIDERS, mode: str = "forward+backw
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         steps = {p: make_step(case, p, mode) for p in providers}
-        samples: dict[str, list[float]] = {p: [] for p in providers}
-        spike_rate = None
-        for round_ in range(warmup + repeats):
-            for p in providers:
-                fn, _ = steps[p]
-                start = time.perf_counter()
-                spk = fn()
-                if case.device.type == "cuda":
-                    torch.cuda.synchronize(case.device)
-                elapsed = time.perf_counter() - start
-                if round_ >= warmup:
-                    samples[p].append(elapsed)
-                if spike_rate is None:
-                    spike_rate = float(spk.detach().ne(0).float().mean())
+        samples, spike_rate = interleaved({p: steps[p][0] for p in providers}, case.device, warmup, repeats)
     rows = []
     for p in providers:
         s = samples[p]

@@ -12,8 +12,6 @@ hidden layer's input, ``K = N``, rate ``spike_rate``) or dense (``spike_rate=Non
 
 from __future__ import annotations
 
-import statistics
-import time
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -21,7 +19,8 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as tF
 
-from .. import functional as F
+from .. import functional as Fn
+from .timing import interleaved, sample_quantiles
 
 __all__ = ["LinearLIFCase", "PROVIDERS", "TARGET_SHAPES", "make_step", "run_case", "section_linear_lif"]
 
@@ -74,11 +73,11 @@ def make_step(case: LinearLIFCase, provider: str, mode: str = "forward+backward"
     if provider == "fused-linear-leaky":
         def run():
             with torch.set_grad_enabled(backward):
-                return finish(*F.linear_leaky(x, W, b, case.beta))
+                return finish(*Fn.linear_leaky(x, W, b, case.beta))
     elif provider == "linear+fused-leaky":
         def run():
             with torch.set_grad_enabled(backward):
-                return finish(*F.leaky(tF.linear(x, W, b), case.beta))
+                return finish(*Fn.leaky(tF.linear(x, W, b), case.beta))
     elif provider == "snntorch":
         import snntorch as snn
 
@@ -104,27 +103,14 @@ def run_case(case: LinearLIFCase, providers=PROVIDERS, mode: str = "forward+back
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         steps = {p: make_step(case, p, mode) for p in providers}
-        samples: dict[str, list[float]] = {p: [] for p in providers}
-        out_rate = None
-        for round_ in range(warmup + repeats):
-            for p in providers:
-                start = time.perf_counter()
-                spk = steps[p]()
-                if case.device.type == "cuda":
-                    torch.cuda.synchronize(case.device)
-                elapsed = time.perf_counter() - start
-                if round_ >= warmup:
-                    samples[p].append(elapsed)
-                if out_rate is None:
-                    out_rate = float(spk.detach().ne(0).float().mean())
+        samples, out_rate = interleaved(steps, case.device, warmup, repeats)
     rows = []
     for p in providers:
-        s = sorted(samples[p])
-        q = statistics.quantiles(s, n=5, method="inclusive") if len(s) >= 2 else [s[0]] * 4
+        median, q20, q80 = sample_quantiles(samples[p])
         rows.append({
             "neuron": "Linear+Leaky", "T": case.T, "B": case.B, "K": case.in_features, "N": case.N,
-            "device": str(case.device), "provider": p, "mode": mode, "median_s": statistics.median(s),
-            "q20_s": q[0], "q80_s": q[3], "samples": len(s), "input_spike_rate": case.spike_rate,
+            "device": str(case.device), "provider": p, "mode": mode, "median_s": median,
+            "q20_s": q20, "q80_s": q80, "samples": len(samples[p]), "input_spike_rate": case.spike_rate,
             "output_spike_rate": out_rate, "threads": torch.get_num_threads(),
         })
     for base_name, key in (("snntorch", "speedup_vs_snntorch"), ("linear+fused-leaky", "speedup_vs_unfused")):

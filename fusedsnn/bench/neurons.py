@@ -27,7 +27,7 @@ from typing import Callable
 
 import torch
 
-from .. import functional as F
+from .. import functional as Fn
 from ..backends.registry import registered
 from ..spec import bytes_per_neuron_step
 from .timing import _sync, measure, sample_quantiles
@@ -61,12 +61,12 @@ def fused_providers(device: torch.device, dtype: torch.dtype) -> list[str]:
 def _fused_call(case: NeuronCase, backend: str) -> Callable[[torch.Tensor], tuple]:
     kw = dict(backend=backend)
     if case.kind == "Leaky":
-        return lambda x: F.leaky(x, 0.9, 1.0, **kw)
+        return lambda x: Fn.leaky(x, 0.9, 1.0, **kw)
     if case.kind == "Synaptic":
-        return lambda x: F.synaptic(x, 0.8, 0.9, 1.0, **kw)
+        return lambda x: Fn.synaptic(x, 0.8, 0.9, 1.0, **kw)
     if case.kind == "RLeaky":
-        return lambda x: F.rleaky(x, 0.9, 0.5, 1.0, **kw)
-    return lambda x: F.rsynaptic(x, 0.8, 0.9, 0.5, 1.0, **kw)
+        return lambda x: Fn.rleaky(x, 0.9, 0.5, 1.0, **kw)
+    return lambda x: Fn.rsynaptic(x, 0.8, 0.9, 0.5, 1.0, **kw)
 
 
 def _snntorch_call(case: NeuronCase) -> Callable[[torch.Tensor], tuple]:
@@ -242,7 +242,7 @@ def make_step(case: NeuronCase, provider: str, mode: str) -> Callable[[], None]:
 
 def kernel_bytes(case: NeuronCase, mode: str) -> int:
     """Bytes the fused kernels move for one call (forward, or forward then backward)."""
-    spec = F.make_spec(
+    spec = Fn.make_spec(
         synaptic=case.kind in ("Synaptic", "RSynaptic"), recurrence=1 if case.kind.startswith("R") else 0,
         reset_mechanism="subtract", reset_delay=True, spike_grad=None, surrogate_disable=False,
         graded_spikes_factor=1.0, neuron=case.kind,

@@ -76,3 +76,23 @@ def copy_bandwidth(num_bytes: int, device: torch.device | str = "cpu", repeats: 
     dst = torch.empty_like(src)
     timing = measure(lambda: dst.copy_(src), device, warmup=3, repeats=repeats)
     return 2 * src.numel() * 4 / timing.median_s
+
+
+def interleaved(steps: dict[str, Callable[[], torch.Tensor]], device: torch.device, warmup: int,
+                repeats: int) -> tuple[dict[str, list[float]], float]:
+    """Time each step of ``steps`` (provider -> call returning its spikes), one sample of each in
+    turn per round, so that a slow spell of a shared machine hits every provider alike. Returns
+    the ``repeats`` samples per provider (after ``warmup`` rounds) and the first call's spike rate."""
+    samples: dict[str, list[float]] = {p: [] for p in steps}
+    spike_rate = None
+    for round_ in range(warmup + repeats):
+        for p, step in steps.items():
+            start = time.perf_counter()
+            spk = step()
+            _sync(device)
+            elapsed = time.perf_counter() - start
+            if round_ >= warmup:
+                samples[p].append(elapsed)
+            if spike_rate is None:
+                spike_rate = float(spk.detach().ne(0).float().mean())
+    return samples, spike_rate

@@ -21,6 +21,7 @@ from torch import nn
 
 from .. import layers, population
 from ..backends.registry import resolve_backend
+from .. import graph_step
 from ..models import CSNN, DSNN
 from .timing import measure
 
@@ -242,16 +243,9 @@ def cuda_graph_step(step: Callable[[], None], device: torch.device, warmup: int 
     device = torch.device(device)
     if device.type != "cuda":
         raise ValueError(f"cuda_graph_step needs a CUDA device, got {device}")
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
-        for _ in range(warmup):
-            step()
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
-    return graph.replay
+    graph_step._side_stream_warmup(step, device, warmup)
+    replay, _ = graph_step._capture(step, device)
+    return replay
 
 
 #: How a training step runs: eagerly, with the model under torch.compile, or replayed from a CUDA graph.

@@ -17,8 +17,7 @@ from __future__ import annotations
 import torch
 
 from ..backends.registry import get_backend
-from ..spec import RECURRENCE_ALL_TO_ALL, RESET_NONE, state_dtype
-from .lif import spec_from_flags
+from ..spec import RECURRENCE_ALL_TO_ALL, RESET_NONE, state_dtype, spec_from_flags
 
 Tensor = torch.Tensor
 

@@ -24,20 +24,10 @@ import os
 
 import torch
 
-from .. import surrogate as surrogate_mod
 from ..backends.registry import Backend, get_backend
-from ..spec import RESET_NONE, LIFSpec
+from ..spec import RESET_NONE, LIFSpec, spec_from_flags
 
 Tensor = torch.Tensor
-
-_SURROGATE_NAMES = {code: name for name, code in surrogate_mod.SURROGATE_CODES.items()}
-
-
-def spec_from_flags(synaptic: bool, recurrence: int, reset: int, reset_delay: bool, surrogate: int,
-          p0: float, p1: float, gsf: float) -> LIFSpec:
-    return LIFSpec(synaptic, recurrence, reset, reset_delay,
-                   surrogate_mod.Surrogate(_SURROGATE_NAMES[surrogate], p0, p1), gsf)
-
 
 def _opt(t: Tensor) -> Tensor | None:
     return t if t.numel() else None

@@ -19,8 +19,7 @@ from __future__ import annotations
 import torch
 
 from ..backends.registry import get_backend
-from ..spec import RECURRENCE_NONE, RESET_NONE
-from .lif import spec_from_flags
+from ..spec import RECURRENCE_NONE, RESET_NONE, spec_from_flags
 
 Tensor = torch.Tensor
 

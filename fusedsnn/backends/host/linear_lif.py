@@ -19,7 +19,7 @@ from typing import Optional
 
 import torch
 
-from ..linear_lif import is_static, linear_lif_backward
+from ..linear_lif import forward_outputs, is_static, linear_lif_backward
 from ...spec import LIFSpec
 from . import all_to_all
 from .lif import lif_backward_host, lif_forward_host
@@ -43,16 +43,18 @@ def _current(x2: Tensor, weight: Tensor, bias: Optional[Tensor], spike_operands,
     return torch.addmm(bias, x2, weight.t())
 
 
+
+def _empty(shape: tuple, dtype: torch.dtype, device: torch.device) -> Tensor:
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
 def linear_lif_forward_host(x: Tensor, weight: Tensor, bias: Optional[Tensor], mem0: Optional[Tensor],
                             syn0: Optional[Tensor], beta: Tensor, thr: Tensor, alpha: Tensor, spec: LIFSpec,
                             for_backward: bool = True):
     T, B, K = x.shape
     N = weight.shape[0]
     shape = (T, B, N)
-    spk = x.new_empty(shape)
-    mem = x.new_empty(shape)
-    syn = x.new_empty(shape) if spec.synaptic else x.new_empty(0)
-    pre = x.new_empty(shape) if spec.immediate_reset and for_backward else x.new_empty(0)
+    spk, syn, mem, pre = forward_outputs(x, N, spec, for_backward, _empty)
     if T == 0 or B * N == 0:
         return spk, syn, mem, pre
     empty = x.new_empty(0)

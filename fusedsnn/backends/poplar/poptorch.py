@@ -123,14 +123,13 @@ def lif_poptorch(
         example.append(f32)
     if x.dtype == torch.float16:
         example.append(f32)  # float32 membrane state for the backward
-    outputs = poptorch.custom_op(
-        inputs,
-        OP_NAMES[(spec.synaptic, 1 if recurrent else 0)],
-        DOMAIN,
-        1,
-        example_outputs=example,
-        attributes=_op_attributes(spec),
-    )
+    return _emit(poptorch, inputs, OP_NAMES[(spec.synaptic, 1 if recurrent else 0)], example, spec)
+
+
+def _emit(poptorch, inputs: list, name: str, example: list, spec: LIFSpec) -> tuple[Tensor, ...]:
+    """One ``poptorch.custom_op`` call of the ``custom.fusedsnn`` domain; its outputs are
+    ``(spk, mem, trace[, syn][, ...])``, returned as ``(spk, mem)`` or ``(spk, syn, mem)``."""
+    outputs = poptorch.custom_op(inputs, name, DOMAIN, 1, example_outputs=example, attributes=_op_attributes(spec))
     spk_out, mem_out = outputs[0], outputs[1]
     if spec.synaptic:
         return spk_out, outputs[3], mem_out
@@ -195,15 +194,4 @@ def lif_all_to_all_poptorch(
         example.append(x)
     if spec.immediate_reset:
         example.append(x)
-    outputs = poptorch.custom_op(
-        inputs,
-        ALL_TO_ALL_OP_NAMES[spec.synaptic],
-        DOMAIN,
-        1,
-        example_outputs=example,
-        attributes=_op_attributes(spec),
-    )
-    spk_out, mem_out = outputs[0], outputs[1]
-    if spec.synaptic:
-        return spk_out, outputs[3], mem_out
-    return spk_out, mem_out
+    return _emit(poptorch, inputs, ALL_TO_ALL_OP_NAMES[spec.synaptic], example, spec)

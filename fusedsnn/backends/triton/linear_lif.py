@@ -23,7 +23,7 @@ from typing import Optional
 
 import torch
 
-from ..linear_lif import linear_lif_backward
+from ..linear_lif import forward_outputs, linear_lif_backward
 from ...spec import LIFSpec
 from .launch import HAS_TRITON, interpreter_enabled, launchable, new_output
 from .lif import lif_backward_triton
@@ -153,13 +153,8 @@ def linear_lif_forward_triton(x: Tensor, weight: Tensor, bias: Optional[Tensor],
                               for_backward: bool = True):
     T, B, K = x.shape
     N = weight.shape[0]
-    shape = (T, B, N)
-    dev = x.device
-    spk = new_output(shape, torch.float32, dev)
-    mem = new_output(shape, torch.float32, dev)
-    syn = new_output(shape, torch.float32, dev) if spec.synaptic else x.new_empty(0)
     store_pre = spec.immediate_reset and for_backward
-    pre = new_output(shape, torch.float32, dev) if store_pre else x.new_empty(0)
+    spk, syn, mem, pre = forward_outputs(x, N, spec, for_backward, new_output)  # x is float32 here
     if T == 0 or B * N == 0:
         return spk, syn, mem, pre
     # One [B, K] slice with unit K stride; a static input keeps time stride 0 (no T copies).

@@ -16,19 +16,10 @@ from __future__ import annotations
 
 import torch
 
-from ... import surrogate as surrogate_mod
-from ...spec import LIFSpec
+from ...spec import spec_from_flags
 from . import lif
 
 Tensor = torch.Tensor
-
-_SURROGATE_NAMES = {code: name for name, code in surrogate_mod.SURROGATE_CODES.items()}
-
-
-def _spec(synaptic, recurrence, reset, reset_delay, surrogate, p0, p1, gsf) -> LIFSpec:
-    return LIFSpec(synaptic, recurrence, reset, reset_delay,
-                   surrogate_mod.Surrogate(_SURROGATE_NAMES[surrogate], p0, p1), gsf)
-
 
 def _opt(t: Tensor):
     return t if t.numel() else None
@@ -41,7 +32,7 @@ def lif_forward_triton_op(
     synaptic: bool, recurrence: int, reset: int, reset_delay: bool,
     surrogate: int, p0: float, p1: float, gsf: float, store_state: bool, backend: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    spec = _spec(synaptic, recurrence, reset, reset_delay, surrogate, p0, p1, gsf)
+    spec = spec_from_flags(synaptic, recurrence, reset, reset_delay, surrogate, p0, p1, gsf)
     return tuple(lif.lif_forward_triton(x, _opt(mem0), _opt(syn0), _opt(spk0), _opt(rec), beta, threshold,
                                         alpha, V, spec, store_state, wrapped=True))
 
@@ -57,7 +48,7 @@ def lif_backward_triton_op(
     x_dtype: torch.dtype, need_beta: bool, need_threshold: bool, need_alpha: bool, need_V: bool,
     backend: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    spec = _spec(synaptic, recurrence, reset, reset_delay, surrogate, p0, p1, gsf)
+    spec = spec_from_flags(synaptic, recurrence, reset, reset_delay, surrogate, p0, p1, gsf)
     grads = lif.lif_backward_triton(
         _opt(grad_spk), _opt(grad_syn), _opt(grad_mem), trace, mem_hist, syn_hist, spk_hist, pre,
         _opt(mem0), _opt(syn0), _opt(spk0), beta, threshold, alpha, V, spec, x_dtype,
