@@ -411,3 +411,24 @@ def test_profiler_chatter_is_dropped_and_other_stderr_kept(capfd):
         os.write(2, b"a real warning\n")
     err = capfd.readouterr().err
     assert "gpuGetDeviceCount" not in err and "a real warning" in err
+
+
+def test_achieved_tflops_count_the_work_executed():
+    """A static input's first layer runs once in the fused DSNN and the hoisted twin: counted once.
+    The tutorial twin runs it every step; the study's count (every step) stays beside it."""
+    dsnn = DSNN(num_steps=25)
+    once = (784 * 1000 + 25 * 1000 * 10)
+    assert training.forward_macs_per_image(dsnn, first_layer_once=True) == once
+    assert training.first_layer_once(dsnn, "fused") and training.first_layer_once(dsnn, "snntorch-hoisted")
+    assert not training.first_layer_once(dsnn, "snntorch-tutorial")
+    row = training.run_training_case("DSNN", "fused", 4, 3, torch.device("cpu"), repeats=1, hidden=16, warmup=0)
+    assert row["train_macs_per_image"] == 3 * (784 * 16 + 3 * 16 * 10)
+    assert row["study_counted_tflops"] > row["achieved_tflops"] > 0
+
+
+def test_power_is_reported_only_over_enough_nvml_updates():
+    sampler = training._PowerSampler(torch.device("cpu"))
+    sampler.samples = [200.0] * 40 + [210.0] * 40  # 0.1 s windows: two NVML updates
+    assert sampler.average_w is None
+    sampler.samples = [200.0 + i for i in range(10) for _ in range(5)]
+    assert sampler.average_w == pytest.approx(204.5)

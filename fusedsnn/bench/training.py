@@ -120,26 +120,36 @@ class SnnTorchTwin(nn.Module):
 # FLOPs as the study counts them (one FLOP = one multiply-add, every layer at every step)
 # ---------------------------------------------------------------------------------------------
 
-def forward_macs_per_image(model: nn.Module) -> int:
-    """Multiply-adds of the synaptic layers for one image over ``num_steps`` steps, counting the
-    first layer at every step as the study's stepped model executes it."""
-    total = 0
+def forward_macs_per_image(model: nn.Module, first_layer_once: bool = False) -> int:
+    """Multiply-adds of the synaptic layers for one image over ``num_steps`` steps. The first
+    layer counts at every step as the study's stepped model executes it, unless
+    ``first_layer_once`` (a static input's first layer computed once, as the fused models and
+    the hoisted snnTorch twin do)."""
+    first = rest = 0
     if isinstance(model, DSNN):
-        total = sum(fc.in_features * fc.out_features for fc in model.fcs)
+        first = model.fcs[0].in_features * model.fcs[0].out_features
+        rest = sum(fc.in_features * fc.out_features for fc in model.fcs[1:])
     elif isinstance(model, CSNN):
         c, h, w = model.input_shape
-        for conv in model.convs:
+        for i, conv in enumerate(model.convs):
             k = conv.kernel_size[0]
             h, w = h - k + 1, w - k + 1
-            total += conv.out_channels * conv.in_channels * k * k * h * w
+            macs = conv.out_channels * conv.in_channels * k * k * h * w
+            first, rest = (macs, rest) if i == 0 else (first, rest + macs)
             h, w = h // model.pool.kernel_size, w // model.pool.kernel_size
-        total += model.fc.in_features * model.fc.out_features
-    return total * model.num_steps
+        rest += model.fc.in_features * model.fc.out_features
+    return first * (1 if first_layer_once else model.num_steps) + rest * model.num_steps
 
 
-def training_macs_per_image(model: nn.Module) -> int:
+def training_macs_per_image(model: nn.Module, first_layer_once: bool = False) -> int:
     """Forward plus backward (gradient of inputs and of weights): 3x the forward, the usual count."""
-    return 3 * forward_macs_per_image(model)
+    return 3 * forward_macs_per_image(model, first_layer_once)
+
+
+def first_layer_once(model: nn.Module, provider: str) -> bool:
+    """Whether ``provider`` runs ``model``'s static-input first layer once per sequence."""
+    style = twin_style(provider)
+    return style == "hoisted" if style is not None else bool(getattr(model, "static_input_once", False))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,9 +193,16 @@ class _PowerSampler:
         if self._nvml is not None:
             self._thread.join()
 
+    #: NVML's power reading is itself an average over about a second and changes about once a
+    #: second: a window with fewer distinct readings than this says little about the step timed.
+    MIN_DISTINCT_READINGS = 5
+
     @property
     def average_w(self) -> Optional[float]:
-        return sum(self.samples) / len(self.samples) if self.samples else None
+        """The mean reading, or None where the window held too few NVML updates to mean much."""
+        if len(set(self.samples)) < self.MIN_DISTINCT_READINGS:
+            return None
+        return sum(self.samples) / len(self.samples)
 
 
 def set_backend(model: nn.Module, backend: str) -> nn.Module:
@@ -293,7 +310,10 @@ def run_training_case(kind: str, provider: str, batch: int, num_steps: int, devi
         with _PowerSampler(device) as power:
             timing = measure(step, device, warmup=warmup, repeats=repeats, min_time_s=min_time_s)
     images_per_s = batch / timing.median_s
-    macs = training_macs_per_image(model)
+    # TFLOPS of the work executed: a first layer run once is counted once (the study's count,
+    # which repeats it every step, is kept beside it for comparison with its Table II).
+    macs = training_macs_per_image(model, first_layer_once(model, provider))
+    study_macs = training_macs_per_image(model)
     row = {"network": kind, "provider": provider, "batch": batch, "num_steps": num_steps, "hidden": hidden,
            "channels": list(channels) if kind == "CSNN" else None, "neuron": neuron, "outputs": outputs,
            "precision": str(autocast_dtype).removeprefix("torch.") if autocast_dtype else "float32",
@@ -301,7 +321,8 @@ def run_training_case(kind: str, provider: str, batch: int, num_steps: int, devi
            "execution_mode": {"compile": "compiled", "cuda_graph": "graph"}.get(mode, "eager"),
            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
            "compile_backend": compile_backend if mode == "compile" else None, **timing.as_dict(), "images_per_s": images_per_s,
-           "train_macs_per_image": macs, "achieved_tflops": macs * images_per_s / 1e12}
+           "train_macs_per_image": macs, "achieved_tflops": macs * images_per_s / 1e12,
+           "study_counted_tflops": study_macs * images_per_s / 1e12}
     if power.average_w is not None:
         row["average_power_w"] = power.average_w
         row["images_per_s_per_w"] = images_per_s / power.average_w
