@@ -95,7 +95,7 @@ write_summary() {
 }
 
 environment() {
-  echo "repo: $REPO ($(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo 'no git'))"
+  echo "repo: $REPO ($(git -C "$REPO" describe --always --dirty --abbrev=12 2>/dev/null || echo 'no git'))"
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem \
     --format=csv
   "$PYTHON" - <<'EOF'
