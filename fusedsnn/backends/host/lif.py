@@ -115,8 +115,11 @@ def load_library() -> Optional[ctypes.CDLL]:
 
 
 def loaded() -> bool:
-    """Whether the host library is loaded already (a cheap check for the per-call path)."""
-    return _library is not None
+    """Whether the host library is loaded already (a cheap check for the per-call path). While
+    torch.compile traces it answers False, so the trace asks :func:`available` (a constant to
+    it): reading the ``_library`` global in a trace makes Dynamo guard on a ctypes.CDLL, which
+    it cannot, and the compile failed whenever it came before the process's first eager call."""
+    return not torch.compiler.is_compiling() and _library is not None
 
 
 @torch.compiler.assume_constant_result

@@ -302,3 +302,26 @@ def test_host_backward_with_absent_upstream_gradients(kind, loss_on):
         grads["weight"] = weight
         (grads[backend],) = torch.autograd.grad((outs[loss_on] * weight).sum(), xb)
     torch.testing.assert_close(grads["host"], grads["reference"], rtol=1e-5, atol=1e-6)
+
+
+def test_torch_compile_as_the_process_first_call():
+    """torch.compile of a fused neuron before any eager call: the trace must not read the host
+    library's ctypes handle (Dynamo cannot guard on a CDLL; the compile failed with
+    'Unexpected type <class ctypes.CDLL>' whenever it was the first fused call of a process)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, fusedsnn.functional as Fn\n"
+        "torch.manual_seed(3)\n"
+        "x = (torch.randn(5, 3, 11) * 1.5).requires_grad_()\n"
+        "f = torch.compile(lambda x: Fn.leaky(x, 0.9, 1.0, backend='host'))\n"
+        "spk, mem = f(x)\n"
+        "(spk.sum() + mem.sum()).backward()\n"
+        "ref_spk, ref_mem = Fn.leaky(x.detach(), 0.9, 1.0, backend='reference')\n"
+        "assert torch.equal(spk, ref_spk) and torch.allclose(mem, ref_mem)\n"
+        "assert x.grad is not None and torch.isfinite(x.grad).all()\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
