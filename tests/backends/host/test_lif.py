@@ -325,3 +325,45 @@ def test_torch_compile_as_the_process_first_call():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+
+
+def _run_python(code: str, **env_extra) -> str:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "FUSEDSNN_HUGE", "FUSEDSNN_MALLOC"))}
+    out = subprocess.run([sys.executable, "-c", code], env={**env, **env_extra}, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout.strip()
+
+
+_HUGE_PAGE_PROBE = """
+import re, torch, fusedsnn.functional as Fn
+from fusedsnn.backends.host import library
+x = (torch.randn(2, 3, 5) * 1.5)
+Fn.leaky(x, 0.9, 1.0, backend="host")  # loads the library (and tunes the allocator)
+x = (torch.randn(9, 67, 4099) * 1.5).requires_grad_()  # ~10 MB: above the advice threshold
+spk, mem = Fn.leaky(x, 0.9, 1.0, backend="host")
+ptr = mem.data_ptr()
+flags = None
+maps = open("/proc/self/smaps").read()
+for m in re.finditer(r"^([0-9a-f]+)-([0-9a-f]+) [^\\n]*\\n(?:(?!VmFlags)[^\\n]*\\n)*VmFlags:([^\\n]*)", maps, re.M):
+    if int(m.group(1), 16) <= ptr < int(m.group(2), 16):
+        flags = m.group(3).split()
+print(library.huge_page_advice_active(), flags is not None and "hg" in flags)
+"""
+
+
+def test_heap_is_advised_for_huge_pages_unless_switched_off():
+    """With the allocator tuned, the heap that holds the fused outputs is marked MADV_HUGEPAGE
+    (VmFlags 'hg'): the kernels' strided step rows are bound by address translation in 4 KiB
+    pages. FUSEDSNN_HUGE_PAGES=0 switches it off."""
+    import platform
+    from fusedsnn.backends.host import library
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc" \
+            or library._transparent_huge_pages_mode() != "madvise":
+        pytest.skip("huge-page advice applies on Linux/glibc with transparent huge pages in 'madvise' mode")
+    assert _run_python(_HUGE_PAGE_PROBE) == "True True"
+    assert _run_python(_HUGE_PAGE_PROBE, FUSEDSNN_HUGE_PAGES="0") == "False False"
