@@ -91,14 +91,19 @@ def lif_backward(
         (need_beta, need_threshold, need_alpha, need_V),
     )
     # A backend may return None for a gradient nobody asked for (the host does for absent
-    # initial states and unrequested parameters); the schema has tensors: zeros / empty.
+    # initial states and unrequested parameters); the schema has tensors: distinct empty ones.
+    # An absent initial state is an empty input that cannot require grad, so nothing reads its
+    # gradient: no [B, F] zero fill (the fake below gives the same shapes).
     sdt = torch.float64 if x_dtype == torch.float64 else torch.float32
     state_shape = mem_hist.shape[1:]
-    return (grads[0],) + tuple(
-        (mem_hist.new_zeros(state_shape, dtype=sdt) if i < 3 else mem_hist.new_empty(0, dtype=sdt))
-        if g is None else g
-        for i, g in enumerate(grads[1:])
-    )
+    absent = [not t.numel() for t in (mem0, syn0, spk0)] + [False] * 4
+
+    def schema(i: int, g: Tensor | None) -> Tensor:
+        if absent[i] or (g is None and i >= 3):
+            return mem_hist.new_empty(0, dtype=sdt)
+        return mem_hist.new_zeros(state_shape, dtype=sdt) if g is None else g
+
+    return (grads[0],) + tuple(schema(i, g) for i, g in enumerate(grads[1:]))
 
 
 @lif_backward.register_fake
@@ -114,11 +119,12 @@ def _lif_backward_fake(grad_spk, grad_syn, grad_mem, trace, mem_hist, syn_hist, 
     def param(needed: bool) -> Tensor:
         return mem_hist.new_empty((F,) if needed else (0,), dtype=sdt)
 
+    def state_grad(state: Tensor) -> Tensor:
+        return mem_hist.new_empty(state_shape if state.numel() else (0,), dtype=sdt)
+
     return (
         mem_hist.new_empty(mem_hist.shape, dtype=x_dtype),
-        mem_hist.new_empty(state_shape, dtype=sdt),
-        mem_hist.new_empty(state_shape, dtype=sdt),
-        mem_hist.new_empty(state_shape, dtype=sdt),
+        state_grad(mem0), state_grad(syn0), state_grad(spk0),
         param(need_beta), param(need_threshold), param(need_alpha), param(need_V),
     )
 

@@ -200,3 +200,28 @@ def test_recomputed_surrogate_matches_a_saved_trace(surrogate, reset_delay):
         assert torch.equal(a, b)
     half = ref.lif_forward(x.half(), None, None, None, None, beta, thr, alpha, V, spec, False)
     assert half[3].shape == x.shape
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("synaptic, recurrence", [(False, 0), (True, 1)], ids=["leaky", "rsynaptic"])
+def test_op_backward_leaves_absent_state_gradients_empty(synaptic, recurrence, backend):
+    """The traced path's backward op: an initial state that was not given (an empty input, which
+    cannot require grad) gets an empty gradient, not a [B, F] zero fill nobody reads; a given
+    one gets its real gradient. opcheck holds the fake to the same shapes."""
+    T, B, N = 5, 3, 7
+    x = random_input(T, B, N)
+    e = torch.empty(0)
+    mem0 = torch.randn(B, N)
+    beta, thr = torch.rand(N), torch.rand(N) + 0.5
+    alpha = torch.rand(N) if synaptic else e
+    V = torch.randn(N) if recurrence else e
+    flags = (synaptic, recurrence, 0, True, 0, 3.14159, 1.0, 1.0)
+    spk, syn, mem, trace, state, pre = ops.lif.lif_forward(
+        x, mem0, e, e, e, beta, thr, alpha, V, *flags, True, backend)
+    grads = (torch.randn_like(spk), syn.new_empty(0), torch.randn_like(mem))
+    args = (*grads, trace, mem if state.numel() == 0 else state, syn, spk, pre, mem0, e, e,
+            beta, thr, alpha, V, *flags, torch.float32, False, False, False, False, backend)
+    out = ops.lif.lif_backward(*args)
+    assert out[1].shape == (B, N) and torch.isfinite(out[1]).all()  # mem0 was given
+    assert out[2].numel() == 0 and out[3].numel() == 0  # syn0, spk0 were not
+    torch.library.opcheck(ops.lif.lif_backward, args)
