@@ -22,6 +22,12 @@ from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+
+#: the newest CPU folder, measured against the strongest baselines mode against mode: every table
+#: that states where the current code stands on a CPU reads it (README's, docs/host_performance.md's
+#: targets, docs/simt_vs_mimd.md's study comparisons). A newer CPU run is committed as a folder and
+#: named here; nothing else changes.
+CPU_FOLDER = "cpu-2026-12-03"
 #: the files whose marked tables are generated
 DOCUMENTS = ["README.md", "docs/*.md"]
 
@@ -69,7 +75,7 @@ def _against(row: dict, rows: list[dict], time_key: str = "median_s") -> str:
 def cpu_main() -> str:
     """README "On the development CPU": fused against the fastest baseline of the same execution
     mode (snnTorch eager with unbind, snnTorch compiled, SpikingJelly, the hoisted snnTorch twin)."""
-    folder = "cpu-2026-12-03"
+    folder = CPU_FOLDER
     neurons = _load(f"{folder}/neurons-full/neurons.json")
     a2a = _load(f"{folder}/neurons-full/all_to_all.json")
     train = _load(f"{folder}/training-full/throughput.json")
