@@ -6,8 +6,13 @@ of :data:`TABLES`. Everything between the markers is replaced, so edit this file
     python benchmarks/report.py          # rewrite the tables in place
     python benchmarks/report.py --check  # exit 1 (with a diff) when a table and its JSON disagree
 
-A table measured against baselines later found wrong says so in its text (see
-benchmarks/results/NOTE-baselines.md), rather than being dropped.
+One function per table; its docstring says what it shows and from which JSON. Where the current
+code stands on a CPU is read from :data:`CPU_FOLDER` only, so a newer CPU run regenerates those
+tables by changing that one name. A comparison names both providers and the execution mode, and a
+ratio is only against the fastest baseline of the same mode ("not measured" where that mode had
+none). A table measured against baselines later found wrong says so in its text (see
+benchmarks/results/NOTE-baselines.md), rather than being dropped; its absolute fused figures are
+labelled with their folder, device and date.
 """
 
 from __future__ import annotations
@@ -98,6 +103,10 @@ def _against(row: dict, rows: list[dict], time_key: str = "median_s") -> str:
     return f"{base['provider']} {_time(base[time_key])}{compile_s}"
 
 
+# ---------------------------------------------------------------------------------------------
+# README.md
+# ---------------------------------------------------------------------------------------------
+
 def cpu_main() -> str:
     """README "On the development CPU": fused against the fastest baseline of the same execution
     mode (snnTorch eager with unbind, snnTorch compiled, SpikingJelly, the hoisted snnTorch twin)."""
@@ -187,15 +196,15 @@ def gpu_check(folder: str) -> str:
 HOST_TARGETS = {"grid": 1.0, "large": 20.0, "copy": 0.5, "dsnn": 5.0}
 
 
-def _grid_summary(rows: list[dict], key: str) -> tuple[str, dict | None]:
+def _grid_summary(rows: list[dict], key: str) -> str:
     """The lowest ratio over a Leaky grid (with its point) and the T=1 row's ratios."""
     timed = [r for r in rows if r.get(key) is not None]
     if not timed:
-        return "not measured", None
+        return "not measured"
     low = min(timed, key=lambda r: r[key])
     t1 = ", ".join(_ratio(r[key]) for r in sorted(timed, key=lambda r: (r["B"], r["N"])) if r["T"] == 1)
     return (f"lowest {_ratio(low[key])} (T={low['T']}, B={low['B']}, N={low['N']}); "
-            f"T=1 row (B x N = 1x8 ... 128x1000): {t1}"), low
+            f"T=1 row (B x N = 1x8 ... 128x1000): {t1}")
 
 
 def host_targets() -> str:
@@ -211,9 +220,9 @@ def host_targets() -> str:
              "| --- | --- | --- | --- | --- | --- |"]
     for provider, mode in (("fused-host", "eager"), ("fused-host-compiled", "compiled")):
         grid = [r for r in neurons if r["provider"] == provider and r["mode"] == "forward+backward"
-                and r["neuron"] == "Leaky" and r["dtype"] == "float32"]
+                and all(r[k] == v for k, v in leaky.items())]
         timed = [r for r in grid if r["speedup_vs_baseline"] is not None]
-        summary, _ = _grid_summary(timed, "speedup_vs_baseline")
+        summary = _grid_summary(timed, "speedup_vs_baseline")
         below = sum(r["speedup_vs_baseline"] < HOST_TARGETS["grid"] for r in timed)
         untimed = sorted({r["T"] for r in grid} - {r["T"] for r in timed})
         fused = f"{len(timed)} points" + (f"; T={', '.join(map(str, untimed))} not measured (above the compile "
@@ -251,8 +260,8 @@ def host_targets() -> str:
         lines.append(f"| all-to-all RLeaky fwd+bwd, T={T}, B={B}, N={N} >= {f['target_speedup']:g}x | eager | "
                      f"{_time(f['median_s'])} | snntorch {_time(s['median_s'])} | {_ratio(ratio)} | "
                      f"{_status(ratio, f['target_speedup'])} |")
-    lines.append("| tiny fwd+bwd (T=1, B=1, N=8) within 2x of a bare `autograd.Function` | eager | not measured | - | - | "
-                 "not measured |")
+    lines.append("| tiny fwd+bwd (T=1, B=1, N=8) within 2x of a bare `autograd.Function` | eager | not measured | "
+                 "- | - | not measured |")
     note = (f"\nFrom {_source(CPU_FOLDER, 'neurons-full/, training-full/')}: 2 threads, medians of 7 interleaved "
             "repeats (q20/q80 in the JSON). Every ratio is against the fastest baseline measured in the same "
             "execution mode: eager, snnTorch 1.0.0 stepped over `x.unbind(0)` or SpikingJelly's multi-step LIF "
@@ -281,7 +290,7 @@ def host_targets_old(folder: str) -> str:
     lines = ["| target shape | fused | snnTorch, eager only (old baseline) | ratio to that baseline |",
              "| --- | --- | --- | --- |"]
     grid = [r for r in neurons if r["mode"] == "forward+backward" and all(r[k] == v for k, v in leaky.items())]
-    summary, _ = _grid_summary(grid, "speedup_vs_snntorch")
+    summary = _grid_summary(grid, "speedup_vs_snntorch")
     lines.append(f"| Leaky fwd+bwd, every T x B x N point | {len(grid)} points | snntorch at each point | {summary} |")
     f = _one(neurons, mode="forward+backward", **big)
     s = _one(neurons, mode="forward+backward", **{**big, "provider": "snntorch"})
@@ -294,7 +303,8 @@ def host_targets_old(folder: str) -> str:
                  f"{_time(grad['median_s'])}; no_grad at {fwd['fraction_of_copy_bandwidth']:.0%} of copy "
                  "bandwidth | - | - |")
     f, s = _one(train, provider="fused", network="DSNN"), _one(train, provider="snntorch", network="DSNN")
-    lines.append(f"| DSNN training step, B={f['batch']}, T={f['num_steps']} (snnTorch's twin: first layer at every step) | "
+    lines.append(f"| DSNN training step, B={f['batch']}, T={f['num_steps']} "
+                 "(snnTorch's twin: first layer at every step) | "
                  f"{f['images_per_s']:,.0f} img/s | {s['images_per_s']:,.0f} img/s | "
                  f"{_ratio(f['images_per_s'] / s['images_per_s'])} |")
     for T, B, N in ((100, 32, 256), (25, 128, 1000), (10000, 2, 8)):
@@ -312,7 +322,8 @@ def all_to_all_old(folder: str, path: str) -> str:
     """docs/host_performance.md, history: every fused all-to-all row of a pre-issue-18 folder with the
     snnTorch it was compared with (stepped with ``x[t]``, eager), labelled as old. From ``path``."""
     rows = _load(f"{folder}/{path}")
-    lines = ["| neuron, fwd+bwd | fused | snnTorch stepped with `x[t]`, eager (old baseline) | ratio to that baseline |",
+    lines = ["| neuron, fwd+bwd | fused | snnTorch stepped with `x[t]`, eager (old baseline) "
+             "| ratio to that baseline |",
              "| --- | --- | --- | --- |"]
     for f in rows:
         if f["provider"] != "fused":
@@ -327,8 +338,10 @@ def all_to_all_old(folder: str, path: str) -> str:
 # docs/gpu.md
 # ---------------------------------------------------------------------------------------------
 
+#: the H200 run of the GPU check that README and the docs analyse (measured before issue 18)
+H200_FOLDER = "h200-2026-11-26"
 #: the GPU check's runs, in order; all measured before issue 18 (snnTorch eager only)
-GPU_RUNS = (("H200, first run", "h200-2026-11-26/first-run"), ("H200, final run", "h200-2026-11-26"),
+GPU_RUNS = (("H200, first run", f"{H200_FOLDER}/first-run"), ("H200, final run", H200_FOLDER),
             ("H100, later commit", "h100-2026-11-26"))
 _STEP_MODES = {"eager": "eager", "compile": "compiled (torch.compile)", "cuda_graph": "graph (CUDA graph replay)"}
 #: bytes each kernel moves per neuron-step (docs/design.md: Leaky float32, nothing learnable; the
@@ -426,7 +439,8 @@ def gpu_step_variants(folder: str) -> str:
 
 
 #: what the CSNN step's heaviest kernels do (patterns of their profiler names)
-_CSNN_KERNELS = (("fft2d_r2c", "FFT convolution path: forward FFT"), ("gemm_cf32", "FFT convolution path: complex GEMM"),
+_CSNN_KERNELS = (("fft2d_r2c", "FFT convolution path: forward FFT"),
+                 ("gemm_cf32", "FFT convolution path: complex GEMM"),
                  ("fft2d_c2r", "FFT convolution path: inverse FFT"), ("wgrad", "weight gradient, implicit GEMM (TF32)"),
                  ("max_pool_backward", "max-pool backward"), ("nchwToNhwc", "NCHW to NHWC conversion"),
                  ("Optimizer.step", "AdamW step (profiler range)"), ("fprop", "forward convolution"))
@@ -482,7 +496,8 @@ def simt_partition() -> str:
     """docs/simt_vs_mimd.md: the host backend's fused Leaky forward+backward under the IPU's tiles x
     workers partitions. From SIMT_FOLDER's simt_vs_mimd.json ("host_partition")."""
     data, source = _simt()
-    lines = ["| B | tiles | workers per tile | threads | fused Leaky fwd+bwd, T=25, N=1000 |", "| --- | --- | --- | --- | --- |"]
+    lines = ["| B | tiles | workers per tile | threads | fused Leaky fwd+bwd, T=25, N=1000 |",
+             "| --- | --- | --- | --- | --- |"]
     for r in data["host_partition"]:
         lines.append(f"| {r['B']} | {r['tiles']} | {r['workers_per_tile']} | {r['threads']} | "
                      f"{_time(r['median_ms'] * 1e-3)} |")
@@ -585,10 +600,10 @@ def simt_published() -> str:
     reached here, each in its own execution mode and with no ratio between systems. From
     fusedsnn/bench/published.py, the H200 step_modes.json and CPU_FOLDER/training-full/throughput.json."""
     pub = _published()
-    gpu_folder = dict((label, folder) for label, folder in GPU_RUNS)["H200, final run"]
-    steps = _load(f"{gpu_folder}/step_modes.json")
+    steps = _load(f"{H200_FOLDER}/step_modes.json")
     cpu = _load(f"{CPU_FOLDER}/training-full/throughput.json")
-    lines = ["| network | IPU Mk2 (published) | A100 (published) | fused, H200 eager | fused, H200 graph | fused, CPU eager |",
+    lines = ["| network | IPU Mk2 (published) | A100 (published) | fused, H200 eager | fused, H200 graph "
+             "| fused, CPU eager |",
              "| --- | --- | --- | --- | --- | --- |"]
     for net in ("DSNN", "CSNN"):
         h200 = {m: _one(steps, provider="fused", network=net, mode=m)["images_per_s"] for m in ("eager", "cuda_graph")}
@@ -596,23 +611,23 @@ def simt_published() -> str:
         lines.append(f"| {net} | {pub['THROUGHPUT'][net]['IPU Mk2']:,} | {pub['THROUGHPUT'][net]['A100']:,} | "
                      f"{h200['eager']:,.0f} | {h200['cuda_graph']:,.0f} | {c['images_per_s']:,.0f} |")
     return ("\n".join(lines) + f"\n\nImages/s, training at batch 128, 25 steps. Published: {pub['SOURCE']} "
-            f"(other hardware generations and implementations). Measured: {_source(gpu_folder, 'step_modes.json')} "
+            f"(other hardware generations and implementations). Measured: {_source(H200_FOLDER, 'step_modes.json')} "
             f"and {_source(CPU_FOLDER, 'training-full/throughput.json')}. A comparison of systems, not of "
             "architectures, so no ratio is drawn between columns.\n")
 
 
 TABLES: dict[str, Callable[[], str]] = {
     "cpu-main": cpu_main,
-    "gpu-h200": lambda: gpu_check("h200-2026-11-26"),
+    "gpu-h200": lambda: gpu_check(H200_FOLDER),
     "host-targets": host_targets,
     "host-targets-2026-11-26b": lambda: host_targets_old("cpu-2026-11-26b"),
     "host-targets-2026-11-26": lambda: host_targets_old("cpu-2026-11-26"),
     "host-all-to-all-2026-11-26": lambda: all_to_all_old("cpu-2026-11-26", "neurons-full/all_to_all.json"),
     "gpu-targets": gpu_targets,
-    "gpu-h200-kernels": lambda: gpu_kernels("h200-2026-11-26"),
-    "gpu-h200-step-variants": lambda: gpu_step_variants("h200-2026-11-26"),
-    "gpu-h200-csnn-kernels": lambda: gpu_csnn_kernels("h200-2026-11-26"),
-    "gpu-h200-csnn-layouts": lambda: gpu_csnn_layouts("h200-2026-11-26"),
+    "gpu-h200-kernels": lambda: gpu_kernels(H200_FOLDER),
+    "gpu-h200-step-variants": lambda: gpu_step_variants(H200_FOLDER),
+    "gpu-h200-csnn-kernels": lambda: gpu_csnn_kernels(H200_FOLDER),
+    "gpu-h200-csnn-layouts": lambda: gpu_csnn_layouts(H200_FOLDER),
     "simt-partition": simt_partition,
     "simt-registers": simt_registers,
     "simt-all-to-all-tiles": simt_all_to_all_tiles,
