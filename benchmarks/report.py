@@ -6,14 +6,20 @@ of :data:`TABLES`. Everything between the markers is replaced, so edit this file
     python benchmarks/report.py          # rewrite the tables in place
     python benchmarks/report.py --check  # exit 1 (with a diff) when a table and its JSON disagree
 
-A table measured against baselines later found wrong says so in its text (see
-benchmarks/results/NOTE-baselines.md), rather than being dropped.
+One function per table; its docstring says what it shows and from which JSON. Where the current
+code stands on a CPU is read from :data:`CPU_FOLDER` only, so a newer CPU run regenerates those
+tables by changing that one name. A comparison names both providers and the execution mode, and a
+ratio is only against the fastest baseline of the same mode ("not measured" where that mode had
+none). A table measured against baselines later found wrong says so in its text (see
+benchmarks/results/NOTE-baselines.md), rather than being dropped; its absolute fused figures are
+labelled with their folder, device and date.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import importlib.util
 import json
 import re
 import sys
@@ -22,6 +28,14 @@ from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+#: the study's published figures (data only; read without importing the package)
+PUBLISHED = ROOT / "fusedsnn" / "bench" / "published.py"
+
+#: the newest CPU folder, measured against the strongest baselines mode against mode: every table
+#: that states where the current code stands on a CPU reads it (README's, docs/host_performance.md's
+#: targets, docs/simt_vs_mimd.md's study comparisons). A newer CPU run is committed as a folder and
+#: named here; nothing else changes.
+CPU_FOLDER = "cpu-2026-12-03"
 #: the files whose marked tables are generated
 DOCUMENTS = ["README.md", "docs/*.md"]
 
@@ -57,6 +71,29 @@ def _ratio(x: float) -> str:
     return f"{x:.0f}x" if x >= 100 else f"{float(f'{x:.2g}'):g}x"
 
 
+def _env(folder: str) -> dict:
+    """environment.json of a result folder: its own, else its first subfolder's, else its parent's."""
+    here = RESULTS / folder
+    for path in [here / "environment.json", *sorted(here.glob("*/environment.json")),
+                 here.parent / "environment.json"]:
+        if path.exists():
+            return json.loads(path.read_text())
+    raise LookupError(f"no environment.json for {folder}")
+
+
+def _source(folder: str, files: str) -> str:
+    """Where a table's numbers come from: folder, files, device and date."""
+    env = _env(folder)
+    return f"`benchmarks/results/{folder}/` ({files}; {env['device_name']}, {env['date'][:10]})"
+
+
+def _status(value: float | None, target: float) -> str:
+    """A higher-is-better figure against its target."""
+    if value is None:
+        return "not measured"
+    return "met" if value >= target else f"missed by {1 - value / target:.0%}"
+
+
 def _against(row: dict, rows: list[dict], time_key: str = "median_s") -> str:
     """The fused row's fastest same-mode baseline and its time, from the row's own fields."""
     base = _one(rows, **{k: row[k] for k in row if k in ("neuron", "dtype", "mode", "T", "B", "N", "network",
@@ -66,10 +103,14 @@ def _against(row: dict, rows: list[dict], time_key: str = "median_s") -> str:
     return f"{base['provider']} {_time(base[time_key])}{compile_s}"
 
 
+# ---------------------------------------------------------------------------------------------
+# README.md
+# ---------------------------------------------------------------------------------------------
+
 def cpu_main() -> str:
     """README "On the development CPU": fused against the fastest baseline of the same execution
     mode (snnTorch eager with unbind, snnTorch compiled, SpikingJelly, the hoisted snnTorch twin)."""
-    folder = "cpu-2026-12-03"
+    folder = CPU_FOLDER
     neurons = _load(f"{folder}/neurons-full/neurons.json")
     a2a = _load(f"{folder}/neurons-full/all_to_all.json")
     train = _load(f"{folder}/training-full/throughput.json")
@@ -145,9 +186,456 @@ def gpu_check(folder: str) -> str:
             "no baseline; the study's published IPU/A100 figures are in `fusedsnn bench`'s throughput table.\n")
 
 
+# ---------------------------------------------------------------------------------------------
+# docs/host_performance.md
+# ---------------------------------------------------------------------------------------------
+
+#: issue 8's targets for the host backend (Leaky, float32, 2 threads): a ratio to snnTorch's step
+#: loop (here: to the fastest baseline of the same execution mode) or a fraction of copy bandwidth;
+#: issue 9's all-to-all targets travel in the JSON rows (``target_speedup``)
+HOST_TARGETS = {"grid": 1.0, "large": 20.0, "copy": 0.5, "dsnn": 5.0}
+
+
+def _grid_summary(rows: list[dict], key: str) -> str:
+    """The lowest ratio over a Leaky grid (with its point) and the T=1 row's ratios."""
+    timed = [r for r in rows if r.get(key) is not None]
+    if not timed:
+        return "not measured"
+    low = min(timed, key=lambda r: r[key])
+    t1 = ", ".join(_ratio(r[key]) for r in sorted(timed, key=lambda r: (r["B"], r["N"])) if r["T"] == 1)
+    return (f"lowest {_ratio(low[key])} (T={low['T']}, B={low['B']}, N={low['N']}); "
+            f"T=1 row (B x N = 1x8 ... 128x1000): {t1}")
+
+
+def host_targets() -> str:
+    """docs/host_performance.md, the current standing: issue 8's and 9's targets for the host backend,
+    each judged against the fastest baseline measured in the same execution mode. From CPU_FOLDER:
+    neurons-full/neurons.json, neurons-full/all_to_all.json, training-full/throughput.json."""
+    neurons = _load(f"{CPU_FOLDER}/neurons-full/neurons.json")
+    a2a = _load(f"{CPU_FOLDER}/neurons-full/all_to_all.json")
+    train = _load(f"{CPU_FOLDER}/training-full/throughput.json")
+    leaky = dict(neuron="Leaky", dtype="float32")
+    big = dict(T=25, B=128, N=1000, **leaky)
+    lines = ["| target | mode | fused | fastest baseline, same mode | ratio | status |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for provider, mode in (("fused-host", "eager"), ("fused-host-compiled", "compiled")):
+        grid = [r for r in neurons if r["provider"] == provider and r["mode"] == "forward+backward"
+                and all(r[k] == v for k, v in leaky.items())]
+        timed = [r for r in grid if r["speedup_vs_baseline"] is not None]
+        summary = _grid_summary(timed, "speedup_vs_baseline")
+        below = sum(r["speedup_vs_baseline"] < HOST_TARGETS["grid"] for r in timed)
+        untimed = sorted({r["T"] for r in grid} - {r["T"] for r in timed})
+        fused = f"{len(timed)} points" + (f"; T={', '.join(map(str, untimed))} not measured (above the compile "
+                                          "budget)" if untimed else "")
+        names = sorted({r["baseline"] for r in timed})
+        count = {n: sum(r["baseline"] == n for r in timed) for n in names}
+        lines.append(f"| Leaky fwd+bwd >= {HOST_TARGETS['grid']:g}x at every T x B x N point | {mode} | {fused} | "
+                     f"fastest per point: {', '.join(f'{n} at {count[n]}' for n in names)} | {summary} | "
+                     f"{'met' if not below else f'missed at {below} of {len(timed)} points'} |")
+    for provider, mode in (("fused-host", "eager"), ("fused-host-compiled", "compiled")):
+        f = _one(neurons, provider=provider, mode="forward+backward", **big)
+        frac = f.get("fraction_of_copy_bandwidth")
+        lines.append(f"| Leaky fwd+bwd at T=25, B=128, N=1000 >= {HOST_TARGETS['large']:g}x | {mode} | "
+                     f"{_time(f['median_s'])}{f', {frac:.0%} of copy bandwidth' if frac else ''} | "
+                     f"{_against(f, neurons)} | {_ratio(f['speedup_vs_baseline'])} | "
+                     f"{_status(f['speedup_vs_baseline'], HOST_TARGETS['large'])} |")
+    fwd = _one(neurons, provider="fused-host", mode="forward", **big)
+    grad = _one(neurons, provider="fused-host", mode="forward-grad-mode", **big)
+    slower = fwd["median_s"] / grad["median_s"]
+    lines.append(f"| no_grad forward <= grad-mode forward (T=25, B=128, N=1000) | eager | {_time(fwd['median_s'])} "
+                 f"no_grad, {_time(grad['median_s'])} grad mode | - | - | "
+                 f"{'met' if slower <= 1 else f'missed: no_grad takes {slower:.2f}x the grad-mode time'} |")
+    lines.append(f"| no_grad forward >= {HOST_TARGETS['copy']:.0%} of copy bandwidth | eager | "
+                 f"{fwd['fraction_of_copy_bandwidth']:.0%} | - | - | "
+                 f"{_status(fwd['fraction_of_copy_bandwidth'], HOST_TARGETS['copy'])} |")
+    f = _one(train, provider="fused", network="DSNN")
+    base = _one(train, provider=f["baseline"], network="DSNN")
+    lines.append(f"| DSNN training step (B={f['batch']}, T={f['num_steps']}) >= {HOST_TARGETS['dsnn']:g}x | eager | "
+                 f"{f['images_per_s']:,.0f} img/s | {base['provider']} {base['images_per_s']:,.0f} img/s | "
+                 f"{_ratio(f['speedup_vs_baseline'])} | {_status(f['speedup_vs_baseline'], HOST_TARGETS['dsnn'])} |")
+    for T, B, N in ((100, 32, 256), (25, 128, 1000), (10000, 2, 8)):
+        key = dict(neuron="RLeaky-all-to-all", T=T, B=B, N=N, mode="forward+backward")
+        f, s = _one(a2a, provider="fused", **key), _one(a2a, provider="snntorch", **key)
+        ratio = s["median_s"] / f["median_s"]
+        lines.append(f"| all-to-all RLeaky fwd+bwd, T={T}, B={B}, N={N} >= {f['target_speedup']:g}x | eager | "
+                     f"{_time(f['median_s'])} | snntorch {_time(s['median_s'])} | {_ratio(ratio)} | "
+                     f"{_status(ratio, f['target_speedup'])} |")
+    lines.append("| tiny fwd+bwd (T=1, B=1, N=8) within 2x of a bare `autograd.Function` | eager | not measured | "
+                 "- | - | not measured |")
+    note = (f"\nFrom {_source(CPU_FOLDER, 'neurons-full/, training-full/')}: 2 threads, medians of 7 interleaved "
+            "repeats (q20/q80 in the JSON). Every ratio is against the fastest baseline measured in the same "
+            "execution mode: eager, snnTorch 1.0.0 stepped over `x.unbind(0)` or SpikingJelly's multi-step LIF "
+            "(training: snnTorch's twin running the static first layer once, `snntorch-hoisted`, or at every step, "
+            "`snntorch-tutorial`); compiled, snnTorch's loop under `torch.compile` (compile time not counted). "
+            "Training and the all-to-all op were measured eager only; the all-to-all's one baseline is snnTorch "
+            "(eager, unbind), SpikingJelly having no all-to-all recurrent LIF with snnTorch's reset order. The bare "
+            "`autograd.Function` of the per-call target is timed only by `benchmarks/host_overhead.py calls`, "
+            "whose last log is from before issue 18 (below).\n")
+    return "\n".join(lines) + "\n" + note
+
+
+#: where each pre-issue-18 CPU folder keeps the files the targets read
+_OLD_HOST = {"cpu-2026-11-26": ("neurons-full/neurons.json", "neurons-full/all_to_all.json", "quick/throughput.json"),
+             "cpu-2026-11-26b": ("neurons/neurons.json", "all_to_all/all_to_all.json", "quick/throughput.json")}
+
+
+def host_targets_old(folder: str) -> str:
+    """docs/host_performance.md, history: the fused figures of a pre-issue-18 CPU folder at issue 8's
+    and 9's target shapes, with the ratio to the one baseline it measured (snnTorch stepped with
+    ``x[t]``, eager), labelled as old. From the folder's neurons, all_to_all and quick/throughput JSON."""
+    paths = _OLD_HOST[folder]
+    neurons, a2a, train = (_load(f"{folder}/{p}") for p in paths)
+    leaky = dict(neuron="Leaky", dtype="float32", provider="fused-host")
+    big = dict(T=25, B=128, N=1000, **leaky)
+    lines = ["| target shape | fused | snnTorch, eager only (old baseline) | ratio to that baseline |",
+             "| --- | --- | --- | --- |"]
+    grid = [r for r in neurons if r["mode"] == "forward+backward" and all(r[k] == v for k, v in leaky.items())]
+    summary = _grid_summary(grid, "speedup_vs_snntorch")
+    lines.append(f"| Leaky fwd+bwd, every T x B x N point | {len(grid)} points | snntorch at each point | {summary} |")
+    f = _one(neurons, mode="forward+backward", **big)
+    s = _one(neurons, mode="forward+backward", **{**big, "provider": "snntorch"})
+    lines.append(f"| Leaky fwd+bwd, T=25, B=128, N=1000 | {_time(f['median_s'])}, "
+                 f"{f['fraction_of_copy_bandwidth']:.0%} of copy bandwidth | {_time(s['median_s'])} | "
+                 f"{_ratio(s['median_s'] / f['median_s'])} |")
+    fwd = _one(neurons, mode="forward", **big)
+    grad = _one(neurons, mode="forward-grad-mode", **big)
+    lines.append(f"| Leaky forward, T=25, B=128, N=1000: no_grad / grad mode | {_time(fwd['median_s'])} / "
+                 f"{_time(grad['median_s'])}; no_grad at {fwd['fraction_of_copy_bandwidth']:.0%} of copy "
+                 "bandwidth | - | - |")
+    f, s = _one(train, provider="fused", network="DSNN"), _one(train, provider="snntorch", network="DSNN")
+    lines.append(f"| DSNN training step, B={f['batch']}, T={f['num_steps']} "
+                 "(snnTorch's twin: first layer at every step) | "
+                 f"{f['images_per_s']:,.0f} img/s | {s['images_per_s']:,.0f} img/s | "
+                 f"{_ratio(f['images_per_s'] / s['images_per_s'])} |")
+    for T, B, N in ((100, 32, 256), (25, 128, 1000), (10000, 2, 8)):
+        key = dict(neuron="RLeaky-all-to-all", T=T, B=B, N=N, mode="forward+backward")
+        f, s = _one(a2a, provider="fused", **key), _one(a2a, provider="snntorch", **key)
+        lines.append(f"| all-to-all RLeaky fwd+bwd, T={T}, B={B}, N={N} | {_time(f['median_s'])} | "
+                     f"{_time(s['median_s'])} | {_ratio(s['median_s'] / f['median_s'])} |")
+    note = (f"\nFrom {_source(folder, ', '.join(paths))}; {OLD_BASELINES}. The fused figures stand as measured on "
+            "that machine and commit; the ratios are not comparisons with the strongest baseline, and whether a "
+            "target is met is judged by the first table of this page.\n")
+    return "\n".join(lines) + "\n" + note
+
+
+def all_to_all_old(folder: str, path: str) -> str:
+    """docs/host_performance.md, history: every fused all-to-all row of a pre-issue-18 folder with the
+    snnTorch it was compared with (stepped with ``x[t]``, eager), labelled as old. From ``path``."""
+    rows = _load(f"{folder}/{path}")
+    lines = ["| neuron, fwd+bwd | fused | snnTorch stepped with `x[t]`, eager (old baseline) "
+             "| ratio to that baseline |",
+             "| --- | --- | --- | --- |"]
+    for f in rows:
+        if f["provider"] != "fused":
+            continue
+        s = _one(rows, provider="snntorch", **{k: f[k] for k in ("neuron", "T", "B", "N", "mode")})
+        lines.append(f"| {f['neuron'].replace('-all-to-all', '')}, T={f['T']}, B={f['B']}, N={f['N']} | "
+                     f"{_time(f['median_s'])} | {_time(s['median_s'])} | {_ratio(s['median_s'] / f['median_s'])} |")
+    return "\n".join(lines) + f"\n\nFrom {_source(folder, path)}, {rows[0]['threads']} threads; {OLD_BASELINES}.\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# docs/gpu.md
+# ---------------------------------------------------------------------------------------------
+
+#: the H200 run of the GPU check that README and the docs analyse (measured before issue 18)
+H200_FOLDER = "h200-2026-11-26"
+#: the GPU check's runs, in order; all measured before issue 18 (snnTorch eager only)
+GPU_RUNS = (("H200, first run", f"{H200_FOLDER}/first-run"), ("H200, final run", H200_FOLDER),
+            ("H100, later commit", "h100-2026-11-26"))
+_STEP_MODES = {"eager": "eager", "compile": "compiled (torch.compile)", "cuda_graph": "graph (CUDA graph replay)"}
+#: bytes each kernel moves per neuron-step (docs/design.md: Leaky float32, nothing learnable; the
+#: backward with materialised upstream gradients; a copy reads and writes 4 B)
+_KERNEL_BYTES = {"lif_forward_kernel": 12, "lif_backward_kernel": 16, "Memcpy DtoD (Device -> Device)": 8}
+
+
+def gpu_targets() -> str:
+    """docs/gpu.md: every GPU check run (GPU_RUNS) against the GPU targets, each row in its execution
+    mode with a ratio only against snnTorch run the same way. From each run's gpu_targets.json and
+    step_modes.json; targets from the rows' ``target_*`` fields."""
+    runs = [(label, folder, _load(f"{folder}/gpu_targets.json"), _load(f"{folder}/step_modes.json"))
+            for label, folder in GPU_RUNS]
+    lines = ["| case | execution mode | run | fused | snnTorch, same mode | speed-up, same mode | target | status |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for mode, graph in (("forward", False), ("forward+backward", False), ("forward+backward", True)):
+        for label, _, targets, _ in runs:
+            found = [r for r in targets if r["provider"].startswith("fused") and r["mode"] == mode
+                     and ("CUDA graph" in r["provider"]) == graph]
+            if not found:
+                continue
+            r = found[0]
+            base = None if graph else _one(targets, provider="snntorch", mode=mode)
+            ratio = None if base is None else base["median_s"] / r["median_s"]
+            copy, speed = r.get("target_fraction_of_copy_bandwidth"), r.get("target_speedup_vs_snntorch")
+            target = status = "-"
+            if copy and speed:
+                target = f">= {copy:.2f} of copy bandwidth; >= {speed:g}x snnTorch, same mode"
+                speed_status = (f"{_status(ratio, speed)} (old baseline)" if ratio is not None
+                                else "no same-mode baseline measured")
+                status = f"copy: {_status(r['fraction_of_copy_bandwidth'], copy)}; {speed:g}x: {speed_status}"
+            lines.append(f"| Leaky {mode}, T={r['T']}, B={r['B']}, N={r['N']:,} | "
+                         f"{_STEP_MODES['cuda_graph' if graph else 'eager']} | {label} | {_time(r['median_s'])}, "
+                         f"{r['fraction_of_copy_bandwidth']:.2f} of copy bandwidth | "
+                         f"{'not measured' if base is None else _time(base['median_s'])} | "
+                         f"{'-' if ratio is None else _ratio(ratio)} | {target} | {status} |")
+    for network in ("DSNN", "CSNN"):
+        for mode in _STEP_MODES:
+            for label, _, _, steps in runs:
+                r = _one(steps, provider="fused", network=network, mode=mode)
+                base = [b for b in steps if b["provider"] == "snntorch" and b["network"] == network
+                        and b["mode"] == mode]
+                target = r.get("target_images_per_s")
+                baseline = f"{base[0]['images_per_s']:,.0f} img/s" if base else "not measured"
+                ratio = _ratio(r["images_per_s"] / base[0]["images_per_s"]) if base else "-"
+                lines.append(f"| {network} training step, B={r['batch']}, T={r['num_steps']} | {_STEP_MODES[mode]} | "
+                             f"{label} | {r['images_per_s']:,.0f} img/s | {baseline} | {ratio} | "
+                             f"{f'>= {target:,} img/s' if target else '-'} | "
+                             f"{_status(r['images_per_s'], target) if target else '-'} |")
+    sources = "; ".join(f"{label}: {_source(folder, 'gpu_targets.json, step_modes.json')}"
+                        for label, folder in GPU_RUNS)
+    return ("\n".join(lines) + f"\n\nFrom {sources}. All {OLD_BASELINES}. Only eager snnTorch was measured "
+            "in these runs, so compiled and graph rows have no baseline: their speed-up waits for a GPU run of "
+            "the current bench, which times snnTorch compiled and captured in a CUDA graph. Medians of 20 "
+            "synchronised wall-clock samples; copy bandwidth is a device-to-device copy of one `[T, B, N]` "
+            "float32 tensor timed the same way in the same run.\n")
+
+
+def gpu_kernels(folder: str) -> str:
+    """docs/gpu.md: the Leaky kernels' profiler times at the target shape against a copy kernel timed in
+    the same run, with the bytes each must move (_KERNEL_BYTES). From the folder's profile.json
+    ("fwd+bwd, real upstream grads" and "copy of one [T,B,N] tensor")."""
+    leaky = _load(f"{folder}/profile.json")["leaky"]
+    T, B, N = leaky["shape"]
+    kernels = {k["name"]: k["us"] * 1e-6 for k in leaky["fwd+bwd, real upstream grads"]["top"]}
+    kernels.update({k["name"]: k["us"] * 1e-6 for k in leaky["copy of one [T,B,N] tensor"]["top"]})
+    rate = {name: _KERNEL_BYTES[name] * T * B * N / kernels[name] for name in _KERNEL_BYTES}
+    copy = rate["Memcpy DtoD (Device -> Device)"]
+    lines = ["| kernel | GPU time | bytes per neuron-step | achieved | share of the copy kernel's bandwidth |",
+             "| --- | --- | --- | --- | --- |"]
+    for name, size in _KERNEL_BYTES.items():
+        lines.append(f"| `{name}` | {_time(kernels[name])} | {size} B | {rate[name] / 1e12:.2f} TB/s | "
+                     f"{rate[name] / copy:.2f} |")
+    return ("\n".join(lines) + f"\n\nFrom {_source(folder, 'profile.json')}: profiler kernel times of one "
+            f"forward+backward with materialised upstream gradients, Leaky float32, T={T}, B={B}, N={N:,}. The "
+            "bytes are the kernels' model (docs/design.md), not counters.\n")
+
+
+def gpu_step_variants(folder: str) -> str:
+    """docs/gpu.md: one training step per loss and optimizer variant, eager and replayed from a CUDA
+    graph, with the kernel count where it was profiled. From the folder's profile.json ("networks")."""
+    nets = _load(f"{folder}/profile.json")["networks"]
+    lines = ["| network | loss | AdamW | eager step (host issue time) | graph replay | kernels per step |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for network, variants in nets.items():
+        for name, v in variants.items():
+            loss, adamw = name.split(", AdamW ")
+            eager = f"{v['eager']['median_ms']:.2f} ms ({v['eager']['issue_ms']:.2f} ms)"
+            lines.append(f"| {network} | {loss.replace(' loss', '')} | {adamw} | {eager} | "
+                         f"{v['graph']['median_ms']:.3f} ms | {v.get('kernels', '-')} |")
+    return ("\n".join(lines) + f"\n\nFrom {_source(folder, 'profile.json')}: the fused models, B=128, T=25, "
+            "medians. \"loop\": the rate-coded cross entropy as one `nll_loss` per time step, as snnTorch's; "
+            "\"batched\": one `cross_entropy` over all T x B rows (`population.ce_rate_loss` now). Both "
+            "columns are the fused model in two execution modes; no baseline is compared here.\n")
+
+
+#: what the CSNN step's heaviest kernels do (patterns of their profiler names)
+_CSNN_KERNELS = (("fft2d_r2c", "FFT convolution path: forward FFT"),
+                 ("gemm_cf32", "FFT convolution path: complex GEMM"),
+                 ("fft2d_c2r", "FFT convolution path: inverse FFT"), ("wgrad", "weight gradient, implicit GEMM (TF32)"),
+                 ("max_pool_backward", "max-pool backward"), ("nchwToNhwc", "NCHW to NHWC conversion"),
+                 ("Optimizer.step", "AdamW step (profiler range)"), ("fprop", "forward convolution"))
+
+
+def gpu_csnn_kernels(folder: str) -> str:
+    """docs/gpu.md: the CSNN graph step's heaviest kernels (batched loss, fused AdamW). From the
+    folder's profile.json (networks.CSNN)."""
+    v = _load(f"{folder}/profile.json")["networks"]["CSNN"]["batched loss, AdamW fused"]
+    lines = ["| part | kernel (profiler name, cut) | calls | GPU time, all calls |", "| --- | --- | --- | --- |"]
+    for k in v["top"]:
+        part = next((label for pattern, label in _CSNN_KERNELS if pattern in k["name"]), "")
+        lines.append(f"| {part} | `{k['name'].strip()}` | {k['count']} | {_time(k['us'] * 1e-6)} |")
+    lines.append(f"| all kernels of the step | | {v['kernels']} | {_time(v['gpu_us'] * 1e-6)} |")
+    neurons = "" if any("lif_" in k["name"] for k in v["top"]) else " No fused neuron kernel is among these."
+    return ("\n".join(lines) + f"\n\nFrom {_source(folder, 'profile.json')}: one CSNN training step, B=128, "
+            f"T=25; the step replays from a CUDA graph in {v['graph']['median_ms']:.2f} ms.{neurons}\n")
+
+
+_LAYOUT_LINE = re.compile(r"CSNN graph, cudnn\.benchmark=(\w+), (\w+): ([\d.]+) ms \((\d+) img/s\)")
+
+
+def gpu_csnn_layouts(folder: str) -> str:
+    """docs/gpu.md: the CSNN graph step in NCHW and channels-last, with and without cudnn.benchmark. The
+    run wrote no JSON: parsed from the folder's csnn_layout.log, one line per variant."""
+    found = _LAYOUT_LINE.findall((RESULTS / folder / "csnn_layout.log").read_text())
+    if not found:
+        raise LookupError(f"no variant lines in {folder}/csnn_layout.log")
+    lines = ["| layout | `cudnn.benchmark` | graph step | images/s |", "| --- | --- | --- | --- |"]
+    for bench, layout, ms, ips in found:
+        lines.append(f"| {layout} | {bench} | {ms} ms | {int(ips):,} |")
+    return ("\n".join(lines) + f"\n\nFrom {_source(folder, 'csnn_layout.log')}: the fused CSNN, B=128, T=25, "
+            "replayed from a CUDA graph.\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# docs/simt_vs_mimd.md
+# ---------------------------------------------------------------------------------------------
+
+#: the newest run of benchmarks/simt_vs_mimd.py (its simt_vs_mimd.json: the host partition sweep, the
+#: compiled registers, the all-to-all tile sweep); measured before issue 18
+SIMT_FOLDER = "cpu-2026-11-26b"
+
+
+def _simt() -> tuple[dict, str]:
+    data = json.loads((RESULTS / SIMT_FOLDER / "simt_vs_mimd.json").read_text())
+    env = data["environment"]
+    return data, (f"`benchmarks/results/{SIMT_FOLDER}/simt_vs_mimd.json` ({env['device_name']}, "
+                  f"{env['cpu_threads']} threads, {env['date'][:10]})")
+
+
+def simt_partition() -> str:
+    """docs/simt_vs_mimd.md: the host backend's fused Leaky forward+backward under the IPU's tiles x
+    workers partitions. From SIMT_FOLDER's simt_vs_mimd.json ("host_partition")."""
+    data, source = _simt()
+    lines = ["| B | tiles | workers per tile | threads | fused Leaky fwd+bwd, T=25, N=1000 |",
+             "| --- | --- | --- | --- | --- |"]
+    for r in data["host_partition"]:
+        lines.append(f"| {r['B']} | {r['tiles']} | {r['workers_per_tile']} | {r['threads']} | "
+                     f"{_time(r['median_ms'] * 1e-3)} |")
+    return "\n".join(lines) + f"\n\nFrom {source}: medians; the fused op alone, no baseline.\n"
+
+
+def simt_registers() -> str:
+    """docs/simt_vs_mimd.md: registers and spills of the Leaky Triton kernels per BLOCK and num_warps,
+    compiled for sm_90 (ptxas output, not timings). From SIMT_FOLDER's simt_vs_mimd.json."""
+    data, source = _simt()
+    lines = ["| BLOCK | num_warps | neurons per thread | kernel | registers | spill bytes |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for r in data["simt_registers"]:
+        lines.append(f"| {r['BLOCK']} | {r['num_warps']} | {r['neurons_per_thread']} | `{r['kernel']}` | "
+                     f"{r['registers']} | {r['spill_bytes']} |")
+    return "\n".join(lines) + f"\n\nFrom {source}: ptxas's report for sm_90, Leaky, nothing learnable.\n"
+
+
+def simt_all_to_all_tiles() -> str:
+    """docs/simt_vs_mimd.md: the host all-to-all op's forward partition on 1 and 2 threads, with the
+    snnTorch loop it was timed against (stepped with ``x[t]``: an old baseline). From SIMT_FOLDER's
+    simt_vs_mimd.json ("all_to_all_host_tiles")."""
+    data, source = _simt()
+    rows = data["all_to_all_host_tiles"]
+    lines = ["| provider | threads | forward partition | fwd+bwd | ratio to snnTorch stepped with `x[t]` (old baseline) "
+             "| spike rate |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        ratio = "-" if r["provider"] != "fused" else _ratio(r["speedup_vs_snntorch"])
+        lines.append(f"| {r['provider']} | {r['threads']} | {r['tiles'] or '-'} | {_time(r['median_s'])} | {ratio} | "
+                     f"{r['spike_rate']:.2f} |")
+    r = rows[0]
+    return ("\n".join(lines) + f"\n\nFrom {source}: RLeaky all-to-all, T={r['T']}, B={r['B']}, N={r['N']}, "
+            f"medians; {OLD_BASELINES}.\n")
+
+
+def _training_table(rows: list[dict], case: list[tuple[str, str]]) -> str:
+    """One line per case, execution mode and fused provider: the fused images/s, every baseline's
+    images/s in that case and mode, and the fused row's ratio to the fastest of them (its own
+    ``baseline`` and ``speedup_vs_baseline``); "not measured" where that mode had no baseline."""
+    def key(r: dict) -> tuple:
+        return tuple(r[k] for k, _ in case) + (r["execution_mode"],)
+
+    bases = sorted({r["provider"] for r in rows if not r["provider"].startswith("fused")})
+    lines = ["| " + " | ".join([label for _, label in case] + ["execution mode", "fused provider", "fused"]
+                               + [f"{b}, same mode" for b in bases] + ["speed-up over the fastest, same mode"]) + " |",
+             "|" + " --- |" * (len(case) + 4 + len(bases))]
+    for f in rows:
+        if not f["provider"].startswith("fused"):
+            continue
+        same = {b["provider"]: b for b in rows if b["provider"] in bases and key(b) == key(f)}
+        cells = [str(f[k]) for k, _ in case] + [f["execution_mode"], f["provider"], f"{f['images_per_s']:,.0f} img/s"]
+        cells += [f"{same[b]['images_per_s']:,.0f} img/s" if b in same else "not measured" for b in bases]
+        cells.append(f"{_ratio(f['speedup_vs_baseline'])} ({f['baseline']})" if f.get("baseline") else "not measured")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+#: the study's training comparisons in docs/simt_vs_mimd.md: section -> the columns naming a case
+_STUDY = {"batch": [("batch", "batch")], "neuron_models": [("neuron", "neuron")],
+          "population": [("outputs", "outputs"), ("num_steps", "time steps")]}
+
+
+def simt_study(section: str) -> str:
+    """docs/simt_vs_mimd.md: one of the study's training comparisons (DSNN, _STUDY[section]) measured by
+    ``fusedsnn bench --quick``, fused against snnTorch's twins in the same execution mode. From
+    CPU_FOLDER/quick/<section>.json."""
+    rows = _load(f"{CPU_FOLDER}/quick/{section}.json")
+    return (_training_table(rows, _STUDY[section]) + f"\n\nFrom {_source(CPU_FOLDER, f'quick/{section}.json')}: "
+            "quick sizes, 3 repeats. `snntorch-hoisted` runs the static first layer once, `snntorch-tutorial` at "
+            "every step, as snnTorch's tutorial does.\n")
+
+
+def simt_fusion() -> str:
+    """docs/simt_vs_mimd.md: the range of the fused DSNN's speed-up over the fastest same-mode twin across
+    neuron models, batch sizes and (at one time step) population outputs. From CPU_FOLDER/quick."""
+    def span(section: str, keep=lambda r: True) -> str:
+        vals = [r["speedup_vs_baseline"] for r in _load(f"{CPU_FOLDER}/quick/{section}.json")
+                if r["provider"] == "fused" and r.get("speedup_vs_baseline") and keep(r)]
+        modes = sorted({r["execution_mode"] for r in _load(f"{CPU_FOLDER}/quick/{section}.json")
+                        if r["provider"] == "fused" and keep(r)})
+        return f"{_ratio(min(vals))} to {_ratio(max(vals))} ({', '.join(modes)})"
+
+    return (f"- **Fusion vs the step loop** (`benchmarks/results/{CPU_FOLDER}/quick/`, each ratio against the "
+            "fastest snnTorch twin of the same execution mode): across neuron models the fused DSNN trains "
+            f"{span('neuron_models')}, across batch sizes {span('batch')}; at one time step (population rows) "
+            f"{span('population', lambda r: r['num_steps'] == 1)}: there is no time loop to fuse and the custom "
+            "op's fixed cost shows. Training on this CPU was measured eager only.\n")
+
+
+def _published() -> dict:
+    """fusedsnn/bench/published.py's tables, read without importing the package (and torch)."""
+    spec = importlib.util.spec_from_file_location("published", PUBLISHED)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return {"THROUGHPUT": module.THROUGHPUT, "SOURCE": module.SOURCE}
+
+
+def simt_published() -> str:
+    """docs/simt_vs_mimd.md: the study's published training throughput beside what the fused networks
+    reached here, each in its own execution mode and with no ratio between systems. From
+    fusedsnn/bench/published.py, the H200 step_modes.json and CPU_FOLDER/training-full/throughput.json."""
+    pub = _published()
+    steps = _load(f"{H200_FOLDER}/step_modes.json")
+    cpu = _load(f"{CPU_FOLDER}/training-full/throughput.json")
+    lines = ["| network | IPU Mk2 (published) | A100 (published) | fused, H200 eager | fused, H200 graph "
+             "| fused, CPU eager |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for net in ("DSNN", "CSNN"):
+        h200 = {m: _one(steps, provider="fused", network=net, mode=m)["images_per_s"] for m in ("eager", "cuda_graph")}
+        c = _one(cpu, provider="fused", network=net)
+        lines.append(f"| {net} | {pub['THROUGHPUT'][net]['IPU Mk2']:,} | {pub['THROUGHPUT'][net]['A100']:,} | "
+                     f"{h200['eager']:,.0f} | {h200['cuda_graph']:,.0f} | {c['images_per_s']:,.0f} |")
+    return ("\n".join(lines) + f"\n\nImages/s, training at batch 128, 25 steps. Published: {pub['SOURCE']} "
+            f"(other hardware generations and implementations). Measured: {_source(H200_FOLDER, 'step_modes.json')} "
+            f"and {_source(CPU_FOLDER, 'training-full/throughput.json')}. A comparison of systems, not of "
+            "architectures, so no ratio is drawn between columns.\n")
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "cpu-main": cpu_main,
-    "gpu-h200": lambda: gpu_check("h200-2026-11-26"),
+    "gpu-h200": lambda: gpu_check(H200_FOLDER),
+    "host-targets": host_targets,
+    "host-targets-2026-11-26b": lambda: host_targets_old("cpu-2026-11-26b"),
+    "host-targets-2026-11-26": lambda: host_targets_old("cpu-2026-11-26"),
+    "host-all-to-all-2026-11-26": lambda: all_to_all_old("cpu-2026-11-26", "neurons-full/all_to_all.json"),
+    "gpu-targets": gpu_targets,
+    "gpu-h200-kernels": lambda: gpu_kernels(H200_FOLDER),
+    "gpu-h200-step-variants": lambda: gpu_step_variants(H200_FOLDER),
+    "gpu-h200-csnn-kernels": lambda: gpu_csnn_kernels(H200_FOLDER),
+    "gpu-h200-csnn-layouts": lambda: gpu_csnn_layouts(H200_FOLDER),
+    "simt-partition": simt_partition,
+    "simt-registers": simt_registers,
+    "simt-all-to-all-tiles": simt_all_to_all_tiles,
+    "simt-batch": lambda: simt_study("batch"),
+    "simt-neuron-models": lambda: simt_study("neuron_models"),
+    "simt-population": lambda: simt_study("population"),
+    "simt-fusion": simt_fusion,
+    "simt-published": simt_published,
 }
 
 

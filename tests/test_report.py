@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -47,3 +48,163 @@ def test_old_baselines_are_labelled_and_unknown_tables_refused():
     assert (ROOT / "benchmarks" / "results" / "NOTE-baselines.md").exists()
     with pytest.raises(KeyError, match="no table named"):
         report.render("<!-- report:nope -->\nx\n<!-- /report:nope -->")
+
+
+def _regions() -> list[tuple[str, str]]:
+    """(document, table name) of every generated region in README and docs."""
+    report = _report()
+    return [(str(path.relative_to(ROOT)), m.group("name")) for path in report.documents()
+            for m in report.MARKER.finditer(path.read_text())]
+
+
+def test_every_table_is_in_a_document_and_every_region_has_a_table():
+    report = _report()
+    used = {name for _, name in _regions()}
+    assert used == set(report.TABLES), (set(report.TABLES) - used, used - set(report.TABLES))
+    for doc in ("docs/host_performance.md", "docs/gpu.md", "docs/simt_vs_mimd.md"):
+        assert any(d == doc for d, _ in _regions()), doc
+
+
+@pytest.mark.parametrize("doc,name", _regions())
+def test_check_fails_when_any_generated_table_is_edited(doc, name, tmp_path, monkeypatch):
+    """A figure typed over in any generated region makes --check fail; a rewrite restores it."""
+    report = _report()
+    text = (ROOT / doc).read_text()
+    region = next(m for m in report.MARKER.finditer(text) if m.group("name") == name)
+    body = region.group("body")
+    digit = re.search(r"\d", body)
+    assert digit, f"{name} in {doc} holds no figure"
+    edited_body = body[:digit.start()] + str((int(digit.group()) + 1) % 10) + body[digit.end():]
+    edited = text[:region.start("body")] + edited_body + text[region.end("body"):]
+    target = tmp_path / "doc.md"
+    target.write_text(edited)
+    monkeypatch.setattr(report, "ROOT", tmp_path)
+    monkeypatch.setattr(report, "documents", lambda root=tmp_path: [target])
+    assert report.main(["--check"]) == 1
+    assert report.main([]) == 0 and target.read_text() == text
+    assert report.main(["--check"]) == 0
+
+
+def test_the_newest_cpu_folder_is_named_once():
+    """Every current-standing CPU table reads CPU_FOLDER: its name is written nowhere else in
+    report.py, and the tables fail without it."""
+    report = _report()
+    source = (ROOT / "benchmarks" / "report.py").read_text()
+    assert source.count(f'"{report.CPU_FOLDER}"') == 1
+    report.CPU_FOLDER = "no-such-folder"
+    for table in (report.cpu_main, report.host_targets, report.simt_fusion, report.simt_published,
+                  lambda: report.simt_study("batch")):
+        with pytest.raises(FileNotFoundError, match="no-such-folder"):
+            table()
+
+
+def _old_folders() -> list[str]:
+    note = (ROOT / "benchmarks" / "results" / "NOTE-baselines.md").read_text()
+    return re.findall(r"^\| `([\w-]+)/`", note, re.M)
+
+
+def test_tables_from_old_baseline_folders_say_so():
+    """A generated table that draws a ratio from a folder measured before issue 18 carries the
+    old-baselines text."""
+    report = _report()
+    old = _old_folders()
+    assert "h200-2026-11-26" in old and "cpu-2026-12-03" not in old
+    for name, table in report.TABLES.items():
+        text = table()
+        rows = [line for line in text.splitlines() if line.startswith("|")]
+        if any(f"{folder}/" in text for folder in old) and any(RATIO.search(r) for r in rows[2:]):
+            assert "old baselines" in text and "NOTE-baselines.md" in text, name
+
+
+# ---------------------------------------------------------------------------------------------
+# no ratio across execution modes
+# ---------------------------------------------------------------------------------------------
+
+#: a speed-up figure such as 3x, 0.99x, 157x
+RATIO = re.compile(r"(?<![\w.])\d+(?:\.\d+)?x\b")
+#: a graph or compiled execution mode, or a provider run that way
+MODE = re.compile(r"(?<![A-Za-z])(graph|compiled?|cuda_graph|torch\.compile)(?![A-Za-z])", re.I)
+#: a baseline named without a compiled / graph qualifier: snnTorch or SpikingJelly run eagerly
+EAGER_BASELINE = re.compile(r"(?<![A-Za-z])(snntorch|spikingjelly)(?![-\w]*(compiled|graph))", re.I)
+
+
+def _tables(text: str) -> list[list[list[str]]]:
+    """Markdown tables of a text: rows of cells, the header first, the separator dropped."""
+    tables, rows = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if not all(set(c) <= set("-: ") for c in cells):
+                rows.append(cells)
+        elif rows:
+            tables.append(rows)
+            rows = []
+    return tables
+
+
+def _names_eager_baseline(cell: str) -> bool:
+    return bool(EAGER_BASELINE.search(cell)) and "same mode" not in cell.lower()
+
+
+def cross_mode_ratios(text: str) -> list[str]:
+    """Table rows where a ratio stands in a graph or compiled context (the row or the ratio's
+    column header names one) while the row, or any column header of its table, names an eager
+    baseline (plain snnTorch or SpikingJelly, without "same mode")."""
+    bad = []
+    for table in _tables(text):
+        header = table[0]
+        eager_column = any(_names_eager_baseline(h) for h in header)
+        for row in table[1:]:
+            for i, cell in enumerate(row):
+                if not RATIO.search(cell):
+                    continue
+                head = header[i] if i < len(header) else ""
+                moded = any(MODE.search(c) for c in row) or MODE.search(head)
+                if moded and (eager_column or any(_names_eager_baseline(c) for c in row)):
+                    bad.append(" | ".join(row))
+                    break
+    return bad
+
+
+def test_cross_mode_check_catches_the_old_forms():
+    old_readme = ("| network | provider | images/s | snnTorch | speed-up |\n| --- | --- | --- | --- | --- |\n"
+                  "| DSNN | fused (CUDA graph) | 507,029 | snntorch 3,228 | 157x |\n")
+    old_simt = ("| mode | provider | median_ms | speedup_vs_snntorch |\n|---|---|---|---|\n"
+                "| forward+backward | fused-triton (CUDA graph) | 1.492 | 22.1x |\n")
+    compiled_vs_eager = ("| case | mode | fused | baseline | ratio |\n| --- | --- | --- | --- | --- |\n"
+                         "| Leaky | compiled | 8.72 ms | spikingjelly 41.6 ms | 4.8x |\n")
+    same_mode = ("| case | mode | fused | fastest baseline, same mode | ratio |\n| --- | --- | --- | --- | --- |\n"
+                 "| Leaky | compiled | 8.72 ms | snntorch-compiled 8.65 ms, compile 4.9 s | 0.99x |\n"
+                 "| Leaky | eager | 6.96 ms | spikingjelly 41.6 ms | 6x |\n"
+                 "| DSNN | graph | 507,029 img/s | not measured | - |\n")
+    assert len(cross_mode_ratios(old_readme)) == 1
+    assert len(cross_mode_ratios(old_simt)) == 1
+    assert len(cross_mode_ratios(compiled_vs_eager)) == 1
+    old_gpu = ("| case | final run | snnTorch, same GPU | target | status |\n| --- | --- | --- | --- | --- |\n"
+               "| Leaky fwd+bwd, eager | 1.72 ms | 32.9 ms | >= 20x | 19.1x: missed |\n"
+               "| same, replayed from a CUDA graph | 1.49 ms | | | 22.1x: met |\n")
+    assert cross_mode_ratios(old_gpu) == ["same, replayed from a CUDA graph | 1.49 ms |  |  | 22.1x: met"]
+    assert cross_mode_ratios(same_mode) == []
+
+
+def test_no_table_sets_a_graph_or_compiled_run_against_an_eager_baseline():
+    report = _report()
+    for path in report.documents():
+        assert cross_mode_ratios(path.read_text()) == [], path
+
+
+def test_simt_doc_is_rendered_from_committed_results():
+    """docs/simt_vs_mimd.md is what benchmarks/simt_vs_mimd.py --render-only writes; the script
+    refuses a speed-up whose baseline ran in another execution mode."""
+    spec = importlib.util.spec_from_file_location("simt_vs_mimd", ROOT / "benchmarks" / "simt_vs_mimd.py")
+    simt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(simt)
+    assert simt.render_doc() == (ROOT / "docs" / "simt_vs_mimd.md").read_text()
+    case = dict(network="DSNN", batch=8, num_steps=25, hidden=1000, channels=None, neuron="leaky", outputs=10,
+                precision="float32")
+    rows = [{**case, "provider": "snntorch-hoisted", "execution_mode": "eager", "baseline": "snntorch-hoisted"},
+            {**case, "provider": "fused", "execution_mode": "eager", "baseline": "snntorch-hoisted"}]
+    simt.check_same_mode(rows)
+    with pytest.raises(ValueError, match="cross modes"):
+        simt.check_same_mode(rows + [{**case, "provider": "fused", "execution_mode": "graph",
+                                      "baseline": "snntorch-hoisted"}])
