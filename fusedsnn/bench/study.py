@@ -464,7 +464,7 @@ def format_table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-_format_table = format_table  # the name benchmarks/simt_vs_mimd.py and older scripts use
+_format_table = format_table  # an older name, kept for scripts outside this repository; nothing here uses it
 
 
 def write_outputs(out: Path, name: str, rows: list[dict]) -> None:
