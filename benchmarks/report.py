@@ -186,6 +186,68 @@ def gpu_check(folder: str) -> str:
             "no baseline; the study's published IPU/A100 figures are in `fusedsnn bench`'s throughput table.\n")
 
 
+#: the memory section's networks (fusedsnn/bench/memory.py), as the tables name them
+_MEMORY_NETS = {"MLP3": "3-layer 256-512-512-10", "DSNN": "DSNN 784-1000-10"}
+#: what the memory section's snnTorch rows ran (fusedsnn/bench/memory.py's _SnnTorchStepped), and
+#: which of the old baselines' faults reach them
+_MEMORY_SNNTORCH = ("snnTorch here is snnTorch 1.0.0's Leaky neurons stepped eagerly one time step at a time, "
+                    "sharing the fused model's Linear layers: the 3-layer network indexes its input with `x[t]`, "
+                    "an input that does not require grad, so the full-size zero gradient of the old baselines "
+                    "does not arise here; the DSNN runs its first (static-input) layer at every step, as "
+                    "snnTorch's tutorial does (no hoisted twin), and nothing else (compiled, graph-captured, "
+                    "SpikingJelly) was measured")
+
+
+def _mib(mib: float) -> str:
+    """3 significant figures in MiB."""
+    return f"{float(f'{mib:.3g}'):g} MiB"
+
+
+def _fraction(x: float) -> str:
+    """A ratio of two fused modes, or of memory, to 2 significant figures (0.10x, 1.3x)."""
+    return f"{x:#.2g}x"
+
+
+def _memory_cases(rows: list[dict]):
+    """(network, T, {provider: row}) of a memory section's rows, network by network, T ascending."""
+    for net in _MEMORY_NETS:
+        for T in sorted({r["num_steps"] for r in rows if r["network"] == net}):
+            yield net, T, {r["provider"]: r for r in rows if r["network"] == net and r["num_steps"] == T}
+
+
+def memory_gpu(folder: str) -> str:
+    """README "On a GPU: memory-lean training": the memory section on CUDA. The two memory-lean modes
+    relative to the fused default (peak and speed: ratios among fused modes only), the default's
+    absolute figures, and snnTorch's absolute figures in a column of their own, an old baseline with no
+    ratio drawn. From the folder's memory/memory.json."""
+    rows = _load(f"{folder}/memory/memory.json")
+    chunk, = {r["chunk_steps"] for r in rows if r["provider"] == "fused-chunked"}
+    lines = [f"| network, T | `memory_lean(m)`: peak, speed | `memory_lean(m, time_chunk={chunk})`: peak, speed | "
+             "fused default: peak, step time | snnTorch, eager (old baseline, no ratio): peak, step time |",
+             "| --- | --- | --- | --- | --- |"]
+    for net, T, case in _memory_cases(rows):
+        lean, chunked, fused, snn = (case[p] for p in ("fused-lean", "fused-chunked", "fused", "snntorch"))
+        lines.append(f"| {_MEMORY_NETS[net]}, T={T} | {_fraction(lean['peak_vs_fused'])}, "
+                     f"{_fraction(lean['speed_vs_fused'])} | {_fraction(chunked['peak_vs_fused'])}, "
+                     f"{_fraction(chunked['speed_vs_fused'])} | "
+                     f"{_mib(fused['peak_mib'])}, {_time(fused['median_s'])} | "
+                     f"{_mib(snn['peak_mib'])}, {_time(snn['median_s'])} |")
+    long = [r for r in rows if r["provider"] == "fused-chunked" and r["num_steps"] > chunk]
+    peak = sorted(r["peak_vs_fused"] for r in long)
+    speed = sorted(r["speed_vs_fused"] for r in long)
+    steps = " and ".join(str(T) for T in sorted({r["num_steps"] for r in long}))
+    repeats = ", ".join(f"{n} at T={T}" for T, n in sorted({(r["num_steps"], r["repeats"]) for r in rows}))
+    return ("\n".join(lines) + f"\n\nFrom {_source(f'{folder}/memory', 'memory.json')}; {OLD_BASELINES}. "
+            f"{_MEMORY_SNNTORCH}. One training step (forward, rate-coded cross entropy, backward; no optimizer), "
+            f"batch {rows[0]['batch']}, every provider eager. Peak: the most tensor memory held above the step's "
+            "start (`max_memory_allocated`, exact). Step time: the median of the repeats "
+            f"({repeats}). Memory-lean columns: the mode's peak over the fused default's, and its speed (the "
+            "default's step time over the mode's); these are the only ratios, all between fused modes. At "
+            f"T={steps} `time_chunk={chunk}` keeps {_fraction(peak[0])} to {_fraction(peak[-1])} of the default's "
+            f"peak at {_fraction(speed[0])} to {_fraction(speed[-1])} of its speed; at T={chunk} or less one chunk "
+            "covers the sequence.\n")
+
+
 # ---------------------------------------------------------------------------------------------
 # docs/host_performance.md
 # ---------------------------------------------------------------------------------------------
@@ -340,9 +402,11 @@ def all_to_all_old(folder: str, path: str) -> str:
 
 #: the H200 run of the GPU check that README and the docs analyse (measured before issue 18)
 H200_FOLDER = "h200-2026-11-26"
+#: the H100 run of the GPU check, with its memory phase (measured before issue 18)
+H100_FOLDER = "h100-2026-11-26"
 #: the GPU check's runs, in order; all measured before issue 18 (snnTorch eager only)
 GPU_RUNS = (("H200, first run", f"{H200_FOLDER}/first-run"), ("H200, final run", H200_FOLDER),
-            ("H100, later commit", "h100-2026-11-26"))
+            ("H100, later commit", H100_FOLDER))
 _STEP_MODES = {"eager": "eager", "compile": "compiled (torch.compile)", "cuda_graph": "graph (CUDA graph replay)"}
 #: bytes each kernel moves per neuron-step (docs/design.md: Leaky float32, nothing learnable; the
 #: backward with materialised upstream gradients; a copy reads and writes 4 B)
@@ -619,6 +683,7 @@ def simt_published() -> str:
 TABLES: dict[str, Callable[[], str]] = {
     "cpu-main": cpu_main,
     "gpu-h200": lambda: gpu_check(H200_FOLDER),
+    "gpu-h100-memory": lambda: memory_gpu(H100_FOLDER),
     "host-targets": host_targets,
     "host-targets-2026-11-26b": lambda: host_targets_old("cpu-2026-11-26b"),
     "host-targets-2026-11-26": lambda: host_targets_old("cpu-2026-11-26"),

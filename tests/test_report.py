@@ -67,12 +67,14 @@ def test_every_table_is_in_a_document_and_every_region_has_a_table():
 
 @pytest.mark.parametrize("doc,name", _regions())
 def test_check_fails_when_any_generated_table_is_edited(doc, name, tmp_path, monkeypatch):
-    """A figure typed over in any generated region makes --check fail; a rewrite restores it."""
+    """A figure typed over in any generated region (in a table's first data row, where it has one)
+    makes --check fail; a rewrite restores it."""
     report = _report()
     text = (ROOT / doc).read_text()
     region = next(m for m in report.MARKER.finditer(text) if m.group("name") == name)
     body = region.group("body")
-    digit = re.search(r"\d", body)
+    separator = re.search(r"^\|(?: ?-+ ?\|)+\n", body, re.M)
+    digit = re.compile(r"\d").search(body, separator.end() if separator else 0)
     assert digit, f"{name} in {doc} holds no figure"
     edited_body = body[:digit.start()] + str((int(digit.group()) + 1) % 10) + body[digit.end():]
     edited = text[:region.start("body")] + edited_body + text[region.end("body"):]
@@ -208,3 +210,32 @@ def test_simt_doc_is_rendered_from_committed_results():
     with pytest.raises(ValueError, match="cross modes"):
         simt.check_same_mode(rows + [{**case, "provider": "fused", "execution_mode": "graph",
                                       "baseline": "snntorch-hoisted"}])
+
+
+# ---------------------------------------------------------------------------------------------
+# the memory-lean tables
+# ---------------------------------------------------------------------------------------------
+
+def _one_table(text: str) -> tuple[list[str], list[list[str]]]:
+    (header, *rows), = _tables(text)
+    return header, rows
+
+
+def test_h100_memory_table_draws_ratios_among_fused_modes_only():
+    """README's H100 memory table: the memory-lean modes against fused default, from memory.json; the
+    snnTorch column (an old baseline) holds absolute figures only and the text says what it ran."""
+    report = _report()
+    text = report.TABLES["gpu-h100-memory"]()
+    data = report._load(f"{report.H100_FOLDER}/memory/memory.json")
+    header, rows = _one_table(text)
+    snn = next(i for i, h in enumerate(header) if "snntorch" in h.lower())
+    assert "old baseline" in header[snn] and "no ratio" in header[snn]
+    assert len(rows) == len({(r["network"], r["num_steps"]) for r in data})
+    assert all(not RATIO.search(row[snn]) for row in rows)
+    assert "old baselines" in text and "NOTE-baselines.md" in text and "does not require grad" in text
+    lean = report._one(data, network="MLP3", num_steps=500, provider="fused-lean")
+    chunked = report._one(data, network="DSNN", num_steps=2000, provider="fused-chunked")
+    line = next(r for r in rows if r[0].startswith("3-layer") and r[0].endswith("T=500"))
+    assert line[1] == f"{lean['peak_vs_fused']:#.2g}x, {lean['speed_vs_fused']:#.2g}x"
+    line = next(r for r in rows if r[0].startswith("DSNN") and r[0].endswith("T=2000"))
+    assert line[2] == f"{chunked['peak_vs_fused']:#.2g}x, {chunked['speed_vs_fused']:#.2g}x"
