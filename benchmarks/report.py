@@ -541,6 +541,101 @@ def gpu_csnn_layouts(folder: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# docs/design.md
+# ---------------------------------------------------------------------------------------------
+
+#: the CPU folder of the memory-lean modes' last session (measured before issue 18): the spike
+#: products and the speed runs (ratios between fusedsnn's own paths, no baseline library) and the
+#: memory section (snnTorch in it an old baseline)
+LEAN_CPU_FOLDER = "cpu-2026-11-26c"
+#: what the products' shapes are, where they are a network's
+_SPIKE_SHAPES = {(16000, 512, 512): " (the 3-layer network's hidden layer, T=500, B=32, whole sequence)",
+                 (1024, 512, 512): " (the same, one 32-step chunk)"}
+
+
+def spike_products() -> str:
+    """docs/design.md: one spike-fed Linear layer, the spike product's forward and weight gradient
+    against BLAS's (``F.linear`` and its ``grad_output^T @ input``) on the same input. From
+    LEAN_CPU_FOLDER's spike_products.json (``benchmarks/memory_speed.py --products``)."""
+    rows = _load(f"{LEAN_CPU_FOLDER}/spike_products.json")
+    lines = ["| rows x in -> out | spike rate | forward: BLAS, spike product | spike / BLAS time "
+             "| weight gradient: BLAS, spike product | spike / BLAS time |", "| --- | --- | --- | --- | --- | --- |"]
+    seen = set()
+    for r in rows:
+        shape = (r["rows"], r["in"], r["out"])
+        name = "same" if shape in seen else f"{r['rows']} x {r['in']} -> {r['out']}{_SPIKE_SHAPES.get(shape, '')}"
+        seen.add(shape)
+        lines.append(f"| {name} | {r['rate']:.2f} | "
+                     f"{_time(r['forward_blas_ms'] * 1e-3)}, {_time(r['forward_spike_ms'] * 1e-3)} | "
+                     f"{r['forward_spike_ms'] / r['forward_blas_ms']:.2f}x | "
+                     f"{_time(r['dW_blas_ms'] * 1e-3)}, {_time(r['dW_spike_ms'] * 1e-3)} | "
+                     f"{r['dW_spike_ms'] / r['dW_blas_ms']:.2f}x |")
+    threads = ", ".join(str(n) for n in sorted({r["threads"] for r in rows}))
+    return ("\n".join(lines) + f"\n\nFrom {_source(LEAN_CPU_FOLDER, 'spike_products.json')}: float32, {threads} "
+            "threads, medians (the command, its repeats and the load are in spike_products.log). Both columns "
+            "are fusedsnn's own layer in one execution mode (eager) on the same spikes; below 1x the spike "
+            "product is faster. No baseline library is compared.\n")
+
+
+#: the runs of benchmarks/memory_speed.py in LEAN_CPU_FOLDER, in the table's order
+_MEMORY_SPEED = ("memory_speed_T500_2threads.json", "memory_speed_T500_1thread.json",
+                 "memory_speed_T2000_2threads.json", "memory_speed_DSNN_T500_2threads.json")
+#: benchmarks/memory_speed.py's providers other than the fused default, as the table names them
+_SPEED_MODES = {"chunked-32": "`time_chunk=32`", "chunked-64": "`time_chunk=64`",
+                "chunked-32-dense": "`time_chunk=32`, BLAS products",
+                "default+products": "`saved_state=\"default\"` + spike products (no chunking)"}
+
+
+def memory_speed() -> str:
+    """docs/design.md: the chunked mode's speed (and the spike products' share of it) relative to the
+    fused default, as the median of per-round ratios over interleaved rounds. From LEAN_CPU_FOLDER's
+    memory_speed_*.json (``benchmarks/memory_speed.py``)."""
+    lines = ["| network, T, threads, rounds | fused default, step time | "
+             + " | ".join(_SPEED_MODES.values()) + " |", "|" + " --- |" * (2 + len(_SPEED_MODES))]
+    batches = set()
+    for path in _MEMORY_SPEED:
+        rows = _load(f"{LEAN_CPU_FOLDER}/{path}")
+        fused = _one(rows, provider="fused")
+        batches.add(fused["batch"])
+        cells = [f"{_MEMORY_NETS[fused['network']]}, T={fused['num_steps']}, {fused['threads']} "
+                 f"thread{'s' if fused['threads'] > 1 else ''}, {fused['repeats']} rounds", _time(fused["median_s"])]
+        for provider in _SPEED_MODES:
+            r = _one(rows, provider=provider)
+            cells.append(f"{r['speed_vs_fused']:.2f}x ({r['speed_q20']:.2f}-{r['speed_q80']:.2f})")
+        lines.append("| " + " | ".join(cells) + " |")
+    batch = ", ".join(str(b) for b in sorted(batches))
+    return ("\n".join(lines) + f"\n\nFrom {_source(LEAN_CPU_FOLDER, ', '.join(_MEMORY_SPEED))}: one training step, "
+            f"batch {batch}, the modes timed in interleaved rounds; speed relative to fused default (its step "
+            "time over the mode's) as the median of the per-round ratios, q20-q80 in brackets. Every column is a fusedsnn mode, eager; no baseline library "
+            "is compared. The DSNN row is the run after its static first layer moved to once per sequence "
+            "(memory_speed.log's last block).\n")
+
+
+def memory_cpu() -> str:
+    """docs/design.md: the memory section's exact bytes and RSS on the CPU, the memory-lean modes against
+    fused default and against snnTorch (an old baseline, labelled). From LEAN_CPU_FOLDER's memory/memory.json."""
+    folder = f"{LEAN_CPU_FOLDER}/memory"
+    rows = _load(f"{folder}/memory.json")
+    chunk, = {r["chunk_steps"] for r in rows if r["provider"] == "fused-chunked"}
+    lines = [f"| network, T | `time_chunk={chunk}` peak | `memory_lean(m)` peak | fused default peak | snnTorch peak "
+             "(old baseline) | chunked / fused | chunked / snnTorch | lean / fused | lean / snnTorch "
+             "| RSS: chunked, lean, fused, snnTorch |", "|" + " --- |" * 10]
+    for net, T, case in _memory_cases(rows):
+        chunked, lean, fused, snn = (case[p] for p in ("fused-chunked", "fused-lean", "fused", "snntorch"))
+        rss = ", ".join(f"{r['peak_rss_mib']:.0f}" for r in (chunked, lean, fused, snn))
+        lines.append(f"| {_MEMORY_NETS[net]}, T={T} | "
+                     + " | ".join(_mib(r["peak_mib"]) for r in (chunked, lean, fused, snn)) + " | "
+                     + " | ".join(_fraction(r[k]) for r in (chunked, lean) for k in ("peak_vs_fused", "peak_vs_snntorch"))
+                     + f" | {rss} MiB |")
+    return ("\n".join(lines) + f"\n\nFrom {_source(folder, 'memory.json')}; {OLD_BASELINES}. {_MEMORY_SNNTORCH}. "
+            f"`fusedsnn bench --full --sections memory`: one training step, batch {rows[0]['batch']}, every provider "
+            "eager. Peak: the most tensor memory held above the step's start, exact bytes from the profiler's "
+            "memory view. RSS: the peak resident set of a fresh process above its baseline (allocator caching and "
+            f"fragmentation included). At T={chunk} or less one chunk covers the sequence. The ratios are of "
+            "memory, not speed.\n")
+
+
+# ---------------------------------------------------------------------------------------------
 # docs/simt_vs_mimd.md
 # ---------------------------------------------------------------------------------------------
 
@@ -693,6 +788,9 @@ TABLES: dict[str, Callable[[], str]] = {
     "gpu-h200-step-variants": lambda: gpu_step_variants(H200_FOLDER),
     "gpu-h200-csnn-kernels": lambda: gpu_csnn_kernels(H200_FOLDER),
     "gpu-h200-csnn-layouts": lambda: gpu_csnn_layouts(H200_FOLDER),
+    "design-spike-products": spike_products,
+    "design-memory-cpu": memory_cpu,
+    "design-memory-speed": memory_speed,
     "simt-partition": simt_partition,
     "simt-registers": simt_registers,
     "simt-all-to-all-tiles": simt_all_to_all_tiles,
