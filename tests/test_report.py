@@ -290,3 +290,33 @@ def test_spike_product_and_memory_speed_tables_follow_their_json():
         for cell, provider in zip(row[2:], report._SPEED_MODES):
             r = runs[provider]
             assert cell == f"{r['speed_vs_fused']:.2f}x ({r['speed_q20']:.2f}-{r['speed_q80']:.2f})"
+
+
+def test_gpu_readme_outcome_quotes_the_h200_json():
+    """benchmarks/gpu/README.md's H200 outcome (prose, not generated): every figure it quotes is the
+    JSON's, and the graph-replay figures stand without a speed-up against eager snnTorch."""
+    report = _report()
+    text = (ROOT / "benchmarks" / "gpu" / "README.md").read_text()
+    outcome = text[text.index("- Outcome on the H200"):]
+    outcome = " ".join(outcome[:outcome.index("\n- ")].split())
+    targets = report._load(f"{report.H200_FOLDER}/gpu_targets.json")
+    steps = report._load(f"{report.H200_FOLDER}/step_modes.json")
+    eager = report._one(targets, provider="fused-triton", mode="forward+backward")
+    graph = report._one(targets, provider="fused-triton (CUDA graph)", mode="forward+backward")
+    snn = report._one(targets, provider="snntorch", mode="forward+backward")
+    forward = report._one(targets, provider="fused-triton", mode="forward")
+    quoted = [f"the forward {forward['bytes_moved'] / 1e9:.2f} GB", report._time(eager["median_s"]), report._time(graph["median_s"]), report._time(snn["median_s"]),
+              f"{eager['copy_bytes_per_s'] / 1e12:.2f} TB/s", f"{eager['bytes_moved'] / 1e9:.2f} GB",
+              f"{eager['fraction_of_copy_bandwidth']:.2f} and {graph['fraction_of_copy_bandwidth']:.2f}",
+              report._ratio(snn["median_s"] / eager["median_s"]), f"{eager['target_speedup_vs_snntorch']:g}x target"]
+    for net in ("DSNN", "CSNN"):
+        g = report._one(steps, provider="fused", network=net, mode="cuda_graph")["images_per_s"]
+        quoted.append(f"{round(g, -2):,.0f} img/s" if net == "CSNN" else f"{round(g, -3):,.0f} img/s")
+        quoted.append(f"{report._one(steps, provider='snntorch', network=net, mode='eager')['images_per_s']:,.0f}")
+    for figure in quoted:
+        assert figure in outcome, figure
+    assert "not measured against a same-mode baseline" in outcome and "NOTE-baselines.md" in outcome
+    # the one speed-up quoted is eager against eager; the other ratio is the target
+    assert set(RATIO.findall(outcome)) == {report._ratio(snn["median_s"] / eager["median_s"]),
+                                           f"{eager['target_speedup_vs_snntorch']:g}x"}
+    assert "eager against it eager" in outcome
