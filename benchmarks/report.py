@@ -606,9 +606,9 @@ def memory_speed() -> str:
     batch = ", ".join(str(b) for b in sorted(batches))
     return ("\n".join(lines) + f"\n\nFrom {_source(LEAN_CPU_FOLDER, ', '.join(_MEMORY_SPEED))}: one training step, "
             f"batch {batch}, the modes timed in interleaved rounds; speed relative to fused default (its step "
-            "time over the mode's) as the median of the per-round ratios, q20-q80 in brackets. Every column is a fusedsnn mode, eager; no baseline library "
-            "is compared. The DSNN row is the run after its static first layer moved to once per sequence "
-            "(memory_speed.log's last block).\n")
+            "time over the mode's) as the median of the per-round ratios, q20-q80 in brackets. Every column is "
+            "a fusedsnn mode, eager; no baseline library is compared. The DSNN row is the run after its static "
+            "first layer moved to once per sequence (memory_speed.log's last block).\n")
 
 
 def memory_cpu() -> str:
@@ -625,7 +625,8 @@ def memory_cpu() -> str:
         rss = ", ".join(f"{r['peak_rss_mib']:.0f}" for r in (chunked, lean, fused, snn))
         lines.append(f"| {_MEMORY_NETS[net]}, T={T} | "
                      + " | ".join(_mib(r["peak_mib"]) for r in (chunked, lean, fused, snn)) + " | "
-                     + " | ".join(_fraction(r[k]) for r in (chunked, lean) for k in ("peak_vs_fused", "peak_vs_snntorch"))
+                     + " | ".join(_fraction(r[k]) for r in (chunked, lean)
+                                  for k in ("peak_vs_fused", "peak_vs_snntorch"))
                      + f" | {rss} MiB |")
     return ("\n".join(lines) + f"\n\nFrom {_source(folder, 'memory.json')}; {OLD_BASELINES}. {_MEMORY_SNNTORCH}. "
             f"`fusedsnn bench --full --sections memory`: one training step, batch {rows[0]['batch']}, every provider "

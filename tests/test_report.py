@@ -305,7 +305,8 @@ def test_gpu_readme_outcome_quotes_the_h200_json():
     graph = report._one(targets, provider="fused-triton (CUDA graph)", mode="forward+backward")
     snn = report._one(targets, provider="snntorch", mode="forward+backward")
     forward = report._one(targets, provider="fused-triton", mode="forward")
-    quoted = [f"the forward {forward['bytes_moved'] / 1e9:.2f} GB", report._time(eager["median_s"]), report._time(graph["median_s"]), report._time(snn["median_s"]),
+    quoted = [f"the forward {forward['bytes_moved'] / 1e9:.2f} GB",
+              report._time(eager["median_s"]), report._time(graph["median_s"]), report._time(snn["median_s"]),
               f"{eager['copy_bytes_per_s'] / 1e12:.2f} TB/s", f"{eager['bytes_moved'] / 1e9:.2f} GB",
               f"{eager['fraction_of_copy_bandwidth']:.2f} and {graph['fraction_of_copy_bandwidth']:.2f}",
               report._ratio(snn["median_s"] / eager["median_s"]), f"{eager['target_speedup_vs_snntorch']:g}x target"]
