@@ -30,6 +30,8 @@ import torch
 from .. import functional as Fn
 from ..backends.registry import registered
 from ..spec import bytes_per_neuron_step
+# (COMPILE_MAX_T, EXECUTION_MODES and execution_mode are read from here too: the modes' home is .modes)
+from .modes import COMPILE_MAX_T, EXECUTION_MODES, base_provider, compile_budget_reason, execution_mode  # noqa: F401
 from .timing import _sync, measure, sample_quantiles
 from .training import cuda_graph_step
 
@@ -93,26 +95,6 @@ def _snntorch_call(case: NeuronCase) -> Callable[[torch.Tensor], tuple]:
     return run
 
 
-#: How a provider's call runs. Every speed-up compares providers of one execution mode.
-EXECUTION_MODES = ("eager", "compiled", "graph")
-#: torch.compile unrolls the T-step loop of a stepped provider; its compile time grows with T.
-#: Cases with T above this are skipped (with the reason in the row), unless raised.
-COMPILE_MAX_T = 25
-
-
-def execution_mode(provider: str) -> str:
-    """``snntorch-compiled`` -> "compiled", ``fused-triton-graph`` -> "graph", else "eager"."""
-    if provider.endswith("-compiled"):
-        return "compiled"
-    if provider.endswith("-graph"):
-        return "graph"
-    return "eager"
-
-
-def _base_provider(provider: str) -> str:
-    return provider.removesuffix("-compiled").removesuffix("-graph")
-
-
 def _spikingjelly_unavailable() -> str | None:
     try:
         from spikingjelly.activation_based import neuron, surrogate  # noqa: F401
@@ -136,14 +118,13 @@ def baseline_providers(device: torch.device, dtype: torch.dtype, compiled: bool 
 
 def unavailable(case: NeuronCase, provider: str, mode: str, compile_max_t: int = COMPILE_MAX_T) -> str | None:
     """None when ``provider`` can run ``case`` in ``mode``, else the reason (written in the row)."""
-    base, how = _base_provider(provider), execution_mode(provider)
+    base, how = base_provider(provider), execution_mode(provider)
     if how == "graph" and case.device.type != "cuda":
         return f"CUDA graphs need a CUDA device; this run is on {case.device}"
     if how == "graph" and mode == "forward-grad-mode":
         return "a captured forward in grad mode leaves an autograd graph no replay can use"
-    if how == "compiled" and case.T > compile_max_t:
-        return (f"torch.compile unrolls the {case.T}-step loop; T above the compile budget "
-                f"T <= {compile_max_t} (--compile-max-t)")
+    if how == "compiled" and (reason := compile_budget_reason(case.T, compile_max_t)) is not None:
+        return reason
     if base == "spikingjelly":
         reason = _spikingjelly_unavailable()
         if reason is not None:
@@ -186,7 +167,7 @@ def _spikingjelly_call(case: NeuronCase, beta: float = 0.9) -> Callable[[torch.T
 
 
 def _base_call(case: NeuronCase, provider: str) -> Callable[[torch.Tensor], tuple]:
-    base = _base_provider(provider)
+    base = base_provider(provider)
     if base == "snntorch":
         return _snntorch_call(case)
     if base == "spikingjelly":

@@ -21,7 +21,7 @@ from typing import Callable, Optional
 
 import torch
 
-from . import all_to_all, gpu, linear_lif, memory, neurons, training
+from . import all_to_all, gpu, linear_lif, memory, modes, neurons, training
 from .published import SOURCE, TFLOPS, THROUGHPUT
 from .timing import copy_bandwidth
 
@@ -33,7 +33,7 @@ from .timing import copy_bandwidth
 QUICK_CLAIM = "under 30 s on an idle 2-core CPU, well under a minute"
 
 #: A row is flagged noisy when its q20-q80 range is wider than this fraction of its median.
-NOISY_SPREAD = 0.5
+NOISY_SPREAD = modes.NOISY_SPREAD
 
 
 def _cpu_name() -> str:
@@ -347,56 +347,11 @@ SECTIONS = {
 # speed-ups and dispersion
 # ---------------------------------------------------------------------------------------------
 
-def _spread(row: dict) -> Optional[float]:
-    """(q80 - q20) / median of a timed row, None for rows without timings."""
-    if not row.get("median_s") or row.get("q20_s") is None:
-        return None
-    return (row["q80_s"] - row["q20_s"]) / row["median_s"]
-
-
-def _execution_mode(row: dict) -> str:
-    """The row's execution mode: neuron rows carry ``execution_mode``; training rows' step
-    ``mode`` ("eager", "compile", "cuda_graph") maps onto the same three."""
-    if row.get("execution_mode"):
-        return row["execution_mode"]
-    return {"compile": "compiled", "cuda_graph": "graph"}.get(row.get("mode"), "eager")
-
-
-def _is_baseline(row: dict) -> bool:
-    return not str(row.get("provider", "")).startswith("fused")
-
-
-def _speedups(rows: list[dict], key: Callable[[dict], tuple]) -> None:
-    """Speed-up of each row over the FASTEST baseline (any non-fused provider: snnTorch's
-    variants, SpikingJelly) of the same case in the same execution mode (eager against eager,
-    compiled against compiled, graph against graph; never across modes), named in ``baseline``.
-    Its range comes from the quantiles of both timings (low: our q80 against the baseline's q20;
-    high: the other way). ``noisy`` when either timing's q20-q80 spread exceeds NOISY_SPREAD.
-    A row with no timed baseline of its mode gets no ratio (None)."""
-    base: dict = {}
-    for r in rows:
-        if _is_baseline(r) and r.get("median_s"):
-            k = (key(r), _execution_mode(r))
-            if k not in base or r["median_s"] < base[k]["median_s"]:
-                base[k] = r
-    for r in rows:
-        r.setdefault("execution_mode", _execution_mode(r))
-        spread = _spread(r)
-        r["spread"] = spread
-        b = base.get((key(r), _execution_mode(r)))
-        if b is None or not r.get("median_s"):
-            r["baseline"] = r["speedup_vs_baseline"] = r["speedup_low"] = r["speedup_high"] = None
-            r["noisy"] = spread is not None and spread > NOISY_SPREAD
-            continue
-        r["baseline"] = b["provider"]
-        r["speedup_vs_baseline"] = b["median_s"] / r["median_s"]
-        if r is b:  # the baseline itself: 1 by definition, no range
-            r["speedup_low"] = r["speedup_high"] = None
-        else:
-            r["speedup_low"] = b["q20_s"] / r["q80_s"]
-            r["speedup_high"] = b["q80_s"] / r["q20_s"]
-        spreads = [s for s in (spread, _spread(b)) if s is not None]
-        r["noisy"] = any(s > NOISY_SPREAD for s in spreads)
+# The comparison rule is one for every section (fusedsnn/bench/modes.py); the older names stay.
+_spread = modes.spread
+_execution_mode = modes.row_execution_mode
+_is_baseline = modes.is_baseline
+_speedups = modes.add_speedups
 
 
 def _add_speedups(rows: list[dict]) -> None:
