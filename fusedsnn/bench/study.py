@@ -109,6 +109,11 @@ def _warmup(args) -> int:
     return 1 if getattr(args, "quick", False) else 2
 
 
+def _compile_max_t(args) -> int:
+    """--compile-max-t, or the default budget: compiled providers are skipped above it."""
+    return getattr(args, "compile_max_t", None) or modes.COMPILE_MAX_T
+
+
 def _min_time_s(args) -> float:
     """Cheap cases repeat until this much time is spent, so their quantiles rest on more samples."""
     return 0.1 if getattr(args, "quick", False) else 1.0
@@ -164,7 +169,7 @@ def plan_neurons(args, device: torch.device) -> list[Run]:
             copy_bw["value"] = copy_bandwidth(neurons.copy_bytes_for(shapes_used), device)
         return copy_bw["value"]
 
-    compile_max_t = getattr(args, "compile_max_t", None) or neurons.COMPILE_MAX_T
+    compile_max_t = _compile_max_t(args)
     runs = []
     for kind, dtype, shapes in plan:
         fused = neurons.fused_providers(device, dtype)
@@ -213,10 +218,20 @@ section_neurons.plan = plan_neurons
 #: every training comparison: the fused model against both snnTorch twins (the tutorial's
 #: stepping and the hoisted first layer); ratios are against the faster twin
 _TWINS = ("fused", "snntorch-tutorial", "snntorch-hoisted")
+#: the same under torch.compile (forward and loss compiled, the same function for every provider)
+_COMPILED_TWINS = tuple(f"{p}-compiled" for p in _TWINS)
 
 
 def _providers(args) -> list[str]:
-    return list(_TWINS) + ([] if args.quick else ["fused-reference"])
+    """The throughput and SHD sections' providers: the eager twins; in a full run also the fused
+    model on the reference backend and every twin compiled (--quick times eager only: compiling
+    would cost more than the whole quick run)."""
+    return list(_TWINS) + ([] if args.quick else ["fused-reference", *_COMPILED_TWINS])
+
+
+def _budget(args, provider: str) -> dict:
+    """A compiled provider's compile budget, as run_training_case's keyword (none for eager ones)."""
+    return {"compile_max_t": _compile_max_t(args)} if modes.execution_mode(provider) == "compiled" else {}
 
 
 def _csnn_size(args, device) -> tuple[int, int]:
@@ -226,9 +241,12 @@ def _csnn_size(args, device) -> tuple[int, int]:
 
 def plan_throughput(args, device) -> list[Run]:
     """1. Baseline DSNN and CSNN training throughput (batch 128, 25 steps), with achieved TFLOPS
-    (8.) and, where NVML is available, power and images/s per watt (9.)."""
+    (8.) and, where NVML is available, power and images/s per watt (9.). Eager, and in a full run
+    also compiled: every twin's forward and loss under torch.compile (compile time in
+    ``compile_s``; skipped above --compile-max-t steps), each compared within its mode."""
     csnn_batch, csnn_steps = _csnn_size(args, device)
-    return [_training_run(args, f"throughput {kind} {provider}", kind, provider, batch, steps, device)
+    return [_training_run(args, f"throughput {kind} {provider}", kind, provider, batch, steps, device,
+                          **_budget(args, provider))
             for kind, batch, steps in (("DSNN", 128, 25), ("CSNN", csnn_batch, csnn_steps))
             for provider in _providers(args)]
 
@@ -289,15 +307,17 @@ def plan_population(args, device) -> list[Run]:
 def plan_shd(args, device) -> list[Run]:
     """8. The recurrent SHD network's training step (700 -> all-to-all RLeaky(256) -> 20 Leaky,
     T=100, B=64 on Poisson input of SHD's shape and rate; --quick on a CPU: T=20, B=8), fused against
-    snnTorch's stepped twins. SpikingJelly has no all-to-all recurrent LIF with snnTorch's
-    reset order, so it is not a provider here."""
+    snnTorch's stepped twins, eager and (full run) compiled, where T is within --compile-max-t.
+    SpikingJelly has no all-to-all recurrent LIF with snnTorch's reset order, so it is not a
+    provider here."""
     batch, steps = (8, 20) if args.quick and device.type == "cpu" else (64, 100)
 
     def run(provider: str) -> Run:
         return Run(f"shd {provider}", lambda: training.run_shd_case(
-            provider, batch, steps, device, args.repeats, warmup=_warmup(args), min_time_s=_min_time_s(args)))
+            provider, batch, steps, device, args.repeats, warmup=_warmup(args), min_time_s=_min_time_s(args),
+            **_budget(args, provider)))
 
-    return [run(provider) for provider in _TWINS]
+    return [run(provider) for provider in _providers(args) if provider != "fused-reference"]
 
 
 def _as_section(plan: Callable[..., list[Run]]) -> Callable:
@@ -436,7 +456,7 @@ def write_outputs(out: Path, name: str, rows: list[dict]) -> None:
 _TIMING = ["median_s (q20-q80)", "spread", "speedup (range)", "noisy"]
 _TRAIN_COLUMNS = ["network", "provider", "execution_mode", "batch", "num_steps", "hidden", "channels", "neuron",
                   "outputs", "precision", *_TIMING[:2], "images_per_s", *_TIMING[2:], "baseline", "achieved_tflops",
-                  "average_power_w"]
+                  "average_power_w", "compile_s", "skipped"]
 TABLE_COLUMNS = {
     "neurons": ["neuron", "dtype", "T", "B", "N", "mode", "execution_mode", "provider", *_TIMING, "baseline",
                 "fraction_of_copy_bandwidth", "compile_s", "skipped"],
@@ -460,7 +480,7 @@ def published_table(rows: list[dict]) -> str:
     """Our baseline throughput beside the study's published figures (labelled as such)."""
     lines = [f"published figures: {SOURCE}"]
     for net in ("DSNN", "CSNN"):
-        ours = [r for r in rows if r["network"] == net]
+        ours = [r for r in rows if r["network"] == net and r.get("median_s")]
         mine = ", ".join(f"{r['provider']} {r['images_per_s']:.0f} img/s ({r['achieved_tflops']:.3g} TFLOPS, "
                          f"batch {r['batch']}, {r['num_steps']} steps)" for r in ours)
         theirs = ", ".join(f"{dev} {v:,} img/s ({TFLOPS[net][dev]} TFLOPS)" for dev, v in THROUGHPUT[net].items())
