@@ -134,12 +134,11 @@ def unavailable(case: NeuronCase, provider: str, mode: str, compile_max_t: int =
     return None
 
 
-def _spikingjelly_call(case: NeuronCase, beta: float = 0.9) -> Callable[[torch.Tensor], tuple]:
-    """SpikingJelly 2.0's multi-step LIF as the nearest twin of Leaky(beta=0.9, subtract reset).
-
+def spikingjelly_lif(beta: float = 0.9, threshold: float = 1.0, store_v_seq: bool = False) -> torch.nn.Module:
+    """SpikingJelly 2.0's multi-step LIF as the nearest twin of Leaky(beta, subtract reset):
     ``LIFNode(tau, decay_input=False, v_reset=None, step_mode="m", surrogate ATan())`` with
-    tau = 1 / (1 - beta) charges H[t] = beta * V[t-1] + x[t] as Leaky does. Where it cannot match
-    ours (so its outputs differ; only its speed is compared):
+    tau = 1 / (1 - beta) charges H[t] = beta * V[t-1] + x[t] as Leaky does; ``x: [T, B, ...]``.
+    Where it cannot match ours (so its outputs differ; only its speed is compared):
 
     - ordering of threshold and reset: SpikingJelly fires on H[t] and resets within the step
       (V[t] = H[t] - S[t] * thr), so the subtracted threshold is decayed by beta in the next
@@ -148,15 +147,22 @@ def _spikingjelly_call(case: NeuronCase, beta: float = 0.9) -> Callable[[torch.T
     - it fires at H >= thr, snnTorch at mem > thr;
     - it has no Synaptic/RLeaky/RSynaptic equivalent (those cases are skipped).
 
-    ``store_v_seq=True`` makes it return the membrane sequence too, so its backward takes two
-    upstream gradients (spikes and membrane) like every other provider's. SpikingJelly 2.0's
+    ``store_v_seq=True`` keeps the membrane sequence (``node.v_seq``). SpikingJelly 2.0's
     LIFNode has no ``backend`` argument: it chooses its own multi-step kernel
     (``functional.lif_multi_step``; Triton/CuPy on a GPU where importable, torch on a CPU).
+    Reset its state (``node.reset()`` or ``functional.reset_net``) before each sequence.
     """
     from spikingjelly.activation_based import neuron, surrogate
 
-    node = neuron.LIFNode(tau=1.0 / (1.0 - beta), decay_input=False, v_threshold=1.0, v_reset=None,
-                          step_mode="m", surrogate_function=surrogate.ATan(), store_v_seq=True).to(case.device)
+    return neuron.LIFNode(tau=1.0 / (1.0 - beta), decay_input=False, v_threshold=threshold, v_reset=None,
+                          step_mode="m", surrogate_function=surrogate.ATan(), store_v_seq=store_v_seq)
+
+
+def _spikingjelly_call(case: NeuronCase, beta: float = 0.9) -> Callable[[torch.Tensor], tuple]:
+    """:func:`spikingjelly_lif` on ``case``, returning ``(spk, v_seq)``: the membrane sequence
+    too, so its backward takes two upstream gradients (spikes and membrane) like every other
+    provider's."""
+    node = spikingjelly_lif(beta, store_v_seq=True).to(case.device)
 
     def run(x):
         node.reset()

@@ -21,7 +21,7 @@ from typing import Callable, Optional
 
 import torch
 
-from . import all_to_all, gpu, linear_lif, memory, modes, neurons, training
+from . import all_to_all, gpu, linear_lif, memory, modes, net3, neurons, training
 from .published import SOURCE, TFLOPS, THROUGHPUT
 from .timing import copy_bandwidth
 
@@ -359,6 +359,7 @@ SECTIONS = {
     "memory": memory.section_memory,
     "all_to_all": all_to_all.section_all_to_all,
     "linear_lif": linear_lif.section_linear_lif,
+    "net3": net3.section_net3,
     **gpu.SECTIONS,  # GPU proof (benchmarks/gpu/check.sh); in the default list only on CUDA
 }
 
@@ -473,6 +474,8 @@ TABLE_COLUMNS = {
                    "target_speedup", "spike_rate", "threads"],
     "memory": ["network", "provider", "num_steps", "batch", "peak_mib", "peak_vs_fused", "peak_vs_snntorch",
                "peak_rss_mib", "median_s", "speed_vs_fused"],
+    "net3": ["network", "T", "B", "provider", "execution_mode", "ms_per_step", *_TIMING, "baseline", "compile_s",
+             "skipped"],
 }
 
 
