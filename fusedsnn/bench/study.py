@@ -21,7 +21,7 @@ from typing import Callable, Optional
 
 import torch
 
-from . import all_to_all, gpu, linear_lif, memory, modes, net3, neurons, training
+from . import all_to_all, gpu, linear_lif, memory, modes, net3, neurons, open_neuromorphic, training
 from .published import SOURCE, TFLOPS, THROUGHPUT
 from .timing import copy_bandwidth
 
@@ -360,6 +360,7 @@ SECTIONS = {
     "all_to_all": all_to_all.section_all_to_all,
     "linear_lif": linear_lif.section_linear_lif,
     "net3": net3.section_net3,
+    "open_neuromorphic": open_neuromorphic.section_open_neuromorphic,
     **gpu.SECTIONS,  # GPU proof (benchmarks/gpu/check.sh); in the default list only on CUDA
 }
 
@@ -476,6 +477,9 @@ TABLE_COLUMNS = {
                "peak_rss_mib", "median_s", "speed_vs_fused"],
     "net3": ["network", "T", "B", "provider", "execution_mode", "ms_per_step", *_TIMING, "baseline", "compile_s",
              "skipped"],
+    "open_neuromorphic": ["n", "T", "B", "provider", "execution_mode", "backend", *_TIMING, "baseline",
+                          "neuron_overhead_vs_linear", "speedup_vs_spikingjelly", "peak_memory_bytes", "compile_s",
+                          "skipped"],
 }
 
 
