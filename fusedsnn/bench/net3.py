@@ -5,9 +5,10 @@ snnTorch's defaults), on input spikes ``x: [T, B, 256]`` drawn once per case (Be
 output spikes (snnTorch's rate-coded cross entropy), backward, AdamW step. T=50, B=32
 (``--quick`` on a CPU: T=8).
 
-Providers, all starting from the same initial weights (one seeded draw, copied into each):
+Providers, all starting from the same initial weights (one seeded draw, copied into each; scaled
+so that every layer spikes, see :func:`operands`; each row gives the layers' spike rates):
 
-- ``fused``: :class:`fusedsnn.bench.memory.MLP3` (``nn.Linear`` over the whole ``[T, B, F]``,
+- ``fused``: :class:`fusedsnn.bench.memory.MLP3` (the memory section's network) (``nn.Linear`` over the whole ``[T, B, F]``,
   then a fused :class:`fusedsnn.Leaky`), eager;
 - ``snntorch``: the same Linear layers with ``snntorch.Leaky`` stepped over ``unbind(0)``, eager.
   The input is known up front, so the first Linear runs once over all ``T * B`` rows (what a
@@ -56,6 +57,8 @@ COMPILE_MAX_T = 50
 FULL_SIZE = (50, 32)
 QUICK_CPU_SIZE = (8, 32)
 NUM_CLASSES = 10
+#: initial weights: normal, std WEIGHT_GAIN / sqrt(in_features) (see :func:`operands`)
+WEIGHT_GAIN = 1.7
 
 
 @dataclass(frozen=True)
@@ -82,13 +85,34 @@ class Net3Case:
 
 def operands(case: Net3Case) -> tuple[Tensor, Tensor, dict]:
     """``(x, y, weights)``: input spikes ``x: [T, B, 256]``, labels ``y: [B]`` and the initial
-    weights (an :class:`MLP3` state_dict) every provider starts from; the same for the same case."""
+    weights (an :class:`MLP3` state_dict) every provider starts from; the same for the same case.
+
+    Weights are normal with std ``WEIGHT_GAIN / sqrt(in_features)``, biases zero: with the default
+    input about 12-19 % of each layer's neurons spike per step. (PyTorch's default Linear
+    initialisation leaves the output layer silent on this input: its loss would still
+    back-propagate through the surrogate, but no spike would carry anything forward.)"""
     gen = torch.Generator().manual_seed(case.seed)
     x = (torch.rand(case.T, case.B, MLP3.sizes[0], generator=gen) < case.spike_rate).float()
     y = torch.randint(0, NUM_CLASSES, (case.B,), generator=gen)
-    torch.manual_seed(case.seed)
-    weights = {k: v.clone() for k, v in MLP3(case.beta).state_dict().items()}
+    model = MLP3(case.beta)
+    with torch.no_grad():
+        for fc in model.fcs:
+            fc.weight.copy_(torch.randn(fc.weight.shape, generator=gen) * (WEIGHT_GAIN / fc.in_features ** 0.5))
+            fc.bias.zero_()
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
     return x.to(case.device), y.to(case.device), weights
+
+
+def spike_rates(case: Net3Case, data: Optional[tuple[Tensor, Tensor, dict]] = None) -> list[float]:
+    """Each layer's fraction of neurons spiking per step, fused forward from the initial weights."""
+    x, _, weights = data if data is not None else operands(case)
+    model, _ = build_forward(case, "fused", weights)
+    rates, out = [], x
+    with torch.no_grad():
+        for fc, lif in zip(model.fcs, model.neurons):
+            out = lif(fc(out))[0]
+            rates.append(float(out.mean()))
+    return rates
 
 
 class SnnTorchNet3(nn.Module):
@@ -191,9 +215,10 @@ def make_step(case: Net3Case, provider: str, compile_backend: str = "inductor",
     return step
 
 
-def _row(case: Net3Case, provider: str) -> dict:
+def _row(case: Net3Case, provider: str, rates: list[float]) -> dict:
     return {"network": "256-512-512-10", "T": case.T, "B": case.B, "device": str(case.device),
-            "provider": provider, "execution_mode": execution_mode(provider)}
+            "provider": provider, "execution_mode": execution_mode(provider), "input_spike_rate": case.spike_rate,
+            "layer_spike_rates": rates}
 
 
 def run_case(case: Net3Case, providers=PROVIDERS, repeats: int = 5, warmup: int = 1,
@@ -206,6 +231,7 @@ def run_case(case: Net3Case, providers=PROVIDERS, repeats: int = 5, warmup: int 
     if any(execution_mode(p) == "compiled" for p in timed):
         torch._dynamo.reset()  # once per case: see fusedsnn.bench.training.compile_fresh
     data = operands(case)
+    rates = spike_rates(case, data)
     first_calls: dict[str, list[float]] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -221,7 +247,7 @@ def run_case(case: Net3Case, providers=PROVIDERS, repeats: int = 5, warmup: int 
         samples, _ = interleaved(steps, case.device, 0, repeats) if steps else ({}, None)
     rows = []
     for p in providers:
-        row = _row(case, p)
+        row = _row(case, p, rates)
         if p in skipped:
             row.update(median_s=None, q20_s=None, q80_s=None, ms_per_step=None, repeats=0, compile_s=None,
                        skipped=skipped[p])
