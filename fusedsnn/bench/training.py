@@ -515,7 +515,8 @@ def time_split(kind: str, device: torch.device, batch: int, num_steps: int, **kw
 
 def shd_training_step(provider: str = "fused", batch: int = 128, num_steps: int = 100, hidden: int = 256,
                       spikes_per_sample: float = 8000.0, device: Optional[torch.device] = None,
-                      seed: int = 0) -> tuple[Callable[[], None], nn.Module, Tensor, Tensor]:
+                      seed: int = 0, compile_backend: Optional[str] = None
+                      ) -> tuple[Callable[[], None], nn.Module, Tensor, Tensor]:
     """One training step of the recurrent SHD network (700 -> all-to-all RLeaky(``hidden``) -> 20
     Leaky readout, :class:`fusedsnn.models.DSNN` with ``readout_neuron="leaky"``) on synthetic
     input with SHD's shape: Poisson spike counts ``x: [T, B, 700]`` float32 averaging
@@ -527,7 +528,7 @@ def shd_training_step(provider: str = "fused", batch: int = 128, num_steps: int 
     is what the fused kernels' timing depends on, which is why this is not uniform noise.
 
     Returns ``(step, model, x, y)``: ``step()`` runs forward, loss, backward and the AdamW update
-    of ``model`` through ``provider`` (see :func:`training_step_fn`).
+    of ``model`` through ``provider`` (see :func:`training_step_fn`; ``compile_backend`` too).
     """
     for name, value in (("batch", batch), ("num_steps", num_steps), ("hidden", hidden)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -541,26 +542,27 @@ def shd_training_step(provider: str = "fused", batch: int = 128, num_steps: int 
     rate = torch.full((num_steps, batch, 700), spikes_per_sample / (num_steps * 700))
     x = torch.poisson(rate, generator=gen).to(device)
     y = torch.randint(0, 20, (batch,), generator=gen).to(device)
-    return training_step_fn(model, provider, x, y, num_classes=20), model, x, y
+    return training_step_fn(model, provider, x, y, num_classes=20, compile_backend=compile_backend), model, x, y
 
 
 def run_shd_case(provider: str, batch: int, num_steps: int, device: torch.device, repeats: int,
                  hidden: int = 256, warmup: int = 2, min_time_s: float = 0.0,
-                 compile_max_t: Optional[int] = None) -> dict:
+                 compile_max_t: Optional[int] = None, compile_backend: str = "inductor") -> dict:
     """Time one training step of the recurrent SHD network (:func:`shd_training_step`) through
     ``provider`` ("fused", "snntorch-tutorial", "snntorch-hoisted", eager or with "-compiled"
     appended; a compiled step of more than ``compile_max_t`` time steps is skipped, with the
     reason in the row): the row has the training rows' fields (``network="SHD"``), so speed-ups
     follow the same rule."""
     mode = _step_mode(provider, "eager")
-    head = _row_head("SHD", provider, batch, num_steps, device, mode, "inductor", hidden=hidden, channels=None,
+    head = _row_head("SHD", provider, batch, num_steps, device, mode, compile_backend, hidden=hidden, channels=None,
                      neuron="rleaky_all_to_all", outputs=20, precision="float32")
     if mode == "compile" and compile_max_t is not None:
         if (reason := compile_budget_reason(num_steps, compile_max_t)) is not None:
             return _skipped(head, reason)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        step, model, x, _ = shd_training_step(provider, batch, num_steps, hidden, device=device)
+        step, model, x, _ = shd_training_step(provider, batch, num_steps, hidden, device=device,
+                                              compile_backend=compile_backend if mode == "compile" else None)
         timing, compile_s = _time_step(step, device, mode, warmup, repeats, min_time_s)
     return {**head, **timing.as_dict(), "compile_s": compile_s, "images_per_s": batch / timing.median_s,
             "input_spike_fraction": float((x != 0).float().mean())}
