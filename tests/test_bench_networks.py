@@ -1,5 +1,5 @@
 """Issues 18 and 19: the training sections' compiled providers, and the net3 and open_neuromorphic
-sections. Tiny sizes; torch.compile through its ``aot_eager`` backend (Dynamo and AOTAutograd
+sections (that every compiled case compiles afresh: test_bench.py, with the neurons section's). Tiny sizes; torch.compile through its ``aot_eager`` backend (Dynamo and AOTAutograd
 trace the fused op as inductor's would see it, without inductor's C++ build), except one
 inductor run that proves the fused network compiles for real on the CPU."""
 
@@ -142,42 +142,6 @@ def test_training_speedups_read_the_mode_from_a_compiled_providers_name():
     assert [r["execution_mode"] for r in rows] == ["eager", "eager", "compiled", "compiled", "compiled"]
     assert rows[0]["speedup_vs_baseline"] == 2.0 and rows[2]["speedup_vs_baseline"] == 1.5
     assert rows[2]["baseline"] == "snntorch-hoisted-compiled" and rows[4]["speedup_vs_baseline"] is None
-
-
-# ---------------------------------------------------------------------------------------------
-# each case compiles afresh (Dynamo's recompile limit would otherwise make later rows eager)
-# ---------------------------------------------------------------------------------------------
-
-def _counting_compile(monkeypatch) -> list:
-    compiled_graphs = []
-
-    def counting_backend(gm, example_inputs):
-        compiled_graphs.append(gm)
-        return gm.forward
-
-    real_compile = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, backend=counting_backend))
-    # the limit a run would reach after a few cases, reached after two: a "compiled" case past it
-    # runs eagerly and compiles nothing
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)
-    return compiled_graphs
-
-
-@pytest.mark.parametrize("provider", ["fused-compiled", "snntorch-hoisted-compiled"])
-def test_compiled_training_provider_compiles_every_case(monkeypatch, provider):
-    compiled_graphs = _counting_compile(monkeypatch)
-    batches = (1, 2, 3, 4)
-    for batch in batches:
-        training.run_training_case("DSNN", provider, batch, 2, CPU, repeats=1, hidden=4, warmup=1)
-    assert len(compiled_graphs) >= len(batches)
-
-
-def test_net3_compiled_providers_compile_every_case(monkeypatch):
-    compiled_graphs = _counting_compile(monkeypatch)
-    sizes = [(2, B) for B in (1, 2, 3)]
-    for T, B in sizes:
-        net3.run_case(net3.Net3Case(T, B), ["fused-compiled", "snntorch-compiled"], repeats=1, warmup=1)
-    assert len(compiled_graphs) >= 2 * len(sizes)
 
 
 # ---------------------------------------------------------------------------------------------
