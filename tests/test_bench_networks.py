@@ -1,7 +1,8 @@
 """Issues 18 and 19: the training sections' compiled providers, and the net3 and open_neuromorphic
-sections (that every compiled case compiles afresh: test_bench.py, with the neurons section's). Tiny sizes; torch.compile through its ``aot_eager`` backend (Dynamo and AOTAutograd
-trace the fused op as inductor's would see it, without inductor's C++ build), except one
-inductor run that proves the fused network compiles for real on the CPU."""
+sections (that every compiled case compiles afresh is tested in test_bench.py, beside the
+neurons section's). Tiny sizes; torch.compile through its ``aot_eager`` backend (Dynamo and
+AOTAutograd trace the fused op as inductor's would see it, without inductor's C++ build),
+except one inductor run that proves the fused network compiles for real on the CPU."""
 
 from __future__ import annotations
 

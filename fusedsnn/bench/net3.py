@@ -8,8 +8,8 @@ output spikes (snnTorch's rate-coded cross entropy), backward, AdamW step. T=50,
 Providers, all starting from the same initial weights (one seeded draw, copied into each; scaled
 so that every layer spikes, see :func:`operands`; each row gives the layers' spike rates):
 
-- ``fused``: :class:`fusedsnn.bench.memory.MLP3` (the memory section's network) (``nn.Linear`` over the whole ``[T, B, F]``,
-  then a fused :class:`fusedsnn.Leaky`), eager;
+- ``fused``: :class:`fusedsnn.bench.memory.MLP3`, the memory section's network (``nn.Linear``
+  over the whole ``[T, B, F]``, then a fused :class:`fusedsnn.Leaky`), eager;
 - ``snntorch``: the same Linear layers with ``snntorch.Leaky`` stepped over ``unbind(0)``, eager.
   The input is known up front, so the first Linear runs once over all ``T * B`` rows (what a
   careful user writes; every later layer needs the previous layer's spikes of the same step);

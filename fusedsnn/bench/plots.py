@@ -360,7 +360,10 @@ def plot_section(name: str, rows: list[dict], out: Path) -> None:
 def _network_times(name: str, rows: list[dict], path: Path) -> None:
     """net3 and open_neuromorphic: one group of bars per case, one bar per provider, the median
     time per step (ms) with q20-q80 whiskers; compiled rows carry the mode in their names."""
-    size = (lambda r: f"T={r['T']}, B={r['B']}") if name == "net3" else (lambda r: f"n={r['n']:,}, T={r['T']}, B={r['B']}")
+
+    def size(r: dict) -> str:
+        return f"T={r['T']}, B={r['B']}" if name == "net3" else f"n={r['n']:,}, T={r['T']}, B={r['B']}"
+
     groups: list[str] = []
     for r in rows:
         if size(r) not in groups:
