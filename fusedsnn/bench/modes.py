@@ -42,8 +42,8 @@ def compile_budget_reason(num_steps: int, compile_max_t: int = COMPILE_MAX_T) ->
     The budget holds for every compiled provider of a case, fused ones included (their compile
     time does not grow with T): a compiled row is only measured beside its compiled baseline."""
     if num_steps > compile_max_t:
-        return (f"torch.compile unrolls the {num_steps}-step loop; T above the compile budget "
-                f"T <= {compile_max_t} (--compile-max-t)")
+        return (f"T={num_steps} above the compile budget T <= {compile_max_t} (--compile-max-t): torch.compile "
+                "unrolls a stepped provider's loop over T")
     return None
 
 
