@@ -5,9 +5,9 @@
 #   benchmarks/gpu/check.sh --dry-run  the same steps on CPU at tiny sizes through Triton's
 #                                      interpreter (CI runs this; under 2 minutes)
 #
-# Phases, each under `timeout` (real run: 20 s + 40 s + 180 s + 70 s + 110 s + 30 s, 7.5 minutes
-# at most, so that with a machine's start a second run still fits a 15-minute lease; the first
-# H200 run took 3.3 minutes in all, without the memory phase):
+# Phases, each under `timeout` (real run: 20 s + 40 s + 180 s + 110 s + 110 s + 30 s, 8.2 minutes
+# at most, and 90 s for the modes phase: 9.7 minutes; limits, not expected times: the first H200
+# run took 3.3 minutes in all, without the memory phase, the H100 run with it 4.6 minutes):
 #   1. environment: GPU, driver, Python, torch, triton versions
 #   2. install: the project into a throwaway folder with no network (no build isolation, no
 #      dependency resolution), and snnTorch 1.0.0 from a wheel in .wheels/ (git-ignored) unless
@@ -18,7 +18,10 @@
 #          pip download spikingjelly==2.0.0 loguru --no-deps -d .wheels
 #   3. tests: `pytest -m cuda` (every test marked cuda; in the dry run their interpreter twins,
 #      `pytest tests/cuda -m "not cuda"`)
-#   4. bench: `fusedsnn bench --sections gpu_targets,throughput,step_modes,linear_lif,shd` (dry run: tiny sizes)
+#   4. bench: `fusedsnn bench --sections gpu_targets,throughput,step_modes,linear_lif,shd,net3,open_neuromorphic`
+#      (dry run: the CPU's quick sizes). net3: the 3-layer 256-512-512-10 training step at T=50, B=32;
+#      open_neuromorphic: Linear(16384, 16384) + LIF, T=500, B=16, at most 5 rounds (not yet run on a
+#      GPU: the 40 s added to this phase's limit for the two are an estimate, about 30 s expected)
 #   5. memory: `fusedsnn bench --sections memory` at its full sizes (T in {25, 500, 2000}, batch
 #      32: peak max_memory_allocated and time of fused-chunked, fused-lean, fused, snnTorch)
 #   6. profile: benchmarks/gpu/where_time_goes.py (kernel tables, host cost per call, variants)
@@ -52,17 +55,19 @@ if [[ $DRY_RUN == 1 ]]; then
   T_ENV=30 T_INSTALL=120 T_TESTS=120 T_BENCH=120 T_MEMORY=60 T_PROFILE=60
   TEST_ARGS=(tests/cuda -m "not cuda")
   PROFILE_ARGS=(--device cpu --sections leaky,host)
-  BENCH_ARGS=(--device cpu --quick --repeats 1 --sections gpu_targets,step_modes,shd,linear_lif)
+  BENCH_ARGS=(--device cpu --quick --repeats 1 --sections gpu_targets,step_modes,shd,linear_lif,net3,open_neuromorphic)
   MEMORY_ARGS=(--device cpu --quick --repeats 1 --sections memory)
   T_MODES=60 MODES_ARGS=(--device cpu --compile default)
 else
   unset TRITON_INTERPRET
   DEVICE=cuda
-  # H100 run with the memory phase: tests 137 s, bench 37 s, memory 68 s, profile 15 s.
-  T_ENV=20 T_INSTALL=40 T_TESTS=180 T_BENCH=70 T_MEMORY=110 T_PROFILE=30  # 7.5 minutes at most
+  # H100 run with the memory phase: tests 137 s, bench 37 s (before net3 and open_neuromorphic),
+  # memory 68 s, profile 15 s.
+  T_ENV=20 T_INSTALL=40 T_TESTS=180 T_BENCH=110 T_MEMORY=110 T_PROFILE=30  # 8.2 minutes at most
   TEST_ARGS=(tests -m cuda)
   PROFILE_ARGS=(--device cuda)
-  BENCH_ARGS=(--device cuda --quick --repeats 20 --sections gpu_targets,throughput,step_modes,linear_lif,shd)
+  BENCH_ARGS=(--device cuda --quick --repeats 20
+              --sections gpu_targets,throughput,step_modes,linear_lif,shd,net3,open_neuromorphic)
   # Full sizes, 10 repeats (3 at T=2000): snnTorch's step loop at T=2000 is the long pole.
   MEMORY_ARGS=(--device cuda --repeats 10 --sections memory)
   T_MODES=90 MODES_ARGS=(--device cuda --compile default,reduce-overhead)

@@ -30,6 +30,8 @@ import torch
 from .. import functional as Fn
 from ..backends.registry import registered
 from ..spec import bytes_per_neuron_step
+# (COMPILE_MAX_T, EXECUTION_MODES and execution_mode are read from here too: the modes' home is .modes)
+from .modes import COMPILE_MAX_T, EXECUTION_MODES, base_provider, compile_budget_reason, execution_mode  # noqa: F401
 from .timing import _sync, measure, sample_quantiles
 from .training import cuda_graph_step
 
@@ -93,26 +95,6 @@ def _snntorch_call(case: NeuronCase) -> Callable[[torch.Tensor], tuple]:
     return run
 
 
-#: How a provider's call runs. Every speed-up compares providers of one execution mode.
-EXECUTION_MODES = ("eager", "compiled", "graph")
-#: torch.compile unrolls the T-step loop of a stepped provider; its compile time grows with T.
-#: Cases with T above this are skipped (with the reason in the row), unless raised.
-COMPILE_MAX_T = 25
-
-
-def execution_mode(provider: str) -> str:
-    """``snntorch-compiled`` -> "compiled", ``fused-triton-graph`` -> "graph", else "eager"."""
-    if provider.endswith("-compiled"):
-        return "compiled"
-    if provider.endswith("-graph"):
-        return "graph"
-    return "eager"
-
-
-def _base_provider(provider: str) -> str:
-    return provider.removesuffix("-compiled").removesuffix("-graph")
-
-
 def _spikingjelly_unavailable() -> str | None:
     try:
         from spikingjelly.activation_based import neuron, surrogate  # noqa: F401
@@ -136,14 +118,13 @@ def baseline_providers(device: torch.device, dtype: torch.dtype, compiled: bool 
 
 def unavailable(case: NeuronCase, provider: str, mode: str, compile_max_t: int = COMPILE_MAX_T) -> str | None:
     """None when ``provider`` can run ``case`` in ``mode``, else the reason (written in the row)."""
-    base, how = _base_provider(provider), execution_mode(provider)
+    base, how = base_provider(provider), execution_mode(provider)
     if how == "graph" and case.device.type != "cuda":
         return f"CUDA graphs need a CUDA device; this run is on {case.device}"
     if how == "graph" and mode == "forward-grad-mode":
         return "a captured forward in grad mode leaves an autograd graph no replay can use"
-    if how == "compiled" and case.T > compile_max_t:
-        return (f"torch.compile unrolls the {case.T}-step loop; T above the compile budget "
-                f"T <= {compile_max_t} (--compile-max-t)")
+    if how == "compiled" and (reason := compile_budget_reason(case.T, compile_max_t)) is not None:
+        return reason
     if base == "spikingjelly":
         reason = _spikingjelly_unavailable()
         if reason is not None:
@@ -153,12 +134,11 @@ def unavailable(case: NeuronCase, provider: str, mode: str, compile_max_t: int =
     return None
 
 
-def _spikingjelly_call(case: NeuronCase, beta: float = 0.9) -> Callable[[torch.Tensor], tuple]:
-    """SpikingJelly 2.0's multi-step LIF as the nearest twin of Leaky(beta=0.9, subtract reset).
-
+def spikingjelly_lif(beta: float = 0.9, threshold: float = 1.0, store_v_seq: bool = False) -> torch.nn.Module:
+    """SpikingJelly 2.0's multi-step LIF as the nearest twin of Leaky(beta, subtract reset):
     ``LIFNode(tau, decay_input=False, v_reset=None, step_mode="m", surrogate ATan())`` with
-    tau = 1 / (1 - beta) charges H[t] = beta * V[t-1] + x[t] as Leaky does. Where it cannot match
-    ours (so its outputs differ; only its speed is compared):
+    tau = 1 / (1 - beta) charges H[t] = beta * V[t-1] + x[t] as Leaky does; ``x: [T, B, ...]``.
+    Where it cannot match ours (so its outputs differ; only its speed is compared):
 
     - ordering of threshold and reset: SpikingJelly fires on H[t] and resets within the step
       (V[t] = H[t] - S[t] * thr), so the subtracted threshold is decayed by beta in the next
@@ -167,15 +147,22 @@ def _spikingjelly_call(case: NeuronCase, beta: float = 0.9) -> Callable[[torch.T
     - it fires at H >= thr, snnTorch at mem > thr;
     - it has no Synaptic/RLeaky/RSynaptic equivalent (those cases are skipped).
 
-    ``store_v_seq=True`` makes it return the membrane sequence too, so its backward takes two
-    upstream gradients (spikes and membrane) like every other provider's. SpikingJelly 2.0's
+    ``store_v_seq=True`` keeps the membrane sequence (``node.v_seq``). SpikingJelly 2.0's
     LIFNode has no ``backend`` argument: it chooses its own multi-step kernel
     (``functional.lif_multi_step``; Triton/CuPy on a GPU where importable, torch on a CPU).
+    Reset its state (``node.reset()`` or ``functional.reset_net``) before each sequence.
     """
     from spikingjelly.activation_based import neuron, surrogate
 
-    node = neuron.LIFNode(tau=1.0 / (1.0 - beta), decay_input=False, v_threshold=1.0, v_reset=None,
-                          step_mode="m", surrogate_function=surrogate.ATan(), store_v_seq=True).to(case.device)
+    return neuron.LIFNode(tau=1.0 / (1.0 - beta), decay_input=False, v_threshold=threshold, v_reset=None,
+                          step_mode="m", surrogate_function=surrogate.ATan(), store_v_seq=store_v_seq)
+
+
+def _spikingjelly_call(case: NeuronCase, beta: float = 0.9) -> Callable[[torch.Tensor], tuple]:
+    """:func:`spikingjelly_lif` on ``case``, returning ``(spk, v_seq)``: the membrane sequence
+    too, so its backward takes two upstream gradients (spikes and membrane) like every other
+    provider's."""
+    node = spikingjelly_lif(beta, store_v_seq=True).to(case.device)
 
     def run(x):
         node.reset()
@@ -186,7 +173,7 @@ def _spikingjelly_call(case: NeuronCase, beta: float = 0.9) -> Callable[[torch.T
 
 
 def _base_call(case: NeuronCase, provider: str) -> Callable[[torch.Tensor], tuple]:
-    base = _base_provider(provider)
+    base = base_provider(provider)
     if base == "snntorch":
         return _snntorch_call(case)
     if base == "spikingjelly":

@@ -23,6 +23,9 @@ PROVIDER_COLOURS = {
     # a fused provider's compiled and graph twins: its own colour family, darker
     "fused-host-compiled": "navy", "fused-reference-compiled": "darkgreen", "fused-triton-compiled": "indigo",
     "fused-triton-graph": "mediumorchid",
+    # compiled training providers and the network sections' providers
+    "fused-compiled": "navy", "snntorch-tutorial-compiled": "tab:red", "snntorch-hoisted-compiled": "darkgoldenrod",
+    "fused-linear-leaky": "tab:cyan", "linear-only": "0.3",
 }
 _EXTRA_COLOURS = ["tab:red", "tab:brown", "tab:pink", "tab:olive"]
 
@@ -350,6 +353,32 @@ def plot_section(name: str, rows: list[dict], out: Path) -> None:
         plot_memory(rows, out)
     elif name == "neurons":
         _neurons(rows, path)
+    elif name in ("net3", "open_neuromorphic"):
+        _network_times(name, rows, path)
+
+
+def _network_times(name: str, rows: list[dict], path: Path) -> None:
+    """net3 and open_neuromorphic: one group of bars per case, one bar per provider, the median
+    time per step (ms) with q20-q80 whiskers; compiled rows carry the mode in their names."""
+
+    def size(r: dict) -> str:
+        return f"T={r['T']}, B={r['B']}" if name == "net3" else f"n={r['n']:,}, T={r['T']}, B={r['B']}"
+
+    groups: list[str] = []
+    for r in rows:
+        if size(r) not in groups:
+            groups.append(size(r))
+    table = {(size(r), r["provider"]): r for r in rows}
+
+    def value(group, provider):
+        r = table.get((group, provider))
+        return None if r is None else (1e3 * r["median_s"], 1e3 * r["q20_s"], 1e3 * r["q80_s"])
+
+    what = ("3-layer 256-512-512-10 Linear+Leaky training step (forward, loss, backward, AdamW)" if name == "net3"
+            else "Linear(n, n) + LIF forward+backward (Open Neuromorphic's workload)")
+    _grouped_bars(groups, _provider_order(rows), value,
+                  f"{what}, {_device_of(rows)}\nbars: median ms per step, whiskers q20-q80; "
+                  "ratios only within one execution mode", "ms per step (linear axis from 0)", path)
 
 
 _LOCAL_COLOURS = {"fused-chunked": "tab:brown"}

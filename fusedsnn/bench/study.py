@@ -21,7 +21,7 @@ from typing import Callable, Optional
 
 import torch
 
-from . import all_to_all, gpu, linear_lif, memory, neurons, training
+from . import all_to_all, gpu, linear_lif, memory, modes, net3, neurons, open_neuromorphic, training
 from .published import SOURCE, TFLOPS, THROUGHPUT
 from .timing import copy_bandwidth
 
@@ -30,10 +30,12 @@ from .timing import copy_bandwidth
 #: jobs), with OMP_NUM_THREADS=1 so that the others' load could not stretch it: 29 s wall,
 #: 18 s CPU, against 98 s wall, 36 s CPU for the quick mode before (5 repeats, no shared cases).
 #: With PyTorch's default 2 threads on cores that other jobs keep busy, the same run took 9 min.
-QUICK_CLAIM = "under 30 s on an idle 2-core CPU, well under a minute"
+#: With the net3 and open_neuromorphic sections (2026-12-03, Intel Xeon, load average 3.6, one
+#: thread): 31 s wall, of which the two took about 1 s; 38 s for the whole process, imports included.
+QUICK_CLAIM = "under 40 s on an idle 2-core CPU, well under a minute"
 
 #: A row is flagged noisy when its q20-q80 range is wider than this fraction of its median.
-NOISY_SPREAD = 0.5
+NOISY_SPREAD = modes.NOISY_SPREAD
 
 
 def _cpu_name() -> str:
@@ -109,6 +111,11 @@ def _warmup(args) -> int:
     return 1 if getattr(args, "quick", False) else 2
 
 
+def _compile_max_t(args) -> int:
+    """--compile-max-t, or the default budget: compiled providers are skipped above it."""
+    return getattr(args, "compile_max_t", None) or modes.COMPILE_MAX_T
+
+
 def _min_time_s(args) -> float:
     """Cheap cases repeat until this much time is spent, so their quantiles rest on more samples."""
     return 0.1 if getattr(args, "quick", False) else 1.0
@@ -164,7 +171,7 @@ def plan_neurons(args, device: torch.device) -> list[Run]:
             copy_bw["value"] = copy_bandwidth(neurons.copy_bytes_for(shapes_used), device)
         return copy_bw["value"]
 
-    compile_max_t = getattr(args, "compile_max_t", None) or neurons.COMPILE_MAX_T
+    compile_max_t = _compile_max_t(args)
     runs = []
     for kind, dtype, shapes in plan:
         fused = neurons.fused_providers(device, dtype)
@@ -213,10 +220,20 @@ section_neurons.plan = plan_neurons
 #: every training comparison: the fused model against both snnTorch twins (the tutorial's
 #: stepping and the hoisted first layer); ratios are against the faster twin
 _TWINS = ("fused", "snntorch-tutorial", "snntorch-hoisted")
+#: the same under torch.compile (forward and loss compiled, the same function for every provider)
+_COMPILED_TWINS = tuple(f"{p}-compiled" for p in _TWINS)
 
 
 def _providers(args) -> list[str]:
-    return list(_TWINS) + ([] if args.quick else ["fused-reference"])
+    """The throughput and SHD sections' providers: the eager twins; in a full run also the fused
+    model on the reference backend and every twin compiled (--quick times eager only: compiling
+    would cost more than the whole quick run)."""
+    return list(_TWINS) + ([] if args.quick else ["fused-reference", *_COMPILED_TWINS])
+
+
+def _budget(args, provider: str) -> dict:
+    """A compiled provider's compile budget, as run_training_case's keyword (none for eager ones)."""
+    return {"compile_max_t": _compile_max_t(args)} if modes.execution_mode(provider) == "compiled" else {}
 
 
 def _csnn_size(args, device) -> tuple[int, int]:
@@ -226,9 +243,12 @@ def _csnn_size(args, device) -> tuple[int, int]:
 
 def plan_throughput(args, device) -> list[Run]:
     """1. Baseline DSNN and CSNN training throughput (batch 128, 25 steps), with achieved TFLOPS
-    (8.) and, where NVML is available, power and images/s per watt (9.)."""
+    (8.) and, where NVML is available, power and images/s per watt (9.). Eager, and in a full run
+    also compiled: every twin's forward and loss under torch.compile (compile time in
+    ``compile_s``; skipped above --compile-max-t steps), each compared within its mode."""
     csnn_batch, csnn_steps = _csnn_size(args, device)
-    return [_training_run(args, f"throughput {kind} {provider}", kind, provider, batch, steps, device)
+    return [_training_run(args, f"throughput {kind} {provider}", kind, provider, batch, steps, device,
+                          **_budget(args, provider))
             for kind, batch, steps in (("DSNN", 128, 25), ("CSNN", csnn_batch, csnn_steps))
             for provider in _providers(args)]
 
@@ -289,15 +309,17 @@ def plan_population(args, device) -> list[Run]:
 def plan_shd(args, device) -> list[Run]:
     """8. The recurrent SHD network's training step (700 -> all-to-all RLeaky(256) -> 20 Leaky,
     T=100, B=64 on Poisson input of SHD's shape and rate; --quick on a CPU: T=20, B=8), fused against
-    snnTorch's stepped twins. SpikingJelly has no all-to-all recurrent LIF with snnTorch's
-    reset order, so it is not a provider here."""
+    snnTorch's stepped twins, eager and (full run) compiled, where T is within --compile-max-t.
+    SpikingJelly has no all-to-all recurrent LIF with snnTorch's reset order, so it is not a
+    provider here."""
     batch, steps = (8, 20) if args.quick and device.type == "cpu" else (64, 100)
 
     def run(provider: str) -> Run:
         return Run(f"shd {provider}", lambda: training.run_shd_case(
-            provider, batch, steps, device, args.repeats, warmup=_warmup(args), min_time_s=_min_time_s(args)))
+            provider, batch, steps, device, args.repeats, warmup=_warmup(args), min_time_s=_min_time_s(args),
+            **_budget(args, provider)))
 
-    return [run(provider) for provider in _TWINS]
+    return [run(provider) for provider in _providers(args) if provider != "fused-reference"]
 
 
 def _as_section(plan: Callable[..., list[Run]]) -> Callable:
@@ -339,6 +361,8 @@ SECTIONS = {
     "memory": memory.section_memory,
     "all_to_all": all_to_all.section_all_to_all,
     "linear_lif": linear_lif.section_linear_lif,
+    "net3": net3.section_net3,
+    "open_neuromorphic": open_neuromorphic.section_open_neuromorphic,
     **gpu.SECTIONS,  # GPU proof (benchmarks/gpu/check.sh); in the default list only on CUDA
 }
 
@@ -347,56 +371,11 @@ SECTIONS = {
 # speed-ups and dispersion
 # ---------------------------------------------------------------------------------------------
 
-def _spread(row: dict) -> Optional[float]:
-    """(q80 - q20) / median of a timed row, None for rows without timings."""
-    if not row.get("median_s") or row.get("q20_s") is None:
-        return None
-    return (row["q80_s"] - row["q20_s"]) / row["median_s"]
-
-
-def _execution_mode(row: dict) -> str:
-    """The row's execution mode: neuron rows carry ``execution_mode``; training rows' step
-    ``mode`` ("eager", "compile", "cuda_graph") maps onto the same three."""
-    if row.get("execution_mode"):
-        return row["execution_mode"]
-    return {"compile": "compiled", "cuda_graph": "graph"}.get(row.get("mode"), "eager")
-
-
-def _is_baseline(row: dict) -> bool:
-    return not str(row.get("provider", "")).startswith("fused")
-
-
-def _speedups(rows: list[dict], key: Callable[[dict], tuple]) -> None:
-    """Speed-up of each row over the FASTEST baseline (any non-fused provider: snnTorch's
-    variants, SpikingJelly) of the same case in the same execution mode (eager against eager,
-    compiled against compiled, graph against graph; never across modes), named in ``baseline``.
-    Its range comes from the quantiles of both timings (low: our q80 against the baseline's q20;
-    high: the other way). ``noisy`` when either timing's q20-q80 spread exceeds NOISY_SPREAD.
-    A row with no timed baseline of its mode gets no ratio (None)."""
-    base: dict = {}
-    for r in rows:
-        if _is_baseline(r) and r.get("median_s"):
-            k = (key(r), _execution_mode(r))
-            if k not in base or r["median_s"] < base[k]["median_s"]:
-                base[k] = r
-    for r in rows:
-        r.setdefault("execution_mode", _execution_mode(r))
-        spread = _spread(r)
-        r["spread"] = spread
-        b = base.get((key(r), _execution_mode(r)))
-        if b is None or not r.get("median_s"):
-            r["baseline"] = r["speedup_vs_baseline"] = r["speedup_low"] = r["speedup_high"] = None
-            r["noisy"] = spread is not None and spread > NOISY_SPREAD
-            continue
-        r["baseline"] = b["provider"]
-        r["speedup_vs_baseline"] = b["median_s"] / r["median_s"]
-        if r is b:  # the baseline itself: 1 by definition, no range
-            r["speedup_low"] = r["speedup_high"] = None
-        else:
-            r["speedup_low"] = b["q20_s"] / r["q80_s"]
-            r["speedup_high"] = b["q80_s"] / r["q20_s"]
-        spreads = [s for s in (spread, _spread(b)) if s is not None]
-        r["noisy"] = any(s > NOISY_SPREAD for s in spreads)
+# The comparison rule is one for every section (fusedsnn/bench/modes.py); the older names stay.
+_spread = modes.spread
+_execution_mode = modes.row_execution_mode
+_is_baseline = modes.is_baseline
+_speedups = modes.add_speedups
 
 
 def _add_speedups(rows: list[dict]) -> None:
@@ -481,7 +460,7 @@ def write_outputs(out: Path, name: str, rows: list[dict]) -> None:
 _TIMING = ["median_s (q20-q80)", "spread", "speedup (range)", "noisy"]
 _TRAIN_COLUMNS = ["network", "provider", "execution_mode", "batch", "num_steps", "hidden", "channels", "neuron",
                   "outputs", "precision", *_TIMING[:2], "images_per_s", *_TIMING[2:], "baseline", "achieved_tflops",
-                  "average_power_w"]
+                  "average_power_w", "compile_s", "skipped"]
 TABLE_COLUMNS = {
     "neurons": ["neuron", "dtype", "T", "B", "N", "mode", "execution_mode", "provider", *_TIMING, "baseline",
                 "fraction_of_copy_bandwidth", "compile_s", "skipped"],
@@ -498,6 +477,11 @@ TABLE_COLUMNS = {
                    "target_speedup", "spike_rate", "threads"],
     "memory": ["network", "provider", "num_steps", "batch", "peak_mib", "peak_vs_fused", "peak_vs_snntorch",
                "peak_rss_mib", "median_s", "speed_vs_fused"],
+    "net3": ["network", "T", "B", "provider", "execution_mode", "ms_per_step", *_TIMING, "baseline", "compile_s",
+             "skipped"],
+    "open_neuromorphic": ["n", "T", "B", "provider", "execution_mode", "backend", *_TIMING, "baseline",
+                          "neuron_overhead_vs_linear", "speedup_vs_spikingjelly", "peak_memory_bytes", "compile_s",
+                          "skipped"],
 }
 
 
@@ -505,7 +489,7 @@ def published_table(rows: list[dict]) -> str:
     """Our baseline throughput beside the study's published figures (labelled as such)."""
     lines = [f"published figures: {SOURCE}"]
     for net in ("DSNN", "CSNN"):
-        ours = [r for r in rows if r["network"] == net]
+        ours = [r for r in rows if r["network"] == net and r.get("median_s")]
         mine = ", ".join(f"{r['provider']} {r['images_per_s']:.0f} img/s ({r['achieved_tflops']:.3g} TFLOPS, "
                          f"batch {r['batch']}, {r['num_steps']} steps)" for r in ours)
         theirs = ", ".join(f"{dev} {v:,} img/s ({TFLOPS[net][dev]} TFLOPS)" for dev, v in THROUGHPUT[net].items())

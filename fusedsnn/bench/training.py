@@ -3,6 +3,12 @@ the snnTorch way (snnTorch neurons, same Linear/Conv layers, same weights).
 
 One training step = forward, rate-coded cross-entropy loss, BPTT backward, AdamW step.
 Images per second = batch / median wall-clock per step after warm-up (synchronised on GPUs).
+
+Providers: "fused", "fused-reference", "snntorch-tutorial" (alias "snntorch") and
+"snntorch-hoisted", each eager, or with "-compiled" appended: then the one function of
+:func:`forward_loss_fn` (the model's forward and the loss) runs under ``torch.compile``, the
+same function for every provider; the backward runs through what AOTAutograd compiled, and the
+optimizer step stays eager, the same AdamW for all.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import re
 import sys
 import tempfile
 import threading
+import time
 import warnings
 from typing import Callable, Optional
 
@@ -23,7 +30,8 @@ from .. import layers, population
 from ..backends.registry import resolve_backend
 from .. import graph_step
 from ..models import CSNN, DSNN
-from .timing import measure
+from .modes import base_provider, compile_budget_reason, execution_mode
+from .timing import Timing, _sync, measure
 
 Tensor = torch.Tensor
 
@@ -56,11 +64,24 @@ def _snn_neuron(layer: nn.Module) -> nn.Module:
 TWIN_STYLES = ("tutorial", "hoisted")
 
 
+#: The training providers before any mode suffix ("-compiled").
+TRAINING_PROVIDERS = ("fused", "fused-reference", "snntorch", "snntorch-tutorial", "snntorch-hoisted")
+
+
+def check_provider(provider: str) -> None:
+    """Raise ValueError naming ``provider`` unless it is a training provider, eager or compiled."""
+    if not isinstance(provider, str) or base_provider(provider) not in TRAINING_PROVIDERS \
+            or execution_mode(provider) == "graph":
+        raise ValueError(f"provider must be one of {TRAINING_PROVIDERS}, optionally with '-compiled' appended, "
+                         f"got {provider!r}")
+
+
 def twin_style(provider: str) -> Optional[str]:
-    """"tutorial" / "hoisted" for the snnTorch providers, None for the fused ones."""
-    if provider in ("snntorch", "snntorch-tutorial"):
+    """"tutorial" / "hoisted" for the snnTorch providers (eager or compiled), None for the fused ones."""
+    base = base_provider(provider)
+    if base in ("snntorch", "snntorch-tutorial"):
         return "tutorial"
-    if provider == "snntorch-hoisted":
+    if base == "snntorch-hoisted":
         return "hoisted"
     return None
 
@@ -213,39 +234,95 @@ def set_backend(model: nn.Module, backend: str) -> nn.Module:
     return model
 
 
+def make_optimizer(params, device: torch.device, capturable: bool = False) -> torch.optim.Optimizer:
+    """The AdamW every provider trains with: on CUDA the fused one-kernel update (the H200
+    profile: the foreach update launches ~16 kernels and cost 0.1 ms of a 0.37 ms DSNN graph
+    replay), elsewhere PyTorch's default form for the device. ``capturable``: the step count
+    stays on the device, as a CUDA graph needs."""
+    fused_adamw = {"fused": True} if torch.device(device).type == "cuda" else {}
+    return torch.optim.AdamW(params, lr=1e-3, capturable=capturable, **fused_adamw)
+
+
+def forward_loss_fn(forward: Callable[[Tensor], tuple], num_classes: int = 10, pop_size: int = 1,
+                    autocast_dtype: Optional[torch.dtype] = None) -> Callable[[Tensor, Tensor], Tensor]:
+    """``loss(x, y)``: ``forward(x)``'s output spikes ``[T, B, num_classes * pop_size]`` (the
+    first of what it returns) scored by :func:`fusedsnn.population.ce_rate_loss` against the
+    labels ``y: [B]``, under autocast when ``autocast_dtype`` is set. This is the function a
+    compiled provider compiles, the same for every provider."""
+
+    def forward_loss(x: Tensor, y: Tensor) -> Tensor:
+        with torch.autocast(x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            spk = forward(x)[0]
+            return population.ce_rate_loss(spk.float(), y, num_classes, pop_size)
+
+    return forward_loss
+
+
+def compile_fresh(fn: Callable, backend: str = "inductor") -> Callable:
+    """``torch.compile(fn, backend=backend)`` after ``torch._dynamo.reset()``.
+
+    Dynamo keys its cache on the code object, which every case's function shares: without a
+    reset, the cases' models, sizes and providers pile up to its recompile limit, after which
+    the "compiled" provider silently runs eagerly. Each case compiles afresh; call this once per
+    case (a reset also drops what other providers of the same case compiled)."""
+    torch._dynamo.reset()
+    return torch.compile(fn, backend=backend)
+
+
 def training_step_fn(model: nn.Module, provider: str, x: Tensor, y: Tensor, num_classes: int = 10,
                      pop_size: int = 1, autocast_dtype: Optional[torch.dtype] = None,
                      compile_backend: Optional[str] = None, capturable: bool = False) -> Callable[[], None]:
     """A closure running one training step of ``model`` through ``provider``: "fused" (the
-    model as built, backend auto), "fused-reference" (eager reference backend),
-    "snntorch-tutorial" (alias "snntorch") or "snntorch-hoisted" (see :class:`SnnTorchTwin`).
+    model as built, backend auto), "fused-reference" (reference backend), "snntorch-tutorial"
+    (alias "snntorch") or "snntorch-hoisted" (see :class:`SnnTorchTwin`); any of them with
+    "-compiled" appended runs its :func:`forward_loss_fn` under ``torch.compile``.
 
-    ``compile_backend``: the model runs under ``torch.compile`` with this backend ("inductor";
-    the optimizer stays eager). ``capturable``: AdamW keeps its step count on the device, as a CUDA graph needs.
+    ``x``: the model's input (``[B, ...]`` static or ``[T, B, ...]``), ``y: [B]`` labels.
+    ``compile_backend``: torch.compile's backend for a compiled provider (default "inductor"; given
+    with an eager provider name, it compiles that provider too, as the step-modes section does).
+    The optimizer step stays eager (:func:`make_optimizer`). ``capturable``: AdamW keeps its
+    step count on the device, as a CUDA graph needs.
     """
+    check_provider(provider)
     style = twin_style(provider)
     if style is not None:
         forward = SnnTorchTwin(model, style).to(x.device)
     else:
-        if provider == "fused-reference":
+        if base_provider(provider) == "fused-reference":
             set_backend(model, "reference")
         forward = model
+    if execution_mode(provider) == "compiled" and compile_backend is None:
+        compile_backend = "inductor"
+    forward_loss = forward_loss_fn(forward, num_classes, pop_size, autocast_dtype)
     if compile_backend is not None:
-        forward = torch.compile(forward, backend=compile_backend)
-    # On CUDA every provider's AdamW is the fused one-kernel update (the H200 profile: the
-    # foreach update launches ~16 kernels and cost 0.1 ms of a 0.37 ms DSNN graph replay).
-    fused_adamw = {"fused": True} if x.device.type == "cuda" else {}
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, capturable=capturable, **fused_adamw)
+        forward_loss = compile_fresh(forward_loss, compile_backend)
+    optimizer = make_optimizer(model.parameters(), x.device, capturable)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            spk, _ = forward(x)
-            loss = population.ce_rate_loss(spk.float(), y, num_classes, pop_size)
+        loss = forward_loss(x, y)
         loss.backward()
         optimizer.step()
 
     return step
+
+
+def measure_compiled(step: Callable[[], object], device: torch.device, warmup: int = 2, repeats: int = 10,
+                     min_time_s: float = 0.0, first_calls: int = 3) -> tuple[Timing, float]:
+    """:func:`~fusedsnn.bench.timing.measure` of a compiled ``step``, and its compile time.
+
+    The first ``max(warmup, first_calls)`` calls are timed one by one: the first compiles the
+    forward (and, at its backward, the backward graph), a later one may compile again (a
+    stateful snnTorch neuron's buffer requires grad from the second call on, which Dynamo
+    guards). ``compile_s`` is what those calls took beyond as many steady steps (the median)."""
+    firsts = []
+    for _ in range(max(warmup, first_calls)):
+        start = time.perf_counter()
+        step()
+        _sync(device)
+        firsts.append(time.perf_counter() - start)
+    timing = measure(step, device, warmup=0, repeats=repeats, min_time_s=min_time_s)
+    return timing, max(0.0, sum(firsts) - len(firsts) * timing.median_s)
 
 
 def cuda_graph_step(step: Callable[[], None], device: torch.device, warmup: int = 3) -> Callable[[], None]:
@@ -278,21 +355,64 @@ def step_mode_unavailable(mode: str, device: torch.device) -> Optional[str]:
     return None
 
 
+def _step_mode(provider: str, mode: str) -> str:
+    """The step mode of ``provider`` run in ``mode``: a "-compiled" provider runs "compile"."""
+    check_provider(provider)
+    if execution_mode(provider) == "compiled":
+        if mode not in ("eager", "compile"):
+            raise ValueError(f"provider {provider!r} runs under torch.compile; mode={mode!r} contradicts it")
+        return "compile"
+    return mode
+
+
+def _row_head(network: str, provider: str, batch: int, num_steps: int, device: torch.device, mode: str,
+              compile_backend: Optional[str], **fields) -> dict:
+    """The fields every training row starts with, timed or skipped."""
+    return {"network": network, "provider": provider, "batch": batch, "num_steps": num_steps, **fields,
+            "device": str(device), "mode": mode,
+            "execution_mode": {"compile": "compiled", "cuda_graph": "graph"}.get(mode, "eager"),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "compile_backend": compile_backend if mode == "compile" else None}
+
+
+def _skipped(head: dict, reason: str) -> dict:
+    return {**head, "median_s": None, "q20_s": None, "q80_s": None, "repeats": 0, "peak_memory_bytes": None,
+            "compile_s": None, "images_per_s": None, "skipped": reason}
+
+
+def _time_step(step: Callable[[], None], device: torch.device, mode: str, warmup: int, repeats: int,
+               min_time_s: float) -> tuple[Timing, Optional[float]]:
+    """(timing, compile_s): compile_s for a compiled step (see :func:`measure_compiled`), else None."""
+    if mode == "compile":
+        return measure_compiled(step, device, warmup=warmup, repeats=repeats, min_time_s=min_time_s)
+    return measure(step, device, warmup=warmup, repeats=repeats, min_time_s=min_time_s), None
+
+
 def run_training_case(kind: str, provider: str, batch: int, num_steps: int, device: torch.device,
                       repeats: int, hidden: int = 1000, channels=(12, 64), neuron: str = "leaky",
                       outputs: int = 10, autocast_dtype: Optional[torch.dtype] = None, warmup: int = 2,
                       mode: str = "eager", backend: Optional[str] = None,
-                      compile_backend: str = "inductor", min_time_s: float = 0.0) -> dict:
+                      compile_backend: str = "inductor", min_time_s: float = 0.0,
+                      compile_max_t: Optional[int] = None) -> dict:
     """Time one training step (median, q20, q80 over at least ``repeats`` samples, more until
     ``min_time_s`` is spent) of ``kind`` through ``provider``; the row also carries images/s,
     the study's multiply-add count and achieved TFLOPS, and power where NVML is present.
 
-    ``mode``: one of :data:`STEP_MODES` (the fused providers; snnTorch runs eager).
-    ``backend``: force the fused neurons' backend (default: auto). ``compile_backend``:
-    torch.compile's backend in ``mode="compile"``."""
+    ``provider``: see :func:`training_step_fn`; a "-compiled" provider runs in ``mode="compile"``
+    and its row carries ``compile_s``. ``mode``: one of :data:`STEP_MODES`. ``backend``: force
+    the fused neurons' backend (default: auto). ``compile_backend``: torch.compile's backend in
+    ``mode="compile"``. ``compile_max_t``: a compiled step of more than this many time steps is
+    not run; its row says why (``skipped``)."""
+    mode = _step_mode(provider, mode)
     reason = step_mode_unavailable(mode, device)
     if reason is not None:
         raise ValueError(f"mode={mode!r}: {reason}")
+    head = _row_head(kind, provider, batch, num_steps, device, mode, compile_backend, hidden=hidden,
+                     channels=list(channels) if kind == "CSNN" else None, neuron=neuron, outputs=outputs,
+                     precision=str(autocast_dtype).removeprefix("torch.") if autocast_dtype else "float32")
+    if mode == "compile" and compile_max_t is not None:
+        if (reason := compile_budget_reason(num_steps, compile_max_t)) is not None:
+            return _skipped(head, reason)
     torch.manual_seed(0)
     model = make_model(kind, batch, num_steps, hidden, channels, neuron, outputs).to(device)
     if backend is not None:
@@ -308,19 +428,13 @@ def run_training_case(kind: str, provider: str, batch: int, num_steps: int, devi
         if mode == "cuda_graph":
             step = cuda_graph_step(step, device)
         with _PowerSampler(device) as power:
-            timing = measure(step, device, warmup=warmup, repeats=repeats, min_time_s=min_time_s)
+            timing, compile_s = _time_step(step, device, mode, warmup, repeats, min_time_s)
     images_per_s = batch / timing.median_s
     # TFLOPS of the work executed: a first layer run once is counted once (the study's count,
     # which repeats it every step, is kept beside it for comparison with its Table II).
     macs = training_macs_per_image(model, first_layer_once(model, provider))
     study_macs = training_macs_per_image(model)
-    row = {"network": kind, "provider": provider, "batch": batch, "num_steps": num_steps, "hidden": hidden,
-           "channels": list(channels) if kind == "CSNN" else None, "neuron": neuron, "outputs": outputs,
-           "precision": str(autocast_dtype).removeprefix("torch.") if autocast_dtype else "float32",
-           "device": str(device), "mode": mode,
-           "execution_mode": {"compile": "compiled", "cuda_graph": "graph"}.get(mode, "eager"),
-           "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-           "compile_backend": compile_backend if mode == "compile" else None, **timing.as_dict(), "images_per_s": images_per_s,
+    row = {**head, **timing.as_dict(), "compile_s": compile_s, "images_per_s": images_per_s,
            "train_macs_per_image": macs, "achieved_tflops": macs * images_per_s / 1e12,
            "study_counted_tflops": study_macs * images_per_s / 1e12}
     if power.average_w is not None:
@@ -401,7 +515,8 @@ def time_split(kind: str, device: torch.device, batch: int, num_steps: int, **kw
 
 def shd_training_step(provider: str = "fused", batch: int = 128, num_steps: int = 100, hidden: int = 256,
                       spikes_per_sample: float = 8000.0, device: Optional[torch.device] = None,
-                      seed: int = 0) -> tuple[Callable[[], None], nn.Module, Tensor, Tensor]:
+                      seed: int = 0, compile_backend: Optional[str] = None
+                      ) -> tuple[Callable[[], None], nn.Module, Tensor, Tensor]:
     """One training step of the recurrent SHD network (700 -> all-to-all RLeaky(``hidden``) -> 20
     Leaky readout, :class:`fusedsnn.models.DSNN` with ``readout_neuron="leaky"``) on synthetic
     input with SHD's shape: Poisson spike counts ``x: [T, B, 700]`` float32 averaging
@@ -413,7 +528,7 @@ def shd_training_step(provider: str = "fused", batch: int = 128, num_steps: int 
     is what the fused kernels' timing depends on, which is why this is not uniform noise.
 
     Returns ``(step, model, x, y)``: ``step()`` runs forward, loss, backward and the AdamW update
-    of ``model`` through ``provider`` (see :func:`training_step_fn`).
+    of ``model`` through ``provider`` (see :func:`training_step_fn`; ``compile_backend`` too).
     """
     for name, value in (("batch", batch), ("num_steps", num_steps), ("hidden", hidden)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -427,21 +542,27 @@ def shd_training_step(provider: str = "fused", batch: int = 128, num_steps: int 
     rate = torch.full((num_steps, batch, 700), spikes_per_sample / (num_steps * 700))
     x = torch.poisson(rate, generator=gen).to(device)
     y = torch.randint(0, 20, (batch,), generator=gen).to(device)
-    return training_step_fn(model, provider, x, y, num_classes=20), model, x, y
+    return training_step_fn(model, provider, x, y, num_classes=20, compile_backend=compile_backend), model, x, y
 
 
 def run_shd_case(provider: str, batch: int, num_steps: int, device: torch.device, repeats: int,
-                 hidden: int = 256, warmup: int = 2, min_time_s: float = 0.0) -> dict:
+                 hidden: int = 256, warmup: int = 2, min_time_s: float = 0.0,
+                 compile_max_t: Optional[int] = None, compile_backend: str = "inductor") -> dict:
     """Time one training step of the recurrent SHD network (:func:`shd_training_step`) through
-    ``provider`` ("fused", "snntorch-tutorial", "snntorch-hoisted"; eager): the row has the
-    training rows' fields (``network="SHD"``), so speed-ups follow the same rule."""
+    ``provider`` ("fused", "snntorch-tutorial", "snntorch-hoisted", eager or with "-compiled"
+    appended; a compiled step of more than ``compile_max_t`` time steps is skipped, with the
+    reason in the row): the row has the training rows' fields (``network="SHD"``), so speed-ups
+    follow the same rule."""
+    mode = _step_mode(provider, "eager")
+    head = _row_head("SHD", provider, batch, num_steps, device, mode, compile_backend, hidden=hidden, channels=None,
+                     neuron="rleaky_all_to_all", outputs=20, precision="float32")
+    if mode == "compile" and compile_max_t is not None:
+        if (reason := compile_budget_reason(num_steps, compile_max_t)) is not None:
+            return _skipped(head, reason)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        step, model, x, _ = shd_training_step(provider, batch, num_steps, hidden, device=device)
-        timing = measure(step, device, warmup=warmup, repeats=repeats, min_time_s=min_time_s)
-    return {"network": "SHD", "provider": provider, "batch": batch, "num_steps": num_steps, "hidden": hidden,
-            "channels": None, "neuron": "rleaky_all_to_all", "outputs": 20, "precision": "float32",
-            "device": str(device), "mode": "eager", "execution_mode": "eager",
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-            "compile_backend": None, **timing.as_dict(), "images_per_s": batch / timing.median_s,
+        step, model, x, _ = shd_training_step(provider, batch, num_steps, hidden, device=device,
+                                              compile_backend=compile_backend if mode == "compile" else None)
+        timing, compile_s = _time_step(step, device, mode, warmup, repeats, min_time_s)
+    return {**head, **timing.as_dict(), "compile_s": compile_s, "images_per_s": batch / timing.median_s,
             "input_spike_fraction": float((x != 0).float().mean())}

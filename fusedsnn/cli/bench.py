@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..bench import gpu, plots
+from ..bench import gpu, open_neuromorphic, plots
 from ..bench.study import (
     NOISY_SPREAD,
     QUICK_CLAIM,
@@ -48,9 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=positive_int, default=None,
                         help="timed repeats per measurement, at least (default: 3 quick, 20 full)")
     parser.add_argument("--compile-max-t", type=positive_int, default=None,
-                        help="neurons section: torch.compile'd providers are skipped (the row says why) "
-                        "above this many time steps, as compiling the unrolled loop takes longer "
-                        "(default: 25)")
+                        help="torch.compile'd providers (neurons, throughput, shd, net3, open_neuromorphic; "
+                        "full runs) are skipped, the row says why, above this many time steps, as compiling "
+                        "a stepped provider's unrolled loop takes longer (default: 25; net3: 50)")
 
 
 def _check_arguments(args: argparse.Namespace) -> list[str]:
@@ -182,6 +182,8 @@ def run(args: argparse.Namespace) -> int:
                             f"{NOISY_SPREAD:.0%} of the median; rerun on a quiet machine or with more --repeats")
             if name == "throughput":
                 text.append(published_table(rows))
+            if name == "open_neuromorphic" and (published := open_neuromorphic.published_table(rows)):
+                text.append(published)  # beside CUDA rows only
             progress.write("\n".join(text))
     finally:
         progress.close()
