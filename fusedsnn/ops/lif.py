@@ -184,6 +184,10 @@ def _input_gradients(needs: tuple[bool, ...], dtypes: tuple, grads: tuple) -> li
 def _setup_context(ctx, inputs, output):
     (x, mem0, syn0, spk0, rec, beta, threshold, alpha, V, *flags) = inputs
     spk, syn, mem, trace, state, pre = output
+    # An output nobody differentiates (the membrane, when only spikes reach the loss) must come
+    # as None, not as zeros: AOTAutograd otherwise writes a [T, B, F] zero tensor into the
+    # compiled backward and the kernel reads it, two full-size passes per neuron for nothing.
+    ctx.set_materialize_grads(False)
     ctx.flags = dict(zip(_FLAG_NAMES, flags[: len(_FLAG_NAMES)]))
     ctx.backend = flags[-1]
     ctx.x_dtype = x.dtype

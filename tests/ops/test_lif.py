@@ -225,3 +225,43 @@ def test_op_backward_leaves_absent_state_gradients_empty(synaptic, recurrence, b
     assert out[1].shape == (B, N) and torch.isfinite(out[1]).all()  # mem0 was given
     assert out[2].numel() == 0 and out[3].numel() == 0  # syn0, spk0 were not
     torch.library.opcheck(ops.lif.lif_backward, args)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_compiled_backward_has_no_zero_gradient_for_an_unused_output(backend):
+    """Only the spikes reach the loss: the compiled backward must hand the op no gradient for the
+    membrane, not a [T, B, F] zero tensor written and then read in full (what AOTAutograd
+    materialised before the op's context asked for None)."""
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+
+    T, B, N = 6, 5, 9
+    backward_graphs = []
+
+    def keep_backward(gm, example_inputs):
+        backward_graphs.append(gm)
+        return make_boxed_func(gm.forward)
+
+    def forward_compiler(gm, example_inputs):
+        return make_boxed_func(gm.forward)
+
+    torch._dynamo.reset()
+    lin = torch.nn.Linear(7, N)
+
+    def step(x):
+        spk, mem = F.leaky(lin(x), 0.9, 1.0, backend=backend)
+        return spk.sum()
+
+    compiled = torch.compile(step, backend=aot_autograd(fw_compiler=forward_compiler, bw_compiler=keep_backward),
+                             fullgraph=True)
+    compiled(random_input(T, B, 7)).backward()
+    assert backward_graphs, "no backward graph was compiled"
+    full_size = []
+    for gm in backward_graphs:
+        for node in gm.graph.nodes:
+            val = node.meta.get("val")
+            if node.op == "call_function" and ("zeros" in str(node.target) or "full" in str(node.target)):
+                if isinstance(val, torch.Tensor) and val.numel() >= T * B * N:
+                    full_size.append(node.format_node())
+    assert not full_size, full_size
+    assert lin.weight.grad is not None and torch.isfinite(lin.weight.grad).all()
