@@ -235,11 +235,13 @@ def set_backend(model: nn.Module, backend: str) -> nn.Module:
 
 
 def make_optimizer(params, device: torch.device, capturable: bool = False) -> torch.optim.Optimizer:
-    """The AdamW every provider trains with: on CUDA the fused one-kernel update (the H200
+    """The AdamW every provider trains with: the fused one-pass update on CUDA (the H200
     profile: the foreach update launches ~16 kernels and cost 0.1 ms of a 0.37 ms DSNN graph
-    replay), elsewhere PyTorch's default form for the device. ``capturable``: the step count
-    stays on the device, as a CUDA graph needs."""
-    fused_adamw = {"fused": True} if torch.device(device).type == "cuda" else {}
+    replay) and on the CPU (DSNN's parameters, 2 threads: 0.59 ms against 2.8 ms for the
+    default per-tensor loop and 2.3 ms for foreach, about a tenth of a fused DSNN step),
+    PyTorch's default form elsewhere. ``capturable``: the step count stays on the device, as a
+    CUDA graph needs."""
+    fused_adamw = {"fused": True} if torch.device(device).type in ("cuda", "cpu") else {}
     return torch.optim.AdamW(params, lr=1e-3, capturable=capturable, **fused_adamw)
 
 
