@@ -18,7 +18,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 from pathlib import Path
 from typing import Optional
 
@@ -108,8 +107,7 @@ def tune_allocator() -> bool:
     (``M_MMAP_MAX=0``) and a 1 GiB trim threshold the pages are reused: 0 faults per call at
     T=25 (docs/host_performance.md has the measurements). The cost is that the process keeps
     its peak heap. Applied once when the host backend loads, on glibc only, unless
-    ``FUSEDSNN_MALLOC_TUNING=0`` or the user set glibc's own ``MALLOC_*_`` variables. With them
-    the heap is advised for transparent huge pages (:func:`_start_huge_page_advice`).
+    ``FUSEDSNN_MALLOC_TUNING=0`` or the user set glibc's own ``MALLOC_*_`` variables.
     Returns whether the settings were applied.
     """
     global _allocator_tuned
@@ -119,7 +117,7 @@ def tune_allocator() -> bool:
     if os.environ.get("FUSEDSNN_MALLOC_TUNING", "1") == "0" or any(v in os.environ for v in _MALLOC_ENV):
         return False
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
+        libc = ctypes.CDLL(None)
         mallopt = libc.mallopt
         libc.gnu_get_libc_version  # glibc only: other libcs' mallopt take other parameters
     except (OSError, AttributeError):
@@ -127,108 +125,4 @@ def tune_allocator() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     _allocator_tuned = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
-    if _allocator_tuned:
-        _start_huge_page_advice(libc)
     return _allocator_tuned
-
-
-# madvise(2) advice (linux/mman.h).
-_MADV_HUGEPAGE = 14
-_MADV_COLLAPSE = 25  # Linux 6.1+; an older kernel refuses it (EINVAL)
-_HUGE = 2 << 20
-_PAGE = 4096
-#: Outputs at least this large make a launcher extend the huge-page advice over the heap's growth.
-HUGE_PAGE_MIN_BYTES = _HUGE
-
-
-class _HugePages:
-    """The heap's huge-page state: the libc calls, how far the heap has been advised, and the
-    thread collapsing what existed when the library loaded."""
-
-    def __init__(self, libc: ctypes.CDLL, heap_start: int) -> None:
-        self.sbrk, self.madvise = libc.sbrk, libc.madvise
-        self.sbrk.argtypes, self.sbrk.restype = [ctypes.c_ssize_t], ctypes.c_void_p
-        self.madvise.argtypes, self.madvise.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
-        self.heap_start = heap_start
-        self.advised_to = heap_start
-        self.collapse_thread: Optional[threading.Thread] = None
-
-    def collapse(self, begin: int, end: int) -> None:
-        """MADV_COLLAPSE [begin, end) one 2 MiB region at a time (a syscall each, without the GIL:
-        ctypes releases it), stopping at the first refusal of a kernel that lacks it."""
-        for region in range(-(-begin // _HUGE), end // _HUGE):
-            if self.madvise(region * _HUGE, _HUGE, _MADV_COLLAPSE) != 0 and ctypes.get_errno() == 22:
-                return
-
-
-_huge_pages: Optional[_HugePages] = None
-
-
-def _transparent_huge_pages_mode() -> str:
-    """"always", "madvise" or "never" (the bracketed choice of the kernel's setting), "" if unknown."""
-    try:
-        text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
-    except OSError:
-        return ""
-    start, end = text.find("["), text.find("]")
-    return text[start + 1:end] if 0 <= start < end else ""
-
-
-def _heap_start() -> Optional[int]:
-    try:
-        with open("/proc/self/maps") as maps:
-            for line in maps:
-                if line.rstrip().endswith("[heap]"):
-                    return int(line.split("-", 1)[0], 16)
-    except (OSError, ValueError):
-        return None
-    return None
-
-
-def _start_huge_page_advice(libc: ctypes.CDLL) -> None:
-    """Give the fused loops' large arrays transparent huge pages.
-
-    The time loops walk ``[T, B * F]`` arrays one step row at a time for a chunk of neurons,
-    several arrays at once, so every few KiB they enter a new 4 KiB page of each array: address
-    translation, not bandwidth, bounds them (under a hypervisor each miss is a nested page
-    walk). Where the kernel's setting is "madvise" (the common default) no page is huge unless
-    advised. With mmap off for malloc (above) large tensors live in the heap, so the heap is
-    advised ``MADV_HUGEPAGE`` now and, in :func:`advise_huge_pages`, as it grows: memory advised
-    before its first touch (the fused outputs, written first by the kernels) is huge at once.
-    The heap that exists now was faulted in small pages; a background thread collapses it into
-    huge ones (``MADV_COLLAPSE``, Linux 6.1+): about half a second of one core for the ~110 MiB
-    heap of a fresh torch process, which done in the first call instead delayed it by as much.
-    Skipped where the setting is "always" (nothing to advise), "never" or unreadable, and with
-    ``FUSEDSNN_HUGE_PAGES=0``."""
-    global _huge_pages
-    if os.environ.get("FUSEDSNN_HUGE_PAGES", "1") == "0" or _transparent_huge_pages_mode() != "madvise":
-        return
-    start = _heap_start()
-    if start is None or not hasattr(libc, "sbrk") or not hasattr(libc, "madvise"):
-        return
-    hp = _HugePages(libc, start)
-    _huge_pages = hp
-    advise_huge_pages()
-    hp.collapse_thread = threading.Thread(target=hp.collapse, args=(start, hp.advised_to),
-                                          name="fusedsnn-huge-pages", daemon=True)
-    hp.collapse_thread.start()
-
-
-def advise_huge_pages() -> None:
-    """Extend the huge-page advice over the heap grown since the last call (one ``sbrk(0)`` when
-    it has not grown). Launchers call it after allocating large outputs, before the kernel first
-    touches them. A no-op unless :func:`tune_allocator` started the advice; a failure only
-    loses the speed-up."""
-    hp = _huge_pages
-    if hp is None:
-        return
-    end = hp.sbrk(0) or 0
-    if end > hp.advised_to:
-        begin = hp.advised_to & ~(_PAGE - 1)
-        hp.madvise(begin, end - begin, _MADV_HUGEPAGE)
-        hp.advised_to = end
-
-
-def huge_page_advice_active() -> bool:
-    """Whether the heap is being advised for huge pages (see :func:`tune_allocator`)."""
-    return _huge_pages is not None

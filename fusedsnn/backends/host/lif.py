@@ -283,8 +283,6 @@ def lif_forward_host(x, mem0, syn0, spk0, rec, beta, thr, alpha, V, spec: LIFSpe
         mem = x.new_empty(shape)
         syn = x.new_empty(shape) if synaptic else None
         pre = x.new_empty(shape) if immediate and for_backward else None
-    if x.numel() * x.element_size() >= library.HUGE_PAGE_MIN_BYTES:
-        library.advise_huge_pages()  # before the kernel's first touch of new outputs (tune_allocator)
     if T == 0 or M == 0:
         return spk, syn, mem, None, None, pre
     one_to_one = spec.recurrence == RECURRENCE_ONE_TO_ONE
@@ -328,8 +326,6 @@ def lif_backward_host(grad_spk, grad_syn, grad_mem, trace, mem_hist, syn_hist, s
     need_alpha = need_alpha and synaptic
     need_V = need_V and one_to_one
     grad_x = mem_hist.new_empty(shape, dtype=x_dtype)
-    if grad_x.numel() * grad_x.element_size() >= library.HUGE_PAGE_MIN_BYTES:
-        library.advise_huge_pages()
     launch = T > 0 and M > 0
     state_shape = (B, F)
 
