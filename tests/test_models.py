@@ -252,3 +252,13 @@ def test_models_refuse_a_spike_products_that_is_not_a_bool():
         fs.DSNN(spike_products="yes")
     with pytest.raises(ValueError, match="spike_products must be None, True or False"):
         fs.CSNN(spike_products=1)
+
+
+def test_graded_spikes_keep_blas_even_with_products_on(product_calls):
+    kw = dict(neuron_kwargs={"graded_spikes_factor": 0.5})
+    base, model = _wide_dsnn(**kw), _wide_dsnn(spike_products=True, **kw)
+    model.load_state_dict(base.state_dict())
+    x = torch.rand(40, 30) * 3
+    out, ref = model(x), base(x)
+    assert product_calls == ["declined"]  # checked and counted, then left to BLAS: 0.5 is not a binary spike
+    assert torch.equal(out[0], ref[0]) and torch.equal(out[1], ref[1])
