@@ -8,6 +8,14 @@ Static input (the study feeds the same image at every step): the first layer's o
 the same at every step, so it is computed once and expanded over time with stride 0 into the
 fused neuron, which reads it without copying (``static_input_once=True``, the default). Outputs
 and gradients are those of computing it ``T`` times; set ``static_input_once=False`` to do that.
+
+Spike products: every ``Linear`` after a neuron (DSNN's layers after the first, CSNN's output
+layer) runs through :func:`fusedsnn.memory.linear_after_spikes`, which on the CPU may add the
+weight columns of the inputs that spiked instead of multiplying by zeros where the measured rule
+says that is faster. Off by default: these networks give their snnTorch twin's spikes bit for
+bit, and the products sum in another order than BLAS. ``spike_products=True`` (or the global
+``fusedsnn.memory.spike_products("on")`` / ``FUSEDSNN_SPIKE_PRODUCT=1``) turns them on; results
+then equal the default's to float rounding. Convolutions have no spike product.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import torch
 from torch import nn
 
 from . import layers
+from .memory.spike_layers import linear_after_spikes
 from .ops.time_chunks import once_per_sequence
 
 Tensor = torch.Tensor
@@ -108,6 +117,16 @@ class _SequenceModel(nn.Module):
         return out.reshape(T, B, *out.shape[1:])
 
 
+def _set_spike_products(layers_: Sequence[nn.Module], spike_products: Optional[bool]) -> None:
+    """Set the ``spike_product`` override of the Linear layers a neuron feeds (None: leave them
+    on the global mode)."""
+    if spike_products is not None and not isinstance(spike_products, bool):
+        raise ValueError(f"spike_products must be None, True or False, got {spike_products!r}")
+    if spike_products is not None:
+        for layer in layers_:
+            layer.spike_product = spike_products
+
+
 def _over_time(layer: nn.Module, x: Tensor) -> Tensor:
     """A stateless layer applied to all T * B samples at once. ``x: [T, B, ...]``."""
     T, B = x.shape[:2]
@@ -119,7 +138,9 @@ class DSNN(_SequenceModel):
     """Dense SNN of the study: ``num_inputs - hidden... - num_outputs`` with a neuron after each
     Linear (default 784-1000-10, Leaky, 25 steps); ``readout_neuron`` (default: ``neuron``) sets
     the output layer's type alone, e.g. ``DSNN(700, 256, 20, 100, "rleaky_all_to_all",
-    readout_neuron="leaky")`` is the recurrent SHD network.
+    readout_neuron="leaky")`` is the recurrent SHD network. ``spike_products``: the
+    ``spike_product`` override of the Linear layers after the first (None: the global mode, off by
+    default; see the module docstring).
 
     ``forward(x)``: ``x: [B, num_inputs]`` (static) or ``[T, B, num_inputs]`` -> the output
     layer's ``(spk, mem)``, each ``[T, B, num_outputs]``. Images ``[B, C, H, W]`` (static) and
@@ -140,6 +161,7 @@ class DSNN(_SequenceModel):
         neuron_kwargs: Optional[dict] = None,
         static_input_once: bool = True,
         readout_neuron: Optional[str] = None,
+        spike_products: Optional[bool] = None,
     ) -> None:
         super().__init__()
         hidden = [num_hidden] if isinstance(num_hidden, int) else list(num_hidden)
@@ -157,6 +179,7 @@ class DSNN(_SequenceModel):
         # all-to-all RLeaky layer out through plain Leaky neurons.
         kinds = [neuron] * len(hidden) + [readout_neuron or neuron]
         self.neurons = nn.ModuleList(make_neuron(k, b, neuron_kwargs) for k, b in zip(kinds, sizes[1:]))
+        _set_spike_products(self.fcs[1:], spike_products)
 
     def _flatten_images(self, x: Tensor) -> Tensor:
         """``[B, C, H, W] -> [B, C*H*W]`` and ``[T, B, C, H, W] -> [T, B, C*H*W]``; other shapes
@@ -188,7 +211,7 @@ class DSNN(_SequenceModel):
             # outputs are allocated (with memory_lean nothing else keeps it).
             spk = out[0]
             out = None
-            out = lif(fc(spk))
+            out = lif(linear_after_spikes(fc, spk))
             del spk
         return _spikes_and_mem(out)
 
@@ -199,7 +222,9 @@ class CSNN(_SequenceModel):
 
     ``forward(x)``: ``x: [B, C, H, W]`` (static) or ``[T, B, C, H, W]`` -> ``(spk, mem)``, each
     ``[T, B, num_outputs]``. A sequence must have ``num_steps`` steps; another length raises
-    ``ValueError`` (set ``model.num_steps`` to run another length).
+    ``ValueError`` (set ``model.num_steps`` to run another length). ``spike_products``: the
+    ``spike_product`` override of the output Linear ``fc`` (None: the global mode, off by
+    default; see the module docstring).
     """
 
     def __init__(
@@ -213,6 +238,7 @@ class CSNN(_SequenceModel):
         neuron: str = "leaky",
         neuron_kwargs: Optional[dict] = None,
         static_input_once: bool = True,
+        spike_products: Optional[bool] = None,
     ) -> None:
         super().__init__()
         if len(tuple(input_shape)) != 3:
@@ -238,6 +264,7 @@ class CSNN(_SequenceModel):
         self.conv_neurons = nn.ModuleList(neurons)
         self.fc = nn.Linear(c * h * w, num_outputs)
         self.out_neuron = make_neuron(neuron, num_outputs, neuron_kwargs)
+        _set_spike_products([self.fc], spike_products)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``x: [B, C, H, W]`` (static) or ``[T, B, C, H, W]`` -> ``(spk, mem)`` of the output
@@ -247,4 +274,4 @@ class CSNN(_SequenceModel):
         for conv, lif in islice(zip(self.convs, self.conv_neurons), 1, None):
             # [0]: the hidden membrane is dropped at once (see DSNN.forward).
             spk = lif(_over_time(lambda s, conv=conv: self.pool(conv(s)), spk))[0]
-        return _spikes_and_mem(self.out_neuron(self.fc(spk.flatten(2))))
+        return _spikes_and_mem(self.out_neuron(linear_after_spikes(self.fc, spk.flatten(2))))

@@ -161,3 +161,104 @@ def test_a_sequence_of_another_length_than_num_steps_is_refused(make, shape):
         model(torch.rand(shape))
     model.num_steps = shape[0]  # the documented way to run another length
     assert model(torch.rand(shape))[0].shape[0] == shape[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# spike products (fusedsnn.memory.product_rule): off by default, on by request
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def product_calls(monkeypatch):
+    """What each spike-product call did, ``"product"`` or ``"declined"``, with the global mode
+    read from a clean environment."""
+    from fusedsnn.backends.host import all_to_all as host
+
+    monkeypatch.delenv(fs.memory.product_rule.ENV_VAR, raising=False)
+    seen = []
+    real = host.spike_linear_checked
+
+    def recording(*args, **kwargs):
+        result = real(*args, **kwargs)
+        seen.append("product" if result.out is not None else "declined")
+        return result
+
+    monkeypatch.setattr(host, "spike_linear_checked", recording)
+    return seen
+
+
+def _wide_dsnn(**kw) -> fs.DSNN:
+    """Hidden layers wide enough, over enough rows (T * B = 1000), that the rule takes the spike
+    product for the spike-fed 300 -> 300 layer."""
+    torch.manual_seed(5)
+    return fs.DSNN(num_inputs=30, num_hidden=[300, 300], num_outputs=10, num_steps=25, **kw)
+
+
+def test_dsnn_keeps_blas_by_default_and_its_snntorch_spikes(product_calls):
+    model = _wide_dsnn()
+    assert fs.memory.product_rule.forward_max_rate(25 * 40, 300, 300) > 0  # the rule would take it
+    x = torch.rand(40, 30) * 3
+    spk, _ = model(x)
+    assert product_calls == []  # the default mode: BLAS, so the spikes stay snnTorch's
+    ref_spk, _ = _stepped_dsnn(model, x)
+    assert torch.equal(spk, ref_spk) and 0 < spk.count_nonzero() < spk.numel()
+
+
+@pytest.mark.parametrize("how", ["argument", "global"])
+def test_dsnn_spike_products_equal_the_default_to_rounding(how, product_calls):
+    # float64, so rounding in the products cannot move a spike: spikes equal, the rest to 1e-10
+    base = _wide_dsnn().double()
+    model = _wide_dsnn(spike_products=True if how == "argument" else None).double()
+    assert sorted(model.state_dict()) == sorted(base.state_dict())
+    model.load_state_dict(base.state_dict(), strict=True)
+    x = torch.rand(40, 30, dtype=torch.float64) * 3
+    ref = base(x)
+    g_ref = torch.autograd.grad(weighted_loss(ref), list(base.parameters()))
+    if how == "argument":
+        out = model(x)
+        g = torch.autograd.grad(weighted_loss(out), list(model.parameters()))
+    else:
+        with fs.memory.spike_products("on"):
+            out = model(x)
+            g = torch.autograd.grad(weighted_loss(out), list(model.parameters()))
+    assert product_calls.count("product") == 1  # the 300 -> 300 layer; the 10-wide readout keeps BLAS
+    assert torch.equal(out[0], ref[0]) and 0 < out[0].count_nonzero()
+    torch.testing.assert_close(out[1], ref[1], rtol=1e-10, atol=1e-10)
+    for a, e in zip(g, g_ref):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-10)
+    assert set(model.state_dict()) == set(base.state_dict())  # nothing added by running
+
+
+def test_csnn_readout_takes_products_when_on_and_wide_enough(product_calls):
+    torch.manual_seed(6)
+    # 28 -> 26 -> 13 -> 11 -> 5: 16 * 5 * 5 = 400 spike inputs into 200 outputs, over 6 * 30 rows
+    base = fs.CSNN((1, 28, 28), (4, 16), kernel_size=3, num_outputs=200, num_steps=6).double()
+    model = fs.CSNN((1, 28, 28), (4, 16), kernel_size=3, num_outputs=200, num_steps=6, spike_products=True).double()
+    assert sorted(model.state_dict()) == sorted(base.state_dict())
+    model.load_state_dict(base.state_dict(), strict=True)
+    x = torch.rand(30, 1, 28, 28, dtype=torch.float64) * 2
+    ref, out = base(x), model(x)
+    assert product_calls and set(product_calls) <= {"product", "declined"}  # the readout asked the rule
+    assert torch.equal(out[0], ref[0])
+    torch.testing.assert_close(out[1], ref[1], rtol=1e-10, atol=1e-10)
+    # the study's CSNN: a 10-wide readout, which the rule leaves to BLAS whatever the mode
+    product_calls.clear()
+    with fs.memory.spike_products("on"):
+        fs.CSNN(num_steps=2)(torch.rand(2, 1, 28, 28))
+    assert product_calls == []
+
+
+def test_models_refuse_a_spike_products_that_is_not_a_bool():
+    with pytest.raises(ValueError, match="spike_products must be None, True or False"):
+        fs.DSNN(spike_products="yes")
+    with pytest.raises(ValueError, match="spike_products must be None, True or False"):
+        fs.CSNN(spike_products=1)
+
+
+def test_graded_spikes_keep_blas_even_with_products_on(product_calls):
+    kw = dict(neuron_kwargs={"graded_spikes_factor": 0.5})
+    base, model = _wide_dsnn(**kw), _wide_dsnn(spike_products=True, **kw)
+    model.load_state_dict(base.state_dict())
+    x = torch.rand(40, 30) * 3
+    out, ref = model(x), base(x)
+    assert product_calls == ["declined"]  # checked and counted, then left to BLAS: 0.5 is not a binary spike
+    assert torch.equal(out[0], ref[0]) and torch.equal(out[1], ref[1])

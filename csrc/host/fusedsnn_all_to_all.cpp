@@ -534,20 +534,25 @@ void weight_gradient(const S* g, std::int64_t ldg, const S* spikes, std::int64_t
 // elements are all +0.0 or one finite non-zero value c (bitwise; written to *value, 0 when every
 // element is +0.0). Each worker builds the spike words of a share of the rows, checking every
 // element; after one barrier (the count decides) it multiplies the same rows: no two workers
-// write the same element and the result does not depend on the split. Returns 0 (done), 2
-// (not spikes: a third value, -0.0, NaN or infinity; or more than max_rate of the elements
-// non-zero, where the dense product is faster); out is written only for 0.
+// write the same element and the result does not depend on the split. *nonzero receives the
+// count of non-zero elements (-1 when x is not spikes). Returns 0 (done), 2 (not spikes: a third
+// value, -0.0, NaN or infinity; or more than max_rate of the elements non-zero, where the dense
+// product is faster; or c is neither 0 nor 1 while unit_only is set; a negative max_rate only
+// checks and counts); out is written only for 0.
 template <typename S>
 int spike_linear(const S* spikes, std::int64_t rows, std::int64_t n, const S* wt, std::int64_t ldw, const S* bias,
-                 bool padded, S* out, std::int64_t ldo, std::int64_t n_out, double max_rate, int threads, S* value) {
+                 bool padded, S* out, std::int64_t ldo, std::int64_t n_out, double max_rate, bool unit_only,
+                 int threads, S* value, std::int64_t* nonzero) {
   using Bits = typename std::conditional<sizeof(S) == 4, std::uint32_t, std::uint64_t>::type;
   const std::int64_t count = rows * n;
   Bits c_bits = 0;
   for (std::int64_t e = 0; e < count && c_bits == 0; ++e) std::memcpy(&c_bits, spikes + e, sizeof c_bits);
   S c;
   std::memcpy(&c, &c_bits, sizeof c);
+  *nonzero = -1;
   if (c_bits != 0 && (!(c == c) || c == S(0) || c - c != S(0))) return 2;  // NaN, -0.0, infinity
   *value = c;
+  const bool refused = max_rate < 0 || (unit_only && c_bits != 0 && c != S(1));
   const std::int64_t nw = (n + 63) / 64;
   std::vector<std::uint64_t> words(static_cast<std::size_t>(std::max<std::int64_t>(rows * nw, 1)));
   const std::int64_t workers =
@@ -566,7 +571,8 @@ int spike_linear(const S* spikes, std::int64_t rows, std::int64_t n, const S* wt
       if (ones[k] < 0) total = count + 1;
       else if (total <= count) total += ones[k];
     }
-    if (total > count || static_cast<double>(total) > max_rate * static_cast<double>(count)) {
+    if (w == 0) *nonzero = total > count ? -1 : total;
+    if (refused || total > count || static_cast<double>(total) > max_rate * static_cast<double>(count)) {
       status.store(2, std::memory_order_relaxed);
       return;
     }
@@ -587,7 +593,7 @@ bool valid(const fusedsnn_all_to_all_desc* d) {
 extern "C" {
 
 // ABI version: bump when fusedsnn_all_to_all_desc changes, so a stale library is not loaded.
-int fusedsnn_all_to_all_abi_version() { return 5; }
+int fusedsnn_all_to_all_abi_version() { return 6; }
 
 int fusedsnn_all_to_all_forward(const fusedsnn_all_to_all_desc* d) {
   if (!valid(d)) return 1;
@@ -608,24 +614,33 @@ int fusedsnn_all_to_all_backward(const fusedsnn_all_to_all_desc* d) {
 // A Linear layer fed by spikes x [rows, n_in] (row-major): out [rows, n_out] = bias + x @ wt,
 // wt [n_in, ldw] = W^T, summed bias first, then the spiking inputs in ascending order. Only when
 // every element of x is +0.0 or one finite non-zero value c (written to *value; 0 when x is all
-// zeros) and at most max_rate of them are non-zero; else out is not written. bias: null, or
-// [ldw] zero-padded past n_out when padded != 0 (else [n_out]). Returns 0 (done), 2 (x is not
-// spikes, or denser than max_rate: use a dense product) or 1 (invalid arguments).
+// zeros), at most max_rate of them are non-zero and, with unit_only != 0, c is 1 (or x all
+// zeros); else out is not written. *nonzero receives the count of non-zero elements of x, or -1
+// when x is not spikes, whatever the outcome. A negative max_rate only checks and counts (wt
+// and out may then be null). bias: null, or [ldw] zero-padded past n_out when padded != 0 (else
+// [n_out]). Returns 0 (done), 2 (x is not spikes, denser than max_rate, graded under unit_only,
+// or only counted: use a dense product) or 1 (invalid arguments).
 int fusedsnn_spike_linear(const void* x, std::int64_t rows, std::int64_t n_in, const void* wt, std::int64_t ldw,
                           const void* bias, std::int32_t padded, void* out, std::int64_t n_out, double max_rate,
-                          std::int32_t dtype, std::int32_t threads, void* value) {
-  if (!x || !wt || !out || !value || rows < 0 || n_in < 1 || n_out < 1 || ldw < n_out || dtype < 0 || dtype > 1) {
+                          std::int32_t unit_only, std::int32_t dtype, std::int32_t threads, void* value,
+                          std::int64_t* nonzero) {
+  const bool count_only = max_rate < 0;
+  if (!x || (!count_only && (!wt || !out)) || !value || !nonzero || rows < 0 || n_in < 1 || n_out < 1 ||
+      ldw < n_out || dtype < 0 || dtype > 1) {
     return 1;
   }
-  if (rows == 0) return 0;
+  if (rows == 0) {
+    *nonzero = 0;
+    return count_only ? 2 : 0;
+  }
   if (dtype == 0) {
     return spike_linear<float>(static_cast<const float*>(x), rows, n_in, static_cast<const float*>(wt), ldw,
                                static_cast<const float*>(bias), padded != 0, static_cast<float*>(out), n_out, n_out,
-                               max_rate, threads, static_cast<float*>(value));
+                               max_rate, unit_only != 0, threads, static_cast<float*>(value), nonzero);
   }
   return spike_linear<double>(static_cast<const double*>(x), rows, n_in, static_cast<const double*>(wt), ldw,
                                 static_cast<const double*>(bias), padded != 0, static_cast<double*>(out), n_out,
-                                n_out, max_rate, threads, static_cast<double*>(value));
+                                n_out, max_rate, unit_only != 0, threads, static_cast<double*>(value), nonzero);
 }
 
 // dwt [n_in, ldd] = sum_r g[r, :n_out]^T (x[r, :] != 0) for a Linear layer's input x [rows, n_in]

@@ -18,11 +18,17 @@ or ``nn.Conv2d`` after a neuron saves its input spikes for the weight gradient, 
 * :func:`memory_lean`: converts a model in place to all of the above, and optionally
   (``time_chunk=n``) runs the whole network ``n`` time steps at a time under checkpointing
   (:class:`ChunkedForward`), so that training memory no longer grows with ``T``.
+* spike products: a ``Linear`` fed by spikes on the CPU may add the weight columns of the inputs
+  that spiked instead of multiplying by zeros, where a rule measured on the CPU says that is
+  faster (:mod:`.product_rule`: :func:`spike_products` / :func:`set_spike_products` and the
+  environment variable ``FUSEDSNN_SPIKE_PRODUCT`` switch it, a layer's ``spike_product``
+  overrides; :func:`linear_after_spikes` applies it to a plain ``nn.Linear``).
 
 This package sits above the layers: it only sets options the core understands (a layer's
 ``saved_state``, the time chunk a neuron call carries its state through) and swaps
 ``nn.Linear``/``nn.Conv2d`` for their spike-saving twins. ``bits.py`` packs spikes,
-``spike_layers.py`` holds the twins, ``chunking.py`` the chunked forward.
+``spike_layers.py`` holds the twins, ``product_rule.py`` the spike products' rule and switches,
+``chunking.py`` the chunked forward.
 
 Bytes saved per neuron-step for each mode are tabulated in docs/design.md ("Memory-lean
 training").
@@ -42,7 +48,9 @@ from ..ops.recompute import SAVED_STATES, check_saved_state
 from ..ops.time_chunks import once_per_sequence
 from .bits import PackedSpikes, pack_spikes
 from .chunking import ChunkedForward
-from .spike_layers import SPIKE_PRODUCT_MIN_OUT, SpikeConv2d, SpikeLinear, spike_conv2d, spike_linear
+from .product_rule import set_spike_products, spike_products, spike_products_mode
+from .spike_layers import (SPIKE_PRODUCT_MIN_OUT, SpikeConv2d, SpikeLinear, linear_after_spikes, spike_conv2d,
+                           spike_linear)
 
 Tensor = torch.Tensor
 
@@ -54,6 +62,10 @@ __all__ = [
     "spike_linear",
     "spike_conv2d",
     "SPIKE_PRODUCT_MIN_OUT",
+    "linear_after_spikes",
+    "spike_products",
+    "set_spike_products",
+    "spike_products_mode",
     "SAVED_STATES",
     "memory_lean",
     "lif",
@@ -104,12 +116,14 @@ def memory_lean(model: nn.Module, saved_state: str = "auto", time_chunk: Optiona
     sequence time-first (or be a fusedsnn model with a static input) and return time-first
     tensors.
 
-    ``spike_products``: whether the converted ``Linear`` layers compute their product and weight
-    gradient from which inputs spiked (:func:`spike_linear`'s ``spike_product``: CPU only, at
-    least :data:`SPIKE_PRODUCT_MIN_OUT` outputs, inputs that are spikes at most 3/4 non-zero;
-    results equal the dense product's to rounding). None (default): on with ``time_chunk``, whose
-    results already equal the default's only to rounding, and where it pays for the recomputed
-    forward; off without, which keeps the default's bits.
+    ``spike_products``: the converted ``Linear`` layers' ``spike_product`` (whether they may
+    compute their product and weight gradient from which inputs spiked, where the measured rule
+    of :mod:`.product_rule` says that is faster: CPU only, binary spikes; results equal the
+    dense product's to rounding). None (default) leaves each layer's setting as it is (a fresh
+    layer's is None: the global mode, whose default "auto" takes the products inside the time
+    chunks of ``time_chunk``, whose results already equal the default's only to rounding and
+    where they pay for the recomputed forward, and keeps BLAS, and the default's bits, without);
+    True or False set every converted layer's.
 
     Converting twice with the same arguments changes nothing; ``time_chunk=None`` removes an
     earlier chunking.
@@ -127,12 +141,11 @@ def memory_lean(model: nn.Module, saved_state: str = "auto", time_chunk: Optiona
             UserWarning, stacklevel=2)
     if spike_products is not None and not isinstance(spike_products, bool):
         raise ValueError(f"spike_products must be None, True or False, got {spike_products!r}")
-    product = time_chunk is not None if spike_products is None else spike_products
     for module in model.modules():
         if type(module) is nn.Linear:
             module.__class__ = SpikeLinear
-        if type(module) is SpikeLinear:
-            module.spike_product = product
+        if type(module) is SpikeLinear and spike_products is not None:
+            module.spike_product = spike_products
         elif type(module) is nn.Conv2d:
             module.__class__ = SpikeConv2d
         elif isinstance(module, _FusedLIF):

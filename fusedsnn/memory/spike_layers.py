@@ -5,12 +5,16 @@ floats (4 B per neuron-step in float32), although a spike is one bit. :class:`Sp
 :class:`SpikeConv2d` have the same parameters, ``state_dict`` and outputs, save spike inputs
 packed (:mod:`.bits`) and compute the default autograd formulas' gradients bit for bit. A
 SpikeLinear can also compute its product from which inputs spiked (the host library's spike
-product), to rounding.
+product), to rounding, where :mod:`.product_rule` says that is faster.
+
+:func:`linear_after_spikes` is the same choice for a plain ``nn.Linear`` that keeps its input
+as floats: the study's networks and ``fs.fuse`` call it for the ``Linear`` layers their neurons
+feed.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -20,11 +24,14 @@ from torch.utils.weak import WeakIdKeyDictionary
 from ..backends.host import all_to_all as host_all_to_all
 from ..ops.recompute import eager_only
 from ..ops.time_chunks import active_chunk
+from . import product_rule
 from .bits import pack_spikes
+from .product_rule import SPIKE_PRODUCT_MIN_OUT
 
 Tensor = torch.Tensor
 
-__all__ = ["SpikeLinear", "SpikeConv2d", "spike_linear", "spike_conv2d", "SPIKE_PRODUCT_MIN_OUT"]
+__all__ = ["SpikeLinear", "SpikeConv2d", "spike_linear", "spike_conv2d", "linear_after_spikes",
+           "SPIKE_PRODUCT_MIN_OUT"]
 
 class _Saved:
     """The layer input kept for the weight gradient: packed when it is spikes, else as given."""
@@ -34,17 +41,27 @@ class _Saved:
         self.tensor = x if need and self.packed is None else None
 
 
+class _Plan(NamedTuple):
+    """What the rule allows for one call: the padded ``W^T`` and bias of the spike product, and
+    the highest spike rates of the forward product and of the weight gradient from masks."""
+
+    operands: tuple[Tensor, Optional[Tensor]]
+    forward_rate: float
+    weight_grad_rate: float
+
+
 class _SpikeLinearFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], operands) -> Tensor:
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], plan: Optional[_Plan],
+                save_bits: bool) -> Tensor:
         out, value = None, None
-        if operands is not None:
-            out, value = _spike_product(x, weight, operands)
+        if plan is not None:
+            out, value = _spike_product(x, weight, plan)
         if out is None:
             out = F.linear(x, weight, bias)
         # Inside a time chunk the checkpoint drops whatever is saved here and recomputes it: the
         # float input is kept as it is (a reference, no pass over it); bits would only cost time.
-        if active_chunk() is not None:
+        if active_chunk() is not None or not save_bits:
             ctx.packed, x_kept = None, (x if ctx.needs_input_grad[1] else None)
         else:
             saved = _Saved(x, ctx.needs_input_grad[1])
@@ -76,12 +93,8 @@ class _SpikeLinearFunction(torch.autograd.Function):
             grad_x = g2.mm(weight).reshape(ctx.x_shape)
         if ctx.has_bias and needs[2]:
             grad_b = g2.sum(0)
-        return grad_x, grad_w, grad_b, None
+        return grad_x, grad_w, grad_b, None, None
 
-
-#: A Linear layer's spike product runs only with at least this many outputs: narrower layers
-#: (a 10-class readout) leave the vector registers mostly idle and BLAS is faster there.
-SPIKE_PRODUCT_MIN_OUT = 64
 
 # W^T padded for the spike product, per weight tensor, rebuilt when the weight or the bias
 # changes (an optimizer step bumps their version counters).
@@ -104,28 +117,34 @@ def _product_operands(weight: Tensor, bias: Optional[Tensor]) -> tuple[Tensor, O
     return wt, bp
 
 
-def _spike_product_applies(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> bool:
-    if not (isinstance(x, torch.Tensor) and x.device.type == "cpu" and weight.device.type == "cpu"
-            and x.dtype in (torch.float32, torch.float64) and weight.dtype == x.dtype and weight.dim() == 2
-            and weight.shape[0] >= SPIKE_PRODUCT_MIN_OUT and x.dim() >= 1 and x.shape[-1] == weight.shape[1]
-            and x.numel() > 0 and (bias is None or (bias.dtype == x.dtype and bias.device.type == "cpu"))
-            and not torch.is_autocast_enabled("cpu")):
-        return False
-    return host_all_to_all.available()
+def _plan(x: Tensor, weight: Tensor, bias: Optional[Tensor], setting: Optional[bool]) -> Optional[_Plan]:
+    """The spike products this call may take (None: BLAS only). ``setting``: the layer's
+    ``spike_product`` (True, False or None, see :func:`.product_rule.layer_uses_products`)."""
+    if not product_rule.applies_to(x, weight, bias) or not product_rule.layer_uses_products(setting):
+        return None
+    n_out, n_in = weight.shape
+    rows = x.numel() // n_in
+    forward_rate = product_rule.forward_max_rate(rows, n_in, n_out)
+    if forward_rate <= 0.0 or not host_all_to_all.available():
+        return None
+    return _Plan(_product_operands(weight, bias), forward_rate,
+                 product_rule.weight_grad_max_rate(rows, n_in, n_out, x.dtype))
 
 
-def _spike_product(x: Tensor, weight: Tensor, operands) -> tuple[Optional[Tensor], Optional[float]]:
-    """``(x @ W^T + b, c)`` by the spike product when ``x`` is spikes (0 or one value ``c``) and
-    sparse enough, else ``(None, None)``."""
-    wt, bp = operands
+def _spike_product(x: Tensor, weight: Tensor, plan: _Plan) -> tuple[Optional[Tensor], Optional[float]]:
+    """``(x @ W^T + b, c)`` by the spike product when ``x`` is binary spikes sparse enough for the
+    plan's forward, else ``(None, None)``; ``c`` (1.0, or 0.0 for an all-zero ``x``) is None too
+    when the spikes are too dense for the weight gradient from masks."""
+    wt, bp = plan.operands
     x2 = x.detach().reshape(-1, weight.shape[1])
     if not x2.is_contiguous():
         x2 = x2.contiguous()
-    done = host_all_to_all.spike_linear_forward(x2, wt, bp, weight.shape[0])
-    if done is None:
+    check = host_all_to_all.spike_linear_checked(x2, wt, bp, weight.shape[0], plan.forward_rate, unit_only=True)
+    if check.out is None:
         return None, None
-    out, value = done
-    return out.reshape(*x.shape[:-1], weight.shape[0]), value
+    dense_grad = plan.weight_grad_rate <= 0.0 or check.nonzero > plan.weight_grad_rate * x2.numel()
+    value = None if dense_grad else check.value
+    return check.out.reshape(*x.shape[:-1], weight.shape[0]), value
 
 
 def _lean_applies(x: Tensor, weight: Tensor) -> bool:
@@ -137,30 +156,72 @@ def _lean_applies(x: Tensor, weight: Tensor) -> bool:
             and not torch.is_autocast_enabled(x.device.type) and active_chunk() is None)
 
 
-def spike_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, spike_product: bool = False) -> Tensor:
+def _needs_graph(*tensors: Optional[Tensor]) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _with_products(x: Tensor, weight: Tensor, bias: Optional[Tensor], plan: _Plan, save_bits: bool) -> Tensor:
+    if _needs_graph(x, weight, bias):
+        return _SpikeLinearFunction.apply(x, weight, bias, plan, save_bits)
+    out, _ = _spike_product(x, weight, plan)
+    return F.linear(x, weight, bias) if out is None else out
+
+
+def spike_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
+                 spike_product: Optional[bool] = None) -> Tensor:
     """``F.linear`` that saves ``x`` for the weight gradient 1 bit per element when ``x`` is
     spikes (see :func:`pack_spikes`), else as ``F.linear`` does.
 
     ``x: [*, in_features]``, ``weight: [out_features, in_features]`` -> ``[*, out_features]``;
-    output and gradients equal ``F.linear``'s bit for bit.
+    without spike products, output and gradients equal ``F.linear``'s bit for bit.
 
-    ``spike_product=True`` (CPU, float32/float64, at least :data:`SPIKE_PRODUCT_MIN_OUT`
-    outputs): when ``x`` is spikes with at most 3/4 of them non-zero, the product and the
-    weight gradient add, for each row, the weight columns of the inputs that spiked instead of
-    multiplying by every zero (the host library's spike product, see docs/design.md). The same
-    values in exact arithmetic in another float summation order than BLAS's, so the output and
-    the weight gradient equal ``F.linear``'s to rounding only; the input gradient is the dense
-    formula's. With or without a graph, the same input gives the same output bits.
+    ``spike_product``: True, False or None (default: the global mode, see
+    :mod:`fusedsnn.memory.product_rule`). Where products are allowed, the measured rule decides
+    by the sizes and the input's firing rate (CPU, float32/float64, binary spikes only): the
+    product, and the weight gradient, add for each row the weight columns of the inputs that
+    spiked instead of multiplying by every zero (the host library's spike product, see
+    docs/design.md). The same values in exact arithmetic in another float summation order than
+    BLAS's, so the output and the weight gradient equal ``F.linear``'s to rounding only; the
+    input gradient is the dense formula's. With or without a graph, the same input gives the
+    same output bits.
     """
-    operands = None
-    if spike_product and _spike_product_applies(x, weight, bias):
-        operands = _product_operands(weight, bias)
-        if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))):
-            out, _ = _spike_product(x, weight, operands)
-            return F.linear(x, weight, bias) if out is None else out
-    elif not _lean_applies(x, weight):
+    plan = _plan(x, weight, bias, spike_product)
+    if plan is not None:
+        return _with_products(x, weight, bias, plan, save_bits=True)
+    if not _lean_applies(x, weight):
         return F.linear(x, weight, bias)
-    return _SpikeLinearFunction.apply(x, weight, bias, operands)
+    return _SpikeLinearFunction.apply(x, weight, bias, None, True)
+
+
+def linear_after_spikes(layer: nn.Module, x: Tensor) -> Tensor:
+    """``layer(x)`` for a layer whose input ``x: [*, in_features]`` comes from a spiking neuron.
+
+    A plain ``nn.Linear`` computes ``F.linear``, or the spike products where its
+    ``spike_product`` attribute (None unless set on the instance; True or False to override the
+    global mode) and :mod:`.product_rule` allow them; its input is kept as it is for the
+    backward, as ``nn.Linear`` keeps it. Either way the layer is called as a module, so its
+    hooks (NIR export's trace, NeuroBench's counters) see the call as before. Any other layer (a
+    :class:`SpikeLinear`, which decides for itself, or a ``Linear`` subclass) is called as it is.
+    Returns ``[*, out_features]``.
+    """
+    if (type(layer) is not nn.Linear or "forward" in layer.__dict__
+            or not product_rule.applies_to(x, layer.weight, layer.bias)
+            or not product_rule.layer_uses_products(getattr(layer, "spike_product", None))):
+        return layer(x)
+
+    def forward(inp: Tensor) -> Tensor:
+        # the input a pre-hook may have replaced decides the plan
+        plan = _plan(inp, layer.weight, layer.bias, getattr(layer, "spike_product", None))
+        if plan is None:
+            return F.linear(inp, layer.weight, layer.bias)
+        return _with_products(inp, layer.weight, layer.bias, plan, save_bits=False)
+
+    # For this one call the instance's forward (nn.Module.__call__ looks it up first).
+    layer.__dict__["forward"] = forward
+    try:
+        return layer(x)
+    finally:
+        del layer.__dict__["forward"]
 
 
 class _SpikeConv2dFunction(torch.autograd.Function):
@@ -207,10 +268,11 @@ class SpikeLinear(nn.Linear):
     backward 1 bit per element when the input is spikes (0 or one value c), falling back to
     the float input otherwise. ``forward(x: [*, in_features]) -> [*, out_features]``.
 
-    ``spike_product`` (attribute, default False; :func:`memory_lean` sets it): compute the
-    product and the weight gradient from which inputs spiked (see :func:`spike_linear`)."""
+    ``spike_product`` (attribute, default None: the global mode; True or False override it;
+    :func:`memory_lean` sets it when asked to): compute the product and the weight gradient from
+    which inputs spiked where the measured rule says that is faster (see :func:`spike_linear`)."""
 
-    spike_product: bool = False
+    spike_product: Optional[bool] = None
 
     @eager_only("SpikeLinear (an nn.Linear that saves its input spikes as bits)")
     def forward(self, x: Tensor) -> Tensor:

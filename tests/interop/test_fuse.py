@@ -126,3 +126,78 @@ def test_from_snntorch_and_fuse_say_parameters_are_copied_and_are():
     assert not torch.equal(neuron.beta, before["beta"])  # the original moved
     for k, v in fused.state_dict().items():
         assert torch.equal(v, before[k]), k  # the twin did not
+
+
+# ---------------------------------------------------------------------------------------------
+# spike products in the fused model: off by default (snnTorch's spikes bit for bit), on by request
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def product_calls(monkeypatch):
+    """The inputs' shapes of each spike-product call, with the global mode from a clean environment."""
+    from fusedsnn.backends.host import all_to_all as host
+
+    monkeypatch.delenv(fs.memory.product_rule.ENV_VAR, raising=False)
+    seen = []
+    real = host.spike_linear_checked
+
+    def recording(x, *args, **kwargs):
+        result = real(x, *args, **kwargs)
+        seen.append((tuple(x.shape), result.out is not None))
+        return result
+
+    monkeypatch.setattr(host, "spike_linear_checked", recording)
+    return seen
+
+
+def _wide_nets():
+    """Spike-fed Linear layers the rule takes at T * B = 7 * 130 rows: after a neuron directly,
+    after MaxPool2d + neuron + Flatten, and (not spike-fed) after a ReLU or as the first layer."""
+    torch.manual_seed(1)
+    dense = nn.Sequential(nn.Linear(36, 300), snn.Leaky(beta=0.9, init_hidden=True),
+                          nn.Linear(300, 200), snn.Leaky(beta=0.9, init_hidden=True, output=True))
+    conv = nn.Sequential(nn.Conv2d(1, 16, 3), nn.MaxPool2d(2), snn.Leaky(beta=0.8, init_hidden=True), nn.Flatten(),
+                         nn.Linear(16 * 5 * 5, 150), snn.Leaky(beta=0.9, init_hidden=True), nn.ReLU(),
+                         nn.Linear(150, 100), snn.Leaky(beta=0.9, init_hidden=True, output=True))
+    return {"dense": (dense, (36,), [(910, 300)]), "conv": (conv, (1, 12, 12), [(910, 400)])}
+
+
+@pytest.mark.parametrize("name", ["dense", "conv"])
+def test_fuse_keeps_blas_by_default_and_snntorch_spikes(name, product_calls):
+    net, shape, _ = _wide_nets()[name]
+    fused = fs.fuse(net)
+    x = torch.rand(7, 130, *shape) * 3
+    out = fused(x)
+    assert product_calls == []
+    assert torch.equal(out[0], _stepped(net, x)[0]) and out[0].count_nonzero() > 0
+
+
+@pytest.mark.parametrize("how", ["argument", "global"])
+@pytest.mark.parametrize("name", ["dense", "conv"])
+def test_fuse_spike_products_on_spike_fed_linears_equal_the_default_to_rounding(name, how, product_calls):
+    net, shape, fed = _wide_nets()[name]
+    net = net.double()
+    base = fs.fuse(net)
+    fused = fs.fuse(net, spike_products=True if how == "argument" else None)
+    assert list(fused.state_dict()) == list(base.state_dict())  # unchanged, in order
+    assert sorted(fused.state_dict()) == sorted(net.state_dict())
+    net.load_state_dict(fused.state_dict(), strict=True)
+    x = torch.rand(7, 130, *shape, dtype=torch.float64) * 3
+    ref = base(x)
+    g_ref = torch.autograd.grad(weighted_loss(ref), list(base.parameters()))
+    with fs.memory.spike_products("on" if how == "global" else "auto"):
+        out = fused(x)
+        g = torch.autograd.grad(weighted_loss(out), list(fused.parameters()))
+    # only the Linear whose input a neuron's spikes reach, once per forward; not the first layer
+    # nor one after a ReLU
+    assert product_calls == [(s, True) for s in fed]
+    assert torch.equal(out[0], ref[0]) and out[0].count_nonzero() > 0
+    for a, e in zip(out[1:], ref[1:]):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-10)
+    for a, e in zip(g, g_ref):
+        assert_close_scaled(a, e, 1e-10, "gradient")
+
+
+def test_fuse_refuses_a_spike_products_that_is_not_a_bool():
+    with pytest.raises(ValueError, match="spike_products must be None, True or False"):
+        fs.fuse(nn.Sequential(nn.Linear(4, 4), snn.Leaky(beta=0.9, init_hidden=True)), spike_products="on")

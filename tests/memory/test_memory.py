@@ -20,6 +20,7 @@ from torch import nn
 
 import fusedsnn as fs
 from fusedsnn import memory
+from fusedsnn.backends.host import all_to_all as lif_all_to_all_host
 from fusedsnn.bench import plots as bench_plots
 from fusedsnn.memory import bits, spike_layers
 from fusedsnn.ops import recompute
@@ -151,21 +152,27 @@ def test_spike_linear_under_no_grad_and_frozen_weight_is_plain():
     assert not hasattr(out.grad_fn, "packed")
 
 
-needs_host_all_to_all = pytest.mark.skipif(not spike_layers._spike_product_applies(torch.zeros(1, 1), torch.zeros(64, 1), None),
-                                      reason="the host library with the spike product did not build")
+needs_host_all_to_all = pytest.mark.skipif(not lif_all_to_all_host.available(),
+                                           reason="the host library with the spike product did not build")
 
 
 @needs_host_all_to_all
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=lambda d: str(d).removeprefix("torch."))
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
-@pytest.mark.parametrize("value", [1.0, 0.75], ids=["spikes", "graded"])
-def test_spike_product_linear(value, bias, dtype):
-    x = _spikes(6, 5, 70, value=value, dtype=dtype).requires_grad_()
-    weight = torch.randn(65, 70, dtype=dtype, requires_grad=True)
-    b = torch.randn(65, dtype=dtype, requires_grad=True) if bias else None
+def test_spike_product_linear(bias, dtype, monkeypatch):
+    # 3204 rows of 171 inputs into 129 outputs: sizes where the rule takes both products (the
+    # weight gradient from masks in float32 only)
+    x = _spikes(6, 534, 171, rate=0.05, dtype=dtype).requires_grad_()
+    weight = torch.randn(129, 171, dtype=dtype, requires_grad=True)
+    b = torch.randn(129, dtype=dtype, requires_grad=True) if bias else None
+    ran = []
+    real = lif_all_to_all_host.spike_linear_checked
+    monkeypatch.setattr(lif_all_to_all_host, "spike_linear_checked", lambda *a, **k: ran.append(real(*a, **k)) or ran[-1])
     out, grads = _grads_of(lambda *t: memory.spike_linear(*t, spike_product=True), (x, weight, b))
     out_ref, grads_ref = _grads_of(F.linear, (x, weight, b))
-    assert out.grad_fn.value == value  # the spike product ran
+    assert [r.out is not None for r in ran] == [True]
+    # the spike product ran, and the weight gradient from masks (float64: BLAS's)
+    assert out.grad_fn.value == (1.0 if dtype == torch.float32 else None)
     with torch.no_grad():
         assert torch.equal(out, ordered_spike_linear(x, weight, b))
         assert torch.equal(memory.spike_linear(x, weight, b, spike_product=True), out)  # no graph: same bits
@@ -179,21 +186,21 @@ def test_spike_product_linear(value, bias, dtype):
 
 @needs_host_all_to_all
 def test_spike_product_falls_back_to_linear_bitwise():
-    # Inputs that are not spikes, or spikes denser than SPIKE_PRODUCT_MAX_RATE, and layers
-    # narrower than SPIKE_PRODUCT_MIN_OUT run F.linear itself.
-    weight = torch.randn(64, 30, requires_grad=True)
-    for x in (torch.randn(4, 30), _spikes(4, 30, rate=0.97)):
+    # Inputs that are not binary spikes (floats, graded spikes), or spikes denser than the rule
+    # allows, and layers narrower than SPIKE_PRODUCT_MIN_OUT run F.linear itself.
+    weight = torch.randn(64, 300, requires_grad=True)
+    for x in (torch.randn(900, 300), _spikes(900, 300, rate=0.97), _spikes(900, 300, value=0.75, rate=0.1)):
         out = memory.spike_linear(x, weight, None, spike_product=True)
         assert torch.equal(out, F.linear(x, weight)) and out.grad_fn.value is None
-    narrow = torch.randn(10, 30, requires_grad=True)
-    x = _spikes(4, 30)
+    narrow = torch.randn(10, 300, requires_grad=True)
+    x = _spikes(900, 300)
     assert torch.equal(memory.spike_linear(x, narrow, None, spike_product=True), F.linear(x, narrow))
 
 
 @needs_host_all_to_all
 def test_spike_product_follows_weight_updates():
-    layer = memory.memory_lean(nn.Linear(40, 80), spike_products=True)
-    x = _spikes(7, 40)
+    layer = memory.memory_lean(nn.Linear(140, 80), spike_products=True)
+    x = _spikes(900, 140, rate=0.1)
     before = layer(x)
     with torch.no_grad():
         layer.weight.mul_(-2)
@@ -208,12 +215,16 @@ def test_memory_lean_spike_products_setting():
     def linears(model):
         return [m.spike_product for m in model.modules() if isinstance(m, memory.SpikeLinear)]
 
-    assert linears(memory.memory_lean(fs.DSNN(30, 24, 10, num_steps=6))) == [False, False]
+    # None: the global mode, whose default takes the products inside time chunks only
+    assert linears(memory.memory_lean(fs.DSNN(30, 24, 10, num_steps=6))) == [None, None]
     chunked = memory.memory_lean(fs.DSNN(30, 24, 10, num_steps=6), time_chunk=3)
-    assert linears(chunked) == [True, True]
-    assert linears(memory.memory_lean(chunked, time_chunk=3)) == [True, True]  # twice: unchanged
+    assert linears(chunked) == [None, None]
+    assert linears(memory.memory_lean(chunked, time_chunk=3)) == [None, None]  # twice: unchanged
     assert linears(memory.memory_lean(chunked, time_chunk=3, spike_products=False)) == [False, False]
+    assert linears(memory.memory_lean(chunked, time_chunk=3)) == [False, False]  # None keeps a setting
     assert linears(memory.memory_lean(fs.DSNN(30, 24, 10, num_steps=6), spike_products=True)) == [True, True]
+    # a model's own override survives the conversion
+    assert linears(memory.memory_lean(fs.DSNN(30, 24, 10, num_steps=6, spike_products=True))) == [None, True]
     with pytest.raises(ValueError, match="spike_products must be None, True or False"):
         memory.memory_lean(nn.Sequential(), spike_products="yes")
 
@@ -602,19 +613,19 @@ def test_time_chunked_models(make, shape):
 def test_time_chunked_spike_products_match_default(threads, monkeypatch):
     # The 3-layer network (512-wide layers take the spike product), in float64: the products and
     # weight gradients differ from BLAS's by rounding only; the spikes are the default's.
-    from fusedsnn.backends.host import all_to_all as lif_all_to_all_host
-
     ran = []
-    real = lif_all_to_all_host.spike_linear_forward
-    monkeypatch.setattr(lif_all_to_all_host, "spike_linear_forward", lambda *a, **k: ran.append(real(*a, **k)) or ran[-1])
+    real = lif_all_to_all_host.spike_linear_checked
+    monkeypatch.setattr(lif_all_to_all_host, "spike_linear_checked", lambda *a, **k: ran.append(real(*a, **k)) or ran[-1])
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         torch.manual_seed(3)
         model = bench_memory.MLP3().double()  # 256-512-512-10, the network
-        chunked = memory.memory_lean(copy.deepcopy(model), time_chunk=7)
-        x = torch.rand(30, 3, 256, dtype=torch.float64) * 2
-        g = torch.randn(30, 3, 10, dtype=torch.float64)
+        # chunks of 20 steps x 40 samples = 800 rows: enough for both products (the last one, 400
+        # rows, takes the forward's only)
+        chunked = memory.memory_lean(copy.deepcopy(model), time_chunk=20)
+        x = torch.rand(30, 40, 256, dtype=torch.float64) * 2
+        g = torch.randn(30, 40, 10, dtype=torch.float64)
 
         def run(m):
             xx = x.clone().requires_grad_()
@@ -625,7 +636,7 @@ def test_time_chunked_spike_products_match_default(threads, monkeypatch):
         ref, got = run(model), run(chunked)
     finally:
         torch.set_num_threads(previous)
-    assert any(r is not None for r in ran)  # the 512 -> 512 layer took the spike product
+    assert any(r.out is not None for r in ran)  # the 512 -> 512 layer took the spike product
     assert torch.equal(got[0], ref[0]) and got[0].count_nonzero() > 0
     torch.testing.assert_close(got[1], ref[1], rtol=1e-10, atol=1e-12)
     for name in ref[2]:

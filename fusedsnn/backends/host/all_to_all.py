@@ -10,8 +10,9 @@ step); the backward's dense spike-gradient product is handed to the BLAS gemm to
 exports (``sgemm_``/``dgemm_`` of libtorch_cpu), when it does; ``dW`` is summed from the spikes'
 bit masks in C++ (:func:`spike_weight_gradient`).
 
-The same two products serve a ``Linear`` layer fed by spikes (:func:`spike_linear_forward`,
-:func:`spike_linear_weight_gradient`; used by ``fusedsnn.memory.SpikeLinear.spike_product``).
+The same two products serve a ``Linear`` layer fed by spikes (:func:`spike_linear_checked`,
+which also counts the spikes it checks, :func:`spike_linear_forward`,
+:func:`spike_linear_weight_gradient`; used by ``fusedsnn.memory``'s spike-fed layers).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import os
 import threading
 import warnings
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, NamedTuple, Optional
 
 import torch
 
@@ -33,7 +34,7 @@ from ...spec import LIFSpec
 
 Tensor = torch.Tensor
 
-_ABI_VERSION = 5
+_ABI_VERSION = 6
 _DTYPES = {torch.float32: 0, torch.float64: 1}
 SOURCES = ("csrc/host/fusedsnn_all_to_all.cpp", "csrc/kernels/lif_all_to_all.hpp", "csrc/kernels/lif.hpp",
            "csrc/kernels/surrogate.hpp")
@@ -78,7 +79,7 @@ def _open(path: Path) -> ctypes.CDLL:
         fn.argtypes = [ctypes.POINTER(_Desc)]
         fn.restype = ctypes.c_int
     lib.fusedsnn_spike_linear.argtypes = [_vp, _i64, _i64, _vp, _i64, _vp, _i32, _vp, _i64, ctypes.c_double, _i32,
-                                          _i32, _vp]
+                                          _i32, _i32, _vp, ctypes.POINTER(_i64)]
     lib.fusedsnn_spike_linear.restype = ctypes.c_int
     lib.fusedsnn_spike_linear_weight_gradient.argtypes = [_vp, _vp, _i64, _i64, _i64, _vp, _i64, _i32, _i32]
     lib.fusedsnn_spike_linear_weight_gradient.restype = ctypes.c_int
@@ -262,29 +263,60 @@ def spike_linear_operands(weight: Tensor, bias: Optional[Tensor]) -> tuple[Tenso
     return wt, padded
 
 
-def spike_linear_forward(x: Tensor, wt: Tensor, bias: Optional[Tensor], out_features: int,
-                         max_rate: float = SPIKE_PRODUCT_MAX_RATE) -> Optional[tuple[Tensor, float]]:
-    """``bias + x @ wt[:, :out_features]`` for a Linear layer fed by spikes, adding for each row
-    the rows of ``wt`` whose input spiked (bias first, then the inputs in ascending order).
+class SpikeCheck(NamedTuple):
+    """What :func:`spike_linear_checked` found and did. ``out``: the product ``[rows, out_features]``,
+    or None when it declined; ``value``: the non-zero value ``c`` of the spikes (0.0 for an
+    all-zero input, None when the input is not spikes); ``nonzero``: how many elements are
+    non-zero (-1 when the input is not spikes)."""
 
-    ``x: [rows, in_features]`` contiguous, float32/float64, every element ``+0.0`` or one finite
-    non-zero value ``c``; ``wt: [in_features, ldw]`` = ``W^T`` with rows padded to
-    :func:`spike_product_row`; ``bias``: ``[ldw]`` zero-padded, or None. Returns ``(out, c)`` with
-    ``out: [rows, out_features]`` (``c = 0.0`` for an all-zero ``x``), or None when ``x`` is not
-    spikes or more than ``max_rate`` of it is non-zero (the caller's dense product is then
-    faster, or the only one that applies). Float results differ from BLAS's in the last bits
-    (another summation order)."""
+    out: Optional[Tensor]
+    value: Optional[float]
+    nonzero: int
+
+
+def spike_linear_checked(x: Tensor, wt: Optional[Tensor], bias: Optional[Tensor], out_features: int,
+                         max_rate: float = SPIKE_PRODUCT_MAX_RATE, unit_only: bool = False) -> SpikeCheck:
+    """``bias + x @ wt[:, :out_features]`` for a Linear layer fed by spikes, adding for each row
+    the rows of ``wt`` whose input spiked (bias first, then the inputs in ascending order); in the
+    same pass over ``x`` (building its bit words) it checks that ``x`` is spikes and counts them.
+
+    ``x: [rows, in_features]`` contiguous, float32/float64; ``wt: [in_features, ldw]`` = ``W^T``
+    with rows padded to :func:`spike_product_row`; ``bias``: ``[ldw]`` zero-padded, or None. The
+    product runs only when every element of ``x`` is ``+0.0`` or one finite non-zero value ``c``,
+    at most ``max_rate`` of them are non-zero and, with ``unit_only``, ``c`` is 1 (binary
+    spikes); else the caller's dense product is faster, or the only one that applies. A negative
+    ``max_rate`` only checks and counts (``wt`` may then be None). Float results differ from
+    BLAS's in the last bits (another summation order)."""
     rows, n_in = x.shape
-    out = x.new_empty(rows, out_features)
+    count_only = max_rate < 0
+    out = None if count_only else x.new_empty(rows, out_features)
     value = x.new_zeros(())
+    nonzero = _i64(0)
     status = load_library().fusedsnn_spike_linear(
-        x.data_ptr(), rows, n_in, wt.data_ptr(), wt.shape[1], _ptr(bias), int(bias is not None), out.data_ptr(),
-        out_features, float(max_rate), _DTYPES[x.dtype], max(1, torch.get_num_threads()), value.data_ptr())
+        x.data_ptr(), rows, n_in, None if wt is None else wt.data_ptr(), out_features if wt is None else wt.shape[1],
+        _ptr(bias), int(bias is not None), None if out is None else out.data_ptr(), out_features, float(max_rate),
+        int(unit_only), _DTYPES[x.dtype], max(1, torch.get_num_threads()), value.data_ptr(), ctypes.byref(nonzero))
     if status == 1:
         raise RuntimeError("fusedsnn spike product rejected its arguments")
-    if status == 2:
-        return None
-    return out, value.item()
+    spikes = nonzero.value >= 0
+    return SpikeCheck(out if status == 0 else None, value.item() if spikes else None, nonzero.value)
+
+
+def count_spikes(x: Tensor) -> tuple[Optional[float], int]:
+    """``(c, nonzero)`` for ``x: [rows, in_features]`` contiguous float32/float64: the non-zero
+    value of its spikes and how many elements are non-zero, or ``(None, -1)`` when ``x`` is not
+    spikes (see :func:`spike_linear_checked`). One pass over ``x``."""
+    check = spike_linear_checked(x, None, None, 1, max_rate=-1.0)
+    return check.value, check.nonzero
+
+
+def spike_linear_forward(x: Tensor, wt: Tensor, bias: Optional[Tensor], out_features: int,
+                         max_rate: float = SPIKE_PRODUCT_MAX_RATE) -> Optional[tuple[Tensor, float]]:
+    """:func:`spike_linear_checked`'s product as ``(out, c)`` with ``out: [rows, out_features]``
+    (``c = 0.0`` for an all-zero ``x``), or None when it declined (``x`` is not spikes or more
+    than ``max_rate`` of it is non-zero)."""
+    check = spike_linear_checked(x, wt, bias, out_features, max_rate)
+    return None if check.out is None else (check.out, check.value)
 
 
 def spike_linear_weight_gradient(grad_out: Tensor, x: Tensor, value: float) -> Tensor:

@@ -13,6 +13,8 @@ widths that are not multiples of 16.
 
 from __future__ import annotations
 
+import ctypes
+
 import pytest
 import torch
 
@@ -166,6 +168,32 @@ def test_spike_linear_forward_declines_what_it_cannot_do(make):
     assert lif_all_to_all_host.spike_linear_forward(x, *operands, 40, max_rate=0.5) is None
 
 
+@pytest.mark.parametrize("threads", [1, 2], indirect=True, ids=["1thread", "2threads"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=dtype_id)
+def test_spike_linear_checked_counts_the_spikes_it_checks(dtype, threads):
+    # rows past a 32-row tile and an odd width, so both workers count a share
+    x = _linear_spikes(1003, 131, 1.0, dtype, rate=0.17)
+    weight, bias = torch.randn(70, 131, dtype=dtype), torch.randn(70, dtype=dtype)
+    wt, bp = lif_all_to_all_host.spike_linear_operands(weight, bias)
+    nonzero = int(x.count_nonzero())
+    done = lif_all_to_all_host.spike_linear_checked(x, wt, bp, 70, max_rate=1.0, unit_only=True)
+    assert done.value == 1.0 and done.nonzero == nonzero and torch.equal(done.out, ordered_spike_linear(x, weight, bias))
+    # declined for its rate, but counted all the same
+    dense = lif_all_to_all_host.spike_linear_checked(x, wt, bp, 70, max_rate=0.1)
+    assert dense.out is None and dense.value == 1.0 and dense.nonzero == nonzero
+    # graded spikes: multiplied unless unit_only; counted either way
+    graded = lif_all_to_all_host.spike_linear_checked(x * 0.5, wt, bp, 70, max_rate=1.0, unit_only=True)
+    assert graded.out is None and graded.value == 0.5 and graded.nonzero == nonzero
+    assert lif_all_to_all_host.spike_linear_checked(x * 0.5, wt, bp, 70, max_rate=1.0).out is not None
+    # count only: no weights needed, no product
+    assert lif_all_to_all_host.count_spikes(x) == (1.0, nonzero)
+    assert lif_all_to_all_host.count_spikes(torch.zeros(4, 9, dtype=dtype)) == (0.0, 0)
+    not_spikes = x.clone()
+    not_spikes[500, 7] = 0.25
+    assert lif_all_to_all_host.count_spikes(not_spikes) == (None, -1)
+    assert lif_all_to_all_host.spike_linear_checked(not_spikes, wt, bp, 70, max_rate=1.0) == (None, None, -1)
+
+
 def _ordered_weight_gradient(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``dW^T[j] = sum of the rows of g where x[:, j] != 0``, rows added in ascending order."""
     acc = torch.zeros(x.shape[1], g.shape[1], dtype=g.dtype)
@@ -192,11 +220,18 @@ def test_spike_linear_weight_gradient_order_is_bit_exact(shape, dtype, threads):
 def test_spike_linear_entries_reject_bad_arguments():
     lib = lif_all_to_all_host.load_library()
     x, wt, out, value = torch.zeros(4, 8), torch.zeros(8, 16), torch.empty(4, 16), torch.zeros(())
-    ok = (x.data_ptr(), 4, 8, wt.data_ptr(), 16, None, 0, out.data_ptr(), 16, 1.0, 0, 1, value.data_ptr())
-    assert lib.fusedsnn_spike_linear(*ok) == 0
+    nonzero = ctypes.c_int64(5)
+    ok = (x.data_ptr(), 4, 8, wt.data_ptr(), 16, None, 0, out.data_ptr(), 16, 1.0, 0, 0, 1, value.data_ptr(),
+          ctypes.byref(nonzero))
+    assert lib.fusedsnn_spike_linear(*ok) == 0 and nonzero.value == 0
     assert lib.fusedsnn_spike_linear(*ok[:4], 15, *ok[5:]) == 1  # ldw < n_out
-    assert lib.fusedsnn_spike_linear(*ok[:10], 2, *ok[11:]) == 1  # dtype
+    assert lib.fusedsnn_spike_linear(*ok[:11], 2, *ok[12:]) == 1  # dtype
     assert lib.fusedsnn_spike_linear(None, *ok[1:]) == 1
+    assert lib.fusedsnn_spike_linear(*ok[:14], None) == 1  # nowhere to count
+    assert lib.fusedsnn_spike_linear(*ok[:7], None, *ok[8:]) == 1  # no output for a product
+    # a negative max_rate only counts: no weights or output needed
+    count_only = (x.data_ptr(), 4, 8, None, 16, None, 0, None, 16, -1.0, 0, 0, 1, value.data_ptr(), ctypes.byref(nonzero))
+    assert lib.fusedsnn_spike_linear(*count_only) == 2 and nonzero.value == 0
     g, dwt = torch.randn(4, 16), torch.empty(8, 16)
     assert lib.fusedsnn_spike_linear_weight_gradient(g.data_ptr(), x.data_ptr(), 4, 8, 16, dwt.data_ptr(), 16, 0, 1) == 0
     assert lib.fusedsnn_spike_linear_weight_gradient(g.data_ptr(), x.data_ptr(), 4, 8, 16, dwt.data_ptr(), 15, 0, 1) == 1
