@@ -309,3 +309,35 @@ def test_sections_are_registered_and_named_in_the_help():
     bench_cli.add_arguments(parser)
     help_text = " ".join(parser.format_help().split())
     assert "net3" in help_text and "open_neuromorphic" in help_text
+
+
+def test_net3_spike_products_provider_takes_products_and_matches_fused(monkeypatch):
+    """``fused-spike-products``: the hidden Linear layers take the host's spike products where
+    the rule allows (here the first layer: 320 rows x 256 -> 512 at 20 % spikes) and the step
+    matches ``fused`` within the products' rounding (sums in another order: at most 0.5 % of
+    spikes may flip at threshold, loss to 1e-4 relative, gradients to 1e-3 of their largest)."""
+    from fusedsnn.memory import spike_layers
+
+    calls = []
+    real = spike_layers._with_products
+
+    def spy(*args, **kwargs):
+        calls.append(args[1].shape)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(spike_layers, "_with_products", spy)
+    case = net3.Net3Case(T=10, B=32, seed=5)
+    x, y, weights = net3.operands(case)
+    out = {}
+    for provider in ("fused", "fused-spike-products"):
+        model, forward = net3.build_forward(case, provider, weights)
+        spk = forward(x)[0]
+        loss = population.ce_rate_loss(spk, y, net3.NUM_CLASSES)
+        loss.backward()
+        out[provider] = spk, loss, [p.grad for p in model.parameters()]
+    assert calls and calls[0] == (512, 256)
+    (spk_f, loss_f, grads_f), (spk_p, loss_p, grads_p) = out["fused"], out["fused-spike-products"]
+    assert (spk_f != spk_p).float().mean() <= 5e-3
+    torch.testing.assert_close(loss_p, loss_f, rtol=1e-4, atol=0)
+    for g_p, g_f in zip(grads_p, grads_f):
+        torch.testing.assert_close(g_p, g_f, rtol=0, atol=1e-3 * float(g_f.abs().max()))

@@ -36,6 +36,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from .. import layers, population
 from ..memory import memory_lean
+from ..memory.spike_layers import linear_after_spikes
 from ..models import DSNN
 from .training import _profiler_chatter_dropped
 
@@ -56,17 +57,23 @@ class MLP3(nn.Module):
 
     sizes = (256, 512, 512, 10)
 
-    def __init__(self, beta: float = 0.95) -> None:
+    def __init__(self, beta: float = 0.95, spike_products: bool = False) -> None:
+        """``spike_products``: every Linear is fed spikes (the input too), so each may take the
+        host's spike products where :mod:`fusedsnn.memory.product_rule` finds them faster
+        (sums in another order than BLAS: see that module's tolerance)."""
         super().__init__()
         self.fcs = nn.ModuleList(nn.Linear(a, b) for a, b in zip(self.sizes[:-1], self.sizes[1:]))
         self.neurons = nn.ModuleList(layers.Leaky(beta=beta) for _ in self.sizes[1:])
+        self.spike_products = spike_products
+        for fc in self.fcs:
+            fc.spike_product = True if spike_products else None
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         # Only the current layer's tensors are referenced: a hidden layer's membrane and the
         # previous spikes are dropped as soon as the next call no longer needs them.
         out = (x,)
         for fc, lif in zip(self.fcs, self.neurons):
-            current = fc(out[0])
+            current = linear_after_spikes(fc, out[0]) if self.spike_products else fc(out[0])
             out = None
             out = lif(current)
             del current

@@ -10,6 +10,10 @@ so that every layer spikes, see :func:`operands`; each row gives the layers' spi
 
 - ``fused``: :class:`fusedsnn.bench.memory.MLP3`, the memory section's network (``nn.Linear``
   over the whole ``[T, B, F]``, then a fused :class:`fusedsnn.Leaky`), eager;
+- ``fused-spike-products``: the same network with every Linear (each is fed spikes, the input
+  too) allowed the host's spike products where :mod:`fusedsnn.memory.product_rule` finds them
+  faster than BLAS (``MLP3(spike_products=True)``); the sums run in another order, so spikes
+  can differ from ``fused`` where a membrane lies within rounding of the threshold; eager;
 - ``snntorch``: the same Linear layers with ``snntorch.Leaky`` stepped over ``unbind(0)``, eager.
   The input is known up front, so the first Linear runs once over all ``T * B`` rows (what a
   careful user writes; every later layer needs the previous layer's spikes of the same step);
@@ -49,7 +53,7 @@ Tensor = torch.Tensor
 
 __all__ = ["Net3Case", "PROVIDERS", "COMPILE_MAX_T", "build_forward", "make_step", "run_case", "section_net3"]
 
-PROVIDERS = ("fused", "snntorch", "spikingjelly", "fused-compiled", "snntorch-compiled")
+PROVIDERS = ("fused", "fused-spike-products", "snntorch", "spikingjelly", "fused-compiled", "snntorch-compiled")
 #: The section's own compile budget, generous on purpose: the full run's T=50 compiles
 #: (snnTorch's stepped network took 83 s there); above it the compiled providers are skipped.
 COMPILE_MAX_T = 50
@@ -180,11 +184,11 @@ def build_forward(case: Net3Case, provider: str, weights: dict) -> tuple[nn.Modu
     """``(model, forward)``: a fresh :class:`MLP3` holding ``weights`` (its parameters are what
     the provider trains) and the module ``provider`` runs it through (``forward(x)`` -> a tuple
     whose first element is the output spikes ``[T, B, 10]``)."""
-    model = MLP3(case.beta)
+    base = base_provider(provider)
+    model = MLP3(case.beta, spike_products=base == "fused-spike-products")
     model.load_state_dict(weights)
     model = model.to(case.device)
-    base = base_provider(provider)
-    if base == "fused":
+    if base in ("fused", "fused-spike-products"):
         return model, model
     if base == "snntorch":
         return model, SnnTorchNet3(model).to(case.device)
