@@ -377,7 +377,8 @@ def host_targets() -> str:
             "execution mode: eager, snnTorch 1.0.0 stepped over `x.unbind(0)` or SpikingJelly's multi-step LIF "
             "(training: snnTorch's twin running the static first layer once, `snntorch-hoisted`, or at every step, "
             "`snntorch-tutorial`); compiled, snnTorch's loop under `torch.compile` (compile time not counted). "
-            "Training and the all-to-all op were measured eager only; the all-to-all's one baseline is snnTorch "
+            "The training rows here are eager (issue 19's table below has the compiled ones); the all-to-all op "
+            "was measured eager only, and the all-to-all's one baseline is snnTorch "
             "(eager, unbind), SpikingJelly having no all-to-all recurrent LIF with snnTorch's reset order. The bare "
             "`autograd.Function` of the per-call target is timed only by `benchmarks/host_overhead.py calls`, "
             "whose last log is from before issue 18 (below).\n")
@@ -792,7 +793,8 @@ def simt_fusion() -> str:
             "fastest snnTorch twin of the same execution mode): across neuron models the fused DSNN trains "
             f"{span('neuron_models')}, across batch sizes {span('batch')}; at one time step (population rows) "
             f"{span('population', lambda r: r['num_steps'] == 1)}: there is no time loop to fuse and the custom "
-            "op's fixed cost shows. Training on this CPU was measured eager only.\n")
+            "op's fixed cost shows. The quick run measures training eager only (compiled training rows: "
+            "README's CPU table).\n")
 
 
 def _published() -> dict:
