@@ -44,8 +44,8 @@ import torch
 from torch import nn
 
 from .memory import MLP3
-from .modes import add_speedups, base_provider, compile_budget_reason, execution_mode
-from .neurons import _spikingjelly_unavailable, spikingjelly_lif
+from .modes import add_speedups, base_provider, execution_mode
+from .neurons import _spikingjelly_unavailable, provider_unavailable, spikingjelly_lif
 from .timing import _sync, interleaved, sample_quantiles
 from .training import forward_loss_fn, make_optimizer
 
@@ -171,13 +171,7 @@ class SpikingJellyNet3(nn.Module):
 
 def unavailable(case: Net3Case, provider: str, compile_max_t: int = COMPILE_MAX_T) -> Optional[str]:
     """None when ``provider`` can run ``case``, else the reason (written in the row)."""
-    if provider not in PROVIDERS:
-        raise ValueError(f"provider must be one of {PROVIDERS}, got {provider!r}")
-    if execution_mode(provider) == "compiled" and (reason := compile_budget_reason(case.T, compile_max_t)):
-        return reason
-    if provider == "spikingjelly":
-        return _spikingjelly_unavailable()
-    return None
+    return provider_unavailable(provider, PROVIDERS, case.T, compile_max_t, _spikingjelly_unavailable)
 
 
 def build_forward(case: Net3Case, provider: str, weights: dict) -> tuple[nn.Module, nn.Module]:

@@ -103,6 +103,20 @@ def _spikingjelly_unavailable() -> str | None:
     return None
 
 
+def provider_unavailable(provider: str, providers: tuple[str, ...], num_steps: int, compile_max_t: int,
+                         spikingjelly_unavailable: Callable[[], str | None] = _spikingjelly_unavailable) -> str | None:
+    """For the sections that name their own ``providers`` (net3, open_neuromorphic): None when
+    ``provider`` can run ``num_steps`` steps, else the reason written in its row (over the compile
+    budget, SpikingJelly not importable). An unknown provider is a ValueError."""
+    if provider not in providers:
+        raise ValueError(f"provider must be one of {providers}, got {provider!r}")
+    if execution_mode(provider) == "compiled" and (reason := compile_budget_reason(num_steps, compile_max_t)):
+        return reason
+    if provider == "spikingjelly":
+        return spikingjelly_unavailable()
+    return None
+
+
 def baseline_providers(device: torch.device, dtype: torch.dtype, compiled: bool = True) -> list[str]:
     """The baselines offered on ``device``: snnTorch eager, compiled (``compiled``) and, on CUDA,
     graph-captured; SpikingJelly where importable (float32 only, as snnTorch)."""

@@ -46,8 +46,8 @@ from torch import nn
 
 from .. import functional as Fn
 from ..backends.registry import resolve_backend
-from .modes import COMPILE_MAX_T, add_speedups, compile_budget_reason, execution_mode
-from .neurons import _spikingjelly_unavailable, spikingjelly_lif
+from .modes import COMPILE_MAX_T, add_speedups, execution_mode
+from .neurons import _spikingjelly_unavailable, provider_unavailable, spikingjelly_lif
 from .published import OPEN_NEUROMORPHIC, OPEN_NEUROMORPHIC_SOURCE
 from .timing import _sync, interleaved, sample_quantiles
 
@@ -103,13 +103,7 @@ def operands(case: OnCase) -> tuple[Tensor, Tensor, dict]:
 
 def unavailable(case: OnCase, provider: str, compile_max_t: int = COMPILE_MAX_T) -> Optional[str]:
     """None when ``provider`` can run ``case``, else the reason (written in the row)."""
-    if provider not in PROVIDERS:
-        raise ValueError(f"provider must be one of {PROVIDERS}, got {provider!r}")
-    if execution_mode(provider) == "compiled" and (reason := compile_budget_reason(case.T, compile_max_t)):
-        return reason
-    if provider == "spikingjelly":
-        return _spikingjelly_unavailable()
-    return None
+    return provider_unavailable(provider, PROVIDERS, case.T, compile_max_t, _spikingjelly_unavailable)
 
 
 def _snntorch_forward(lin: nn.Linear, beta: float) -> Callable[[Tensor], Tensor]:
