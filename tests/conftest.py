@@ -135,3 +135,23 @@ def evidence_table(request, tmp_path, capsys):
         return path
 
     return write
+
+
+@pytest.fixture
+def spike_product_calls(monkeypatch):
+    """What each host spike-product call of the layers did, in order: ``"product"`` or
+    ``"declined"`` (its rate check refused), with the global mode read from a clean environment."""
+    from fusedsnn.backends.host import all_to_all as host
+    from fusedsnn.memory import product_rule
+
+    monkeypatch.delenv(product_rule.ENV_VAR, raising=False)
+    seen = []
+    real = host.spike_linear_checked
+
+    def recording(*args, **kwargs):
+        result = real(*args, **kwargs)
+        seen.append("product" if result.out is not None else "declined")
+        return result
+
+    monkeypatch.setattr(host, "spike_linear_checked", recording)
+    return seen

@@ -168,22 +168,9 @@ def test_a_sequence_of_another_length_than_num_steps_is_refused(make, shape):
 # ---------------------------------------------------------------------------------------------
 
 @pytest.fixture
-def product_calls(monkeypatch):
-    """What each spike-product call did, ``"product"`` or ``"declined"``, with the global mode
-    read from a clean environment."""
-    from fusedsnn.backends.host import all_to_all as host
-
-    monkeypatch.delenv(fs.memory.product_rule.ENV_VAR, raising=False)
-    seen = []
-    real = host.spike_linear_checked
-
-    def recording(*args, **kwargs):
-        result = real(*args, **kwargs)
-        seen.append("product" if result.out is not None else "declined")
-        return result
-
-    monkeypatch.setattr(host, "spike_linear_checked", recording)
-    return seen
+def product_calls(spike_product_calls):
+    """What each spike-product call did (tests/conftest.py)."""
+    return spike_product_calls
 
 
 def _wide_dsnn(**kw) -> fs.DSNN:

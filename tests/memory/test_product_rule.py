@@ -18,7 +18,7 @@ from torch import nn
 
 from fusedsnn import memory
 from fusedsnn.backends.host import all_to_all as host
-from fusedsnn.memory import product_rule, spike_layers
+from fusedsnn.memory import product_rule
 
 from ..conftest import assert_close_scaled, ordered_spike_linear
 
@@ -46,18 +46,9 @@ def _spikes(*shape, rate, dtype=torch.float32, value=1.0, seed=0):
 
 
 @pytest.fixture
-def calls(monkeypatch):
-    """What each spike-product call of the layers did: ``"product"`` or ``"declined"``."""
-    seen = []
-    real = host.spike_linear_checked
-
-    def recording(*args, **kwargs):
-        result = real(*args, **kwargs)
-        seen.append("product" if result.out is not None else "declined")
-        return result
-
-    monkeypatch.setattr(host, "spike_linear_checked", recording)
-    return seen
+def calls(spike_product_calls):
+    """What each spike-product call of the layers did (tests/conftest.py)."""
+    return spike_product_calls
 
 
 # ---------------------------------------------------------------------------------------------
